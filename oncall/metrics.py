@@ -1,0 +1,40 @@
+"""Prometheus metrics of the agent, exposed at ``GET /metrics`` (prometheus-client default registry)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ALERT_NOTIFICATIONS = Counter(
+    "oncall_alert_notifications_total",
+    "Alertmanager webhook POSTs received, by outcome (accepted, duplicate, invalid, unauthorized).",
+    ["outcome"],
+)
+ALERTS_RECEIVED = Counter(
+    "oncall_alerts_received_total",
+    "Alerts carried by accepted notifications, by alert status (firing, resolved).",
+    ["status"],
+)
+INCIDENTS_OPEN = Gauge("oncall_incidents_open", "Incidents whose alerts are not all resolved.")
+INVESTIGATIONS = Counter(
+    "oncall_investigations_total",
+    "Finished investigations, by engine (offline, openai) and outcome (the diagnosis fault_type, or error).",
+    ["engine", "outcome"],
+)
+INVESTIGATION_SECONDS = Histogram(
+    "oncall_investigation_duration_seconds",
+    "Wall time of one investigation, seconds.",
+    ["engine"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+)
+TOOL_CALL_SECONDS = Histogram(
+    "oncall_tool_call_duration_seconds",
+    "Wall time of one tool call, seconds, by tool and result (ok, error).",
+    ["tool", "result"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LLM_TOKENS = Counter("oncall_llm_tokens_total", "Model tokens used, by kind (prompt, completion).", ["kind"])
+WHATSAPP_MESSAGES = Counter(
+    "oncall_whatsapp_messages_total",
+    "Outbound WhatsApp messages by channel (twilio, console) and final status (sent, failed).",
+    ["channel", "status"],
+)
+JIRA_TICKETS = Counter("oncall_jira_tickets_total", "Jira tickets by outcome (created, draft, failed).", ["outcome"])
