@@ -5,6 +5,7 @@ pydantic's message; secrets are ``SecretStr`` so they never print in logs or rep
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -86,8 +87,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _complete_integrations(self) -> "Settings":
         """An integration is either fully configured or not at all; half a configuration is an error."""
+        # TWILIO_AUTH_TOKEN alone is valid: it verifies inbound webhooks while replies go to the console channel.
         groups = {
-            "Twilio": {"TWILIO_ACCOUNT_SID": self.twilio_account_sid, "TWILIO_AUTH_TOKEN": self.twilio_auth_token, "TWILIO_WHATSAPP_FROM": self.twilio_whatsapp_from},
+            "Twilio": {"TWILIO_ACCOUNT_SID": self.twilio_account_sid, "TWILIO_AUTH_TOKEN": self.twilio_auth_token, "TWILIO_WHATSAPP_FROM": self.twilio_whatsapp_from}
+            if (self.twilio_account_sid or self.twilio_whatsapp_from)
+            else {},
             "Jira": {"JIRA_BASE_URL": self.jira_base_url, "JIRA_EMAIL": self.jira_email, "JIRA_API_TOKEN": self.jira_api_token, "JIRA_PROJECT_KEY": self.jira_project_key},
         }
         for name, fields in groups.items():
@@ -106,7 +110,10 @@ class Settings(BaseSettings):
 
     @property
     def twilio_enabled(self) -> bool:
-        """True when WhatsApp messages go through Twilio rather than the console channel."""
+        """True when WhatsApp messages go through Twilio rather than the console channel.
+
+        ``TWILIO_AUTH_TOKEN`` alone (no SID, no sender) only verifies inbound webhook signatures.
+        """
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_from)
 
     @property
@@ -132,5 +139,9 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Return the process-wide settings (read once; tests build ``Settings(...)`` directly instead)."""
-    return Settings()
+    """Return the process-wide settings, read once from the environment and the env file.
+
+    The env file is ``.env`` in the working directory, or the path in ``ONCALL_ENV_FILE``
+    (a missing file is ignored). Raises ``pydantic.ValidationError`` on invalid values.
+    """
+    return Settings(_env_file=os.environ.get("ONCALL_ENV_FILE", ".env"))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the system binaries the stack needs when they are missing:
+#   prometheus, promtool (Debian package prometheus) and Alertmanager, amtool (prometheus-alertmanager).
+# With --bench also nginx and wrk (benchmarks). Uses apt-get as root or through sudo; elsewhere it
+# says what to install and exits 1.
+set -euo pipefail
+
+packages=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have prometheus && have promtool || packages+=(prometheus)
+{ have prometheus-alertmanager || have alertmanager; } && have amtool || packages+=(prometheus-alertmanager)
+if [[ "${1:-}" == "--bench" ]]; then
+  have nginx || [[ -x /usr/sbin/nginx ]] || packages+=(nginx)
+  have wrk || packages+=(wrk)
+fi
+[[ ${#packages[@]} -eq 0 ]] && exit 0
+
+echo "installing system packages: ${packages[*]}"
+if ! have apt-get; then
+  echo "error: apt-get not found. Install ${packages[*]} yourself (https://prometheus.io/download/), put them on PATH, and run again." >&2
+  exit 1
+fi
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  if have sudo; then sudo="sudo"; else
+    echo "error: need root to run apt-get install ${packages[*]} (no sudo found)." >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${packages[@]}"

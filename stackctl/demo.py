@@ -1,0 +1,202 @@
+"""``make demo``: start the stack, drive an incident, show the agent's WhatsApp diagnosis.
+
+Environment:
+    DEMO_EXIT=1        exit after the diagnosis instead of keeping the stack up until Ctrl-C.
+    DEMO_FAULT=MODE    inject a fault through the process manager (errors, latency, cpu, oom_safe,
+                       crash) instead of the default agentic traffic that hits the null-dereference bug.
+    DEMO_TIMEOUT_S     seconds to wait for the diagnosis (default 170).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from stackctl.config import StackPorts, load_timing
+from stackctl.processes import REPO_ROOT
+from stackctl.stack import Stack, StackError
+
+ERROR_RATIO_QUERY = 'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m]))'
+DEMO_ENGINEER = "whatsapp:+15550100001"
+FAULTS = {
+    "errors": {"mode": "errors", "p_error": 0.6},
+    "latency": {"mode": "latency", "latency_ms": 1500},
+    "cpu": {"mode": "cpu", "cpu_ms": 300},
+    "oom_safe": {"mode": "oom_safe", "step_mb": 8, "max_mb": 400},
+    "crash": {"mode": "crash", "replica": "inventory-2"},
+}
+console = Console()
+
+
+def new_run_dir() -> Path:
+    """Create ``run/<timestamp>`` and point ``run/latest`` at it."""
+    run_root = REPO_ROOT / "run"
+    run_dir = run_root / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    latest = run_root / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run_dir.name)
+    return run_dir
+
+
+def traffic_command(stack: Stack, fault: str | None, json_out: Path) -> list[str]:
+    """The traffic_gen invocation: agentic (normal, then 80% to the buggy endpoint), or constant load while a fault is injected."""
+    base = [sys.executable, "traffic_gen.py", "--url", stack.url("lb"), "--quiet", "--json", str(json_out)]
+    if fault:
+        return base + ["--profile", "constant", "--rps", "30", "--duration", "170"]
+    return base + ["--profile", "agentic", "--normal-rps", "20", "--normal-duration", "10", "--error-rps", "30", "--error-duration", "160", "--duration", "170"]
+
+
+def prometheus_state(client: httpx.Client, stack: Stack) -> tuple[float | None, str]:
+    """Current error ratio (0-1, None before data) and the state of the inventory alerts (inactive/pending/firing)."""
+    ratio = None
+    answer = client.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": ERROR_RATIO_QUERY}).json()
+    if answer["data"]["result"]:
+        ratio = float(answer["data"]["result"][0]["value"][1])
+    alerts = client.get(f"{stack.url('prometheus')}/api/v1/alerts").json()["data"]["alerts"]
+    states = sorted({f"{a['labels']['alertname']}={a['state']}" for a in alerts})
+    return ratio, ", ".join(states) or "inactive"
+
+
+def latest_diagnosed_incident(client: httpx.Client, stack: Stack) -> dict | None:
+    """The newest incident whose diagnosis has been sent on WhatsApp, with its messages, or None."""
+    incidents = client.get(f"{stack.url('agent')}/incidents").json()["incidents"]
+    for summary in incidents:
+        detail = client.get(f"{stack.url('agent')}/incidents/{summary['id']}").json()
+        outbound = [m for m in detail.get("messages", []) if m["direction"] == "out"]
+        if detail.get("diagnosis") and outbound:
+            return detail
+    return None
+
+
+def progress_table(started: float, ratio: float | None, alerts: str, incident: str) -> Table:
+    """One-row live status: elapsed seconds, error ratio, alert states, incident state."""
+    table = Table(show_header=True, header_style="bold")
+    for column in ("elapsed", "error ratio (1m)", "alerts", "incident"):
+        table.add_column(column)
+    table.add_row(f"{time.monotonic() - started:5.0f}s", "-" if ratio is None else f"{ratio:.1%}", alerts, incident)
+    return table
+
+
+def wait_for_diagnosis(stack: Stack, timeout: float) -> dict:
+    """Show live progress until the agent has diagnosed an incident and messaged the engineer.
+
+    Raises TimeoutError after ``timeout`` seconds.
+    """
+    started = time.monotonic()
+    with httpx.Client(timeout=5.0) as client, Live(console=console, refresh_per_second=2) as live:
+        while time.monotonic() - started < timeout:
+            ratio, alerts = prometheus_state(client, stack)
+            incident = latest_diagnosed_incident(client, stack)
+            live.update(progress_table(started, ratio, alerts, "diagnosed" if incident else "waiting for alert"))
+            if incident:
+                return incident
+            time.sleep(1.0)
+    raise TimeoutError(f"no diagnosis within {timeout:.0f}s")
+
+
+def show_diagnosis(stack: Stack, incident: dict) -> None:
+    """Print the WhatsApp messages as the engineer sees them, and the incident URL."""
+    outbound = [m for m in incident["messages"] if m["direction"] == "out"]
+    for message in outbound:
+        console.print(Panel(message["body"], title=f"WhatsApp to {message.get('to_number') or 'on-call'} ({message['channel']})", border_style="green"))
+    console.print(f"[bold]Incident:[/bold] {stack.url('agent')}/incidents/{incident['id']}")
+
+
+def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
+    """End the traffic generator (SIGINT: it prints its summary) and show the summary line."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if json_out.exists():
+        summary = json.loads(json_out.read_text())
+        console.print(f"[dim]traffic: {json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'status_codes')})}[/dim]")
+
+
+def explore(stack: Stack) -> None:
+    """Keep the stack up until Ctrl-C, showing where everything is."""
+    console.print(Panel(
+        "\n".join([
+            f"agent        {stack.url('agent')}/incidents",
+            f"Prometheus   {stack.url('prometheus')}/alerts",
+            f"Alertmanager {stack.url('alertmanager')}",
+            f"LB           {stack.url('lb')}/healthz",
+            f"process mgr  {stack.url('pm')}/instances",
+            f"logs         {stack.log_dir}",
+            "",
+            'Reply as the on-call engineer:  make reply MSG="create a jira task and assign it to Ravi"',
+            "Ctrl-C stops everything.",
+        ]),
+        title="Stack is up", border_style="blue",
+    ))
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+def main() -> int:
+    """Run the demo; exit code 0 when a diagnosis was shown, 1 otherwise."""
+    fault = os.environ.get("DEMO_FAULT") or None
+    if fault and fault not in FAULTS:
+        console.print(f"[red]DEMO_FAULT must be one of {sorted(FAULTS)}[/red]")
+        return 2
+    run_dir = new_run_dir()
+    webhook_token = secrets.token_hex(16)
+    agent_env: dict[str, str | None] = {"ONCALL_WHATSAPP_NUMBERS": os.environ.get("ONCALL_WHATSAPP_NUMBERS") or DEMO_ENGINEER}
+    if not os.environ.get("TWILIO_AUTH_TOKEN"):
+        agent_env["TWILIO_AUTH_TOKEN"] = webhook_token  # verifies `make reply` webhooks; replies go to the console channel
+    stack = Stack(run_dir=run_dir, ports=StackPorts(), timing=load_timing(), agent_env=agent_env)
+    (run_dir / "reply.json").write_text(json.dumps({"agent_url": stack.url("agent"), "from": agent_env["ONCALL_WHATSAPP_NUMBERS"].split(",")[0], "token_env": "TWILIO_AUTH_TOKEN", "token": agent_env.get("TWILIO_AUTH_TOKEN")}))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    traffic = None
+    try:
+        console.rule("[bold]On-call agent demo")
+        console.print(f"run folder: {run_dir}")
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        stack.start(replicas=2, step=lambda message: console.print(f"[green]✓[/green] {message}"))
+        json_out = run_dir / "traffic.json"
+        traffic = subprocess.Popen(traffic_command(stack, fault, json_out), cwd=REPO_ROOT, stdout=open(stack.log_dir / "traffic_gen.log", "ab"), stderr=subprocess.STDOUT)
+        if fault:
+            time.sleep(5)
+            httpx.post(f"{stack.url('pm')}/fault", json=FAULTS[fault], timeout=10).raise_for_status()
+            console.print(f"[yellow]injected fault[/yellow] {FAULTS[fault]}")
+        else:
+            console.print("[yellow]traffic:[/yellow] agentic profile, 10 s normal, then 80% of requests hit /random-endpoint/error")
+        incident = wait_for_diagnosis(stack, float(os.environ.get("DEMO_TIMEOUT_S", "170")))
+        stop_traffic(traffic, json_out)
+        show_diagnosis(stack, incident)
+        if os.environ.get("DEMO_EXIT", "").lower() in {"1", "true", "yes"}:
+            return 0
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        explore(stack)
+        return 0
+    except (StackError, TimeoutError) as exc:
+        console.print(f"[red]demo failed:[/red] {exc}\nlogs: {run_dir / 'logs'}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        if traffic is not None and traffic.poll() is None:
+            traffic.kill()
+        console.print("stopping the stack ...")
+        stack.stop()
+        console.print("stopped: every process ended, ports freed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Child processes started by PID, logged to files, always stopped by PID (SIGTERM, then SIGKILL)."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ProcessGroup:
+    """Child processes started together and stopped together, newest first.
+
+    Args:
+        log_dir: folder for one ``<name>.log`` file per process (stdout and stderr).
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str | None] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+        """Start ``args`` with output in ``log_dir/<name>.log``.
+
+        ``env`` is merged over ``os.environ``; a ``None`` value removes that variable for the child.
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {key: value for key, value in merged.items() if value is not None}
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=str(cwd or REPO_ROOT))
+        self.procs.append((name, proc))
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        """Path of the named process's log file."""
+        return self.log_dir / f"{name}.log"
+
+    def log_text(self, name: str) -> str:
+        """What the named process wrote so far (for error messages and assertions)."""
+        path = self.log_path(name)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+        """SIGTERM ``proc`` by PID; SIGKILL it if it is still alive after ``grace`` seconds."""
+        if proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        """Stop every process started through this group, newest first."""
+        for _, proc in reversed(self.procs):
+            self.stop(proc)
+        self.procs.clear()
+
+
+def find_binary(*names: str) -> str | None:
+    """Return the path of the first of ``names`` found on PATH (e.g. ``prometheus-alertmanager``, ``alertmanager``)."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; return that value.
+
+    Raises:
+        TimeoutError: when ``timeout`` seconds pass first (the message names ``what``).
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - polling tolerates transient errors
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last error: {last_error!r}")
+
+
+def wait_http_ok(url: str, timeout: float = 20.0) -> httpx.Response:
+    """Wait until GET ``url`` answers 2xx; return the response."""
+
+    def probe() -> httpx.Response | None:
+        response = httpx.get(url, timeout=2.0)
+        return response if response.is_success else None
+
+    return wait_until(probe, timeout, what=f"GET {url} -> 2xx")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(size: int, start: int = 20000, end: int = 60000) -> int:
+    """Return a base port B such that B+1 .. B+size are all free on 127.0.0.1."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        base = rng.randrange(start, end - size - 1)
+        if all(port_is_free(base + i) for i in range(1, size + 1)):
+            return base
+    raise RuntimeError(f"no block of {size} free ports found")
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port and it can be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

@@ -1,0 +1,95 @@
+"""``make reply MSG="..."``: reply to the agent as the on-call engineer, without a phone.
+
+Posts a WhatsApp inbound message to the running agent's ``/webhook/twilio`` exactly as Twilio
+would (form-encoded, ``X-Twilio-Signature`` computed with the twilio SDK's RequestValidator), then
+prints the agent's answer. The agent, token and sender come from ``run/latest/reply.json`` written
+by ``make demo``; ``--agent-url``, ``TWILIO_AUTH_TOKEN`` and ``--from`` override them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import time
+
+import httpx
+from rich.console import Console
+from rich.panel import Panel
+from twilio.request_validator import RequestValidator
+
+from stackctl.processes import REPO_ROOT
+
+console = Console()
+SANDBOX_NUMBER = "whatsapp:+14155238886"  # Twilio's WhatsApp sandbox sender
+
+
+def demo_defaults() -> dict:
+    """What ``make demo`` recorded for replies (agent URL, sender, webhook token), or {}."""
+    path = REPO_ROOT / "run" / "latest" / "reply.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def inbound_params(sender: str, body: str) -> dict[str, str]:
+    """Form fields of a Twilio inbound WhatsApp message (Twilio Messaging webhook parameters)."""
+    sid = "SM" + secrets.token_hex(16)
+    return {
+        "MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32,
+        "From": sender, "To": os.environ.get("TWILIO_WHATSAPP_FROM", SANDBOX_NUMBER), "Body": body,
+        "NumMedia": "0", "NumSegments": "1", "ProfileName": "On-call engineer", "WaId": sender.split("+")[-1],
+        "SmsStatus": "received", "ApiVersion": "2010-04-01",
+    }
+
+
+def send_reply(agent_url: str, token: str, sender: str, body: str) -> httpx.Response:
+    """POST a signed inbound message; the signature covers agent_url + path and the form fields."""
+    url = f"{agent_url}/webhook/twilio"
+    params = inbound_params(sender, body)
+    signature = RequestValidator(token).compute_signature(url, params)
+    return httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10.0)
+
+
+def wait_for_answer(agent_url: str, sender: str, since: float, timeout: float = 30.0) -> list[dict]:
+    """Outbound messages to ``sender`` stored by the agent after ``since`` (epoch s), polled up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            found: list[dict] = []
+            for summary in client.get(f"{agent_url}/incidents").json()["incidents"][:5]:
+                detail = client.get(f"{agent_url}/incidents/{summary['id']}").json()
+                found += [m for m in detail.get("messages", []) if m["direction"] == "out" and m.get("to_number") == sender and m["created_at"] >= since]
+            if found:
+                return found
+            time.sleep(0.5)
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Send the reply and print the agent's answer; exit 1 when the agent rejects it or does not answer."""
+    defaults = demo_defaults()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("message", help='the reply, e.g. "create a jira task and assign it to Ravi" or "#3 ack"')
+    parser.add_argument("--agent-url", default=defaults.get("agent_url", "http://127.0.0.1:8088"))
+    parser.add_argument("--from", dest="sender", default=defaults.get("from", (os.environ.get("ONCALL_WHATSAPP_NUMBERS") or "").split(",")[0]))
+    args = parser.parse_args(argv)
+    token = os.environ.get("TWILIO_AUTH_TOKEN") or defaults.get("token")
+    if not token or not args.sender:
+        console.print("[red]No webhook token or sender: start the stack with `make demo` first, or set TWILIO_AUTH_TOKEN and ONCALL_WHATSAPP_NUMBERS.[/red]")
+        return 1
+    since = time.time()
+    response = send_reply(args.agent_url, token, args.sender, args.message)
+    if response.status_code != 200:
+        console.print(f"[red]agent answered {response.status_code}: {response.text}[/red]")
+        return 1
+    console.print(f"[green]sent[/green] {args.message!r} from {args.sender}")
+    answers = wait_for_answer(args.agent_url, args.sender, since)
+    for message in answers:
+        console.print(Panel(message["body"], title="agent's answer on WhatsApp", border_style="green"))
+    if not answers:
+        console.print("[yellow]no answer within 30 s; see the agent log in run/latest/logs/agent.log[/yellow]")
+    return 0 if answers else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
