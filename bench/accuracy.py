@@ -1,0 +1,350 @@
+"""Diagnosis accuracy benchmark: inject real faults into the running demo stack and grade the agent.
+
+    python bench/accuracy.py [--scenario ID ...] [--repeat N] [--json PATH]
+
+Brings the stack up once (demo alert timing, console WhatsApp channel), then for each scenario in
+``bench/scenarios/*.yaml``: returns the stack to a healthy state, starts the scenario's traffic,
+injects its faults (through the process manager, or directly on a replica so the change log has no
+entry), waits for the real alert and the agent's diagnosis (controls get an alert posted as
+Alertmanager would), cleans up, and scores the diagnosis against the scenario's ground truth:
+fault type, the exact set of affected replicas, file:line for code bugs, false alarms on controls,
+time from injection to diagnosis, and model tokens.
+
+With ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` set (environment or ``.env``) the agent uses the
+model and the same scenarios grade it; otherwise the offline engine is graded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import yaml
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.table import Table
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from stackctl.config import load_timing  # noqa: E402
+from stackctl.processes import wait_until  # noqa: E402
+from stackctl.stack import Stack, free_stack_ports  # noqa: E402
+
+SCENARIO_DIR = REPO_ROOT / "bench" / "scenarios"
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+README = REPO_ROOT / "bench" / "README.md"
+ONCALL_NUMBER = "whatsapp:+15550100001"
+NO_CAUSE = {"none", "unknown"}
+SETTLE_TIMEOUT_S = 240.0
+WARMUP_S = 8.0
+console = Console()
+
+
+class Traffic(BaseModel):
+    """traffic_gen.py settings of a scenario (rates in requests/s, durations in seconds)."""
+
+    profile: Literal["constant", "spike", "ramp", "sine", "ramp-spike", "agentic"]
+    rps: float = 30
+    normal_rps: float = 20
+    normal_duration: float = 5
+    error_rps: float = 30
+
+
+class Setup(BaseModel):
+    """Replica count and traffic a scenario starts from."""
+
+    replicas: int = Field(ge=1, le=10)
+    traffic: Traffic
+
+
+class Fault(BaseModel):
+    """One fault: a /faults mode with its parameters, on ``all`` replicas or one named replica.
+
+    ``via: pm`` goes through the process manager (recorded in its change log); ``via: direct`` posts
+    to the replica's own ``/faults`` (no change-log entry).
+    """
+
+    mode: Literal["latency", "errors", "cpu", "oom_safe", "crash"]
+    params: dict[str, float | int] = Field(default_factory=dict)
+    target: str = "all"
+    via: Literal["pm", "direct"] = "pm"
+
+
+class AlertPlan(BaseModel):
+    """Which real alerts the scenario waits for, or the alert name posted for a control after ``after_s`` seconds."""
+
+    wait_for: list[str] = Field(default_factory=list)
+    synthetic: str | None = None
+    after_s: float = 20
+
+
+class Truth(BaseModel):
+    """Ground truth: accepted fault types, the exact replica set, and for code bugs file and line marker."""
+
+    fault_type: list[str]
+    affected_replicas: list[str]
+    affected_file: str | None = None
+    affected_line_marker: str | None = None
+
+
+class Scenario(BaseModel):
+    """One ``bench/scenarios/*.yaml`` case."""
+
+    id: str
+    description: str
+    setup: Setup
+    faults: list[Fault]
+    alert: AlertPlan
+    observe_s: float = Field(gt=0)
+    truth: Truth
+
+
+def load_scenarios(ids: list[str] | None) -> list[Scenario]:
+    """Parse every scenario file (or only ``ids``); raise SystemExit naming unknown ids."""
+    scenarios = [Scenario.model_validate(yaml.safe_load(p.read_text())) for p in sorted(SCENARIO_DIR.glob("*.yaml"))]
+    if ids:
+        unknown = set(ids) - {s.id for s in scenarios}
+        if unknown:
+            raise SystemExit(f"unknown scenario ids: {sorted(unknown)}")
+        scenarios = [s for s in scenarios if s.id in ids]
+    return scenarios
+
+
+def marker_line(relative_file: str, marker: str) -> int:
+    """1-based line of ``marker`` in ``relative_file`` (ground truth that survives edits above it)."""
+    for number, line in enumerate((REPO_ROOT / relative_file).read_text().splitlines(), start=1):
+        if marker in line:
+            return number
+    raise ValueError(f"marker {marker!r} not found in {relative_file}")
+
+
+def traffic_args(traffic: Traffic, duration: float) -> list[str]:
+    """Command-line arguments for traffic_gen.py."""
+    if traffic.profile == "agentic":
+        error_duration = max(duration - traffic.normal_duration, 1)
+        return ["--profile", "agentic", "--normal-rps", str(traffic.normal_rps), "--normal-duration", str(traffic.normal_duration),
+                "--error-rps", str(traffic.error_rps), "--error-duration", str(error_duration), "--duration", str(duration)]
+    return ["--profile", traffic.profile, "--rps", str(traffic.rps), "--duration", str(duration)]
+
+
+class Bench:
+    """Runs scenarios against one stack and scores the agent's diagnoses."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.http = httpx.Client(timeout=15.0)
+
+    def get(self, component: str, path: str, **params: object) -> dict:
+        """GET JSON from a stack component."""
+        response = self.http.get(f"{self.stack.url(component)}{path}", params=params or None)
+        response.raise_for_status()
+        return response.json()
+
+    def replica_urls(self) -> dict[str, str]:
+        """Replica name -> base URL, from the process manager."""
+        return {i["name"]: i["url"] for i in self.get("pm", "/instances")["instances"]}
+
+    def healthy(self) -> bool:
+        """No pending/firing inventory alert in Prometheus, no firing incident at the agent, every replica running."""
+        alerts = self.get("prometheus", "/api/v1/alerts")["data"]["alerts"]
+        firing_incidents = [i for i in self.get("agent", "/incidents")["incidents"] if i["status"] != "resolved"]
+        running = all(i["state"] == "running" for i in self.get("pm", "/instances")["instances"])
+        return not alerts and not firing_incidents and running
+
+    def reset(self, scenario: Scenario) -> None:
+        """Scale to the scenario's replica count, clear every fault, and wait until the stack is healthy."""
+        self.http.post(f"{self.stack.url('pm')}/scale", json={"replicas": scenario.setup.replicas}, timeout=60).raise_for_status()
+        self.http.post(f"{self.stack.url('pm')}/fault", json={"mode": "none"}).raise_for_status()
+        wait_until(self.healthy, SETTLE_TIMEOUT_S, interval=2.0, what="a healthy stack (no alerts, no firing incident)")
+
+    def inject(self, fault: Fault) -> None:
+        """Apply one fault through the process manager or directly on the replica."""
+        body = {"mode": fault.mode, **fault.params}
+        if fault.via == "pm":
+            target = {} if fault.target == "all" else {"replica": fault.target}
+            self.http.post(f"{self.stack.url('pm')}/fault", json={**body, **target}).raise_for_status()
+            return
+        urls = self.replica_urls()
+        for name in (urls if fault.target == "all" else [fault.target]):
+            self.http.post(f"{urls[name]}/faults", json=body).raise_for_status()
+
+    def post_alert(self, alertname: str, status: str, started: str) -> None:
+        """POST an Alertmanager webhook payload v4 for a control scenario's alert."""
+        labels = {"alertname": alertname, "service": "inventory", "severity": "critical"}
+        alert = {"status": status, "labels": labels, "annotations": {"summary": f"{alertname} (accuracy control)"},
+                 "startsAt": started, "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else datetime.now(timezone.utc).isoformat(),
+                 "generatorURL": f"{self.stack.url('prometheus')}/graph", "fingerprint": f"{abs(hash(alertname)) % 16**16:016x}"}
+        body = {"receiver": "oncall-agent", "status": status, "alerts": [alert], "groupLabels": {"alertname": alertname, "service": "inventory"},
+                "commonLabels": labels, "commonAnnotations": {}, "externalURL": self.stack.url("alertmanager"), "version": "4",
+                "groupKey": f'{{}}:{{alertname="{alertname}", service="inventory"}}', "truncatedAlerts": 0}
+        self.http.post(f"{self.stack.url('agent')}/alerts", json=body).raise_for_status()
+
+    def diagnosis_after(self, since: float) -> dict | None:
+        """The first incident detail whose diagnosis was made after ``since`` (epoch s), or None."""
+        for summary in sorted(self.get("agent", "/incidents")["incidents"], key=lambda i: i["id"]):
+            detail = self.get("agent", f"/incidents/{summary['id']}")
+            if detail.get("diagnosis") and (detail.get("diagnosed_at") or 0) >= since:
+                return detail
+        return None
+
+    def run(self, scenario: Scenario) -> dict:
+        """Run one scenario from a healthy state and return its score row."""
+        self.reset(scenario)
+        duration = scenario.observe_s + WARMUP_S + 30
+        log = open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab")
+        traffic = subprocess.Popen([sys.executable, "traffic_gen.py", "--url", self.stack.url("lb"), "--quiet",
+                                    *traffic_args(scenario.setup.traffic, duration)], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        synthetic_started = None
+        try:
+            time.sleep(scenario.setup.traffic.normal_duration if scenario.setup.traffic.profile == "agentic" else WARMUP_S)
+            injected_at = time.time()
+            for fault in scenario.faults:
+                self.inject(fault)
+            if scenario.alert.synthetic:
+                time.sleep(scenario.alert.after_s)
+                synthetic_started = datetime.now(timezone.utc).isoformat()
+                self.post_alert(scenario.alert.synthetic, "firing", synthetic_started)
+            try:
+                detail = wait_until(lambda: self.diagnosis_after(injected_at), scenario.observe_s, interval=1.0, what="diagnosis")
+            except TimeoutError:
+                detail = None
+            return score(scenario, detail, injected_at)
+        finally:
+            traffic.terminate()
+            traffic.wait(timeout=15)
+            log.close()
+            self.http.post(f"{self.stack.url('pm')}/fault", json={"mode": "none"})
+            if synthetic_started:
+                self.post_alert(scenario.alert.synthetic, "resolved", synthetic_started)
+
+
+def score(scenario: Scenario, detail: dict | None, injected_at: float) -> dict:
+    """Grade one diagnosis against the scenario's truth.
+
+    ``correct`` needs the fault type in the accepted set, the exact replica set, and file:line for
+    code bugs. On a control (truth none/unknown), no diagnosis at all is also correct (no false alarm).
+    """
+    truth = scenario.truth
+    control = set(truth.fault_type) <= NO_CAUSE
+    row: dict = {"id": scenario.id, "expected": "/".join(truth.fault_type), "expected_replicas": truth.affected_replicas}
+    if detail is None:
+        row.update(got=None, replicas=None, engine=None, type_ok=control, replicas_ok=control, line_ok=None,
+                   false_alarm=False, seconds_to_diagnosis=None, tokens=None, incident_id=None)
+    else:
+        diagnosis = detail["diagnosis"]
+        investigations = detail.get("investigations", [])
+        tokens = sum((i.get("prompt_tokens") or 0) + (i.get("completion_tokens") or 0) for i in investigations)
+        line_ok = None
+        if truth.affected_line_marker and truth.affected_file:
+            line_ok = diagnosis.get("affected_file") == truth.affected_file and diagnosis.get("affected_line") == marker_line(truth.affected_file, truth.affected_line_marker)
+        row.update(
+            got=diagnosis["fault_type"], replicas=sorted(diagnosis.get("affected_replicas", [])), engine=diagnosis.get("engine"),
+            type_ok=diagnosis["fault_type"] in truth.fault_type,
+            replicas_ok=sorted(diagnosis.get("affected_replicas", [])) == sorted(truth.affected_replicas),
+            line_ok=line_ok, false_alarm=control and diagnosis["fault_type"] not in NO_CAUSE,
+            seconds_to_diagnosis=round(detail["diagnosed_at"] - injected_at, 1), tokens=tokens, incident_id=detail["id"],
+        )
+    row["correct"] = bool(row["type_ok"] and row["replicas_ok"] and row["line_ok"] is not False)
+    return row
+
+
+def render_table(rows: list[dict]) -> Table:
+    """Rich table of score rows."""
+    table = Table(title="Diagnosis accuracy")
+    for column in ("scenario", "expected", "got", "replicas", "type", "replicas ok", "file:line", "false alarm", "s to diagnosis", "tokens"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["id"], r["expected"], str(r["got"]), ",".join(r["replicas"] or []) or "-", mark(r["type_ok"]), mark(r["replicas_ok"]),
+                      "-" if r["line_ok"] is None else mark(r["line_ok"]), "yes" if r["false_alarm"] else "no",
+                      "-" if r["seconds_to_diagnosis"] is None else f"{r['seconds_to_diagnosis']:.1f}", str(r["tokens"] or "-"))
+    return table
+
+
+def mark(ok: bool | None) -> str:
+    """✓ / ✗ for a score cell."""
+    return "✓" if ok else "✗"
+
+
+def markdown(rows: list[dict], engine: str, when: str) -> str:
+    """Markdown table of a run for bench/README.md."""
+    correct = sum(r["correct"] for r in rows)
+    lines = [f"Engine `{engine}`, {when}: **{correct}/{len(rows)} correct**.", "",
+             "| scenario | expected | got | replicas | type | replicas | file:line | false alarm | s to diagnosis | tokens |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['id']} | {r['expected']} | {r['got']} | {','.join(r['replicas'] or []) or '-'} | {mark(r['type_ok'])} | {mark(r['replicas_ok'])} | "
+                     f"{'-' if r['line_ok'] is None else mark(r['line_ok'])} | {'yes' if r['false_alarm'] else 'no'} | "
+                     f"{'-' if r['seconds_to_diagnosis'] is None else r['seconds_to_diagnosis']} | {r['tokens'] or '-'} |")
+    return "\n".join(lines)
+
+
+def update_readme(section: str, engine_key: str) -> None:
+    """Replace the block between ``<!-- accuracy:<engine_key> -->`` markers in bench/README.md (appended if absent)."""
+    start, end = f"<!-- accuracy:{engine_key}:start -->", f"<!-- accuracy:{engine_key}:end -->"
+    text = README.read_text() if README.exists() else "# Benchmarks\n"
+    block = f"{start}\n{section}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    README.write_text(text)
+
+
+def model_environment() -> dict[str, str | None]:
+    """OPENAI_* settings from the environment or .env, so the graded agent uses the model when one is configured."""
+    from oncall.settings import Settings
+
+    settings = Settings(_env_file=REPO_ROOT / ".env")
+    env: dict[str, str | None] = {"OPENAI_MODEL": settings.openai_model}
+    if settings.openai_api_key:
+        env["OPENAI_API_KEY"] = settings.openai_api_key.get_secret_value()
+    if settings.openai_base_url:
+        env["OPENAI_BASE_URL"] = settings.openai_base_url
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected scenarios ``--repeat`` times; print the table; write JSON and the README section."""
+    parser = argparse.ArgumentParser(description="Diagnosis accuracy benchmark on the live demo stack")
+    parser.add_argument("--scenario", action="append", help="scenario id (repeatable); default: all")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="result file (default bench/results/accuracy-<engine>.json)")
+    args = parser.parse_args(argv)
+    scenarios = load_scenarios(args.scenario)
+    run_dir = REPO_ROOT / "run" / f"accuracy-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    stack = Stack(run_dir=run_dir, ports=free_stack_ports(), timing=load_timing(), isolated=True,
+                  agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, **model_environment()})
+    console.print(f"starting the stack in {run_dir} ...")
+    stack.start(replicas=2, step=lambda message: console.print(f"  {message}"))
+    rows: list[dict] = []
+    try:
+        bench = Bench(stack)
+        for round_index in range(args.repeat):
+            for scenario in scenarios:
+                console.print(f"[bold]{scenario.id}[/bold] (round {round_index + 1}/{args.repeat}): {scenario.description}")
+                row = bench.run(scenario)
+                console.print(f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: {'correct' if row['correct'] else 'WRONG'}")
+                rows.append(row)
+    finally:
+        stack.stop()
+    engine = next((r["engine"] for r in rows if r["engine"]), "offline")
+    engine_key = "offline" if engine == "offline" else "model"
+    console.print(render_table(rows))
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    result_file = args.json or RESULTS_DIR / f"accuracy-{engine_key}.json"
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps({"engine": engine, "date": when, "repeat": args.repeat, "rows": rows}, indent=2))
+    if not args.scenario:
+        update_readme(markdown(rows, engine, when), engine_key)
+    return 0 if all(r["correct"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

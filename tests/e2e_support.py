@@ -1,0 +1,57 @@
+"""Helpers for the end-to-end tests: an isolated stack on free ports with the demo alert timing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from stackctl.config import load_timing
+from stackctl.processes import find_binary
+from stackctl.stack import Stack, free_stack_ports
+from tests.support import REPO_ROOT, wait_until
+
+ONCALL_NUMBER = "whatsapp:+15550100001"
+BUG_MARKER = "# BUG: null dereference"
+
+needs_prometheus = (find_binary("prometheus") is None or find_binary("prometheus-alertmanager", "alertmanager") is None)
+
+
+def bug_line() -> int:
+    """Line of inventory_service.py that dereferences None (found by its marker, not hard-coded)."""
+    for number, line in enumerate((REPO_ROOT / "inventory_service.py").read_text().splitlines(), start=1):
+        if BUG_MARKER in line:
+            return number
+    raise AssertionError("bug marker not found in inventory_service.py")
+
+
+def start_stack(run_dir: Path, replicas: int = 2) -> Stack:
+    """Start an isolated stack (offline engine, console WhatsApp channel) with the demo timing."""
+    stack = Stack(
+        run_dir=run_dir, ports=free_stack_ports(), timing=load_timing(), isolated=True,
+        agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, "TWILIO_AUTH_TOKEN": "e2e-webhook-token"},
+    )
+    stack.start(replicas=replicas)
+    return stack
+
+
+def start_traffic(stack: Stack, args: list[str], log: Path) -> subprocess.Popen:
+    """Run traffic_gen.py against the stack's load balancer (bounded by its --duration)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "traffic_gen.py", "--url", stack.url("lb"), "--quiet", *args], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def inject(stack: Stack, body: dict) -> None:
+    """POST /fault to the process manager; raise on a non-2xx answer."""
+    httpx.post(f"{stack.url('pm')}/fault", json=body, timeout=15).raise_for_status()
+
+
+def incident_detail(stack: Stack, incident_id: int) -> dict:
+    """GET /incidents/{id} from the agent."""
+    return httpx.get(f"{stack.url('agent')}/incidents/{incident_id}", timeout=5).json()
+
+
+def wait_for_diagnosis(stack: Stack, incident_id: int, timeout: float = 60) -> dict:
+    """Wait until the incident has a diagnosis and return the incident detail."""
+    return wait_until(lambda: (d := incident_detail(stack, incident_id)).get("diagnosis") and d, timeout, interval=0.5, what=f"diagnosis of incident {incident_id}")

@@ -1,0 +1,71 @@
+"""End to end with real processes: fault -> Prometheus alert -> Alertmanager webhook -> agent
+diagnosis on the (console) WhatsApp channel -> fault cleared -> resolved notification.
+
+Runs the whole stack on free ports with the demo alert timing (stackctl/demo_timing.yaml).
+"""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e_support import ONCALL_NUMBER, inject, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
+from tests.support import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)")]
+
+ERROR_RATIO = 'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m]))'
+
+
+def alert_state(prometheus_url: str, alertname: str) -> str:
+    """State of ``alertname`` in Prometheus' /api/v1/alerts: inactive, pending or firing."""
+    alerts = httpx.get(f"{prometheus_url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    states = {a["state"] for a in alerts if a["labels"]["alertname"] == alertname}
+    return "firing" if "firing" in states else "pending" if "pending" in states else "inactive"
+
+
+def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
+    stack = start_stack(tmp_path)
+    traffic = None
+    try:
+        traffic = start_traffic(stack, ["--profile", "constant", "--rps", "40", "--duration", "170"], tmp_path / "traffic.log")
+        inject(stack, {"mode": "errors", "p_error": 0.6})
+
+        seen: list[str] = []
+
+        def firing() -> bool:
+            state = alert_state(stack.url("prometheus"), "InventoryHighErrorRate")
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            return state == "firing"
+
+        wait_until(firing, timeout=90, interval=0.5, what="InventoryHighErrorRate firing")
+        assert "pending" in seen and seen.index("pending") < seen.index("firing"), seen
+        ratio = httpx.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": ERROR_RATIO}, timeout=5).json()
+        assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
+
+        incidents = wait_until(lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"], 30, interval=0.5, what="an incident at the agent")
+        detail = wait_for_diagnosis(stack, incidents[0]["id"])
+        assert detail["diagnosis"]["fault_type"] == "injected_errors"
+        assert sorted(detail["diagnosis"]["affected_replicas"]) == ["inventory-1", "inventory-2"]
+        assert any(a["labels"]["alertname"] == "InventoryHighErrorRate" for a in detail["alerts"])
+        sent = wait_until(lambda: [m for m in incident_detail_messages(stack, detail["id"]) if m["direction"] == "out"], 20, what="WhatsApp diagnosis")
+        assert sent[0]["to_number"] == ONCALL_NUMBER and f"#{detail['id']}" in sent[0]["body"]
+
+        inject(stack, {"mode": "none"})
+        resolved = wait_until(
+            lambda: (d := httpx.get(f"{stack.url('agent')}/incidents/{detail['id']}", timeout=5).json())["status"] == "resolved" and d,
+            timeout=150, interval=1.0, what="incident resolved after the fault is cleared",
+        )
+        assert resolved["resolved_at"] is not None
+        outbound = [m for m in resolved["messages"] if m["direction"] == "out"]
+        assert len(outbound) >= 2 and "resolved" in outbound[-1]["body"].lower()
+    finally:
+        if traffic is not None and traffic.poll() is None:
+            traffic.terminate()
+            traffic.wait(timeout=10)
+        stack.stop()
+
+
+def incident_detail_messages(stack, incident_id: int) -> list[dict]:
+    """Messages stored on an incident."""
+    return httpx.get(f"{stack.url('agent')}/incidents/{incident_id}", timeout=5).json()["messages"]

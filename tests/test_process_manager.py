@@ -1,0 +1,286 @@
+"""process_manager.py against real inventory replicas on loopback (stack contract, "process_manager.py").
+
+Each test starts the real manager as a process on a free port, with PM_BASE_PORT taken from
+free_port_block(10) and every file in tmp_path; the manager starts real inventory_service.py
+replicas. The ``procs`` fixture stops the manager (and so its replicas) at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import PYTHON, REPO_ROOT, ProcessGroup, free_port, free_port_block, port_is_free, wait_http_ok, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class PM:
+    """A running process manager: its process, HTTP client, replica base port and files."""
+
+    proc: subprocess.Popen
+    client: httpx.Client
+    base_port: int
+    targets_file: Path
+    log_dir: Path
+
+    def scale(self, replicas: int) -> httpx.Response:
+        return self.client.post("/scale", json={"replicas": replicas})
+
+    def instances(self) -> dict[str, dict[str, Any]]:
+        """GET /instances keyed by replica name."""
+        return {i["name"]: i for i in self.client.get("/instances").json()["instances"]}
+
+    def changes(self, **params: Any) -> list[dict[str, Any]]:
+        return self.client.get("/changes", params=params).json()["changes"]
+
+    def targets(self) -> list[dict[str, Any]]:
+        return json.loads(self.targets_file.read_text())
+
+
+@pytest.fixture
+def pm(procs: ProcessGroup, tmp_path: Path) -> Iterator[PM]:
+    """Start process_manager.py with every port free and every file under tmp_path."""
+    base_port = free_port_block(10)
+    pm_port = free_port()
+    while base_port < pm_port <= base_port + 10:
+        pm_port = free_port()
+    targets_file = tmp_path / "inventory_targets.json"
+    log_dir = tmp_path / "logs"
+    env = {
+        "PM_BASE_PORT": str(base_port),
+        "TARGETS_FILE": str(targets_file),
+        "INVENTORY_DB": str(tmp_path / "inventory.db"),
+        "LOG_DIR": str(log_dir),
+        "RANDOM_FAILURE_RATIO": "0",
+        "PM_INITIAL_REPLICAS": "0",
+    }
+    proc = procs.start("pm", [PYTHON, str(REPO_ROOT / "process_manager.py"), "--port", str(pm_port)], env=env)
+    url = f"http://127.0.0.1:{pm_port}"
+    try:
+        wait_http_ok(f"{url}/healthz", timeout=20)
+    except TimeoutError:
+        pytest.fail(f"process manager did not start:\n{procs.log_text('pm')}")
+    with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as client:
+        yield PM(proc, client, base_port, targets_file, log_dir)
+
+
+def pid_gone(pid: int) -> bool:
+    """True when ``pid`` no longer exists or is a zombie (exited, not yet reaped by its new parent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def replica_get(port: int, path: str) -> dict[str, Any]:
+    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5.0, trust_env=False)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_scale_up_down_updates_instances_backends_targets_and_changes(pm: PM) -> None:
+    assert pm.targets() == []
+
+    response = pm.scale(2)
+    assert response.status_code == 200, response.text
+    assert response.json()["replicas"] == 2
+    instances = pm.instances()
+    assert set(instances) == {"inventory-1", "inventory-2"}
+    for n in (1, 2):
+        inst = instances[f"inventory-{n}"]
+        assert inst["state"] == "running" and inst["port"] == pm.base_port + n and inst["restarts"] == 0
+        assert inst["fault"]["mode"] == "none"
+        health = replica_get(inst["port"], "/healthz")
+        assert health["replica"] == f"inventory-{n}" and health["pid"] == inst["pid"]
+    assert pm.client.get("/backends").json()["backends"] == [
+        f"http://127.0.0.1:{pm.base_port + 1}",
+        f"http://127.0.0.1:{pm.base_port + 2}",
+    ]
+    assert pm.targets() == [
+        {"targets": [f"127.0.0.1:{pm.base_port + 1}"], "labels": {"replica": "inventory-1"}},
+        {"targets": [f"127.0.0.1:{pm.base_port + 2}"], "labels": {"replica": "inventory-2"}},
+    ]
+    assert (pm.log_dir / "inventory-2.log").exists()
+    metrics = pm.client.get("/metrics").text
+    assert "pm_replicas_desired 2.0" in metrics and "pm_replicas_running 2.0" in metrics
+
+    pid2 = instances["inventory-2"]["pid"]
+    assert pm.scale(1).status_code == 200
+    instances = pm.instances()
+    assert instances["inventory-1"]["state"] == "running"
+    assert instances["inventory-2"]["state"] == "stopped" and instances["inventory-2"]["pid"] is None
+    assert pid_gone(pid2) and port_is_free(pm.base_port + 2)
+    assert pm.client.get("/backends").json()["backends"] == [f"http://127.0.0.1:{pm.base_port + 1}"]
+    assert [t["labels"]["replica"] for t in pm.targets()] == ["inventory-1"]
+
+    pid1 = instances["inventory-1"]["pid"]
+    assert pm.scale(0).status_code == 200
+    assert pid_gone(pid1) and port_is_free(pm.base_port + 1)
+    assert pm.targets() == []
+    assert pm.client.get("/backends").json()["backends"] == []
+
+    changes = pm.changes()
+    assert [c["detail"] for c in changes if c["kind"] == "scale"] == [
+        {"from": 1, "to": 0},
+        {"from": 2, "to": 1},
+        {"from": 0, "to": 2},
+    ]
+    assert sorted(c["replica"] for c in changes if c["kind"] == "start") == ["inventory-1", "inventory-2"]
+    assert [c["replica"] for c in changes if c["kind"] == "stop"] == ["inventory-1", "inventory-2"]
+    assert all(c["timestamp"] and c["ts"] > 0 for c in changes)
+    assert [c["ts"] for c in changes] == sorted((c["ts"] for c in changes), reverse=True)
+    assert len(pm.changes(limit=2)) == 2
+    assert pm.changes(since=changes[0]["ts"]) == []
+    durable = [json.loads(line) for line in (pm.log_dir / "process_manager_changes.log").read_text().splitlines()]
+    assert durable == list(reversed(changes))
+
+
+def test_scale_and_changes_reject_invalid_input(pm: PM) -> None:
+    for body in ({"replicas": 11}, {"replicas": -1}, {"replicas": "2"}, {}, {"replicas": 1, "extra": 1}):
+        assert pm.client.post("/scale", json=body).status_code == 422, body
+    for body in ({"replicas": 0}, {"replicas": 11}, {}):
+        assert pm.client.post("/start", json=body).status_code == 422, body
+    assert pm.client.get("/changes", params={"limit": 0}).status_code == 422
+    assert pm.client.get("/changes", params={"since": "yesterday"}).status_code == 422
+    assert pm.instances() == {}
+
+
+def test_start_and_stop_remember_the_desired_count(pm: PM) -> None:
+    assert pm.client.post("/start", json={"replicas": 2}).status_code == 200
+    pids = [i["pid"] for i in pm.instances().values()]
+    assert len(pids) == 2
+
+    response = pm.client.post("/stop")
+    assert response.status_code == 200 and response.json()["remembered"] == 2
+    assert all(i["state"] == "stopped" for i in pm.instances().values())
+    assert all(pid_gone(pid) for pid in pids)
+    assert pm.targets() == []
+
+    response = pm.client.post("/start")
+    assert response.status_code == 200 and response.json()["replicas"] == 2
+    assert [i["state"] for i in pm.instances().values()] == ["running", "running"]
+    assert len(pm.targets()) == 2
+
+
+def test_fault_fans_out_to_all_or_one_replica(pm: PM) -> None:
+    assert pm.scale(2).status_code == 200
+    port1, port2 = pm.base_port + 1, pm.base_port + 2
+
+    response = pm.client.post("/fault", json={"mode": "latency", "latency_ms": 50})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert sorted(r["replica"] for r in results) == ["inventory-1", "inventory-2"]
+    assert all(r["ok"] and r["status"] == 200 and r["fault"]["mode"] == "latency" for r in results)
+    assert replica_get(port1, "/faults")["latency_ms"] == 50
+    assert replica_get(port2, "/faults")["latency_ms"] == 50
+
+    response = pm.client.post("/fault", json={"mode": "errors", "p_error": 0.3, "replica": "inventory-2"})
+    assert response.status_code == 200, response.text
+    assert [r["replica"] for r in response.json()["results"]] == ["inventory-2"]
+    assert replica_get(port2, "/faults")["mode"] == "errors"
+    assert replica_get(port2, "/faults")["p_error"] == 0.3
+    assert replica_get(port1, "/faults")["mode"] == "latency"
+    instances = pm.instances()
+    assert instances["inventory-1"]["fault"]["mode"] == "latency"
+    assert instances["inventory-2"]["fault"]["mode"] == "errors"
+    fault_changes = [c for c in pm.changes() if c["kind"] == "fault"]
+    assert [(c["replica"], c["detail"]["mode"]) for c in fault_changes][0] == ("inventory-2", "errors")
+    assert len(fault_changes) == 3
+
+    assert pm.client.post("/fault", json={"mode": "none", "replica": "inventory-7"}).status_code == 404
+    for body in (
+        {"mode": "latency", "latency_ms": 0},
+        {"mode": "latency", "p_error": 0.5},
+        {"mode": "errors", "p_error": 1.5},
+        {"mode": "meltdown"},
+        {"mode": "none", "colour": "red"},
+        {"mode": "none", "replica": "db-1"},
+    ):
+        assert pm.client.post("/fault", json=body).status_code == 422, body
+    assert replica_get(port1, "/faults")["mode"] == "latency"
+
+
+def test_crash_is_recorded_and_the_replica_restarted(pm: PM) -> None:
+    assert pm.scale(1).status_code == 200
+    old_pid = pm.instances()["inventory-1"]["pid"]
+
+    response = pm.client.post("/fault", json={"mode": "crash", "replica": "inventory-1"})
+    assert response.status_code == 200 and response.json()["results"][0]["ok"]
+
+    crash = wait_until(lambda: [c for c in pm.changes() if c["kind"] == "crash"], timeout=10, what="crash change")[0]
+    assert crash["replica"] == "inventory-1"
+    assert crash["detail"]["exit_code"] == 3 and crash["detail"]["pid"] == old_pid
+    assert [t["labels"]["replica"] for t in pm.targets()] == ["inventory-1"]
+
+    def restarted() -> dict[str, Any] | None:
+        inst = pm.instances()["inventory-1"]
+        return inst if inst["state"] == "running" and inst["restarts"] == 1 else None
+
+    inst = wait_until(restarted, timeout=15, what="inventory-1 restarted")
+    assert inst["pid"] != old_pid and inst["fault"]["mode"] == "none"
+    health = replica_get(pm.base_port + 1, "/healthz")
+    assert health["pid"] == inst["pid"] and health["fault"]["mode"] == "none"
+    assert pid_gone(old_pid)
+    assert [t["labels"]["replica"] for t in pm.targets()] == ["inventory-1"]
+    restart = next(c for c in pm.changes() if c["kind"] == "restart")
+    assert restart["replica"] == "inventory-1" and restart["detail"]["ok"] and restart["ts"] > crash["ts"]
+    metrics = pm.client.get("/metrics").text
+    assert 'pm_replica_crashes_total{replica="inventory-1"} 1.0' in metrics
+    assert 'pm_replica_restarts_total{replica="inventory-1"} 1.0' in metrics
+
+
+def test_busy_port_is_reported_not_retried_silently(pm: PM) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", pm.base_port + 1))
+        squatter.listen()
+        response = pm.scale(1)
+        assert response.status_code == 503
+        errors = response.json()["errors"]
+        assert errors[0]["replica"] == "inventory-1" and "already in use" in errors[0]["error"]
+        inst = pm.instances()["inventory-1"]
+        assert inst["state"] == "stopped" and inst["pid"] is None and "already in use" in inst["last_error"]
+        start = next(c for c in pm.changes() if c["kind"] == "start")
+        assert start["replica"] == "inventory-1" and start["detail"]["ok"] is False
+    assert pm.scale(1).status_code == 200
+    assert pm.instances()["inventory-1"]["state"] == "running"
+
+
+def test_sigterm_stops_every_child_and_frees_ports(pm: PM) -> None:
+    assert pm.scale(3).status_code == 200
+    pids = [i["pid"] for i in pm.instances().values()]
+    assert len(pids) == 3 and all(not pid_gone(pid) for pid in pids)
+
+    pm.proc.send_signal(signal.SIGTERM)
+    assert pm.proc.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a graceful shutdown
+    assert all(pid_gone(pid) for pid in pids)
+    durable = [json.loads(line) for line in (pm.log_dir / "process_manager_changes.log").read_text().splitlines()]
+    stopped = {c["detail"]["pid"] for c in durable if c["kind"] == "stop" and c["detail"]["reason"] == "process manager shutdown"}
+    assert stopped == set(pids)
+    assert all(port_is_free(pm.base_port + n) for n in (1, 2, 3))
+    assert pm.targets() == []
+
+
+def test_children_die_when_the_manager_is_killed(pm: PM) -> None:
+    assert pm.scale(1).status_code == 200
+    pid = pm.instances()["inventory-1"]["pid"]
+
+    pm.proc.send_signal(signal.SIGKILL)
+    pm.proc.wait(timeout=5)
+    wait_until(lambda: pid_gone(pid), timeout=10, what=f"replica pid {pid} to exit after PR_SET_PDEATHSIG")
+    wait_until(lambda: port_is_free(pm.base_port + 1), timeout=5, what="replica port freed")
