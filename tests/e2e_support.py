@@ -13,7 +13,7 @@ from stackctl.stack import Stack, free_stack_ports
 from tests.support import REPO_ROOT, wait_until
 
 ONCALL_NUMBER = "whatsapp:+15550100001"
-BUG_MARKER = "# BUG: null dereference"
+BUG_MARKER = "# NULL-DEREFERENCE BUG"
 
 needs_prometheus = (find_binary("prometheus") is None or find_binary("prometheus-alertmanager", "alertmanager") is None)
 

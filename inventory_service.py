@@ -1,0 +1,684 @@
+"""Inventory demo service watched by the on-call agent (FastAPI).
+
+Run: ``python inventory_service.py --port 8001`` or ``uvicorn inventory_service:app``.
+Environment: SERVICE, PORT, REPLICA, INVENTORY_DB, LOG_DIR, RANDOM_FAILURE_RATIO
+(see ``ServiceSettings``). Every replica shares one SQLite file (WAL mode) and one
+JSON-lines error log; fault-injection state is per replica and in memory.
+The HTTP surface is specified in prompts/stack_contract.md ("inventory_service.py").
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import sqlite3
+import time
+import traceback
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Path as PathParam, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
+
+REPO_ROOT = Path(__file__).resolve().parent
+LOG_FILE_NAME = "inventory_common.log"
+
+
+class ServiceSettings(BaseSettings):
+    """Replica configuration read from the environment (names are the upper-case field names).
+
+    ``random_failure_ratio`` is the probability (0-1) that GET /random-endpoint fails.
+    """
+
+    service: str = "inventory"
+    port: int = Field(default=8001, ge=1, le=65535)
+    replica: str | None = None
+    inventory_db: Path = REPO_ROOT / "data" / "inventory.db"
+    log_dir: Path = REPO_ROOT / "logs"
+    random_failure_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+
+    @property
+    def replica_name(self) -> str:
+        """REPLICA, else ``<service>-<port-8000>`` for ports 8001-8010, else ``<service>-<port>``."""
+        if self.replica:
+            return self.replica
+        if 8001 <= self.port <= 8010:
+            return f"{self.service}-{self.port - 8000}"
+        return f"{self.service}-{self.port}"
+
+
+SETTINGS = ServiceSettings()
+
+
+# --------------------------------------------------------------------------------------------
+# Business logic
+# --------------------------------------------------------------------------------------------
+
+
+class Item(BaseModel):
+    """One inventory row: ``quantity`` in units (>= 0), ``price`` in currency units (>= 0)."""
+
+    id: int
+    name: str
+    quantity: int
+    price: float
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A price promotion on one item; ``percent_off`` is 0-100."""
+
+    item_id: int
+    percent_off: float
+
+
+# Active promotions by item id. The demo catalogue has none, so every lookup returns None.
+PROMOTIONS: dict[int, Promotion] = {}
+
+
+def find_promotion(item_id: int) -> Promotion | None:
+    """Return the active promotion for ``item_id``, or None when the item has none."""
+    return PROMOTIONS.get(item_id)
+
+
+def discounted_price(item: Item) -> float:
+    """Price of ``item`` after its promotion.
+
+    Deliberate demo bug: the None returned by ``find_promotion`` is dereferenced, raising
+    AttributeError "'NoneType' object has no attribute 'percent_off'". Do not move this
+    function: the line number of its return statement is referenced by tests/diagnosis.
+    """
+    promotion = find_promotion(item.id)
+    return round(item.price * (1 - promotion.percent_off / 100), 2)  # NULL-DEREFERENCE BUG (line referenced by tests)
+
+
+class ItemUpdate(BaseModel):
+    """PUT /items/{item_id} body: full replacement of name, quantity (units) and price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    quantity: int = Field(ge=0, le=1_000_000_000)
+    price: float = Field(ge=0.0, le=1_000_000.0, allow_inf_nan=False)
+
+
+def call_recommendation_dependency(failure_ratio: float) -> int:
+    """Simulated flaky downstream call: returns a recommended item id (1-100).
+
+    Raises:
+        TimeoutError: with probability ``failure_ratio`` (0-1).
+    """
+    if random.random() < failure_ratio:
+        raise TimeoutError("recommendation service did not answer within 2.0 s (simulated flaky dependency)")
+    return random.randint(1, SEED_ITEM_COUNT)
+
+
+# --------------------------------------------------------------------------------------------
+# SQLite storage (one file shared by every replica)
+# --------------------------------------------------------------------------------------------
+
+SEED_ITEM_COUNT = 100
+DB_BUSY_TIMEOUT_S = 10.0
+_ADJECTIVES = ("Steel", "Copper", "Oak", "Nylon", "Carbon", "Brass", "Rubber", "Glass", "Cotton", "Titanium")
+_NOUNS = ("Bolt", "Hinge", "Bracket", "Washer", "Valve", "Spring", "Gasket", "Pulley", "Clamp", "Sprocket")
+
+
+def seed_items() -> list[tuple[int, str, int, float]]:
+    """The deterministic seed catalogue: ``SEED_ITEM_COUNT`` rows of (id, name, quantity, price)."""
+    rng = random.Random(20240601)
+    return [
+        (
+            index + 1,
+            f"{_ADJECTIVES[index // len(_NOUNS) % len(_ADJECTIVES)]} {_NOUNS[index % len(_NOUNS)]}",
+            rng.randint(0, 500),
+            round(rng.uniform(0.5, 250.0), 2),
+        )
+        for index in range(SEED_ITEM_COUNT)
+    ]
+
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    """Open an autocommit connection whose busy timeout lets concurrent replicas wait for locks."""
+    conn = sqlite3.connect(db_path, timeout=DB_BUSY_TIMEOUT_S, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+@retry(retry=retry_if_exception_type(sqlite3.OperationalError), stop=stop_after_attempt(5), wait=wait_random(0.05, 0.5), reraise=True)
+def init_db(db_path: Path) -> None:
+    """Create the schema (WAL mode) and seed the catalogue; idempotent and safe when replicas race.
+
+    Raises:
+        sqlite3.OperationalError: when the file stays locked through every retry.
+    """
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(connect(db_path)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS items ("
+                " id INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL,"
+                " quantity INTEGER NOT NULL CHECK (quantity >= 0),"
+                " price REAL NOT NULL CHECK (price >= 0))"
+            )
+            conn.executemany("INSERT OR IGNORE INTO items (id, name, quantity, price) VALUES (?, ?, ?, ?)", seed_items())
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def fetch_item(db_path: Path, item_id: int) -> Item | None:
+    """Return the item with ``item_id``, or None when it does not exist."""
+    with closing(connect(db_path)) as conn:
+        row = conn.execute("SELECT id, name, quantity, price FROM items WHERE id = ?", (item_id,)).fetchone()
+    return Item(**dict(row)) if row else None
+
+
+def update_item(db_path: Path, item_id: int, update: ItemUpdate) -> Item | None:
+    """Replace name/quantity/price of an existing item; None when it does not exist (no upsert)."""
+    with closing(connect(db_path)) as conn:
+        row = conn.execute(
+            "UPDATE items SET name = ?, quantity = ?, price = ? WHERE id = ? RETURNING id, name, quantity, price",
+            (update.name, update.quantity, update.price, item_id),
+        ).fetchone()
+    return Item(**dict(row)) if row else None
+
+
+def count_items(db_path: Path) -> int:
+    """Number of rows in the items table."""
+    with closing(connect(db_path)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Fault injection (per replica, in memory)
+# --------------------------------------------------------------------------------------------
+
+FaultMode = Literal["none", "latency", "errors", "cpu", "oom_safe", "crash"]
+# Parameters each mode takes, with their defaults; parameters of other modes are rejected.
+MODE_PARAMS: dict[str, dict[str, int | float]] = {
+    "none": {},
+    "latency": {"latency_ms": 800},
+    "errors": {"p_error": 0.5},
+    "cpu": {"cpu_ms": 200},
+    "oom_safe": {"step_mb": 16, "max_mb": 256},
+    "crash": {},
+}
+CRASH_EXIT_CODE = 3
+CRASH_DELAY_S = 0.2
+MIB = 1024 * 1024
+
+
+class FaultSpec(BaseModel):
+    """POST /faults body (stack contract). Units: latency_ms and cpu_ms milliseconds, p_error a
+    probability 0-1, step_mb and max_mb MiB. Unknown fields, out-of-range values and parameters
+    of another mode are rejected (ValidationError -> 422); the mode's missing parameters get defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: FaultMode
+    latency_ms: int | None = Field(default=None, ge=1, le=30000)
+    p_error: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    cpu_ms: int | None = Field(default=None, ge=1, le=2000)
+    step_mb: int | None = Field(default=None, ge=1, le=64)
+    max_mb: int | None = Field(default=None, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _params_match_mode(self) -> FaultSpec:
+        defaults = MODE_PARAMS[self.mode]
+        for name in ("latency_ms", "p_error", "cpu_ms", "step_mb", "max_mb"):
+            value = getattr(self, name)
+            if name not in defaults and value is not None:
+                raise ValueError(f"{name} does not apply to mode {self.mode!r}")
+            if name in defaults and value is None:
+                setattr(self, name, defaults[name])
+        return self
+
+    def params(self) -> dict[str, int | float]:
+        """The parameters of this mode only, e.g. ``{"latency_ms": 800}``."""
+        return {name: getattr(self, name) for name in MODE_PARAMS[self.mode]}
+
+
+class InjectedFault(Exception):
+    """Raised by the ``errors`` fault; answered 500 {"detail": "injected fault: errors"}."""
+
+    public_detail = "injected fault: errors"
+
+
+@dataclass
+class FaultState:
+    """Current fault of this replica; ``ballast`` holds the memory retained by ``oom_safe``."""
+
+    spec: FaultSpec = field(default_factory=lambda: FaultSpec(mode="none"))
+    since: float = field(default_factory=time.time)
+    ballast: list[bytearray] = field(default_factory=list)
+
+    def set(self, spec: FaultSpec) -> None:
+        """Switch to ``spec`` and release any retained memory."""
+        self.spec = spec
+        self.since = time.time()
+        self.ballast.clear()
+
+    @property
+    def retained_mb(self) -> int:
+        """MiB currently retained by the oom_safe fault."""
+        return sum(len(chunk) for chunk in self.ballast) // MIB
+
+    def grow_memory(self) -> None:
+        """Retain ``step_mb`` more MiB (pages written so RSS grows), never beyond ``max_mb``."""
+        grow_mb = min(self.spec.step_mb, self.spec.max_mb - self.retained_mb)
+        if grow_mb > 0:
+            self.ballast.append(bytearray(b"\x01") * (grow_mb * MIB))
+
+    def snapshot(self, replica: str) -> dict[str, Any]:
+        """{"mode", ...params, "since": epoch s, "replica"} (+ "retained_mb" for oom_safe)."""
+        state: dict[str, Any] = {"mode": self.spec.mode, **self.spec.params(), "since": self.since, "replica": replica}
+        if self.spec.mode == "oom_safe":
+            state["retained_mb"] = self.retained_mb
+        return state
+
+
+FAULTS = FaultState()
+
+
+def burn_cpu(seconds: float) -> None:
+    """Busy-loop on the calling thread for ``seconds`` of wall-clock time (time.perf_counter)."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+
+
+async def apply_fault() -> None:
+    """Dependency of every business route: apply this replica's active fault to the request.
+
+    Raises:
+        InjectedFault: in mode ``errors`` with probability p_error.
+    """
+    spec = FAULTS.spec
+    if spec.mode == "latency":
+        await asyncio.sleep(spec.latency_ms / 1000)
+    elif spec.mode == "cpu":
+        burn_cpu(spec.cpu_ms / 1000)
+    elif spec.mode == "oom_safe":
+        FAULTS.grow_memory()
+    elif spec.mode == "errors" and random.random() < spec.p_error:
+        raise InjectedFault(f"injected fault: errors (p_error={spec.p_error})")
+
+
+async def exit_after_crash_delay() -> None:
+    """Background task of the crash fault: log, then terminate the process with exit code 3."""
+    await asyncio.sleep(CRASH_DELAY_S)
+    LOGGER.error(
+        f"injected fault: crash (process exits with code {CRASH_EXIT_CODE})",
+        extra={"context": request_context("POST", "/faults", 200, "InjectedFault")},
+    )
+    os._exit(CRASH_EXIT_CODE)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics (own registry, so importing FaultSpec elsewhere exports nothing)
+# --------------------------------------------------------------------------------------------
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"], registry=REGISTRY
+)
+HTTP_ERRORS = Counter(
+    "http_errors_total", "HTTP requests answered with status >= 500", ["service", "method", "route", "status"], registry=REGISTRY
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request duration in seconds, injected faults included",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+INVENTORY_ITEMS = Gauge("inventory_items", "Items in the inventory database", registry=REGISTRY)
+INVENTORY_ITEMS.set_function(lambda: count_items(SETTINGS.inventory_db))
+
+
+# --------------------------------------------------------------------------------------------
+# Structured ERROR log (JSON lines in LOG_DIR/inventory_common.log, shared by every replica)
+# --------------------------------------------------------------------------------------------
+
+LOGGER = logging.getLogger("inventory_service")
+LOG_ORDER_SLACK_S = 1.0  # replicas append concurrently, so timestamps may be slightly out of order
+
+
+def relative_to_repo(filename: str) -> str:
+    """``filename`` relative to REPO_ROOT when it lies inside it, else unchanged."""
+    try:
+        return str(Path(filename).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return filename
+
+
+def is_application_frame(frame: traceback.FrameSummary) -> bool:
+    """True for frames of the repository's own code (not the virtualenv, stdlib or site-packages)."""
+    relative = relative_to_repo(frame.filename)
+    return not Path(relative).is_absolute() and not relative.startswith(".venv") and "site-packages" not in relative
+
+
+def application_traceback(exc: BaseException) -> tuple[str, traceback.FrameSummary]:
+    """Format ``exc`` keeping only application frames (framework frames are noise for diagnosis).
+
+    Returns the traceback text and the innermost application frame (the innermost frame when
+    no frame belongs to the application).
+    """
+    details = traceback.TracebackException.from_exception(exc)
+    frames = [frame for frame in details.stack if is_application_frame(frame)] or list(details.stack[-1:])
+    details.stack = traceback.StackSummary.from_list(frames)
+    return "".join(details.format()), frames[-1]
+
+
+def request_context(method: str, route: str, status: int, exception_type: str | None) -> dict[str, Any]:
+    """The request fields of one ERROR log entry (route is the template)."""
+    return {"method": method, "route": route, "status": status, "exception_type": exception_type}
+
+
+class JsonLineFormatter(logging.Formatter):
+    """Formats a record as one JSON object with the fields of the stack contract's ERROR logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the JSON line (no newline); ``record.context`` holds the request fields."""
+        entry: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": record.created,
+            "level": record.levelname,
+            "service": SETTINGS.service,
+            "replica": SETTINGS.replica_name,
+            **getattr(record, "context", {}),
+            "message": record.getMessage(),
+            "traceback": "",
+            "file": None,
+            "line": None,
+            "function": None,
+            "fault": FAULTS.spec.mode if FAULTS.spec.mode != "none" else None,
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            text, frame = application_traceback(record.exc_info[1])
+            entry.update(traceback=text, file=relative_to_repo(frame.filename), line=frame.lineno, function=frame.name)
+        return json.dumps(entry, default=str)
+
+
+class AppendLineHandler(logging.Handler):
+    """Appends each formatted record to ``path`` with O_APPEND and a single write per line."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(level=logging.ERROR)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one line; failures go to logging's standard error reporting."""
+        try:
+            os.write(self.fd, (self.format(record) + "\n").encode())
+        except Exception:  # noqa: BLE001 - logging must never break request handling
+            self.handleError(record)
+
+    def close(self) -> None:
+        """Close the file descriptor."""
+        os.close(self.fd)
+        super().close()
+
+
+def configure_error_log(log_dir: Path) -> None:
+    """Route LOGGER (ERROR and above) to ``log_dir/inventory_common.log`` only."""
+    for handler in list(LOGGER.handlers):
+        LOGGER.removeHandler(handler)
+        handler.close()
+    handler = AppendLineHandler(log_dir / LOG_FILE_NAME)
+    handler.setFormatter(JsonLineFormatter())
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.ERROR)
+    LOGGER.propagate = False
+
+
+def iter_lines_reversed(path: Path, block_size: int = 64 * 1024) -> Iterator[bytes]:
+    """Yield the non-empty lines of ``path`` from last to first, reading ``block_size`` bytes at a time."""
+    with open(path, "rb") as handle:
+        position = handle.seek(0, os.SEEK_END)
+        remainder = b""
+        while position > 0:
+            size = min(block_size, position)
+            position -= size
+            handle.seek(position)
+            lines = (handle.read(size) + remainder).split(b"\n")
+            remainder = lines.pop(0)
+            yield from (line for line in reversed(lines) if line)
+        if remainder:
+            yield remainder
+
+
+def read_recent_entries(path: Path, since_ts: float, limit: int, replica: str | None) -> list[dict[str, Any]]:
+    """Newest-first log entries with ts >= ``since_ts`` (epoch s), at most ``limit``, optionally of one replica.
+
+    Stops reading once entries are older than ``since_ts`` (minus a small ordering slack); a
+    missing file yields []; lines that are not JSON objects with a numeric ts are skipped.
+    """
+    entries: list[dict[str, Any]] = []
+    try:
+        lines = iter_lines_reversed(path)
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            ts = entry.get("ts") if isinstance(entry, dict) else None
+            if not isinstance(ts, (int, float)):
+                continue
+            if ts < since_ts - LOG_ORDER_SLACK_S or len(entries) >= limit:
+                break
+            if ts >= since_ts and (replica is None or entry.get("replica") == replica):
+                entries.append(entry)
+    except FileNotFoundError:
+        return []
+    entries.sort(key=lambda entry: entry["ts"], reverse=True)
+    return entries
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP middleware: metrics per route template and ERROR logs for unhandled exceptions
+# --------------------------------------------------------------------------------------------
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/items/{item_id}``), or ``"unmatched"``."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class ObservabilityMiddleware:
+    """Pure ASGI middleware: counts and times every request except /metrics, and turns an
+    unhandled exception into a 500 JSON answer plus one ERROR log entry.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point (HTTP only; lifespan and websockets pass through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        except Exception as exc:
+            status = 500
+            route = route_template(scope)
+            LOGGER.error(str(exc) or type(exc).__name__, exc_info=exc, extra={"context": request_context(scope["method"], route, status, type(exc).__name__)})
+            if response_started:
+                raise
+            detail = exc.public_detail if isinstance(exc, InjectedFault) else "internal server error"
+            await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+        finally:
+            self.record(scope, status, time.perf_counter() - started)
+
+    @staticmethod
+    def record(scope: Scope, status: int, duration_s: float) -> None:
+        """Update the request counter, error counter and duration histogram (skips /metrics)."""
+        route = route_template(scope)
+        if route == "/metrics":
+            return
+        labels = {"service": SETTINGS.service, "method": scope["method"], "route": route}
+        HTTP_REQUESTS.labels(**labels, status=str(status)).inc()
+        if status >= 500:
+            HTTP_ERRORS.labels(**labels, status=str(status)).inc()
+        HTTP_DURATION.labels(**labels).observe(duration_s)
+
+
+# --------------------------------------------------------------------------------------------
+# Application and routes
+# --------------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Start-up: open the shared ERROR log, create and seed the database."""
+    configure_error_log(SETTINGS.log_dir)
+    await run_in_threadpool(init_db, SETTINGS.inventory_db)
+    yield
+
+
+app = FastAPI(title="inventory", lifespan=lifespan)
+app.add_middleware(ObservabilityMiddleware)
+business = APIRouter(dependencies=[Depends(apply_fault)])
+
+
+@business.get("/items/{item_id}", response_model=Item)
+def get_item(item_id: int = PathParam(ge=1, le=2**62)) -> Item:
+    """Return one item. Raises HTTPException 404 for an unknown id."""
+    item = fetch_item(SETTINGS.inventory_db, item_id)
+    if item is None:
+        raise HTTPException(status_code=404, detail=f"item {item_id} not found")
+    return item
+
+
+@business.put("/items/{item_id}", response_model=Item)
+def put_item(update: ItemUpdate, item_id: int = PathParam(ge=1, le=2**62)) -> Item:
+    """Update an existing item (no upsert). Raises HTTPException 404 for an unknown id."""
+    item = update_item(SETTINGS.inventory_db, item_id, update)
+    if item is None:
+        raise HTTPException(status_code=404, detail=f"item {item_id} not found")
+    return item
+
+
+@business.get("/random-endpoint")
+def random_endpoint() -> dict[str, Any]:
+    """Succeeds except with probability RANDOM_FAILURE_RATIO (simulated dependency TimeoutError -> 500)."""
+    recommended = call_recommendation_dependency(SETTINGS.random_failure_ratio)
+    return {"ok": True, "replica": SETTINGS.replica_name, "recommended_item_id": recommended}
+
+
+@business.get("/random-endpoint/error")
+def random_endpoint_error() -> dict[str, Any]:
+    """Quote the promotional price of a random item; always fails 500 through ``discounted_price``."""
+    item = fetch_item(SETTINGS.inventory_db, random.randint(1, SEED_ITEM_COUNT))
+    if item is None:
+        raise HTTPException(status_code=404, detail="item not found")
+    return {"id": item.id, "price": item.price, "discounted_price": discounted_price(item)}
+
+
+app.include_router(business)
+
+
+@app.get("/healthz")
+def healthz() -> dict[str, Any]:
+    """Liveness: {"status": "ok", "service", "replica", "pid", "fault": current fault state}."""
+    return {
+        "status": "ok",
+        "service": SETTINGS.service,
+        "replica": SETTINGS.replica_name,
+        "pid": os.getpid(),
+        "fault": FAULTS.snapshot(SETTINGS.replica_name),
+    }
+
+
+@app.get("/faults")
+def get_faults() -> dict[str, Any]:
+    """Current fault state of this replica."""
+    return FAULTS.snapshot(SETTINGS.replica_name)
+
+
+@app.post("/faults")
+def post_faults(spec: FaultSpec, background: BackgroundTasks) -> dict[str, Any]:
+    """Set this replica's fault; for ``crash`` the process exits with code 3 after the response."""
+    FAULTS.set(spec)
+    if spec.mode == "crash":
+        background.add_task(exit_after_crash_delay)
+    return FAULTS.snapshot(SETTINGS.replica_name)
+
+
+@app.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition of this replica's registry."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@app.get("/logs/tail")
+def logs_tail(
+    seconds: int = Query(default=300, ge=1, le=86400),
+    limit: int = Query(default=2000, ge=1, le=10000),
+    replica: str | None = Query(default=None, min_length=1, max_length=100),
+) -> dict[str, Any]:
+    """Newest-first ERROR entries of the shared log from the last ``seconds`` (optionally one replica)."""
+    entries = read_recent_entries(SETTINGS.log_dir / LOG_FILE_NAME, time.time() - seconds, limit, replica)
+    return {"entries": entries, "count": len(entries), "seconds": seconds, "limit": limit}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``--port`` (default PORT or 8001) and ``--host`` (default 127.0.0.1); runs uvicorn."""
+    global SETTINGS
+    parser = argparse.ArgumentParser(description="Inventory demo service")
+    parser.add_argument("--port", type=int, default=None, help="listen port (default: PORT env or 8001)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address")
+    args = parser.parse_args(argv)
+    if args.port is not None:
+        SETTINGS = ServiceSettings(port=args.port)
+    uvicorn.run(app, host=args.host, port=SETTINGS.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
