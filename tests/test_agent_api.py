@@ -1,0 +1,368 @@
+"""The agent's HTTP API driven with the captured Alertmanager webhooks.
+
+In-process tests run the real FastAPI app (its lifespan included) through httpx's ASGI transport,
+with counting fakes for the investigator and notifier; the subprocess tests start the agent with
+uvicorn on a free loopback port.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+from on_call_agent import create_app
+from oncall.db import Database
+from oncall.diagnosis import Diagnosis, FaultType
+from oncall.runtime import AgentRuntime
+from oncall.settings import Settings
+from tests.support import REPO_ROOT, free_port, wait_http_ok, wait_until
+from tests.test_ingest import FP_19556, FP_19557, capture, captured_bytes
+
+JSON = {"Content-Type": "application/json"}
+
+
+class FakeInvestigator:
+    """Counts calls; records an investigation and an ``unknown`` diagnosis like the real one would.
+
+    ``gate``: when set, each investigation waits for it (to hold an investigation "running").
+    """
+
+    def __init__(self, runtime: AgentRuntime, fail: bool = False) -> None:
+        self.runtime = runtime
+        self.calls: list[int] = []
+        self.gate: asyncio.Event | None = None
+        self.fail = fail
+
+    async def investigate(self, incident_id: int) -> Diagnosis:
+        self.calls.append(incident_id)
+        db = self.runtime.db
+        db.execute("UPDATE incidents SET investigation_status = 'running' WHERE id = ?", (incident_id,))
+        investigation_id = db.execute(
+            "INSERT INTO investigations (incident_id, started_at, engine) VALUES (?, ?, 'fake')", (incident_id, time.time())
+        ).lastrowid
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("model and offline engine both unavailable")
+        diagnosis = Diagnosis(summary="fake", root_cause="fake", fault_type=FaultType.unknown, affected_service="checkout",
+                              priority="P3", confidence=0.1, engine="fake")
+        db.execute("UPDATE incidents SET diagnosis = ?, diagnosed_at = ?, investigation_status = 'done' WHERE id = ?",
+                   (diagnosis.model_dump_json(), time.time(), incident_id))
+        db.execute("UPDATE investigations SET status = 'done', finished_at = ? WHERE id = ?", (time.time(), investigation_id))
+        return diagnosis
+
+
+class FakeNotifier:
+    """Counts diagnosis and resolved notices per incident."""
+
+    def __init__(self) -> None:
+        self.diagnoses: list[int] = []
+        self.resolved: list[int] = []
+
+    async def send_diagnosis(self, incident_id: int) -> list[int]:
+        self.diagnoses.append(incident_id)
+        return []
+
+    async def send_resolved(self, incident_id: int) -> list[int]:
+        self.resolved.append(incident_id)
+        return []
+
+    async def resend_queued(self) -> int:
+        return 0
+
+
+class Fakes:
+    """Services factory for ``create_app`` that installs the fakes and keeps them for assertions."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.investigator: FakeInvestigator | None = None
+        self.notifier = FakeNotifier()
+
+    def __call__(self, runtime: AgentRuntime) -> None:
+        self.investigator = FakeInvestigator(runtime, fail=self.fail)
+        runtime.investigator = self.investigator
+        runtime.notifier = self.notifier
+
+
+def make_settings(tmp_path: Path, **env: str) -> Settings:
+    """Settings with a temporary database, no env file and unreachable demo-stack URLs."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    return Settings(_env_file=None, DATABASE_PATH=tmp_path / "oncall.db", LB_URL=dead, PROMETHEUS_URL=dead, PM_URL=dead, **env)
+
+
+@asynccontextmanager
+async def agent(settings: Settings, services) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """The app with its lifespan running, and a client talking to it in-process."""
+    app = create_app(settings, services=services)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent") as client:
+            yield client, app
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_capture_sequence_over_http(tmp_path: Path) -> None:
+    fakes = Fakes()
+    duplicates_before = metric("oncall_alert_notifications_total", outcome="duplicate")
+    async with agent(make_settings(tmp_path), fakes) as (client, app):
+        answers = []
+        for seq in range(1, 12):
+            response = await client.post("/alerts", content=captured_bytes(seq), headers=JSON)
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+        await app.state.runtime.drain()
+
+        incident_id = answers[0]["incident_id"]
+        assert [a["status"] for a in answers] == ["accepted", "duplicate", "duplicate", "accepted", "accepted", "accepted",
+                                                 "accepted", "duplicate", "duplicate", "accepted", "duplicate"]
+        assert {a["incident_id"] for a in answers} == {incident_id}
+        assert [a["investigation_started"] for a in answers] == [True] + [False] * 10
+        assert fakes.investigator.calls == [incident_id]
+        assert fakes.notifier.diagnoses == [incident_id]
+        assert fakes.notifier.resolved == [incident_id]
+        assert metric("oncall_alert_notifications_total", outcome="duplicate") - duplicates_before == 5
+
+        listing = (await client.get("/incidents")).json()
+        assert listing["count"] == 1
+        summary = listing["incidents"][0]
+        assert summary["id"] == incident_id and summary["status"] == "resolved"
+        assert summary["group_key"] == capture(1)["body"]["groupKey"]
+        assert (summary["alerts_total"], summary["alerts_firing"], summary["fault_type"]) == (2, 0, "unknown")
+        assert (await client.get("/incidents", params={"status": "firing"})).json()["incidents"] == []
+        assert (await client.get("/incidents", params={"status": "resolved", "limit": 1})).json()["count"] == 1
+        assert (await client.get("/incidents", params={"status": "open"})).status_code == 422
+        assert (await client.get("/incidents", params={"limit": 0})).status_code == 422
+
+        detail = (await client.get(f"/incidents/{incident_id}")).json()
+        assert detail["status"] == "resolved" and detail["resolved_at"] is not None
+        assert detail["group_labels"] == {"alertname": "TargetDown", "service": "checkout"}
+        assert {a["fingerprint"]: a["status"] for a in detail["alerts"]} == {FP_19557: "resolved", FP_19556: "resolved"}
+        assert detail["diagnosis"]["fault_type"] == "unknown"
+        assert [i["status"] for i in detail["investigations"]] == ["done"]
+        kinds = [event["kind"] for event in detail["timeline"]]
+        assert kinds == ["created", "alert_firing", "alert_firing", "alert_resolved", "alert_resolved", "resolved"]
+        assert detail["tool_calls"] == [] and detail["messages"] == [] and detail["tickets"] == []
+        assert (await client.get("/incidents/999")).status_code == 404
+        assert (await client.get("/incidents/abc")).status_code == 422
+
+        health = (await client.get("/healthz")).json()
+        assert health["status"] == "ok" and health["db"] == "ok" and health["incidents_open"] == 0
+        assert health["integrations"]["twilio"].startswith("disabled")
+        exposition = (await client.get("/metrics")).text
+        assert 'oncall_alert_notifications_total{outcome="accepted"}' in exposition
+        assert "oncall_incidents_open 0.0" in exposition
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"receiver": "agent", ', "not valid JSON"),
+        (json.dumps({**capture(1)["body"], "version": "3"}).encode(), "version"),
+        (json.dumps({**capture(1)["body"], "alerts": []}).encode(), "alerts"),
+    ],
+)
+async def test_malformed_body_gets_422_with_reason_and_is_stored(tmp_path: Path, body: bytes, reason: str) -> None:
+    fakes = Fakes()
+    async with agent(make_settings(tmp_path), fakes) as (client, app):
+        response = await client.post("/alerts", content=body, headers=JSON)
+        assert response.status_code == 422
+        answer = response.json()
+        assert reason in answer["detail"]
+        raw = app.state.runtime.db.query_one("SELECT body, valid, error FROM raw_alerts WHERE id = ?", (answer["raw_id"],))
+        assert raw == {"body": body.decode(), "valid": 0, "error": answer["detail"]}
+        assert (await client.get("/incidents")).json()["count"] == 0
+        assert fakes.investigator.calls == []
+
+
+async def test_oversized_body_is_refused(tmp_path: Path) -> None:
+    from on_call_agent import MAX_ALERT_BODY_BYTES
+
+    async with agent(make_settings(tmp_path), Fakes()) as (client, app):
+        response = await client.post("/alerts", content=b" " * (MAX_ALERT_BODY_BYTES + 1), headers=JSON)
+        assert response.status_code == 413
+        assert app.state.runtime.db.query("SELECT id FROM raw_alerts") == []
+
+
+async def test_bearer_token(tmp_path: Path) -> None:
+    async with agent(make_settings(tmp_path, ALERTS_BEARER_TOKEN="s3cret-token"), Fakes()) as (client, app):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
+            response = await client.post("/alerts", content=captured_bytes(1), headers={**JSON, **headers})
+            assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+            assert "s3cret" not in response.text
+        assert app.state.runtime.db.query("SELECT id FROM raw_alerts") == []
+        ok = await client.post("/alerts", content=captured_bytes(1), headers={**JSON, "Authorization": "Bearer s3cret-token"})
+        assert ok.status_code == 200 and ok.json()["status"] == "accepted"
+        assert "s3cret" not in (await client.get("/healthz")).text
+
+
+async def test_no_second_investigation_while_one_runs(tmp_path: Path) -> None:
+    fakes = Fakes()
+    async with agent(make_settings(tmp_path), fakes) as (client, app):
+        first = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()
+        fakes.investigator.gate = asyncio.Event()
+        await asyncio.sleep(0)  # let the background investigation start and block on the gate
+        assert first["investigation_started"]
+        retry = (await client.post("/alerts", content=captured_bytes(3), headers=JSON)).json()  # Alertmanager's retry
+        more = (await client.post("/alerts", content=captured_bytes(4), headers=JSON)).json()  # a second alert fires
+        assert (retry["status"], retry["investigation_started"]) == ("duplicate", False)
+        assert (more["status"], more["investigation_started"]) == ("accepted", False)
+        concurrent = await asyncio.gather(*[client.post("/alerts", content=captured_bytes(5), headers=JSON) for _ in range(5)])
+        assert sorted(r.json()["status"] for r in concurrent) == ["accepted"] + ["duplicate"] * 4
+        fakes.investigator.gate.set()
+        await app.state.runtime.drain()
+        assert fakes.investigator.calls == [first["incident_id"]]
+        assert fakes.notifier.diagnoses == [first["incident_id"]]
+        detail = (await client.get(f"/incidents/{first['incident_id']}")).json()
+        assert [e["detail"].get("fingerprint") for e in detail["timeline"] if e["kind"] == "alert_firing"] == [FP_19557, FP_19556]
+
+
+async def test_failed_investigation_is_recorded(tmp_path: Path) -> None:
+    fakes = Fakes(fail=True)
+    async with agent(make_settings(tmp_path), fakes) as (client, app):
+        incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
+        await app.state.runtime.drain()
+        detail = (await client.get(f"/incidents/{incident_id}")).json()
+        assert detail["investigation_status"] == "failed"
+        assert detail["timeline"][-1]["kind"] == "investigation_failed"
+        assert "both unavailable" in detail["timeline"][-1]["detail"]["error"]
+        assert fakes.notifier.diagnoses == []
+
+
+def seed_interrupted(path: Path) -> tuple[int, int]:
+    """A database as a killed agent leaves it: one firing incident mid-investigation, one resolved one."""
+    db = Database(path)
+    now = time.time()
+    ids = []
+    for key, status in (("{}:{alertname=\"A\"}", "firing"), ("{}:{alertname=\"B\"}", "resolved")):
+        ids.append(db.execute(
+            "INSERT INTO incidents (group_key, status, title, created_at, updated_at, investigation_status) VALUES (?, ?, ?, ?, ?, 'running')",
+            (key, status, key, now, now),
+        ).lastrowid)
+    db.execute("INSERT INTO investigations (incident_id, started_at, status) VALUES (?, ?, 'running')", (ids[0], now))
+    db.execute(
+        "INSERT INTO messages (incident_id, direction, channel, to_number, body, status, created_at, updated_at)"
+        " VALUES (?, 'out', 'console', 'console', ?, 'queued', ?, ?)",
+        (ids[0], "queued before the restart", now, now),
+    )
+    db.close()
+    return ids[0], ids[1]
+
+
+async def test_restart_resumes_interrupted_investigation(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    firing_id, resolved_id = seed_interrupted(settings.database_path)
+    fakes = Fakes()
+    async with agent(settings, fakes) as (client, app):
+        await app.state.runtime.drain()
+        assert fakes.investigator.calls == [firing_id]
+        assert fakes.notifier.diagnoses == [firing_id]
+        detail = (await client.get(f"/incidents/{firing_id}")).json()
+        assert [i["status"] for i in detail["investigations"]] == ["interrupted", "done"]
+        assert "investigation_resumed" in [e["kind"] for e in detail["timeline"]]
+        assert detail["diagnosis"]["engine"] == "fake"
+        assert (await client.get(f"/incidents/{resolved_id}")).json()["investigation_status"] == "interrupted"
+
+
+async def test_restart_resends_queued_messages_with_the_real_notifier(tmp_path: Path) -> None:
+    from oncall.notify import Notifier
+
+    settings = make_settings(tmp_path)
+    firing_id, _ = seed_interrupted(settings.database_path)
+    fakes = Fakes()
+
+    def services(runtime: AgentRuntime) -> None:
+        fakes(runtime)
+        runtime.notifier = Notifier(runtime)
+
+    async with agent(settings, services) as (client, app):
+        await app.state.runtime.drain()
+        messages = (await client.get(f"/incidents/{firing_id}")).json()["messages"]
+        queued = [m for m in messages if m["body"] == "queued before the restart"]
+        assert [m["status"] for m in queued] == ["sent"]
+        assert any(m["id"] != queued[0]["id"] and m["status"] == "sent" for m in messages)  # the resumed diagnosis
+
+
+async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
+    from oncall.conversation import ConversationHandler
+
+    fakes = Fakes()
+
+    def services(runtime: AgentRuntime) -> None:
+        fakes(runtime)
+        runtime.conversation = ConversationHandler(runtime)
+
+    async with agent(make_settings(tmp_path), services) as (client, app):
+        incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
+        await app.state.runtime.drain()
+        acked = (await client.post(f"/incidents/{incident_id}/acknowledge", json={"by": "Ravi"})).json()
+        assert (acked["acknowledged"], acked["already"]) == (True, False)
+        assert (await client.post(f"/incidents/{incident_id}/acknowledge", json={"by": ""})).status_code == 422
+        assert (await client.post("/incidents/999/acknowledge")).status_code == 404
+        assert (await client.post("/incidents/999/resolve")).status_code == 404
+        resolved = (await client.post(f"/incidents/{incident_id}/resolve")).json()
+        assert (resolved["resolved"], resolved["already"]) == (True, False)
+        assert (await client.post(f"/incidents/{incident_id}/resolve")).json()["already"] is True
+        detail = (await client.get(f"/incidents/{incident_id}")).json()
+        assert (detail["status"], detail["acknowledged_by"]) == ("resolved", "Ravi")
+        assert (await client.get("/healthz")).json()["incidents_open"] == 0
+        # Alertmanager later reports the alert resolved: the incident is already resolved, no second notice.
+        assert (await client.post("/alerts", content=captured_bytes(10), headers=JSON)).json()["status"] == "accepted"
+        await app.state.runtime.drain()
+        assert fakes.notifier.resolved == []
+
+
+def agent_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for an agent subprocess: temp database, no env file, unreachable demo stack."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    return {"ONCALL_ENV_FILE": str(tmp_path / "absent.env"), "DATABASE_PATH": str(tmp_path / "agent.db"),
+            "LB_URL": dead, "PROMETHEUS_URL": dead, "PM_URL": dead, "OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", **extra}
+
+
+def uvicorn_args(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "on_call_agent:app", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def test_invalid_settings_fail_at_start_with_a_clear_message(tmp_path: Path, procs) -> None:
+    proc = procs.start("agent", uvicorn_args(free_port()), env=agent_env(tmp_path, OPENAI_TIMEOUT_S="-1", JIRA_API_TOKEN="do-not-print"))
+    assert proc.wait(timeout=30) != 0
+    output = procs.log_text("agent")
+    assert "invalid agent settings" in output and "OPENAI_TIMEOUT_S" in output
+    assert "do-not-print" not in output
+
+
+@pytest.mark.slow
+def test_real_agent_process_end_to_end(tmp_path: Path, procs) -> None:
+    """uvicorn on_call_agent:app with the real services: console WhatsApp channel, offline engine."""
+    port = free_port()
+    procs.start("agent", uvicorn_args(port), env=agent_env(tmp_path))
+    base = f"http://127.0.0.1:{port}"
+    wait_http_ok(f"{base}/healthz", timeout=30)
+    answer = httpx.post(f"{base}/alerts", content=captured_bytes(1), headers=JSON, timeout=5).json()
+    assert answer["status"] == "accepted" and answer["investigation_started"]
+    detail = wait_until(lambda: (d := httpx.get(f"{base}/incidents/{answer['incident_id']}", timeout=5).json())["messages"] and d,
+                        timeout=60, interval=0.3, what="diagnosis message")
+    assert detail["diagnosis"]["engine"] == "offline"
+    assert detail["investigations"][0]["status"] in ("done", "failed")
+    assert detail["messages"][0]["channel"] == "console" and f"#{answer['incident_id']}" in detail["messages"][0]["body"]
+    assert "disabled" in procs.log_text("agent")  # the integration report at start
+
+
+def test_env_example_documents_every_setting() -> None:
+    text = (REPO_ROOT / ".env.example").read_text()
+    documented = {line.lstrip("# ").split("=", 1)[0] for line in text.splitlines() if "=" in line and line.lstrip("# ")[:1].isupper()}
+    aliases = {info.alias for info in Settings.model_fields.values()}
+    assert aliases - documented == set()
+    assert {"PM_URL", "LB_REFRESH_SEC", "PM_BASE_PORT", "TARGETS_FILE", "RANDOM_FAILURE_RATIO", "LB_BACKENDS"} <= documented
+    Settings(_env_file=REPO_ROOT / ".env.example")  # the uncommented values are valid

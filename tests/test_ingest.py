@@ -1,0 +1,224 @@
+"""Ingest of the captured Alertmanager 0.25 webhooks (tests/fixtures/alertmanager, see INDEX.txt).
+
+All eleven requests belong to one alert group (same groupKey): two webhook_configs of one receiver,
+one of them with ``max_alerts: 1``. The bodies are replayed byte-exactly as Alertmanager sent them.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oncall.db import Database
+from oncall.ingest import IngestResult, ingest_notification
+from tests.support import load_json_fixture
+
+FP_19557 = "1f29588ab39692c3"  # never up: fires from req_001 until req_010
+FP_19556 = "e3d60c4adbad6964"  # killed then restarted: fires in req_004, resolved in req_006/007
+
+
+def capture(seq: int) -> dict[str, Any]:
+    """The captured request ``seq`` (1..11): {seq, t, path, headers, responded, body}."""
+    return load_json_fixture(f"alertmanager/req_{seq:03d}.json")
+
+
+def webhook_bytes(body: dict[str, Any]) -> bytes:
+    """Encode a payload the way Alertmanager (Go encoding/json) does: compact, <>& escaped, newline."""
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    return (text + "\n").encode()
+
+
+def captured_bytes(seq: int) -> bytes:
+    """The exact body bytes of captured request ``seq``."""
+    return webhook_bytes(capture(seq)["body"])
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database(tmp_path / "oncall.db")
+    yield database
+    database.close()
+
+
+def alert_statuses(db: Database) -> dict[str, str]:
+    return {row["fingerprint"]: row["status"] for row in db.query("SELECT fingerprint, status FROM incident_alerts")}
+
+
+def only_incident(db: Database) -> dict[str, Any]:
+    rows = db.query("SELECT * FROM incidents")
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_replayed_bodies_are_byte_exact() -> None:
+    for seq in range(1, 12):
+        assert len(captured_bytes(seq)) == int(capture(seq)["headers"]["Content-Length"]), seq
+
+
+def test_full_capture_sequence(db: Database) -> None:
+    results: dict[int, IngestResult] = {}
+    snapshots: dict[int, tuple[dict[str, str], str]] = {}
+    for seq in range(1, 12):
+        results[seq] = ingest_notification(db, captured_bytes(seq))
+        snapshots[seq] = (alert_statuses(db), only_incident(db)["status"])
+
+    outcomes = [results[seq].outcome for seq in range(1, 12)]
+    # 002/003 repeat 001's bytes (003 is the retry after our 500); 008/009 repeat them again; 011 = 010.
+    assert outcomes == ["accepted", "duplicate", "duplicate", "accepted", "accepted", "accepted", "accepted",
+                        "duplicate", "duplicate", "accepted", "duplicate"]
+    group_key = capture(1)["body"]["groupKey"]
+    incident = only_incident(db)
+    assert incident["group_key"] == group_key
+    assert {r.incident_id for r in results.values()} == {incident["id"]}
+
+    assert [seq for seq, r in results.items() if r.start_investigation] == [1]
+    assert [seq for seq, r in results.items() if r.resolved_now] == [10]
+    assert results[1].new_firing == (FP_19557,)
+    assert results[4].new_firing == (FP_19556,)
+    assert results[6].newly_resolved == (FP_19556,)
+    assert results[10].newly_resolved == (FP_19557,)
+
+    assert snapshots[4] == ({FP_19557: "firing", FP_19556: "firing"}, "firing")
+    # req_006: truncated, top-level status "resolved", while 19557 (cut from the list) still fires.
+    assert capture(6)["body"]["status"] == "resolved"
+    assert snapshots[6] == ({FP_19557: "firing", FP_19556: "resolved"}, "firing")
+    assert snapshots[9] == ({FP_19557: "firing", FP_19556: "resolved"}, "firing")
+    assert snapshots[10] == ({FP_19557: "resolved", FP_19556: "resolved"}, "resolved")
+    assert incident["status"] == "resolved" and incident["resolved_at"] is not None
+
+    alerts = {row["fingerprint"]: row for row in db.query("SELECT * FROM incident_alerts")}
+    assert alerts[FP_19557]["ends_at"] == "2026-11-22T07:11:26.568000+00:00"
+    assert alerts[FP_19556]["ends_at"] == "2026-11-22T07:10:30.568000+00:00"
+    assert json.loads(alerts[FP_19556]["labels"])["instance"] == "127.0.0.1:19556"
+
+    kinds = [(row["kind"], json.loads(row["detail"]).get("fingerprint")) for row in db.query("SELECT kind, detail FROM timeline ORDER BY id")]
+    assert kinds == [("created", None), ("alert_firing", FP_19557), ("alert_firing", FP_19556),
+                     ("alert_resolved", FP_19556), ("alert_resolved", FP_19557), ("resolved", None)]
+
+    raw = db.query("SELECT valid, group_key, incident_id, error FROM raw_alerts ORDER BY id")
+    assert len(raw) == 11
+    assert all(row["valid"] == 1 and row["group_key"] == group_key and row["incident_id"] == incident["id"] for row in raw)
+
+
+def test_truncated_notification_never_resolves_alone(db: Database) -> None:
+    """Only the max_alerts:1 receiver's view: every tracked alert ends up resolved, yet 19557 was cut."""
+    assert ingest_notification(db, captured_bytes(5)).start_investigation
+    result = ingest_notification(db, captured_bytes(6))
+    assert result.newly_resolved == (FP_19556,)
+    assert not result.resolved_now
+    assert alert_statuses(db) == {FP_19556: "resolved"}
+    incident = only_incident(db)
+    assert incident["status"] == "firing" and incident["resolved_at"] is None
+    # The complete notification that follows shows 19557 still firing: still open, no second decision.
+    result = ingest_notification(db, captured_bytes(7))
+    assert result.new_firing == (FP_19557,)
+    assert not result.start_investigation and not result.resolved_now
+    assert only_incident(db)["status"] == "firing"
+
+
+def test_stale_firing_copy_does_not_undo_a_resolution(db: Database) -> None:
+    for seq in (1, 4, 7):
+        ingest_notification(db, captured_bytes(seq))
+    late = ingest_notification(db, captured_bytes(5))  # max1 receiver's older view: 19556 firing, same startsAt
+    assert late.outcome == "accepted" and late.new_firing == ()
+    assert alert_statuses(db)[FP_19556] == "resolved"
+
+
+def refire(seq: int, starts_at: str) -> bytes:
+    """Captured request ``seq`` as Alertmanager would send it when the alert fires again later."""
+    body = copy.deepcopy(capture(seq)["body"])
+    for alert in body["alerts"]:
+        alert["startsAt"] = starts_at
+        if alert["status"] == "resolved":
+            alert["endsAt"] = "2026-11-22T08:30:00Z"
+    return webhook_bytes(body)
+
+
+def test_new_episode_after_resolution_is_investigated_and_resolved_once(db: Database) -> None:
+    first = ingest_notification(db, captured_bytes(1))
+    assert ingest_notification(db, captured_bytes(10)).resolved_now
+    assert not ingest_notification(db, captured_bytes(11)).resolved_now  # identical body: duplicate
+
+    again = ingest_notification(db, refire(1, "2026-11-22T08:00:00Z"))
+    assert again.incident_id == first.incident_id
+    assert again.start_investigation and again.new_firing == (FP_19557,)
+    incident = only_incident(db)
+    assert incident["status"] == "firing" and incident["resolved_at"] is None
+    assert incident["investigation_status"] == "pending"
+
+    assert ingest_notification(db, refire(10, "2026-11-22T08:00:00Z")).resolved_now
+    assert not ingest_notification(db, refire(11, "2026-11-22T08:00:00Z")).resolved_now
+    kinds = [row["kind"] for row in db.query("SELECT kind FROM timeline ORDER BY id")]
+    assert kinds.count("resolved") == 2 and kinds.count("reopened") == 1
+
+
+def test_new_alert_while_firing_goes_to_timeline_only(db: Database) -> None:
+    ingest_notification(db, captured_bytes(1))
+    result = ingest_notification(db, captured_bytes(4))
+    assert result.new_firing == (FP_19556,) and not result.start_investigation
+    detail = json.loads(db.query("SELECT detail FROM timeline WHERE kind = 'alert_firing' ORDER BY id DESC LIMIT 1")[0]["detail"])
+    assert detail["labels"]["instance"] == "127.0.0.1:19556"
+    assert detail["summary"] == "Target 127.0.0.1:19556 is down"
+
+
+def test_first_seen_resolved_opens_no_investigation(db: Database) -> None:
+    result = ingest_notification(db, captured_bytes(10))
+    assert result.outcome == "accepted"
+    assert not result.start_investigation and not result.resolved_now
+    assert only_incident(db)["status"] == "resolved"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (json.dumps({**capture(1)["body"], "version": "3"}).encode(), "version"),
+        (json.dumps({k: v for k, v in capture(1)["body"].items() if k != "groupKey"}).encode(), "groupKey"),
+        (json.dumps({**capture(1)["body"], "alerts": [{"status": "pending"}]}).encode(), "alerts.0.status"),
+        (b"[]", "body"),
+    ],
+)
+def test_invalid_bodies_are_stored_and_reported(db: Database, body: bytes, reason: str) -> None:
+    result = ingest_notification(db, body)
+    assert result.outcome == "invalid"
+    assert reason in result.error
+    raw = db.query("SELECT body, valid, error FROM raw_alerts")
+    assert len(raw) == 1 and raw[0]["valid"] == 0 and reason in raw[0]["error"]
+    assert raw[0]["body"] == body.decode("utf-8", errors="backslashreplace")
+    assert db.query("SELECT * FROM incidents") == []
+
+
+def test_unknown_fields_are_tolerated(db: Database) -> None:
+    body = copy.deepcopy(capture(1)["body"])
+    body["newTopLevelField"] = {"x": 1}
+    body["alerts"][0]["silencedBy"] = []
+    assert ingest_notification(db, webhook_bytes(body)).outcome == "accepted"
+
+
+def test_concurrent_identical_posts_from_two_connections(tmp_path: Path) -> None:
+    """Two connections (like two workers) ingesting the same body at once: one accepted, one duplicate."""
+    path = tmp_path / "shared.db"
+    databases = [Database(path), Database(path)]
+    barrier = threading.Barrier(len(databases))
+    results: list[IngestResult] = []
+
+    def post(database: Database) -> None:
+        barrier.wait()
+        results.append(ingest_notification(database, captured_bytes(1)))
+
+    threads = [threading.Thread(target=post, args=(database,)) for database in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert sorted(r.outcome for r in results) == ["accepted", "duplicate"]
+    assert sum(r.start_investigation for r in results) == 1
+    assert len(databases[0].query("SELECT * FROM incidents")) == 1
+    for database in databases:
+        database.close()
