@@ -4,7 +4,7 @@ Run: ``python inventory_service.py --port 8001`` or ``uvicorn inventory_service:
 Environment: SERVICE, PORT, REPLICA, INVENTORY_DB, LOG_DIR, RANDOM_FAILURE_RATIO
 (see ``ServiceSettings``). Every replica shares one SQLite file (WAL mode) and one
 JSON-lines error log; fault-injection state is per replica and in memory.
-The HTTP surface is specified in prompts/stack_contract.md ("inventory_service.py").
+The HTTP surface is documented in README.md ("inventory_service.py").
 """
 from __future__ import annotations
 

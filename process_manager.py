@@ -3,8 +3,7 @@
 Runs ``inventory_service.py`` replicas as child processes (replica ``inventory-N`` listens
 on ``PM_BASE_PORT + N``, N = 1..10), keeps the desired count running, restarts crashed
 replicas with exponential backoff, writes the Prometheus file-SD targets file after every
-change and exposes a small HTTP API (see the "process_manager.py" section of
-prompts/stack_contract.md):
+change and exposes a small HTTP API (documented in README.md):
 
     POST /scale {"replicas": n}       POST /start [{"replicas": n}]      POST /stop
     GET  /instances                   GET  /backends                     POST /fault
@@ -318,6 +317,9 @@ class ReplicaManager:
         """
         if self.shutting_down:
             raise ReplicaStartError("process manager is shutting down")
+        # Export the per-replica counters at 0 before any crash, so increase()/rate() see the first one.
+        self.crashes_total.labels(replica=replica.name)
+        self.restarts_total.labels(replica=replica.name)
         if port_in_use(replica.port):
             raise ReplicaStartError(
                 f"port {replica.port} is already in use by another process; {replica.name} not started"
