@@ -127,7 +127,7 @@ class Stack:
 
     def _start_lb(self, step: Callable[[str], None]) -> None:
         env = {"PM_URL": self.url("pm"), "LB_REFRESH_SEC": "1", "LB_ACCESS_LOG": str(self.log_dir / "loadbalancer_access.log")}
-        args = [sys.executable, "-m", "uvicorn", "loadbalancer:app", "--host", "127.0.0.1", "--port", str(self.ports.lb), "--no-access-log", "--log-level", "warning"]
+        args = [sys.executable, "-m", "uvicorn", "loadbalancer:app", "--host", "127.0.0.1", "--port", str(self.ports.lb), "--no-access-log", "--no-proxy-headers", "--log-level", "warning"]
         self.procs.start("loadbalancer", args, env=env)
         self._wait("loadbalancer", f"{self.url('lb')}/items/1")
         step(f"load balancer up on :{self.ports.lb}")
