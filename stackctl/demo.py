@@ -126,7 +126,7 @@ def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
             proc.kill()
     if json_out.exists():
         summary = json.loads(json_out.read_text())
-        console.print(f"[dim]traffic: {json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'status_codes')})}[/dim]")
+        console.print(f"[dim]traffic: {json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'outcomes')})}[/dim]")
 
 
 def explore(stack: Stack) -> None:

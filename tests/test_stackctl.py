@@ -1,0 +1,72 @@
+"""stackctl: run-folder configs rendered from the shipped ones, with ports and the demo timing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from stackctl.config import StackPorts, load_timing, render_alertmanager, render_prometheus, render_rules
+from stackctl.processes import REPO_ROOT, find_binary
+from stackctl.reply import send_reply
+from stackctl.stack import INTEGRATION_VARIABLES
+from tests.support import free_port, wait_http_ok
+
+PORTS = StackPorts(pm=17070, lb=19000, prometheus=19090, alertmanager=19093, agent=18088, replica_base=18000)
+
+
+def render_all(tmp_path, timing):
+    rules = render_rules(tmp_path, timing)
+    targets = tmp_path / "inventory_targets.json"
+    targets.write_text('[{"targets": ["127.0.0.1:18001"], "labels": {"replica": "inventory-1"}}]')
+    return rules, render_prometheus(tmp_path, PORTS, targets, rules, timing), render_alertmanager(tmp_path, PORTS, timing)
+
+
+def test_demo_timing_rewrites_copies_only(tmp_path):
+    shipped = (REPO_ROOT / "alerts.yaml").read_text()
+    rules_file, prometheus_file, alertmanager_file = render_all(tmp_path, load_timing())
+    assert (REPO_ROOT / "alerts.yaml").read_text() == shipped
+    rules = [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
+    shipped_rules = [r for g in yaml.safe_load(shipped)["groups"] for r in g["rules"]]
+    assert [r["alert"] for r in rules] == [r["alert"] for r in shipped_rules]
+    assert {r["for"] for r in rules if "for" in r} == {"10s"}
+    assert [r["expr"] for r in rules] == [r["expr"] for r in shipped_rules]
+    prometheus = yaml.safe_load(prometheus_file.read_text())
+    assert prometheus["global"]["scrape_interval"] == "2s" and prometheus["rule_files"] == [str(rules_file)]
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:19093"]
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
+    assert jobs["loadbalancer"]["static_configs"][0]["targets"] == ["127.0.0.1:19000"]
+    assert jobs["oncall_agent"]["static_configs"][0]["targets"] == ["127.0.0.1:18088"]
+    assert jobs["inventory"]["file_sd_configs"][0]["files"] == [str(tmp_path / "inventory_targets.json")]
+    alertmanager = yaml.safe_load(alertmanager_file.read_text())
+    assert alertmanager["route"]["group_wait"] == "2s"
+    assert alertmanager["receivers"][0]["webhook_configs"][0]["url"] == "http://127.0.0.1:18088/alerts"
+
+
+def test_without_timing_the_shipped_timing_is_kept(tmp_path):
+    rules_file, _, alertmanager_file = render_all(tmp_path, None)
+    shipped = yaml.safe_load((REPO_ROOT / "alerts.yaml").read_text())
+    assert yaml.safe_load(rules_file.read_text()) == shipped
+    assert yaml.safe_load(alertmanager_file.read_text())["route"]["group_wait"] == yaml.safe_load((REPO_ROOT / "alertmanager.yaml").read_text())["route"]["group_wait"]
+
+
+@pytest.mark.skipif(find_binary("promtool") is None or find_binary("amtool") is None, reason="promtool/amtool not installed (make deps)")
+def test_rendered_demo_configs_pass_promtool_and_amtool(tmp_path):
+    _, prometheus_file, alertmanager_file = render_all(tmp_path, load_timing())
+    for args in (["promtool", "check", "config", str(prometheus_file)], ["amtool", "check-config", str(alertmanager_file)]):
+        result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_make_reply_is_accepted_by_the_agent_webhook(procs, tmp_path):
+    """stackctl.reply signs like Twilio: the real agent accepts it, and rejects a wrong token with 403."""
+    port = free_port()
+    agent_url = f"http://127.0.0.1:{port}"
+    env = {name: None for name in INTEGRATION_VARIABLES}
+    env.update({"ONCALL_ENV_FILE": str(tmp_path / "none.env"), "DATABASE_PATH": str(tmp_path / "oncall.db"), "PUBLIC_BASE_URL": agent_url,
+                "TWILIO_AUTH_TOKEN": "reply-token", "ONCALL_WHATSAPP_NUMBERS": "whatsapp:+15550100001"})
+    procs.start("agent", [sys.executable, "-m", "uvicorn", "on_call_agent:app", "--host", "127.0.0.1", "--port", str(port)], env=env)
+    wait_http_ok(f"{agent_url}/healthz")
+    assert send_reply(agent_url, "reply-token", "whatsapp:+15550100001", "help").status_code == 200
+    assert send_reply(agent_url, "wrong-token", "whatsapp:+15550100001", "help").status_code == 403
