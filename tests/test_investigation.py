@@ -1,0 +1,498 @@
+"""Investigator end to end over respx mocks of the demo stack (Prometheus, LB /logs/tail, PM) with a
+tmp SQLite database: the model path against the loopback fake OpenAI server, the corrective retry
+and fallbacks, and the offline engine's classification of every fault mode from realistic evidence."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import respx
+
+from prometheus_client import REGISTRY
+
+from oncall.db import Database, get_incident
+from oncall.investigation import Investigator
+from oncall.offline_engine import QUERIES
+from oncall.runtime import AgentRuntime
+from oncall.tools import error_rate_queries
+from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
+from tests.support import free_port, load_json_fixture
+from tests.test_tools import LB, PM, PROM, make_settings, prom_router
+
+REPLICAS = ["inventory-1", "inventory-2", "inventory-3"]
+MiB = 2**20
+BUG_LINE = 7
+BUGGY_SOURCE = '''"""inventory service (test copy)."""
+
+
+def apply_discount(item):
+    reservation = find_reservation(item)
+    price = item["price"]
+    return price * reservation.discount
+
+
+def find_reservation(item):
+    return None
+'''
+
+
+# ---------------------------------------------------------------- the mocked demo stack
+
+
+def log_entry(replica: str, exception_type: str, message: str, *, file: str, line: int, function: str, route: str, age_s: float = 5.0) -> dict:
+    """An inventory ERROR log line as the stack contract defines it."""
+    ts = time.time() - age_s
+    return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), "ts": ts, "level": "ERROR", "service": "inventory",
+        "replica": replica, "method": "GET", "route": route, "status": 500, "message": message, "exception_type": exception_type,
+        "traceback": f'Traceback (most recent call last):\n  File "/srv/{file}", line {line}, in {function}\n{exception_type}: {message}\n',
+        "file": file, "line": line, "function": function, "fault": None,
+    }
+
+
+def flaky_timeouts(n: int) -> list[dict]:
+    """The healthy baseline: /random-endpoint's simulated flaky dependency."""
+    return [log_entry(REPLICAS[i % 3], "TimeoutError", "simulated flaky dependency timed out", file="inventory_service.py",
+                      line=140, function="random_endpoint", route="/random-endpoint", age_s=10 + i) for i in range(n)]
+
+
+@dataclass
+class Stack:
+    """Evidence the mocked stack serves: per-replica metric values, ERROR logs, PM changes/instances."""
+
+    err: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.011))
+    p99: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.024))
+    cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.06))
+    rss: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 71 * MiB))
+    growth: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.5 * MiB))
+    up: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 1.0))
+    restarts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.0))
+    logs: list[dict] = field(default_factory=lambda: flaky_timeouts(3))
+    changes: list[dict] = field(default_factory=list)
+    instances: list[dict] = field(default_factory=lambda: [
+        {"name": r, "port": 8001 + i, "url": f"http://127.0.0.1:{8001 + i}", "pid": 1000 + i, "state": "running", "restarts": 0,
+         "fault": {"mode": "none"}, "started_at": time.time() - 3600, "last_exit_code": None} for i, r in enumerate(REPLICAS)])
+
+    def prom_answers(self) -> dict[str, list]:
+        q = error_rate_queries("1m")
+        per = lambda values: [({"replica": r, "job": "inventory", "instance": f"127.0.0.1:{8001 + REPLICAS.index(r)}"}, v) for r, v in values.items()]
+        overall = sum(self.err.values()) / len(self.err)
+        return {
+            q["overall"]: [({}, overall)],
+            q["per_replica"]: [({"replica": r}, v) for r, v in self.err.items()],
+            q["per_route"]: [({"route": "/items/{item_id}"}, overall), ({"route": "/random-endpoint"}, 0.05)],
+            q["rps_per_replica"]: [({"replica": r}, 6.7) for r in self.err],
+            QUERIES["p99"]: [({"replica": r}, v) for r, v in self.p99.items()],
+            QUERIES["cpu"]: per(self.cpu),
+            QUERIES["rss"]: per(self.rss),
+            QUERIES["rss_growth"]: per(self.growth),
+            QUERIES["up"]: per(self.up),
+            QUERIES["restarts"]: per(self.restarts),
+        }
+
+    def mock(self, router: respx.Router) -> None:
+        router.get(f"{PROM}/api/v1/query").mock(side_effect=prom_router(self.prom_answers()))
+        router.get(f"{LB}/logs/tail").mock(side_effect=lambda request: httpx.Response(200, json={
+            "entries": self.logs[: int(request.url.params["limit"])], "count": len(self.logs),
+            "seconds": int(request.url.params["seconds"]), "limit": int(request.url.params["limit"])}))
+        router.get(f"{PM}/changes").mock(return_value=httpx.Response(200, json={"changes": self.changes}))
+        router.get(f"{PM}/instances").mock(return_value=httpx.Response(200, json={"instances": self.instances}))
+
+
+def scenario_healthy() -> Stack:
+    return Stack()
+
+
+def scenario_code_bug() -> Stack:
+    stack = Stack(err=dict.fromkeys(REPLICAS, 0.79))
+    stack.p99 = dict.fromkeys(REPLICAS, 0.009)
+    stack.logs = [log_entry(REPLICAS[i % 3], "AttributeError", "'NoneType' object has no attribute 'discount'", file="inventory_service.py",
+                            line=BUG_LINE, function="apply_discount", route="/random-endpoint/error", age_s=i * 0.5) for i in range(150)]
+    stack.logs += flaky_timeouts(4)
+    return stack
+
+
+def scenario_injected_errors() -> Stack:
+    stack = Stack()
+    stack.err["inventory-2"] = 0.47
+    stack.logs = [log_entry("inventory-2", "InjectedFault", "injected fault: errors (p_error=0.5)", file="inventory_service.py",
+                            line=96, function="fault_middleware", route="/items/{item_id}", age_s=i) for i in range(60)] + flaky_timeouts(2)
+    stack.changes = [{"ts": time.time() - 90, "timestamp": "", "kind": "fault", "replica": "inventory-2", "detail": {"mode": "errors", "p_error": 0.5}}]
+    return stack
+
+
+def scenario_latency() -> Stack:
+    stack = Stack()
+    stack.p99["inventory-3"] = 0.99
+    stack.cpu["inventory-3"] = 0.04
+    return stack
+
+
+def scenario_cpu() -> Stack:
+    stack = Stack()
+    stack.cpu["inventory-1"] = 0.98
+    stack.p99["inventory-1"] = 2.45
+    return stack
+
+
+def scenario_cpu_everywhere() -> Stack:
+    return Stack(cpu={"inventory-1": 0.97, "inventory-2": 0.95, "inventory-3": 0.99}, p99=dict.fromkeys(REPLICAS, 4.8))
+
+
+def scenario_memory() -> Stack:
+    stack = Stack()
+    stack.rss["inventory-2"] = 345 * MiB
+    stack.growth["inventory-2"] = 272 * MiB
+    return stack
+
+
+def scenario_crash() -> Stack:
+    stack = Stack()
+    stack.up["inventory-3"] = 0.0
+    stack.restarts["inventory-3"] = 1.0
+    for metric in (stack.p99, stack.cpu, stack.rss, stack.growth):
+        del metric["inventory-3"]  # a down target has no samples
+    now = time.time()
+    stack.changes = [{"ts": now - 20, "timestamp": "", "kind": "crash", "replica": "inventory-3", "detail": {"exit_code": 3}}]
+    stack.instances[2].update(state="restarting", restarts=1, last_exit_code=3, pid=None)
+    return stack
+
+
+def scenario_cpu_diluted() -> Stack:
+    """A CPU burn that began 15 s ago: the 1m rate is still well below one core, but an outlier."""
+    stack = Stack()
+    stack.cpu["inventory-2"] = 0.42
+    stack.p99["inventory-2"] = 0.31
+    return stack
+
+
+def scenario_cpu_bound_latency() -> Stack:
+    """Low traffic, 80 ms of CPU per request on inventory-2 (measured on the demo stack): far below one
+    core, but its CPU stands out from its peer's and its p99 is high."""
+    stack = Stack(err={"inventory-1": 0.0, "inventory-2": 0.01}, p99={"inventory-1": 0.09, "inventory-2": 2.41},
+                  cpu={"inventory-1": 0.0049, "inventory-2": 0.1326}, rss={"inventory-1": 59990016.0, "inventory-2": 63188992.0},
+                  growth={"inventory-1": 310618.8, "inventory-2": 3869245.4}, up={"inventory-1": 1.0, "inventory-2": 1.0},
+                  restarts={"inventory-1": 0.0, "inventory-2": 0.0})
+    stack.instances = stack.instances[:2]
+    return stack
+
+
+def scenario_cpu_rising() -> Stack:
+    """80 ms of CPU per request on inventory-2 for 15 s (values measured on the demo stack): the 1m rate
+    is far below one core and p99 still normal, but its CPU is 30x its peer's."""
+    stack = scenario_cpu_bound_latency()
+    stack.cpu = {"inventory-1": 0.0046, "inventory-2": 0.1563}
+    stack.p99 = {"inventory-1": 0.0244, "inventory-2": 0.0995}
+    return stack
+
+
+def scenario_crash_recovered() -> Stack:
+    """inventory-2 crashed 40 s ago and is serving again; the crash fault logged its exit notice."""
+    stack = Stack()
+    stack.restarts["inventory-2"] = 1.0
+    now = time.time()
+    stack.changes = [
+        {"ts": now - 39, "timestamp": "", "kind": "restart", "replica": "inventory-2", "detail": {"attempt": 1}},
+        {"ts": now - 40, "timestamp": "", "kind": "crash", "replica": "inventory-2", "detail": {"pid": 4711, "exit_code": 3, "uptime_s": 30.2}},
+        {"ts": now - 41, "timestamp": "", "kind": "fault", "replica": "inventory-2", "detail": {"mode": "crash"}},
+    ]
+    stack.instances[1].update(restarts=1, last_exit_code=3)
+    for age in (40.3, 40.2, 40.1, 40.0):
+        entry = log_entry("inventory-2", "InjectedFault", "injected fault: crash (process exits with code 3)", file="", line=0, function="", route="/faults", age_s=age)
+        entry.update(file=None, line=None, function=None, traceback="", status=200, method="POST")
+        stack.logs.insert(0, entry)
+    return stack
+
+
+def scenario_latency_and_injected() -> Stack:
+    stack = scenario_injected_errors()
+    stack.p99["inventory-3"] = 0.8
+    return stack
+
+
+# ---------------------------------------------------------------- runtime and incident
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "GITHUB_REPO", "GITHUB_TOKEN", "CODE_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def make_runtime(tmp_path: Path, clean_env: None):
+    made: list[AgentRuntime] = []
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inventory_service.py").write_text(BUGGY_SOURCE)
+
+    def make(**overrides: Any) -> AgentRuntime:
+        settings = make_settings(tmp_path, **overrides)
+        runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=httpx.AsyncClient())
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        await runtime.http.aclose()
+        runtime.db.close()
+
+
+def insert_incident(db: Database) -> int:
+    """Store an incident with the alert of a real Alertmanager webhook (fixtures/alertmanager/req_002.json)."""
+    body = load_json_fixture("alertmanager/req_002.json")["body"]
+    now = time.time()
+    incident_id = db.execute(
+        "INSERT INTO incidents (group_key, title, service, severity, group_labels, common_labels, common_annotations, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (body["groupKey"], body["commonAnnotations"]["summary"], "inventory", "critical", json.dumps(body["groupLabels"]),
+         json.dumps(body["commonLabels"]), json.dumps(body["commonAnnotations"]), now, now),
+    ).lastrowid
+    for alert in body["alerts"]:
+        db.execute(
+            "INSERT INTO incident_alerts (incident_id, fingerprint, alertname, status, labels, annotations, starts_at, ends_at, generator_url,"
+            " first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (incident_id, alert["fingerprint"], alert["labels"]["alertname"], alert["status"], json.dumps(alert["labels"]),
+             json.dumps(alert["annotations"]), alert["startsAt"], alert["endsAt"], alert["generatorURL"], now, now),
+        )
+    return incident_id
+
+
+def rows(db: Database, sql: str, *params: Any) -> list[dict]:
+    return db.query(sql, params)
+
+
+# ---------------------------------------------------------------- offline engine classification
+
+
+@pytest.mark.parametrize(
+    ("scenario", "fault_type", "replicas"),
+    [
+        (scenario_healthy, "none", []),
+        (scenario_code_bug, "code_bug", REPLICAS),
+        (scenario_injected_errors, "injected_errors", ["inventory-2"]),
+        (scenario_latency, "latency", ["inventory-3"]),
+        (scenario_cpu, "cpu_saturation", ["inventory-1"]),
+        (scenario_cpu_everywhere, "cpu_saturation", REPLICAS),
+        (scenario_memory, "memory_pressure", ["inventory-2"]),
+        (scenario_crash, "instance_crash", ["inventory-3"]),
+        (scenario_cpu_diluted, "cpu_saturation", ["inventory-2"]),
+        (scenario_cpu_bound_latency, "cpu_saturation", ["inventory-2"]),
+        (scenario_cpu_rising, "cpu_saturation", ["inventory-2"]),
+        (scenario_crash_recovered, "instance_crash", ["inventory-2"]),
+    ],
+)
+async def test_offline_engine_classifies_fault_modes(make_runtime, scenario, fault_type: str, replicas: list[str]) -> None:
+    runtime = make_runtime()
+    incident_id = insert_incident(runtime.db)
+    with respx.mock(assert_all_called=False) as router:
+        scenario().mock(router)
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+    assert diagnosis.fault_type.value == fault_type, diagnosis.model_dump_json(indent=1)
+    assert diagnosis.affected_replicas == replicas
+    assert diagnosis.engine == "offline"
+    assert diagnosis.evidence and all(e.tool and e.query for e in diagnosis.evidence)
+    stored = get_incident(runtime.db, incident_id)
+    assert stored["investigation_status"] == "done" and stored["diagnosed_at"] is not None
+    assert stored["diagnosis"]["fault_type"] == fault_type
+    calls = rows(runtime.db, "SELECT tool, round, ok FROM tool_calls WHERE incident_id = ? ORDER BY id", incident_id)
+    round1 = [c["tool"] for c in calls if c["round"] == 1]
+    assert sorted(set(round1)) == ["compute_error_rate", "fetch_logs", "get_recent_changes", "query_prometheus"]
+    assert round1.count("query_prometheus") == len(QUERIES) and all(c["ok"] for c in calls)
+    assert calls[-1]["tool"] == "send_diagnosis"
+    if fault_type == "none":
+        assert diagnosis.priority == "P4" and diagnosis.affected_file is None
+    else:
+        assert diagnosis.priority in ("P1", "P2", "P3")
+
+
+async def test_offline_null_dereference_names_file_and_line(make_runtime) -> None:
+    runtime = make_runtime()
+    incident_id = insert_incident(runtime.db)
+    with respx.mock(assert_all_called=False) as router:
+        scenario_code_bug().mock(router)
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+    assert diagnosis.fault_type.value == "code_bug"
+    assert (diagnosis.affected_file, diagnosis.affected_line) == ("inventory_service.py", BUG_LINE)
+    assert diagnosis.priority == "P1"  # 79 % of requests fail on every replica
+    assert "AttributeError" in diagnosis.summary and "apply_discount" in diagnosis.summary
+    code_evidence = [e for e in diagnosis.evidence if e.tool == "fetch_code_from_github"]
+    assert code_evidence and "reservation.discount" in code_evidence[0].finding
+    code_calls = rows(runtime.db, "SELECT round, arguments, result FROM tool_calls WHERE tool = 'fetch_code_from_github'")
+    assert len(code_calls) == 1 and code_calls[0]["round"] == 2
+    assert json.loads(code_calls[0]["arguments"])["line"] == BUG_LINE
+
+
+async def test_offline_mentions_the_weaker_second_fault(make_runtime) -> None:
+    runtime = make_runtime()
+    incident_id = insert_incident(runtime.db)
+    with respx.mock(assert_all_called=False) as router:
+        scenario_latency_and_injected().mock(router)
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+    assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == ["inventory-2"]
+    assert "latency" in diagnosis.root_cause and "inventory-3" in diagnosis.root_cause
+    assert any("inventory-3" in step for step in diagnosis.next_steps)
+
+
+async def test_offline_is_unknown_when_tools_fail(make_runtime) -> None:
+    runtime = make_runtime()
+    incident_id = insert_incident(runtime.db)
+    with respx.mock(assert_all_called=False) as router:
+        router.get(f"{PROM}/api/v1/query").mock(return_value=httpx.Response(503, text="service unavailable"))
+        router.get(f"{LB}/logs/tail").mock(side_effect=httpx.ConnectError("connection refused"))
+        router.get(f"{PM}/changes").mock(side_effect=httpx.ConnectError("connection refused"))
+        router.get(f"{PM}/instances").mock(side_effect=httpx.ConnectError("connection refused"))
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+    assert diagnosis.fault_type.value == "unknown"
+    assert diagnosis.confidence <= 0.3
+    assert diagnosis.affected_replicas == []
+    failed = rows(runtime.db, "SELECT tool, error FROM tool_calls WHERE ok = 0")
+    assert len(failed) == 3 + len(QUERIES)
+    assert any("HTTP 503" in f["error"] for f in failed)
+
+
+# ---------------------------------------------------------------- the model path
+
+
+def diagnosis_args(**overrides: Any) -> dict:
+    args = {
+        "summary": "Injected errors on inventory-2", "root_cause": "inventory-2 answers 500 with InjectedFault",
+        "fault_type": "injected_errors", "affected_service": "inventory", "affected_replicas": ["inventory-2"],
+        "priority": "P2", "confidence": 0.86, "suggested_fix": "Reset the fault on inventory-2",
+        "next_steps": ["POST /faults {\"mode\": \"none\"} on inventory-2"],
+        "evidence": [{"tool": "fetch_logs", "query": "GET /logs/tail?seconds=300", "finding": "60 x InjectedFault on inventory-2"}],
+    }
+    return {**args, **overrides}
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_runtime, fake: FakeOpenAI) -> None:
+    runtime = make_runtime(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-test-secret-123", OPENAI_MODEL="gpt-4o")
+    incident_id = insert_incident(runtime.db)
+    fake.add(
+        tool_calls_response([("fetch_logs", {"seconds": 300, "limit": 200}), ("compute_error_rate", {"window": "1m"}),
+                             ("query_prometheus", {"query": QUERIES["up"]})], prompt_tokens=900, completion_tokens=80),
+        tool_calls_response([("send_diagnosis", diagnosis_args())], prompt_tokens=2100, completion_tokens=190),
+    )
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (sample("oncall_llm_tokens_total", kind="prompt"), sample("oncall_llm_tokens_total", kind="completion"),
+              sample("oncall_investigations_total", engine="openai", outcome="injected_errors"),
+              sample("oncall_tool_call_duration_seconds_count", tool="fetch_logs", result="ok"))
+    with respx.mock(assert_all_called=False) as router:
+        scenario_injected_errors().mock(router)
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+    after = (sample("oncall_llm_tokens_total", kind="prompt"), sample("oncall_llm_tokens_total", kind="completion"),
+             sample("oncall_investigations_total", engine="openai", outcome="injected_errors"),
+             sample("oncall_tool_call_duration_seconds_count", tool="fetch_logs", result="ok"))
+    assert [a - b for a, b in zip(after, before)] == [3000, 270, 1, 1]
+
+    assert diagnosis.engine == "openai:gpt-4o"
+    assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == ["inventory-2"]
+    assert fake.auth_headers[0] == "Bearer sk-test-secret-123"
+    first = fake.requests[0]
+    assert first["model"] == "gpt-4o" and first["temperature"] == 0.1
+    assert "send_diagnosis" in {t["function"]["name"] for t in first["tools"]}
+    user = first["messages"][1]["content"]
+    assert "TargetDown" in user and "2026-11-22T07:09:50.568Z" in user and "runbook_url" in user
+    tool_messages = [m for m in fake.requests[1]["messages"] if m["role"] == "tool"]
+    assert len(tool_messages) == 3
+    assert "InjectedFault" in tool_messages[0]["content"]
+    assert '"inventory-2":0.47' in tool_messages[1]["content"]
+
+    [inv] = rows(runtime.db, "SELECT * FROM investigations WHERE incident_id = ?", incident_id)
+    assert (inv["engine"], inv["status"], inv["rounds"]) == ("openai:gpt-4o", "done", 2)
+    assert (inv["prompt_tokens"], inv["completion_tokens"]) == (3000, 270)
+    calls = rows(runtime.db, "SELECT tool, round, ok, investigation_id, duration_s FROM tool_calls WHERE incident_id = ? ORDER BY id", incident_id)
+    assert [(c["tool"], c["round"]) for c in calls] == [
+        ("fetch_logs", 1), ("compute_error_rate", 1), ("query_prometheus", 1), ("send_diagnosis", 2)]
+    assert all(c["ok"] and c["investigation_id"] == inv["id"] and c["duration_s"] >= 0 for c in calls)
+    stored = get_incident(runtime.db, incident_id)
+    assert stored["diagnosis"]["engine"] == "openai:gpt-4o" and stored["investigation_status"] == "done"
+    kinds = [r["kind"] for r in rows(runtime.db, "SELECT kind FROM timeline WHERE incident_id = ? ORDER BY id", incident_id)]
+    assert kinds == ["investigation_started", "diagnosis"]
+
+
+async def test_invalid_model_output_gets_one_retry_then_offline_fallback(make_runtime, fake: FakeOpenAI) -> None:
+    runtime = make_runtime(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-test-secret-123")
+    incident_id = insert_incident(runtime.db)
+    fake.add(
+        text_response("Probably the database. Restart everything."),
+        tool_calls_response([("send_diagnosis", diagnosis_args(fault_type="database", confidence=1.7))]),
+        text_response("I am sure it is the database."),
+    )
+    with respx.mock(assert_all_called=False) as router:
+        scenario_memory().mock(router)
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+
+    assert len(fake.requests) == 3
+    corrective = fake.requests[1]["messages"][-1]
+    assert corrective["role"] == "user" and "send_diagnosis" in corrective["content"]
+    rejected = [m for m in fake.requests[2]["messages"] if m["role"] == "tool"]
+    assert "fault_type" in rejected[-1]["content"] and "confidence" in rejected[-1]["content"]
+
+    assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "memory_pressure"
+    assert diagnosis.affected_replicas == ["inventory-2"]
+    invs = rows(runtime.db, "SELECT engine, status, error, rounds, prompt_tokens FROM investigations WHERE incident_id = ? ORDER BY id", incident_id)
+    assert [(i["engine"], i["status"]) for i in invs] == [("openai:gpt-4o", "failed"), ("offline", "done")]
+    assert "without a valid send_diagnosis" in invs[0]["error"] and invs[0]["rounds"] == 3 and invs[0]["prompt_tokens"] > 0
+    fallback = rows(runtime.db, "SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'investigation_fallback'", incident_id)
+    assert len(fallback) == 1 and "without a valid send_diagnosis" in json.loads(fallback[0]["detail"])["reason"]
+
+
+async def test_model_down_falls_back_to_offline(make_runtime) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    runtime = make_runtime(OPENAI_BASE_URL=dead, OPENAI_API_KEY="sk-test-secret-123")
+    incident_id = insert_incident(runtime.db)
+    with respx.mock(assert_all_called=False) as router:
+        scenario_crash().mock(router)
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+    assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "instance_crash"
+    assert diagnosis.affected_replicas == ["inventory-3"]
+    [failed] = rows(runtime.db, "SELECT error FROM investigations WHERE status = 'failed'")
+    assert "APIConnectionError" in failed["error"]
+    everything = json.dumps(rows(runtime.db, "SELECT * FROM timeline")) + json.dumps(rows(runtime.db, "SELECT * FROM investigations"))
+    assert "sk-test-secret-123" not in everything
+
+
+async def test_model_timeout_falls_back_to_offline(make_runtime, fake: FakeOpenAI) -> None:
+    runtime = make_runtime()
+    incident_id = insert_incident(runtime.db)
+    fake.add(Scripted(text_response("too late"), delay_s=1.5))
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, timeout=0.3, max_retries=0)
+    with respx.mock(assert_all_called=False) as router:
+        scenario_latency().mock(router)
+        diagnosis = await Investigator(runtime, llm_client=client).investigate(incident_id)
+    assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "latency"
+    [failed] = rows(runtime.db, "SELECT engine, error FROM investigations WHERE status = 'failed'")
+    assert failed["engine"] == "openai:gpt-4o" and "APITimeoutError" in failed["error"]
+
+
+async def test_unknown_incident_raises(make_runtime) -> None:
+    with pytest.raises(LookupError):
+        await Investigator(make_runtime()).investigate(999)
+
+
+async def test_offline_code_bug_after_errors_subsided(make_runtime) -> None:
+    runtime = make_runtime()
+    incident_id = insert_incident(runtime.db)
+    stack = scenario_code_bug()
+    stack.err = dict.fromkeys(REPLICAS, 0.01)  # the failing traffic stopped; the logs still hold the exceptions
+    with respx.mock(assert_all_called=False) as router:
+        stack.mock(router)
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+    assert diagnosis.fault_type.value == "code_bug" and diagnosis.affected_line == BUG_LINE
+    assert "back at baseline" in diagnosis.root_cause
+    assert diagnosis.confidence < 0.7
