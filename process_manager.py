@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inventory_service import FaultSpec
+from stackctl.processes import port_is_free
 
 REPO_ROOT = Path(__file__).resolve().parent
 INVENTORY_SCRIPT = REPO_ROOT / "inventory_service.py"
@@ -168,20 +168,6 @@ class Replica:
 
 class ReplicaStartError(RuntimeError):
     """A replica could not be started or did not become healthy (message says why)."""
-
-
-def port_in_use(port: int) -> bool:
-    """True when 127.0.0.1:``port`` cannot be bound (another process listens there).
-
-    SO_REUSEADDR is set so sockets in TIME_WAIT from a replica that just stopped do not count.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
 
 
 def write_targets_file(path: Path, replicas: list[Replica]) -> None:
@@ -320,7 +306,7 @@ class ReplicaManager:
         # Export the per-replica counters at 0 before any crash, so increase()/rate() see the first one.
         self.crashes_total.labels(replica=replica.name)
         self.restarts_total.labels(replica=replica.name)
-        if port_in_use(replica.port):
+        if not port_is_free(replica.port):
             raise ReplicaStartError(
                 f"port {replica.port} is already in use by another process; {replica.name} not started"
             )

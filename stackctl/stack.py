@@ -6,7 +6,6 @@ first; the process manager stops its replicas itself on SIGTERM.
 """
 from __future__ import annotations
 
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Callable
 import httpx
 
 from stackctl.config import StackPorts, render_alertmanager, render_prometheus, render_rules
-from stackctl.processes import REPO_ROOT, ProcessGroup, find_binary, free_port, free_port_block, wait_http_ok
+from stackctl.processes import REPO_ROOT, ProcessGroup, find_binary, free_port, free_port_block, port_is_free, wait_http_ok
 
 # Variables that connect the agent to real accounts; an isolated stack (tests, benchmarks) removes them.
 INTEGRATION_VARIABLES = (
@@ -27,12 +26,6 @@ INTEGRATION_VARIABLES = (
 
 class StackError(RuntimeError):
     """The stack cannot start: a port is in use, a binary is missing, or a component is not healthy."""
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
@@ -77,7 +70,7 @@ class Stack:
                 "`sudo apt-get install prometheus prometheus-alertmanager` (Debian/Ubuntu) or from prometheus.io, "
                 "or run `make deps`."
             )
-        busy = [port for port in self.ports.all_ports() if _port_in_use(port)]
+        busy = [port for port in self.ports.all_ports() if not port_is_free(port)]
         if busy:
             raise StackError(
                 f"ports already in use on 127.0.0.1: {busy}. Another stack (or an old demo) is running: "

@@ -19,11 +19,10 @@ from prometheus_client import REGISTRY
 from oncall.db import Database, get_incident
 from oncall.investigation import Investigator
 from oncall.offline_engine import QUERIES
-from oncall.runtime import AgentRuntime
 from oncall.tools import error_rate_queries
 from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
 from tests.support import free_port, load_json_fixture
-from tests.test_tools import LB, PM, PROM, make_settings, prom_router
+from tests.test_tools import LB, PM, PROM, clean_env, prom_router, runtime_factory  # noqa: F401 (fixtures)
 
 REPLICAS = ["inventory-1", "inventory-2", "inventory-3"]
 MiB = 2**20
@@ -220,28 +219,12 @@ def scenario_latency_and_injected() -> Stack:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "GITHUB_REPO", "GITHUB_TOKEN", "CODE_ROOT"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-async def make_runtime(tmp_path: Path, clean_env: None):
-    made: list[AgentRuntime] = []
+def make_runtime(tmp_path: Path, runtime_factory):
+    """runtime_factory (tests/test_tools.py) with the buggy service source in CODE_ROOT."""
     code = tmp_path / "code"
     code.mkdir()
     (code / "inventory_service.py").write_text(BUGGY_SOURCE)
-
-    def make(**overrides: Any) -> AgentRuntime:
-        settings = make_settings(tmp_path, **overrides)
-        runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=httpx.AsyncClient())
-        made.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in made:
-        await runtime.http.aclose()
-        runtime.db.close()
+    return runtime_factory
 
 
 def insert_incident(db: Database) -> int:

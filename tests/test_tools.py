@@ -38,7 +38,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GITHUB_REPO", "GITHUB_TOKEN", "CODE_ROOT"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "GITHUB_REPO", "GITHUB_TOKEN", "CODE_ROOT"):
         monkeypatch.delenv(name, raising=False)
 
 
