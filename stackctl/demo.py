@@ -24,6 +24,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from pydantic import ValidationError
+
+from oncall.settings import Settings
 from stackctl.config import StackPorts, load_timing
 from stackctl.processes import REPO_ROOT
 from stackctl.stack import Stack, StackError
@@ -126,6 +129,7 @@ def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
             proc.kill()
     if json_out.exists():
         summary = json.loads(json_out.read_text())
+        console.print()
         console.print(f"[dim]traffic: {json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'outcomes')})}[/dim]")
 
 
@@ -148,25 +152,43 @@ def explore(stack: Stack) -> None:
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
+def demo_agent_env(settings: Settings) -> dict[str, str | None]:
+    """Agent environment the demo adds to the user's settings (environment and .env win).
+
+    Without on-call numbers, a demo engineer's number is paged on the console channel. Without a
+    Twilio auth token, a per-run token lets ``make reply`` sign webhooks; replies then go to the console.
+    """
+    env: dict[str, str | None] = {}
+    if not settings.oncall_whatsapp_numbers:
+        env["ONCALL_WHATSAPP_NUMBERS"] = DEMO_ENGINEER
+    if not settings.twilio_auth_token:
+        env["TWILIO_AUTH_TOKEN"] = secrets.token_hex(16)
+    return env
+
+
 def main() -> int:
     """Run the demo; exit code 0 when a diagnosis was shown, 1 otherwise."""
     fault = os.environ.get("DEMO_FAULT") or None
     if fault and fault not in FAULTS:
         console.print(f"[red]DEMO_FAULT must be one of {sorted(FAULTS)}[/red]")
         return 2
+    try:
+        settings = Settings(_env_file=REPO_ROOT / ".env")
+    except ValidationError as exc:
+        console.print(f"[red]invalid settings in the environment or .env:[/red]\n{exc}")
+        return 2
     run_dir = new_run_dir()
-    webhook_token = secrets.token_hex(16)
-    agent_env: dict[str, str | None] = {"ONCALL_WHATSAPP_NUMBERS": os.environ.get("ONCALL_WHATSAPP_NUMBERS") or DEMO_ENGINEER}
-    if not os.environ.get("TWILIO_AUTH_TOKEN"):
-        agent_env["TWILIO_AUTH_TOKEN"] = webhook_token  # verifies `make reply` webhooks; replies go to the console channel
+    agent_env = demo_agent_env(settings)
     stack = Stack(run_dir=run_dir, ports=StackPorts(), timing=load_timing(), agent_env=agent_env)
-    (run_dir / "reply.json").write_text(json.dumps({"agent_url": stack.url("agent"), "from": agent_env["ONCALL_WHATSAPP_NUMBERS"].split(",")[0], "token_env": "TWILIO_AUTH_TOKEN", "token": agent_env.get("TWILIO_AUTH_TOKEN")}))
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    reply = {"agent_url": stack.url("agent"), "public_base_url": settings.public_base_url,
+             "from": (settings.oncall_whatsapp_numbers or [DEMO_ENGINEER])[0], "token": agent_env.get("TWILIO_AUTH_TOKEN")}
+    (run_dir / "reply.json").write_text(json.dumps(reply))
     traffic = None
     try:
         console.rule("[bold]On-call agent demo")
         console.print(f"run folder: {run_dir}")
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        for name, state in settings.integration_report().items():
+            console.print(f"  {name}: {state}")
         stack.start(replicas=2, step=lambda message: console.print(f"[green]✓[/green] {message}"))
         json_out = run_dir / "traffic.json"
         traffic = subprocess.Popen(traffic_command(stack, fault, json_out), cwd=REPO_ROOT, stdout=open(stack.log_dir / "traffic_gen.log", "ab"), stderr=subprocess.STDOUT)

@@ -3,7 +3,8 @@
 Posts a WhatsApp inbound message to the running agent's ``/webhook/twilio`` exactly as Twilio
 would (form-encoded, ``X-Twilio-Signature`` computed with the twilio SDK's RequestValidator), then
 prints the agent's answer. The agent, token and sender come from ``run/latest/reply.json`` written
-by ``make demo``; ``--agent-url``, ``TWILIO_AUTH_TOKEN`` and ``--from`` override them.
+by ``make demo``; otherwise ``TWILIO_AUTH_TOKEN`` and ``ONCALL_WHATSAPP_NUMBERS`` from the environment or
+``.env`` are used. ``--agent-url`` and ``--from`` override them.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.panel import Panel
 from twilio.request_validator import RequestValidator
 
+from oncall.settings import Settings
 from stackctl.processes import REPO_ROOT
 
 console = Console()
@@ -42,12 +44,16 @@ def inbound_params(sender: str, body: str) -> dict[str, str]:
     }
 
 
-def send_reply(agent_url: str, token: str, sender: str, body: str) -> httpx.Response:
-    """POST a signed inbound message; the signature covers agent_url + path and the form fields."""
-    url = f"{agent_url}/webhook/twilio"
+def send_reply(agent_url: str, token: str, sender: str, body: str, public_base_url: str | None = None) -> httpx.Response:
+    """POST a signed inbound message to ``agent_url``.
+
+    The signature covers ``public_base_url`` (default ``agent_url``) + path and the form fields, as
+    the agent verifies it (Twilio signs the URL it was configured with).
+    """
+    path = "/webhook/twilio"
     params = inbound_params(sender, body)
-    signature = RequestValidator(token).compute_signature(url, params)
-    return httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10.0)
+    signature = RequestValidator(token).compute_signature(f"{public_base_url or agent_url}{path}", params)
+    return httpx.post(f"{agent_url}{path}", data=params, headers={"X-Twilio-Signature": signature}, timeout=10.0)
 
 
 def wait_for_answer(agent_url: str, sender: str, since: float, timeout: float = 30.0) -> list[dict]:
@@ -68,17 +74,18 @@ def wait_for_answer(agent_url: str, sender: str, since: float, timeout: float = 
 def main(argv: list[str] | None = None) -> int:
     """Send the reply and print the agent's answer; exit 1 when the agent rejects it or does not answer."""
     defaults = demo_defaults()
+    settings = Settings(_env_file=REPO_ROOT / ".env")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("message", help='the reply, e.g. "create a jira task and assign it to Ravi" or "#3 ack"')
     parser.add_argument("--agent-url", default=defaults.get("agent_url", "http://127.0.0.1:8088"))
-    parser.add_argument("--from", dest="sender", default=defaults.get("from", (os.environ.get("ONCALL_WHATSAPP_NUMBERS") or "").split(",")[0]))
+    parser.add_argument("--from", dest="sender", default=defaults.get("from") or next(iter(settings.oncall_whatsapp_numbers), None))
     args = parser.parse_args(argv)
-    token = os.environ.get("TWILIO_AUTH_TOKEN") or defaults.get("token")
+    token = defaults.get("token") or (settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None)
     if not token or not args.sender:
         console.print("[red]No webhook token or sender: start the stack with `make demo` first, or set TWILIO_AUTH_TOKEN and ONCALL_WHATSAPP_NUMBERS.[/red]")
         return 1
     since = time.time()
-    response = send_reply(args.agent_url, token, args.sender, args.message)
+    response = send_reply(args.agent_url, token, args.sender, args.message, defaults.get("public_base_url"))
     if response.status_code != 200:
         console.print(f"[red]agent answered {response.status_code}: {response.text}[/red]")
         return 1

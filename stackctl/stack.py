@@ -20,7 +20,7 @@ from stackctl.processes import REPO_ROOT, ProcessGroup, find_binary, free_port, 
 INTEGRATION_VARIABLES = (
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WHATSAPP_FROM",
     "TWILIO_API_BASE_URL", "ONCALL_WHATSAPP_NUMBERS", "JIRA_BASE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN",
-    "JIRA_PROJECT_KEY", "GITHUB_TOKEN", "GITHUB_REPO", "ALERTS_BEARER_TOKEN",
+    "JIRA_PROJECT_KEY", "GITHUB_TOKEN", "GITHUB_REPO", "ALERTS_BEARER_TOKEN", "PUBLIC_BASE_URL",
 )
 
 
@@ -147,17 +147,20 @@ class Stack:
         step(f"Prometheus up on :{self.ports.prometheus}")
 
     def agent_environment(self) -> dict[str, str | None]:
-        """Environment of the agent process: this stack's URLs, its own database, and ``agent_env``."""
+        """Environment of the agent process: this stack's URLs, its own database, and ``agent_env``.
+
+        ``PUBLIC_BASE_URL`` (the URL Twilio signs) is left to the user's settings unless isolated.
+        """
         env: dict[str, str | None] = {}
         if self.isolated:
             env = {name: None for name in INTEGRATION_VARIABLES}
             env["ONCALL_ENV_FILE"] = str(self.run_dir / "no.env")
+            env["PUBLIC_BASE_URL"] = self.url("agent")
         env.update({
             "DATABASE_PATH": str(self.run_dir / "oncall.db"),
             "LB_URL": self.url("lb"),
             "PROMETHEUS_URL": self.url("prometheus"),
             "PM_URL": self.url("pm"),
-            "PUBLIC_BASE_URL": self.url("agent"),
             "CODE_ROOT": str(REPO_ROOT),
         })
         env.update(self.agent_env)
