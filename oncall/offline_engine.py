@@ -48,6 +48,7 @@ RSS_HIGH_BYTES = 200e6        # bytes (the InventoryMemoryGrowth alert's thresho
 RSS_GROWTH_BYTES = 64 * 2**20 # bytes of RSS growth over the 5 min delta window
 CRASH_RECENT_S = 600          # seconds; a crash recorded this recently counts (matches the 10 m restarts window)
 RELATIVE_FACTOR = 2.0         # a replica deviates when its value is at least this times the others' median
+UNRESPONSIVE_SCORE = 0.6      # 0-1 strength of "up == 0 but the process runs": below CPU, latency and memory evidence
 
 PROGRAMMING_ERRORS = frozenset({
     "AttributeError", "TypeError", "KeyError", "IndexError", "NameError", "UnboundLocalError",
@@ -275,6 +276,11 @@ class OfflineEngine:
         exit_codes = sorted({str(c["detail"]["exit_code"]) for c in recent.values() if (c.get("detail") or {}).get("exit_code") is not None})
         state = "down now" if (down or crashed_now) else "restarted since"
         exit_text = f" with exit code {', '.join(exit_codes)}" if exit_codes else ""
+        if obs.changes is not None and not (set(crashed_now) | set(recent) | set(restarted)):
+            # up == 0 while the process manager reports the process running and no exit or restart was
+            # recorded: the replica is alive but not answering scrapes (busy or hung), which is weaker
+            # evidence of a crash than of whatever keeps it busy (CPU, latency evidence outranks it).
+            return [self._unresponsive(names, evidence)]
         return [Candidate(
             fault_type=FaultType.instance_crash,
             score=0.9 if (down or crashed_now) else 0.8,
@@ -290,6 +296,22 @@ class OfflineEngine:
                         "Watch for repeated crashes (restart count, crash loop)"],
             evidence=evidence,
         )]
+
+    @staticmethod
+    def _unresponsive(names: list[str], evidence: list[Evidence]) -> Candidate:
+        """Replicas down for Prometheus whose process still runs, with no crash or restart recorded."""
+        return Candidate(
+            fault_type=FaultType.instance_crash,
+            score=UNRESPONSIVE_SCORE,
+            replicas=names,
+            summary=f"Replica {', '.join(names)} not answering scrapes (process still running, no crash recorded)",
+            root_cause=f"Prometheus cannot scrape {', '.join(names)} (up == 0) although the process manager reports the process "
+                       "running with no exit or restart: the replica is alive but unresponsive (event loop blocked or hung).",
+            suggested_fix="Find what blocks the replica (profile it, check its stderr); restart it if it does not recover.",
+            next_steps=[f"Check /healthz and the stderr of {', '.join(names)}", "Profile the replica (py-spy dump) to see where it is stuck",
+                        "Restart it if it stays unresponsive"],
+            evidence=[*evidence, Evidence(tool="get_recent_changes", query="GET /instances", finding=f"{', '.join(names)} state running, no crash or restart recorded")],
+        )
 
     def _error_ratios(self, obs: Observations) -> tuple[float | None, dict[str, float]]:
         if obs.errors is None:

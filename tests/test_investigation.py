@@ -209,6 +209,14 @@ def scenario_crash_recovered() -> Stack:
     return stack
 
 
+def scenario_cpu_saturated_scrapes_failing() -> Stack:
+    """Every replica's event loop is saturated so scrapes time out (up == 0), yet the process manager
+    reports the processes running with no crash or restart: CPU saturation, not a crash."""
+    stack = scenario_cpu_everywhere()
+    stack.up = dict.fromkeys(REPLICAS, 0.0)
+    return stack
+
+
 def scenario_latency_and_injected() -> Stack:
     stack = scenario_injected_errors()
     stack.p99["inventory-3"] = 0.8
@@ -269,6 +277,7 @@ def rows(db: Database, sql: str, *params: Any) -> list[dict]:
         (scenario_cpu_bound_latency, "cpu_saturation", ["inventory-2"]),
         (scenario_cpu_rising, "cpu_saturation", ["inventory-2"]),
         (scenario_crash_recovered, "instance_crash", ["inventory-2"]),
+        (scenario_cpu_saturated_scrapes_failing, "cpu_saturation", REPLICAS),
     ],
 )
 async def test_offline_engine_classifies_fault_modes(make_runtime, scenario, fault_type: str, replicas: list[str]) -> None:
