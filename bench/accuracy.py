@@ -42,7 +42,7 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 README = REPO_ROOT / "bench" / "README.md"
 ONCALL_NUMBER = "whatsapp:+15550100001"
 NO_CAUSE = {"none", "unknown"}
-SETTLE_TIMEOUT_S = 240.0
+SETTLE_TIMEOUT_S = 300.0
 WARMUP_S = 8.0
 console = Console()
 
