@@ -89,7 +89,9 @@ class InvestigationScheduler:
                 await runtime.investigator.investigate(incident_id)
             except Exception as exc:  # noqa: BLE001 - recorded on the incident; must not stay 'running' forever
                 log.exception("investigation of incident %d failed", incident_id)
-                mark_investigation_failed(runtime.db, incident_id, f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                mark_investigation_failed(runtime.db, incident_id, error)
+                await runtime.notifier.send_investigation_failed(incident_id, error)  # the engineer is paged regardless
                 return
             await runtime.notifier.send_diagnosis(incident_id)
 

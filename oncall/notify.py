@@ -20,7 +20,7 @@ from twilio.rest import Client
 from oncall.db import add_timeline, get_incident
 from oncall.diagnosis import Diagnosis
 from oncall.metrics import WHATSAPP_MESSAGES
-from oncall.whatsapp_format import format_diagnosis, format_resolved, split_message
+from oncall.whatsapp_format import format_diagnosis, format_investigation_failed, format_resolved, split_message
 
 if TYPE_CHECKING:
     from oncall.runtime import AgentRuntime
@@ -114,6 +114,19 @@ class Notifier:
         diagnosis = Diagnosis.model_validate(incident["diagnosis"])
         ids = await self.send(format_diagnosis(diagnosis, incident, self.runtime.settings.public_base_url), incident_id=incident_id)
         add_timeline(self.runtime.db, incident_id, "notified", {"what": "diagnosis", "message_ids": ids, "channel": self.channel})
+        return ids
+
+    async def send_investigation_failed(self, incident_id: int, error: str) -> list[int]:
+        """Page the on-call numbers that the incident fires but could not be investigated (``error`` says why).
+
+        Raises:
+            ValueError: when the incident does not exist.
+        """
+        incident = get_incident(self.runtime.db, incident_id)
+        if incident is None:
+            raise ValueError(f"incident {incident_id} not found")
+        ids = await self.send(format_investigation_failed(incident, error, self.runtime.settings.public_base_url), incident_id=incident_id)
+        add_timeline(self.runtime.db, incident_id, "notified", {"what": "investigation_failed", "message_ids": ids, "channel": self.channel})
         return ids
 
     async def send_resolved(self, incident_id: int) -> list[int]:

@@ -155,3 +155,13 @@ def split_message(text: str, limit: int = WHATSAPP_BODY_LIMIT) -> list[str]:
         count = len(parts)
     total = len(parts)
     return [f"({index}/{total})\n{part}" for index, part in enumerate(parts, 1)]
+
+
+def format_investigation_failed(incident: dict[str, Any], error: str, public_base_url: str) -> str:
+    """Page for an alert whose automatic investigation failed: the alert, the reason (cut) and the incident link."""
+    incident_id = int(incident["id"])
+    return (
+        f"🚨 *#{incident_id} {alert_name(incident)}* is firing; the automatic investigation failed "
+        f"({_truncate(error, MAX_FINDING_CHARS)}). Please investigate by hand.\n"
+        f"Details: {incident_url(public_base_url, incident_id)}\n{reply_hint(incident_id)}"
+    )

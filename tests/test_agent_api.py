@@ -67,6 +67,11 @@ class FakeNotifier:
     def __init__(self) -> None:
         self.diagnoses: list[int] = []
         self.resolved: list[int] = []
+        self.failed: list[tuple[int, str]] = []
+
+    async def send_investigation_failed(self, incident_id: int, error: str) -> list[int]:
+        self.failed.append((incident_id, error))
+        return []
 
     async def send_diagnosis(self, incident_id: int) -> list[int]:
         self.diagnoses.append(incident_id)
@@ -238,6 +243,7 @@ async def test_failed_investigation_is_recorded(tmp_path: Path) -> None:
         assert detail["timeline"][-1]["kind"] == "investigation_failed"
         assert "both unavailable" in detail["timeline"][-1]["detail"]["error"]
         assert fakes.notifier.diagnoses == []
+        assert fakes.notifier.failed == [(incident_id, "RuntimeError: model and offline engine both unavailable")]
 
 
 def seed_interrupted(path: Path) -> tuple[int, int]:

@@ -216,6 +216,16 @@ async def test_send_resolved(console_runtime: AgentRuntime) -> None:
     assert len(ids) == 1 and "resolved after 1m 30s" in body
 
 
+async def test_send_investigation_failed_pages_with_reason_and_link(console_runtime: AgentRuntime) -> None:
+    incident_id = insert_incident(console_runtime.db, None)
+    ids = await Notifier(console_runtime).send_investigation_failed(incident_id, "RuntimeError: Prometheus unreachable")
+    body = console_runtime.db.query_one("SELECT body FROM messages WHERE id = ?", (ids[0],))["body"]
+    assert f"#{incident_id}" in body and "investigation failed" in body and "Prometheus unreachable" in body
+    assert f"/incidents/{incident_id}" in body
+    timeline = console_runtime.db.query("SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'notified'", (incident_id,))
+    assert '"investigation_failed"' in timeline[-1]["detail"]
+
+
 async def test_send_diagnosis_without_diagnosis_raises(console_runtime: AgentRuntime) -> None:
     incident_id = insert_incident(console_runtime.db, None)
     with pytest.raises(ValueError, match="no diagnosis"):
