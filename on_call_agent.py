@@ -11,6 +11,7 @@ Run: ``uvicorn on_call_agent:app --port 8088`` (settings from the environment an
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import sys
@@ -54,7 +55,8 @@ def build_services(runtime: AgentRuntime) -> None:
 
 
 class InvestigationScheduler:
-    """Runs investigations and resolved notices in the background, never two at once for one incident.
+    """Runs investigations and resolved notices in the background, never two at once for one incident,
+    and at most ``MAX_CONCURRENT_INVESTIGATIONS`` at once overall (the rest wait their turn).
 
     Work for one incident is serialised by a per-incident lock, so a resolved notice is sent after the
     diagnosis of the same episode. An investigation already waiting for its turn is not queued twice.
@@ -64,6 +66,9 @@ class InvestigationScheduler:
         self.runtime = runtime
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiting: set[int] = set()
+        # An alert storm must not start hundreds of investigations at once: their parallel tool calls
+        # would starve the event loop that acknowledges webhooks (measured in bench/README.md, ingest).
+        self._slots = asyncio.Semaphore(runtime.settings.max_concurrent_investigations)
 
     def investigate(self, incident_id: int) -> bool:
         """Schedule ``investigate`` then ``send_diagnosis``; False when one is already waiting to run."""
@@ -81,7 +86,7 @@ class InvestigationScheduler:
         return self._locks.setdefault(incident_id, asyncio.Lock())
 
     async def _investigate(self, incident_id: int) -> None:
-        async with self._lock(incident_id):
+        async with self._slots, self._lock(incident_id):
             self._waiting.discard(incident_id)
             runtime = self.runtime
             assert runtime.investigator is not None and runtime.notifier is not None
@@ -188,6 +193,8 @@ def create_app(settings: Settings | None = None, services: ServicesFactory = bui
             resume_interrupted(runtime, scheduler)
             runtime.spawn(runtime.notifier.resend_queued(), name="resend-queued-messages")
             INCIDENTS_OPEN.set(count_open_incidents(db))
+            gc.collect()
+            gc.freeze()  # start-up objects leave the collector's generations: shorter full-collection pauses
             try:
                 yield
             finally:

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     llm_max_rounds: int = Field(default=10, ge=1, le=30, alias="LLM_MAX_ROUNDS")
     reply_max_rounds: int = Field(default=5, ge=1, le=10, alias="REPLY_MAX_ROUNDS")
     tool_timeout_s: float = Field(default=10.0, gt=0, alias="TOOL_TIMEOUT_S")
+    max_concurrent_investigations: int = Field(default=2, ge=1, le=32, alias="MAX_CONCURRENT_INVESTIGATIONS")
     tool_output_max_chars: int = Field(default=6000, ge=500, alias="TOOL_OUTPUT_MAX_CHARS")
 
     # Source code: GitHub contents API, else the local checkout

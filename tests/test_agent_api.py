@@ -233,6 +233,29 @@ async def test_no_second_investigation_while_one_runs(tmp_path: Path) -> None:
         assert [e["detail"].get("fingerprint") for e in detail["timeline"] if e["kind"] == "alert_firing"] == [FP_19557, FP_19556]
 
 
+def group_body(n: int) -> bytes:
+    """A captured notification (fixture req_003) moved to its own alert group ``Storm<n>``."""
+    body = capture(3)["body"]
+    body["groupKey"] = f'{{}}:{{alertname="Storm{n}"}}'
+    body["alerts"][0]["labels"]["alertname"] = body["groupLabels"]["alertname"] = f"Storm{n}"
+    body["alerts"][0]["fingerprint"] = f"{n:016x}"
+    return json.dumps(body).encode()
+
+
+async def test_investigations_beyond_the_limit_wait_their_turn(tmp_path: Path) -> None:
+    fakes = Fakes()
+    async with agent(make_settings(tmp_path, MAX_CONCURRENT_INVESTIGATIONS="1"), fakes) as (client, app):
+        fakes.investigator.gate = asyncio.Event()
+        answers = [(await client.post("/alerts", content=group_body(n), headers=JSON)).json() for n in range(3)]
+        assert all(a["investigation_started"] for a in answers)
+        await asyncio.sleep(0.05)
+        assert fakes.investigator.calls == [answers[0]["incident_id"]]  # the other two wait for the one slot
+        fakes.investigator.gate.set()
+        await app.state.runtime.drain()
+        ids = sorted(a["incident_id"] for a in answers)
+        assert sorted(fakes.investigator.calls) == ids and sorted(fakes.notifier.diagnoses) == ids
+
+
 async def test_failed_investigation_is_recorded(tmp_path: Path) -> None:
     fakes = Fakes(fail=True)
     async with agent(make_settings(tmp_path), fakes) as (client, app):
