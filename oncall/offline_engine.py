@@ -47,6 +47,8 @@ CPU_OUTLIER_FACTOR = 4.0      # times the other replicas' median CPU that makes 
 RSS_HIGH_BYTES = 200e6        # bytes (the InventoryMemoryGrowth alert's threshold); a healthy replica uses well under 100 MB
 RSS_GROWTH_BYTES = 64 * 2**20 # bytes of RSS growth over the 5 min delta window
 CRASH_RECENT_S = 600          # seconds; a crash recorded this recently counts (matches the 10 m restarts window)
+CRASH_EVENT_S = 60            # seconds; crashes this close to the newest one are the same event, older ones are context
+CPU_PER_REQUEST_HIGH_S = 0.02 # CPU seconds per request; a healthy request costs 1-3 ms, a CPU-bound one tens of ms
 RELATIVE_FACTOR = 2.0         # a replica deviates when its value is at least this times the others' median
 UNRESPONSIVE_SCORE = 0.6      # 0-1 strength of "up == 0 but the process runs": below CPU, latency and memory evidence
 
@@ -61,6 +63,7 @@ QUERIES = {
     "cpu": f'rate(process_cpu_seconds_total{{job="{SERVICE}"}}[1m])',
     "rss": f'process_resident_memory_bytes{{job="{SERVICE}"}}',
     "rss_growth": f'delta(process_resident_memory_bytes{{job="{SERVICE}"}}[5m])',
+    "cpu_per_request": f'sum by (replica)(rate(process_cpu_seconds_total{{job="{SERVICE}"}}[1m])) / sum by (replica)(rate(http_requests_total{{job="{SERVICE}"}}[1m]))',
     "up": f'up{{job="{SERVICE}"}}',
     "restarts": f'changes(process_start_time_seconds{{job="{SERVICE}"}}[10m])',
 }
@@ -163,6 +166,10 @@ def _ratio(v: float) -> str:
     return f"{v:.1%}"
 
 
+def _milliseconds(v: float) -> str:
+    return f"{v * 1000:.1f} ms"
+
+
 def _cores(v: float) -> str:
     return f"{v:.2f} cores"
 
@@ -257,13 +264,20 @@ class OfflineEngine:
                     crashed_now.append(inst["name"])
                     evidence.append(Evidence(tool="get_recent_changes", query="GET /instances",
                                              finding=f"{inst['name']} state {inst['state']}, restarts {inst.get('restarts')}, last exit code {inst.get('last_exit_code')}"))
-            for change in obs.changes.get("changes", []):
-                age = change.get("age_s")
-                if change.get("kind") == "crash" and change.get("replica") and age is not None and age <= CRASH_RECENT_S:
-                    if change["replica"] not in recent:
-                        recent[change["replica"]] = change
-                        evidence.append(Evidence(tool="get_recent_changes", query=f"GET /changes?since=-{CHANGES_WINDOW_S}s",
-                                                 finding=f"crash of {change['replica']} {age:.0f} s ago: {json.dumps(change.get('detail'), sort_keys=True)}"))
+            crashes = [c for c in obs.changes.get("changes", [])
+                       if c.get("kind") == "crash" and c.get("replica") and c.get("age_s") is not None and c["age_s"] <= CRASH_RECENT_S]
+            newest = min((c["age_s"] for c in crashes), default=None)
+            for change in crashes:
+                replica, age = change["replica"], change["age_s"]
+                if replica in recent:
+                    continue
+                if age > newest + CRASH_EVENT_S:  # an earlier, separate crash event: context, not this incident's cause
+                    evidence.append(Evidence(tool="get_recent_changes", query=f"GET /changes?since=-{CHANGES_WINDOW_S}s",
+                                             finding=f"earlier crash of {replica} {age:.0f} s ago (separate event)"))
+                    continue
+                recent[replica] = change
+                evidence.append(Evidence(tool="get_recent_changes", query=f"GET /changes?since=-{CHANGES_WINDOW_S}s",
+                                         finding=f"crash of {replica} {age:.0f} s ago: {json.dumps(change.get('detail'), sort_keys=True)}"))
         restarted = sorted(r for r, v in obs.metrics.get("restarts", {}).items() if v >= 1)
         if restarted:
             evidence.append(Evidence(tool="query_prometheus", query=QUERIES["restarts"], finding=f"process restarted in the last 10 min: {', '.join(restarted)}"))
@@ -383,14 +397,21 @@ class OfflineEngine:
     def _latency_and_cpu(self, obs: Observations) -> list[Candidate]:
         p99 = obs.metrics.get("p99", {})
         cpu = obs.metrics.get("cpu", {})
+        per_request = obs.metrics.get("cpu_per_request", {})
         slow = deviating(p99, P99_HIGH_S)
         saturated = deviating(cpu, CPU_HIGH_CORES)
         # replicas behind one round-robin balancer burn about the same CPU; one burning several times
-        # its peers' is computing something they do not (its 1m rate still rising towards saturation)
-        hot = saturated or outliers(cpu, CPU_BUSY_CORES, CPU_OUTLIER_FACTOR)
+        # its peers' is computing something they do not (its 1m rate still rising towards saturation).
+        # CPU seconds per request tells computing from waiting even while the 1m rate is diluted and
+        # every replica is affected alike.
+        cpu_bound = [r for r in deviating(per_request, CPU_PER_REQUEST_HIGH_S) if r in slow or r in saturated]
+        hot = sorted(set(saturated or outliers(cpu, CPU_BUSY_CORES, CPU_OUTLIER_FACTOR)) | set(cpu_bound))
         found: list[Candidate] = []
         p99_ev = Evidence(tool="query_prometheus", query=QUERIES["p99"], finding=f"p99 latency {_fmt(p99, _seconds)}") if p99 else None
         cpu_ev = Evidence(tool="query_prometheus", query=QUERIES["cpu"], finding=f"CPU {_fmt(cpu, _cores)}") if cpu else None
+        if cpu_bound:
+            cpu_ev = Evidence(tool="query_prometheus", query=QUERIES["cpu_per_request"],
+                              finding=f"CPU per request {_fmt(per_request, _milliseconds)}; CPU {_fmt(cpu, _cores)}")
         if hot:
             also_slow = sorted(set(hot) & set(slow))
             found.append(Candidate(

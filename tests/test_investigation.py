@@ -68,6 +68,7 @@ class Stack:
     err: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.011))
     p99: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.024))
     cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.06))
+    cpu_per_request: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.0021))
     rss: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 71 * MiB))
     growth: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.5 * MiB))
     up: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 1.0))
@@ -89,6 +90,7 @@ class Stack:
             q["rps_per_replica"]: [({"replica": r}, 6.7) for r in self.err],
             QUERIES["p99"]: [({"replica": r}, v) for r, v in self.p99.items()],
             QUERIES["cpu"]: per(self.cpu),
+            QUERIES["cpu_per_request"]: [({"replica": r}, v) for r, v in self.cpu_per_request.items()],
             QUERIES["rss"]: per(self.rss),
             QUERIES["rss_growth"]: per(self.growth),
             QUERIES["up"]: per(self.up),
@@ -217,6 +219,32 @@ def scenario_cpu_saturated_scrapes_failing() -> Stack:
     return stack
 
 
+def scenario_cpu_all_replicas_early() -> Stack:
+    """70 ms of CPU per request on every replica for 15 s: the 1m CPU rate is still diluted and no replica
+    stands out, but every request costs tens of ms of CPU while p99 is high: computing, not waiting."""
+    return Stack(p99=dict.fromkeys(REPLICAS, 2.4), cpu=dict.fromkeys(REPLICAS, 0.35), cpu_per_request=dict.fromkeys(REPLICAS, 0.041))
+
+
+def scenario_latency_all_replicas() -> Stack:
+    """900 ms added latency everywhere: p99 high, CPU per request unchanged."""
+    return Stack(p99=dict.fromkeys(REPLICAS, 0.99), cpu=dict.fromkeys(REPLICAS, 0.05))
+
+
+def scenario_crash_after_an_earlier_crash() -> Stack:
+    """inventory-2 crashed 20 s ago; inventory-1 and inventory-3 crashed in an earlier, separate event 160 s ago."""
+    stack = Stack()
+    now = time.time()
+    stack.changes = [
+        {"ts": now - 20, "timestamp": "", "kind": "crash", "replica": "inventory-2", "detail": {"exit_code": 3}},
+        {"ts": now - 160, "timestamp": "", "kind": "crash", "replica": "inventory-1", "detail": {"exit_code": 3}},
+        {"ts": now - 160, "timestamp": "", "kind": "crash", "replica": "inventory-3", "detail": {"exit_code": 3}},
+    ]
+    stack.restarts = dict.fromkeys(REPLICAS, 1.0)
+    for instance in stack.instances:
+        instance.update(restarts=1, last_exit_code=3)
+    return stack
+
+
 def scenario_latency_and_injected() -> Stack:
     stack = scenario_injected_errors()
     stack.p99["inventory-3"] = 0.8
@@ -278,6 +306,9 @@ def rows(db: Database, sql: str, *params: Any) -> list[dict]:
         (scenario_cpu_rising, "cpu_saturation", ["inventory-2"]),
         (scenario_crash_recovered, "instance_crash", ["inventory-2"]),
         (scenario_cpu_saturated_scrapes_failing, "cpu_saturation", REPLICAS),
+        (scenario_cpu_all_replicas_early, "cpu_saturation", REPLICAS),
+        (scenario_latency_all_replicas, "latency", REPLICAS),
+        (scenario_crash_after_an_earlier_crash, "instance_crash", ["inventory-2"]),
     ],
 )
 async def test_offline_engine_classifies_fault_modes(make_runtime, scenario, fault_type: str, replicas: list[str]) -> None:
