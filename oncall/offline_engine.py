@@ -40,6 +40,8 @@ ERROR_RATIO_ELEVATED = 0.05   # ratio 0-1; the healthy baseline is ~0.01 (5 % fl
 ERROR_RATIO_P1 = 0.5          # ratio 0-1 of all requests failing that makes an error incident P1
 ERROR_RATIO_P2 = 0.2          # ratio 0-1 for P2
 MIN_ERROR_LOGS = 3            # log entries of one exception group needed to name it the cause
+LOG_CURRENT_S = 60            # seconds; an exception group last logged longer ago has stopped: context, not the cause
+SECONDARY_MIN_SCORE = 0.7     # 0-1; a second, independent finding this strong adds its replicas to affected_replicas
 P99_HIGH_S = 0.5              # seconds; healthy p99 is tens of milliseconds
 CPU_HIGH_CORES = 0.6          # CPU seconds per second; the event loop saturates at 1 core, "near 0.8" and above
 CPU_BUSY_CORES = 0.1          # CPU seconds per second; above it, with CPU_OUTLIER_FACTOR, a replica is a CPU outlier
@@ -89,6 +91,7 @@ class Observations:
     changes: dict[str, Any] | None = None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    context: list[str] = field(default_factory=list)
 
     @property
     def replicas(self) -> list[str]:
@@ -341,9 +344,10 @@ class OfflineEngine:
         errors_high = bool(elevated) or (overall is not None and overall >= ERROR_RATIO_ELEVATED)
         total_logs = max(1, obs.logs.get("count", 0))
         found: list[Candidate] = []
-        code = next((g for g in obs.logs.get("groups", []) if g["exception_type"] in PROGRAMMING_ERRORS and _is_our_code(g.get("file")) and g["count"] >= MIN_ERROR_LOGS), None)
+        current = self._current_log_groups(obs)
+        code = next((g for g in current if g["exception_type"] in PROGRAMMING_ERRORS and _is_our_code(g.get("file")) and g["count"] >= MIN_ERROR_LOGS), None)
         # a raised InjectedFault has a file:line; the crash fault's exit notice is logged without one
-        injected = next((g for g in obs.logs.get("groups", []) if g["exception_type"] == INJECTED_EXCEPTION and g.get("file") and g["count"] >= MIN_ERROR_LOGS), None)
+        injected = next((g for g in current if g["exception_type"] == INJECTED_EXCEPTION and g.get("file") and g["count"] >= MIN_ERROR_LOGS), None)
         error_evidence = []
         if obs.errors is not None:
             error_evidence.append(Evidence(
@@ -393,6 +397,19 @@ class OfflineEngine:
                           *error_evidence],
             ))
         return found
+
+    @staticmethod
+    def _current_log_groups(obs: Observations) -> list[dict[str, Any]]:
+        """Log groups still being logged (last seen within ``LOG_CURRENT_S``); older ones go to ``obs.context``."""
+        current = []
+        for group in obs.logs.get("groups", []) if obs.logs else []:
+            age = group.get("last_seen_s_ago")
+            if age is not None and age > LOG_CURRENT_S and group["count"] >= MIN_ERROR_LOGS:
+                obs.context.append(f"Earlier errors, stopped {age:.0f} s ago (not the current cause): {group['count']} x "
+                                   f"{group['exception_type']} at {group.get('file')}:{group.get('line')}")
+                continue
+            current.append(group)
+        return current
 
     def _latency_and_cpu(self, obs: Observations) -> list[Candidate]:
         p99 = obs.metrics.get("p99", {})
@@ -493,6 +510,7 @@ class OfflineEngine:
         else:
             fields = self._no_candidate(obs, overall, per_replica)
             fields["confidence"] = round(max(0.1, fields["confidence"] - penalty), 2)
+        fields["next_steps"].extend(obs.context)
         if obs.failed:
             fields["next_steps"].append("Some evidence was unavailable: " + "; ".join(f[:160] for f in obs.failed))
         fields["summary"] = fields["summary"][:500]
@@ -502,7 +520,10 @@ class OfflineEngine:
         root_cause = chosen.root_cause
         next_steps = list(chosen.next_steps)
         evidence = list(chosen.evidence)
+        replicas = set(chosen.replicas)
         for other in others:
+            if other.score >= SECONDARY_MIN_SCORE and not set(other.replicas) & replicas:
+                replicas |= set(other.replicas)  # an independent fault on other replicas: they are affected too
             root_cause += f" Also observed (weaker evidence): {other.fault_type.value} on {', '.join(other.replicas)} - {other.summary}."
             next_steps.append(f"Also investigate {other.fault_type.value} on {', '.join(other.replicas)}: {other.summary}")
             evidence.extend(other.evidence[:1])
@@ -511,7 +532,7 @@ class OfflineEngine:
             "root_cause": root_cause,
             "fault_type": chosen.fault_type.value,
             "affected_service": SERVICE,
-            "affected_replicas": chosen.replicas,
+            "affected_replicas": sorted(replicas),
             "affected_file": chosen.affected_file,
             "affected_line": chosen.affected_line,
             "evidence": [e.model_dump() for e in evidence],

@@ -13,6 +13,8 @@ How to work:
 - Call tools in parallel whenever calls are independent. Start with fetch_logs, compute_error_rate, \
 get_recent_changes and query_prometheus (p99 latency per replica, `up`, CPU rate, resident memory and its growth) in ONE round.
 - When logs show an exception at a file:line of our code, read it with fetch_code_from_github.
+- Log groups carry last_seen_s_ago: exceptions last logged more than ~60 s ago have stopped; they are \
+context, not the cause of what fires now.
 - Base every conclusion on tool output. Never invent replicas, files, lines or numbers. If the system is \
 healthy now, say fault_type "none"; if the evidence is inconclusive or tools failed, say "unknown".
 - You MUST finish by calling send_diagnosis exactly once. Do not answer in plain text.
@@ -28,7 +30,7 @@ fault_type (closed set):
 - unknown: inconclusive.
 
 Diagnosis fields: affected_service "inventory"; affected_replicas = only the replicas whose own evidence \
-deviates (all of them when all deviate), as the process manager names them; priority P1 (outage, most \
+deviates (all of them when all deviate; with two independent faults, the replicas of both), as the process manager names them; priority P1 (outage, most \
 requests failing) to P4 (no impact); confidence 0-1, lower when tools failed; evidence = items naming the \
 tool, the exact PromQL query or log line, and the finding; suggested_fix and next_steps concrete."""
 

@@ -38,6 +38,8 @@ LOG_GROUPS_KEPT = 6
 """Distinct (exception type, file:line) groups listed by ``fetch_logs``."""
 NEWEST_ENTRIES_KEPT = 3
 """Newest raw log entries listed by ``fetch_logs``."""
+RECENT_LOG_S = 60
+"""Seconds counted as "recent" in a log group's ``recent_count``."""
 TRACEBACK_TAIL_LINES = 8
 """Last traceback lines kept for the dominant error group."""
 CHANGES_KEPT = 30
@@ -147,21 +149,27 @@ def log_line(entry: dict[str, Any]) -> str:
     )
 
 
-def summarise_logs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_logs(entries: list[dict[str, Any]], now: float | None = None) -> dict[str, Any]:
     """Summarise ERROR log entries (newest first): counts by exception type, replica, route and
-    file:line, the largest (exception type, file:line) groups, the newest entries and the dominant
-    group's traceback tail."""
+    file:line, the largest (exception type, file:line) groups with how long ago each was last seen
+    (seconds before ``now``, epoch s) and how many entries fell in the last ``RECENT_LOG_S`` seconds,
+    the newest entries and the dominant group's traceback tail."""
+    now = time.time() if now is None else now
     groups: dict[tuple, dict[str, Any]] = {}
     for entry in entries:
         key = (entry.get("exception_type"), entry.get("file"), entry.get("line"))
         group = groups.get(key)
-        if group is None:
+        ts = entry.get("ts") if isinstance(entry.get("ts"), (int, float)) else None
+        if group is None:  # entries are newest first: the first one of a group is its newest
             group = groups[key] = {
                 "exception_type": key[0], "file": key[1], "line": key[2], "function": entry.get("function"),
-                "message": entry.get("message"), "count": 0, "replicas": Counter(), "routes": Counter(),
+                "message": entry.get("message"), "count": 0, "recent_count": 0,
+                "last_seen_s_ago": round(now - ts, 1) if ts is not None else None, "replicas": Counter(), "routes": Counter(),
                 "example": log_line(entry), "traceback": entry.get("traceback") or "",
             }
         group["count"] += 1
+        if ts is not None and now - ts <= RECENT_LOG_S:
+            group["recent_count"] += 1
         group["replicas"][entry.get("replica")] += 1
         group["routes"][entry.get("route")] += 1
     ranked = sorted(groups.values(), key=lambda g: -g["count"])

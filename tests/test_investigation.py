@@ -358,9 +358,25 @@ async def test_offline_mentions_the_weaker_second_fault(make_runtime) -> None:
     with respx.mock(assert_all_called=False) as router:
         scenario_latency_and_injected().mock(router)
         diagnosis = await Investigator(runtime).investigate(incident_id)
-    assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == ["inventory-2"]
+    # two independent faults: the stronger names the type, both sick replicas are affected
+    assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == ["inventory-2", "inventory-3"]
     assert "latency" in diagnosis.root_cause and "inventory-3" in diagnosis.root_cause
     assert any("inventory-3" in step for step in diagnosis.next_steps)
+
+
+async def test_offline_stopped_exceptions_are_context_not_the_cause(make_runtime) -> None:
+    """A code bug's exceptions that stopped minutes ago are still in the log window; the system is healthy now."""
+    runtime = make_runtime()
+    incident_id = insert_incident(runtime.db)
+    stack = scenario_code_bug()
+    stack.err = dict.fromkeys(REPLICAS, 0.01)
+    for entry in stack.logs:
+        entry["ts"] -= 150
+    with respx.mock(assert_all_called=False) as router:
+        stack.mock(router)
+        diagnosis = await Investigator(runtime).investigate(incident_id)
+    assert diagnosis.fault_type.value == "none" and diagnosis.affected_file is None
+    assert any("Earlier errors, stopped" in step and "AttributeError" in step for step in diagnosis.next_steps)
 
 
 async def test_offline_is_unknown_when_tools_fail(make_runtime) -> None:

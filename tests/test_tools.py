@@ -17,7 +17,7 @@ from oncall.db import Database
 from oncall.runtime import AgentRuntime
 from oncall.settings import Settings
 from oncall.toolloop import ToolCallRecord, execute_tool_calls
-from oncall.tools import build_tools, error_rate_queries
+from oncall.tools import build_tools, error_rate_queries, summarise_logs
 from tests.support import fixture_path, load_json_fixture
 
 PROM = "http://127.0.0.1:19090"
@@ -160,6 +160,15 @@ async def test_fetch_logs_summarises_and_retries_connect_errors(runtime_factory)
     assert top["replicas"] == {"inventory-1": 3, "inventory-2": 3, "inventory-3": 3}
     assert "AttributeError: 'NoneType' object has no attribute 'discount'" in summary["dominant_traceback_tail"]
     assert len(summary["newest"]) == 3 and "inventory_service.py:212" in summary["newest"][0]
+
+
+def test_log_groups_say_when_they_were_last_seen() -> None:
+    now = 1_800_000_000.0
+    entry = lambda age, kind: {"ts": now - age, "exception_type": kind, "file": "inventory_service.py", "line": 7, "replica": "inventory-1", "route": "/x"}
+    summary = summarise_logs([entry(5, "InjectedFault"), entry(30, "InjectedFault"), entry(200, "InjectedFault"), entry(120, "AttributeError")], now=now)
+    groups = {g["exception_type"]: g for g in summary["groups"]}
+    assert (groups["InjectedFault"]["last_seen_s_ago"], groups["InjectedFault"]["recent_count"], groups["InjectedFault"]["count"]) == (5.0, 2, 3)
+    assert (groups["AttributeError"]["last_seen_s_ago"], groups["AttributeError"]["recent_count"]) == (120.0, 0)
 
 
 @respx.mock
