@@ -48,7 +48,7 @@ CPU_BUSY_CORES = 0.1          # CPU seconds per second; above it, with CPU_OUTLI
 CPU_OUTLIER_FACTOR = 4.0      # times the other replicas' median CPU that makes a busy replica an outlier
 RSS_HIGH_BYTES = 200e6        # bytes (the InventoryMemoryGrowth alert's threshold); a healthy replica uses well under 100 MB
 RSS_GROWTH_BYTES = 64 * 2**20 # bytes of RSS growth over the 5 min delta window
-CRASH_RECENT_S = 600          # seconds; a crash recorded this recently counts (matches the 10 m restarts window)
+CRASH_RECENT_S = 180          # seconds; a crash the replica recovered from counts as the cause this long (a down replica always counts)
 CRASH_EVENT_S = 60            # seconds; crashes this close to the newest one are the same event, older ones are context
 CPU_PER_REQUEST_HIGH_S = 0.02 # CPU seconds per request; a healthy request costs 1-3 ms, a CPU-bound one tens of ms
 RELATIVE_FACTOR = 2.0         # a replica deviates when its value is at least this times the others' median
@@ -67,7 +67,7 @@ QUERIES = {
     "rss_growth": f'delta(process_resident_memory_bytes{{job="{SERVICE}"}}[5m])',
     "cpu_per_request": f'sum by (replica)(rate(process_cpu_seconds_total{{job="{SERVICE}"}}[1m])) / sum by (replica)(rate(http_requests_total{{job="{SERVICE}"}}[1m]))',
     "up": f'up{{job="{SERVICE}"}}',
-    "restarts": f'changes(process_start_time_seconds{{job="{SERVICE}"}}[10m])',
+    "restarts": f'changes(process_start_time_seconds{{job="{SERVICE}"}}[3m])',
 }
 """PromQL instant queries of round 1, by evidence key."""
 
@@ -182,6 +182,11 @@ def _others(values: dict[str, float], chosen: list[str], unit: Callable[[float],
     return f" (others: {_fmt(rest, unit)})" if rest else ""
 
 
+def _logging_replicas(group: dict[str, Any]) -> list[str]:
+    """Replicas still logging an exception group (last ``RECENT_LOG_S`` seconds), else every replica that logged it."""
+    return sorted(group.get("recent_replicas") or group["replicas"])
+
+
 def _is_our_code(path: str | None) -> bool:
     return bool(path) and not path.startswith("/") and "site-packages" not in path and "dist-packages" not in path
 
@@ -283,7 +288,7 @@ class OfflineEngine:
                                          finding=f"crash of {replica} {age:.0f} s ago: {json.dumps(change.get('detail'), sort_keys=True)}"))
         restarted = sorted(r for r, v in obs.metrics.get("restarts", {}).items() if v >= 1)
         if restarted:
-            evidence.append(Evidence(tool="query_prometheus", query=QUERIES["restarts"], finding=f"process restarted in the last 10 min: {', '.join(restarted)}"))
+            evidence.append(Evidence(tool="query_prometheus", query=QUERIES["restarts"], finding=f"process restarted in the last 3 min: {', '.join(restarted)}"))
         replicas = set(down) | set(crashed_now) | set(recent)
         if obs.changes is None:  # without the process manager, a restart seen by Prometheus is the crash evidence
             replicas |= set(restarted)
@@ -357,7 +362,7 @@ class OfflineEngine:
         level = 1.0 if errors_high else (0.85 if obs.errors is None else 0.65)
         subsided = "" if errors_high or obs.errors is None else f" The error ratio is back at baseline now; the errors were logged in the last {LOG_WINDOW_S} s."
         if code is not None:
-            replicas = sorted(code["replicas"])
+            replicas = _logging_replicas(code)
             share = code["count"] / total_logs
             where = f"{code['file']}:{code['line']}"
             found.append(Candidate(
@@ -379,7 +384,7 @@ class OfflineEngine:
                 affected_line=code["line"],
             ))
         if injected is not None:
-            replicas = sorted(injected["replicas"])
+            replicas = _logging_replicas(injected)
             share = injected["count"] / total_logs
             found.append(Candidate(
                 fault_type=FaultType.injected_errors,

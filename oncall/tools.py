@@ -152,7 +152,7 @@ def log_line(entry: dict[str, Any]) -> str:
 def summarise_logs(entries: list[dict[str, Any]], now: float | None = None) -> dict[str, Any]:
     """Summarise ERROR log entries (newest first): counts by exception type, replica, route and
     file:line, the largest (exception type, file:line) groups with how long ago each was last seen
-    (seconds before ``now``, epoch s) and how many entries fell in the last ``RECENT_LOG_S`` seconds,
+    (seconds before ``now``, epoch s) and how many entries (by replica) fell in the last ``RECENT_LOG_S`` seconds,
     the newest entries and the dominant group's traceback tail."""
     now = time.time() if now is None else now
     groups: dict[tuple, dict[str, Any]] = {}
@@ -164,17 +164,20 @@ def summarise_logs(entries: list[dict[str, Any]], now: float | None = None) -> d
             group = groups[key] = {
                 "exception_type": key[0], "file": key[1], "line": key[2], "function": entry.get("function"),
                 "message": entry.get("message"), "count": 0, "recent_count": 0,
-                "last_seen_s_ago": round(now - ts, 1) if ts is not None else None, "replicas": Counter(), "routes": Counter(),
+                "last_seen_s_ago": round(now - ts, 1) if ts is not None else None, "replicas": Counter(),
+                "recent_replicas": Counter(), "routes": Counter(),
                 "example": log_line(entry), "traceback": entry.get("traceback") or "",
             }
         group["count"] += 1
         if ts is not None and now - ts <= RECENT_LOG_S:
             group["recent_count"] += 1
+            group["recent_replicas"][entry.get("replica")] += 1
         group["replicas"][entry.get("replica")] += 1
         group["routes"][entry.get("route")] += 1
     ranked = sorted(groups.values(), key=lambda g: -g["count"])
     for group in ranked:
         group["replicas"] = dict(sorted(group["replicas"].items(), key=lambda kv: str(kv[0])))
+        group["recent_replicas"] = dict(sorted(group["recent_replicas"].items(), key=lambda kv: str(kv[0])))
         group["routes"] = dict(group["routes"].most_common())
     summary: dict[str, Any] = {
         "count": len(entries),

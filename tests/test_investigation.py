@@ -245,6 +245,26 @@ def scenario_crash_after_an_earlier_crash() -> Stack:
     return stack
 
 
+def scenario_errors_one_replica_after_errors_everywhere() -> Stack:
+    """inventory-2 fails with injected errors now; inventory-1 logged the same InjectedFault minutes ago
+    (an earlier fault, cleared) and its error ratio is at baseline."""
+    stack = Stack()
+    stack.err["inventory-2"] = 0.6
+    stack.logs = [log_entry("inventory-2", "InjectedFault", "injected fault: errors (p_error=0.8)", file="inventory_service.py",
+                            line=96, function="fault_middleware", route="/items/{item_id}", age_s=i * 0.5) for i in range(60)]
+    stack.logs += [log_entry("inventory-1", "InjectedFault", "injected fault: errors (p_error=0.6)", file="inventory_service.py",
+                             line=96, function="fault_middleware", route="/items/{item_id}", age_s=120 + i) for i in range(40)]
+    return stack
+
+
+def scenario_latency_after_an_old_crash() -> Stack:
+    """inventory-2 crashed and recovered 5 minutes ago; now every replica is slow while CPU stays low."""
+    stack = scenario_latency_all_replicas()
+    stack.changes = [{"ts": time.time() - 330, "timestamp": "", "kind": "crash", "replica": "inventory-2", "detail": {"exit_code": 3}}]
+    stack.instances[1].update(restarts=1, last_exit_code=3)
+    return stack
+
+
 def scenario_latency_and_injected() -> Stack:
     stack = scenario_injected_errors()
     stack.p99["inventory-3"] = 0.8
@@ -309,6 +329,8 @@ def rows(db: Database, sql: str, *params: Any) -> list[dict]:
         (scenario_cpu_all_replicas_early, "cpu_saturation", REPLICAS),
         (scenario_latency_all_replicas, "latency", REPLICAS),
         (scenario_crash_after_an_earlier_crash, "instance_crash", ["inventory-2"]),
+        (scenario_errors_one_replica_after_errors_everywhere, "injected_errors", ["inventory-2"]),
+        (scenario_latency_after_an_old_crash, "latency", REPLICAS),
     ],
 )
 async def test_offline_engine_classifies_fault_modes(make_runtime, scenario, fault_type: str, replicas: list[str]) -> None:

@@ -169,6 +169,7 @@ def test_log_groups_say_when_they_were_last_seen() -> None:
     groups = {g["exception_type"]: g for g in summary["groups"]}
     assert (groups["InjectedFault"]["last_seen_s_ago"], groups["InjectedFault"]["recent_count"], groups["InjectedFault"]["count"]) == (5.0, 2, 3)
     assert (groups["AttributeError"]["last_seen_s_ago"], groups["AttributeError"]["recent_count"]) == (120.0, 0)
+    assert groups["InjectedFault"]["recent_replicas"] == {"inventory-1": 2} and groups["AttributeError"]["recent_replicas"] == {}
 
 
 @respx.mock
