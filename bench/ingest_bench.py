@@ -3,7 +3,7 @@
 The agent runs alone (uvicorn on_call_agent:app on a free port, temporary database, no .env, no
 integrations; the stack URLs point at a closed local port so investigations fail fast). 5,000
 Alertmanager webhook posts (payload v4) over 200 group keys go out open loop at 500 posts/s; each group
-replays the sequence a real Alertmanager sent (../shared/fixtures/alertmanager/INDEX.txt): firing,
+replays the sequence a real Alertmanager sent (tests/fixtures/alertmanager/INDEX.txt): firing,
 identical retry, a second alert joins, a truncated max_alerts=1 copy, repeat notifications (identical
 bodies), one alert resolved, all resolved. Posts of one group are 200 posts (0.4 s) apart, so each
 group's sequence arrives in order.
@@ -38,7 +38,7 @@ import uvloop  # noqa: E402
 from hdrh.histogram import HdrHistogram  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES  # noqa: E402
 
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "alertmanager"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "alertmanager"
 TARGET_ACK_P99_MS = 20.0
 # One group's posts, in order: which shape (see build_group) each post carries. 25 posts per group.
 SEQUENCE = (["firing1", "firing1", "firing2", "truncated"] + ["firing2"] * 8 + ["one_resolved"] * 8 + ["all_resolved"] * 5)

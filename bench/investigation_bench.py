@@ -36,7 +36,7 @@ from stackctl.config import load_timing  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES, Stack, free_stack_ports  # noqa: E402
 from tests.fake_openai import FakeOpenAI, tool_calls_response  # noqa: E402
 
-FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "alertmanager" / "req_001.json"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "alertmanager" / "req_001.json"
 TOOL_DELAY_S = 0.3
 PARALLEL_TOOLS = [("fetch_logs", {"seconds": 300, "limit": 200}), ("query_prometheus", {"query": 'up{job="inventory"}'}),
                   ("get_recent_changes", {"since_seconds": 900})]

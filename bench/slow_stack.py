@@ -3,7 +3,7 @@
 Serves, on 127.0.0.1 (OS-assigned port), in its own thread:
 ``GET /logs/tail`` (load balancer -> inventory; {"entries": [], "count": 0, ...}),
 ``GET /api/v1/query`` (Prometheus HTTP API instant query; the recorded answer
-``../shared/fixtures/prometheus/prom_api_v1_query_up.json``), ``GET /changes`` and ``GET /instances``
+``tests/fixtures/prometheus/prom_api_v1_query_up.json``), ``GET /changes`` and ``GET /instances``
 (process manager; empty lists). Used by bench/investigation_bench.py so that each tool call takes
 ``delay_s`` seconds and the parallel speed-up of a round of tool calls can be measured.
 """
@@ -18,7 +18,7 @@ from aiohttp import web
 
 from common import REPO_ROOT
 
-PROM_QUERY_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "prometheus" / "prom_api_v1_query_up.json"
+PROM_QUERY_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "prometheus" / "prom_api_v1_query_up.json"
 
 
 class SlowStack:
