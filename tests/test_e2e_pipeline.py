@@ -1,5 +1,6 @@
-"""End to end with real processes: fault -> Prometheus alert -> Alertmanager webhook -> agent
-diagnosis on the (console) WhatsApp channel -> fault cleared -> resolved notification.
+"""End to end with real processes: fault -> Prometheus alert (pending, then firing) -> Alertmanager
+webhook -> agent diagnosis on the (console) WhatsApp channel -> fault cleared -> resolved notification;
+and the agentic traffic profile driving InventoryHighErrorRate to a code-bug diagnosis with file:line.
 
 Runs the whole stack on free ports with the demo alert timing (stackctl/demo_timing.yaml).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e_support import ONCALL_NUMBER, inject, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
+from tests.e2e_support import ONCALL_NUMBER, bug_line, inject, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)")]
@@ -23,22 +24,50 @@ def alert_state(prometheus_url: str, alertname: str) -> str:
     return "firing" if "firing" in states else "pending" if "pending" in states else "inactive"
 
 
+def wait_pending_then_firing(prometheus_url: str, alertname: str, timeout: float) -> list[str]:
+    """Poll the alert's state until it fires; return the states seen in order (inactive, pending, firing)."""
+    seen: list[str] = []
+
+    def firing() -> bool:
+        state = alert_state(prometheus_url, alertname)
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        return state == "firing"
+
+    wait_until(firing, timeout=timeout, interval=0.5, what=f"{alertname} firing")
+    return seen
+
+
+def test_agentic_traffic_fires_error_rate_alert_and_agent_finds_the_bug(tmp_path):
+    stack = start_stack(tmp_path)
+    traffic = None
+    try:
+        traffic = start_traffic(stack, ["--profile", "agentic", "--normal-rps", "20", "--normal-duration", "5",
+                                        "--error-rps", "30", "--error-duration", "120", "--duration", "125"], tmp_path / "traffic.log")
+        seen = wait_pending_then_firing(stack.url("prometheus"), "InventoryHighErrorRate", timeout=90)
+        assert "pending" in seen and seen.index("pending") < seen.index("firing"), seen
+        ratio = httpx.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": ERROR_RATIO}, timeout=5).json()
+        assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
+
+        incidents = wait_until(lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"], 30, interval=0.5, what="an incident")
+        diagnosis = wait_for_diagnosis(stack, incidents[0]["id"])["diagnosis"]
+        assert diagnosis["fault_type"] == "code_bug"
+        assert (diagnosis["affected_file"], diagnosis["affected_line"]) == ("inventory_service.py", bug_line())
+        assert sorted(diagnosis["affected_replicas"]) == ["inventory-1", "inventory-2"]
+    finally:
+        if traffic is not None and traffic.poll() is None:
+            traffic.terminate()
+            traffic.wait(timeout=10)
+        stack.stop()
+
+
 def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
     stack = start_stack(tmp_path)
     traffic = None
     try:
         traffic = start_traffic(stack, ["--profile", "constant", "--rps", "40", "--duration", "170"], tmp_path / "traffic.log")
         inject(stack, {"mode": "errors", "p_error": 0.6})
-
-        seen: list[str] = []
-
-        def firing() -> bool:
-            state = alert_state(stack.url("prometheus"), "InventoryHighErrorRate")
-            if not seen or seen[-1] != state:
-                seen.append(state)
-            return state == "firing"
-
-        wait_until(firing, timeout=90, interval=0.5, what="InventoryHighErrorRate firing")
+        seen = wait_pending_then_firing(stack.url("prometheus"), "InventoryHighErrorRate", timeout=90)
         assert "pending" in seen and seen.index("pending") < seen.index("firing"), seen
         ratio = httpx.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": ERROR_RATIO}, timeout=5).json()
         assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
