@@ -19,7 +19,8 @@ from oncall.db import add_timeline, dumps, get_incident
 from oncall.ingest import count_open_incidents
 from oncall.metrics import INCIDENTS_OPEN
 from oncall.reply_parser import INCIDENT_REF, ParsedReply, ReplyAction, help_text, parse_reply
-from oncall.toolloop import ToolCallRecord, ToolSpec, cap_text, result_json, run_model_loop
+from oncall.llm_engine import build_client
+from oncall.toolloop import ToolCallRecord, ToolSpec, run_model_loop, store_tool_call
 from oncall.whatsapp_format import alert_name, format_duration, incident_url
 
 if TYPE_CHECKING:
@@ -67,12 +68,7 @@ class ConversationHandler:
         self.runtime = runtime
         settings = runtime.settings
         if llm_client is None and settings.llm_enabled:
-            llm_client = openai.AsyncOpenAI(
-                api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused-local-model",
-                base_url=settings.openai_base_url,
-                timeout=settings.openai_timeout_s,
-                max_retries=1,
-            )
+            llm_client = build_client(settings)
         self.llm = llm_client
 
     async def handle_inbound(self, from_number: str, body: str, message_sid: str) -> None:
@@ -266,7 +262,7 @@ class ConversationHandler:
 
         def on_record(record: ToolCallRecord) -> None:
             records.append(record)
-            self._audit(incident_id, record)
+            store_tool_call(self.runtime.db, incident_id, None, record, settings.tool_output_max_chars)
 
         try:
             outcome = await run_model_loop(
@@ -284,16 +280,6 @@ class ConversationHandler:
         if outcome is not None and outcome.final_text and outcome.final_text.strip():
             return outcome.final_text.strip(), called
         return None, called
-
-    def _audit(self, incident_id: int, record: ToolCallRecord) -> None:
-        """Store a reply tool call in the ``tool_calls`` audit trail (no investigation id)."""
-        self.runtime.db.execute(
-            "INSERT INTO tool_calls (incident_id, investigation_id, round, call_id, tool, arguments, ok, result, error, started_at, duration_s)"
-            " VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (incident_id, record.round, record.call_id, record.tool, record.arguments, int(record.ok),
-             cap_text(result_json(record), self.runtime.settings.tool_output_max_chars) if record.ok else None,
-             record.error, record.started_at, record.duration_s),
-        )
 
     async def _confirm(self, text: str, incident_id: int | None, to: str) -> None:
         """Send the confirmation to the engineer who wrote."""

@@ -23,7 +23,7 @@ from oncall.llm_engine import InvalidModelOutput, LLMEngine, build_client
 from oncall.metrics import INVESTIGATION_SECONDS, INVESTIGATIONS
 from oncall.offline_engine import EngineResult, OfflineEngine
 from oncall.runtime import AgentRuntime
-from oncall.toolloop import ToolCallRecord, cap_text, result_json
+from oncall.toolloop import ToolCallRecord, store_tool_call
 
 log = logging.getLogger("oncall.investigation")
 
@@ -106,7 +106,7 @@ class Investigator:
         ).lastrowid
 
         def on_record(record: ToolCallRecord) -> None:
-            self._store_tool_call(incident_id, investigation_id, record)
+            store_tool_call(self.db, incident_id, investigation_id, record, self.runtime.settings.tool_output_max_chars)
 
         label = _metric_engine(engine)
         try:
@@ -129,15 +129,6 @@ class Investigator:
         INVESTIGATIONS.labels(engine=label, outcome=result.diagnosis.fault_type.value).inc()
         INVESTIGATION_SECONDS.labels(engine=label).observe(time.perf_counter() - t0)
         return result.diagnosis
-
-    def _store_tool_call(self, incident_id: int, investigation_id: int, record: ToolCallRecord) -> None:
-        result = cap_text(result_json(record), self.runtime.settings.tool_output_max_chars) if record.ok else None
-        self.db.execute(
-            "INSERT INTO tool_calls (incident_id, investigation_id, round, call_id, tool, arguments, ok, result, error, started_at, duration_s)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (incident_id, investigation_id, record.round, record.call_id, record.tool, record.arguments, int(record.ok),
-             result, record.error, record.started_at, record.duration_s),
-        )
 
     def _finish(self, investigation_id: int, status: str, *, error: str | None = None, rounds: int = 0,
                 prompt_tokens: int = 0, completion_tokens: int = 0) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import openai
 from pydantic import BaseModel, ValidationError
 
+from oncall.db import Database
 from oncall.metrics import LLM_TOKENS, TOOL_CALL_SECONDS
 
 log = logging.getLogger("oncall.toolloop")
@@ -240,3 +241,15 @@ async def run_model_loop(
         if terminal is not None:
             return LoopOutcome(terminal, rounds, prompt_tokens, completion_tokens, None)
     return LoopOutcome(None, rounds, prompt_tokens, completion_tokens, None)
+
+
+def store_tool_call(db: Database, incident_id: int, investigation_id: int | None, record: ToolCallRecord, max_output_chars: int) -> None:
+    """Append ``record`` to the ``tool_calls`` audit trail (result capped at ``max_output_chars``);
+    ``investigation_id`` is None for the tools of a WhatsApp reply."""
+    result = cap_text(result_json(record), max_output_chars) if record.ok else None
+    db.execute(
+        "INSERT INTO tool_calls (incident_id, investigation_id, round, call_id, tool, arguments, ok, result, error, started_at, duration_s)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (incident_id, investigation_id, record.round, record.call_id, record.tool, record.arguments, int(record.ok),
+         result, record.error, record.started_at, record.duration_s),
+    )
