@@ -37,8 +37,10 @@ bench: venv  ## benchmarks (see bench/README.md)
 accuracy: deps  ## diagnosis accuracy benchmark on the live demo stack
 	$(PY) bench/accuracy.py
 
-stop-demo:  ## stop a demo left running in another terminal
-	-pkill -TERM -f 'stackctl.demo' || true
+stop-demo:  ## stop a demo left running in another terminal (by the PID it recorded)
+	@if [ -f run/latest/demo.pid ] && kill -0 $$(cat run/latest/demo.pid) 2>/dev/null; then \
+		kill -TERM $$(cat run/latest/demo.pid) && echo "stopping demo $$(cat run/latest/demo.pid)"; \
+	else echo "no demo running"; fi
 
 clean:
 	rm -rf run data logs .pytest_cache

@@ -152,6 +152,11 @@ def explore(stack: Stack) -> None:
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: raise KeyboardInterrupt so the stack is stopped as on Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def demo_agent_env(settings: Settings) -> dict[str, str | None]:
     """Agent environment the demo adds to the user's settings (environment and .env win).
 
@@ -178,6 +183,8 @@ def main() -> int:
         console.print(f"[red]invalid settings in the environment or .env:[/red]\n{exc}")
         return 2
     run_dir = new_run_dir()
+    (run_dir / "demo.pid").write_text(str(os.getpid()))  # `make stop-demo` stops the demo by this PID
+    signal.signal(signal.SIGTERM, interrupt)  # SIGTERM shuts down as cleanly as Ctrl-C
     agent_env = demo_agent_env(settings)
     stack = Stack(run_dir=run_dir, ports=StackPorts(), timing=load_timing(), agent_env=agent_env)
     reply = {"agent_url": stack.url("agent"), "public_base_url": settings.public_base_url,
