@@ -109,13 +109,17 @@ class Investigator:
             store_tool_call(self.db, incident_id, investigation_id, record, self.runtime.settings.tool_output_max_chars)
 
         label = _metric_engine(engine)
+        # a model may loop slowly through its rounds; past the limit the offline engine answers instead
+        limit = self.runtime.settings.investigation_timeout_s if fallback else None
         try:
-            result = await engine.run(incident, alerts, on_record)
+            async with asyncio.timeout(limit):
+                result = await engine.run(incident, alerts, on_record)
         except asyncio.CancelledError:
             self._finish(investigation_id, "interrupted", error="cancelled (agent shutting down); resumed at next start")
             raise
         except Exception as exc:  # noqa: BLE001 - any engine failure falls back or is reported
-            reason = self._redact(f"{type(exc).__name__}: {exc}")
+            detail = str(exc) or (f"no diagnosis within INVESTIGATION_TIMEOUT_S={limit:g} s" if isinstance(exc, TimeoutError) else "no detail")
+            reason = self._redact(f"{type(exc).__name__}: {detail}")
             usage = (exc.rounds, exc.prompt_tokens, exc.completion_tokens) if isinstance(exc, InvalidModelOutput) else (0, 0, 0)
             self._finish(investigation_id, "failed", error=reason, rounds=usage[0], prompt_tokens=usage[1], completion_tokens=usage[2])
             INVESTIGATIONS.labels(engine=label, outcome="error").inc()

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     reply_max_rounds: int = Field(default=5, ge=1, le=10, alias="REPLY_MAX_ROUNDS")
     tool_timeout_s: float = Field(default=10.0, gt=0, alias="TOOL_TIMEOUT_S")
     max_concurrent_investigations: int = Field(default=2, ge=1, le=32, alias="MAX_CONCURRENT_INVESTIGATIONS")
+    investigation_timeout_s: float = Field(default=120.0, gt=0, alias="INVESTIGATION_TIMEOUT_S")
     tool_output_max_chars: int = Field(default=6000, ge=500, alias="TOOL_OUTPUT_MAX_CHARS")
 
     # Source code: GitHub contents API, else the local checkout

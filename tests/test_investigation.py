@@ -541,6 +541,22 @@ async def test_model_timeout_falls_back_to_offline(make_runtime, fake: FakeOpenA
     assert failed["engine"] == "openai:gpt-4o" and "APITimeoutError" in failed["error"]
 
 
+async def test_slow_model_investigation_is_cut_off_and_offline_answers(make_runtime, fake: FakeOpenAI) -> None:
+    """A model that keeps calling tools, 0.4 s per round, never finishes within INVESTIGATION_TIMEOUT_S=1."""
+    runtime = make_runtime(INVESTIGATION_TIMEOUT_S="1")
+    incident_id = insert_incident(runtime.db)
+    for _ in range(10):
+        fake.add(Scripted(tool_calls_response([("query_prometheus", {"query": "up"})]), delay_s=0.4))
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, timeout=5, max_retries=0)
+    with respx.mock(assert_all_called=False) as router:
+        scenario_latency().mock(router)
+        diagnosis = await Investigator(runtime, llm_client=client).investigate(incident_id)
+    assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "latency"
+    [failed] = rows(runtime.db, "SELECT error FROM investigations WHERE status = 'failed'")
+    assert failed["error"] == "TimeoutError: no diagnosis within INVESTIGATION_TIMEOUT_S=1 s"
+    assert len(fake.requests) < 10
+
+
 async def test_unknown_incident_raises(make_runtime) -> None:
     with pytest.raises(LookupError):
         await Investigator(make_runtime()).investigate(999)
