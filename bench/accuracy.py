@@ -1,6 +1,6 @@
 """Diagnosis accuracy benchmark: inject real faults into the running demo stack and grade the agent.
 
-    python bench/accuracy.py [--scenario ID ...] [--repeat N] [--json PATH]
+    python bench/accuracy.py [--scenario ID ...] [--repeat N]
 
 Brings the stack up once (demo alert timing, console WhatsApp channel), then for each scenario in
 ``bench/scenarios/*.yaml``: returns the stack to a healthy state, starts the scenario's traffic,
@@ -16,7 +16,6 @@ model and the same scenarios grade it; otherwise the offline engine is graded.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -37,9 +36,9 @@ from stackctl.config import load_timing  # noqa: E402
 from stackctl.processes import wait_until  # noqa: E402
 from stackctl.stack import Stack, free_stack_ports  # noqa: E402
 
+from common import markdown_table, update_readme, write_results  # noqa: E402  (bench/common.py)
+
 SCENARIO_DIR = REPO_ROOT / "bench" / "scenarios"
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-README = REPO_ROOT / "bench" / "README.md"
 ONCALL_NUMBER = "whatsapp:+15550100001"
 NO_CAUSE = {"none", "unknown"}
 SETTLE_TIMEOUT_S = 300.0
@@ -255,15 +254,23 @@ def score(scenario: Scenario, detail: dict | None, injected_at: float) -> dict:
     return row
 
 
+HEADERS = ("scenario", "expected", "got", "replicas", "type", "replicas ok", "file:line", "false alarm", "s to diagnosis", "tokens")
+
+
+def table_cells(row: dict) -> list[str]:
+    """One score row as the cells of ``HEADERS`` (terminal and README tables alike)."""
+    return [row["id"], row["expected"], str(row["got"]), ",".join(row["replicas"] or []) or "-", mark(row["type_ok"]),
+            mark(row["replicas_ok"]), "-" if row["line_ok"] is None else mark(row["line_ok"]), "yes" if row["false_alarm"] else "no",
+            "-" if row["seconds_to_diagnosis"] is None else f"{row['seconds_to_diagnosis']:.1f}", str(row["tokens"] or "-")]
+
+
 def render_table(rows: list[dict]) -> Table:
     """Rich table of score rows."""
     table = Table(title="Diagnosis accuracy")
-    for column in ("scenario", "expected", "got", "replicas", "type", "replicas ok", "file:line", "false alarm", "s to diagnosis", "tokens"):
+    for column in HEADERS:
         table.add_column(column)
-    for r in rows:
-        table.add_row(r["id"], r["expected"], str(r["got"]), ",".join(r["replicas"] or []) or "-", mark(r["type_ok"]), mark(r["replicas_ok"]),
-                      "-" if r["line_ok"] is None else mark(r["line_ok"]), "yes" if r["false_alarm"] else "no",
-                      "-" if r["seconds_to_diagnosis"] is None else f"{r['seconds_to_diagnosis']:.1f}", str(r["tokens"] or "-"))
+    for row in rows:
+        table.add_row(*table_cells(row))
     return table
 
 
@@ -273,28 +280,9 @@ def mark(ok: bool | None) -> str:
 
 
 def markdown(rows: list[dict], engine: str, when: str) -> str:
-    """Markdown table of a run for bench/README.md."""
+    """The README section of a run: the score line and the table."""
     correct = sum(r["correct"] for r in rows)
-    lines = [f"Engine `{engine}`, {when}: **{correct}/{len(rows)} correct**.", "",
-             "| scenario | expected | got | replicas | type | replicas | file:line | false alarm | s to diagnosis | tokens |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['id']} | {r['expected']} | {r['got']} | {','.join(r['replicas'] or []) or '-'} | {mark(r['type_ok'])} | {mark(r['replicas_ok'])} | "
-                     f"{'-' if r['line_ok'] is None else mark(r['line_ok'])} | {'yes' if r['false_alarm'] else 'no'} | "
-                     f"{'-' if r['seconds_to_diagnosis'] is None else r['seconds_to_diagnosis']} | {r['tokens'] or '-'} |")
-    return "\n".join(lines)
-
-
-def update_readme(section: str, engine_key: str) -> None:
-    """Replace the block between ``<!-- accuracy:<engine_key> -->`` markers in bench/README.md (appended if absent)."""
-    start, end = f"<!-- accuracy:{engine_key}:start -->", f"<!-- accuracy:{engine_key}:end -->"
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    block = f"{start}\n{section}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
+    return f"Engine `{engine}`, {when}: **{correct}/{len(rows)} correct**.\n\n" + markdown_table(HEADERS, [table_cells(r) for r in rows])
 
 
 def model_environment() -> dict[str, str | None]:
@@ -315,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Diagnosis accuracy benchmark on the live demo stack")
     parser.add_argument("--scenario", action="append", help="scenario id (repeatable); default: all")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, help="result file (default bench/results/accuracy-<engine>.json)")
     args = parser.parse_args(argv)
     scenarios = load_scenarios(args.scenario)
     run_dir = REPO_ROOT / "run" / f"accuracy-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -338,11 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     engine_key = "offline" if engine == "offline" else "model"
     console.print(render_table(rows))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    result_file = args.json or RESULTS_DIR / f"accuracy-{engine_key}.json"
-    result_file.parent.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps({"engine": engine, "date": when, "repeat": args.repeat, "rows": rows}, indent=2))
+    name = f"accuracy-{engine_key}" if not args.scenario else f"accuracy-{engine_key}-partial"  # a subset never replaces the full run
+    write_results(name, {"engine": engine, "date": when, "repeat": args.repeat, "rows": rows})
     if not args.scenario:
-        update_readme(markdown(rows, engine, when), engine_key)
+        update_readme(f"accuracy-{engine_key}", markdown(rows, engine, when))
     return 0 if all(r["correct"] for r in rows) else 1
 
 

@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first on sys.path, not the repository
     sys.path.insert(0, str(REPO_ROOT))
 
-from stackctl.processes import ProcessGroup, find_binary, free_port, wait_http_ok, wait_until  # noqa: E402
+from stackctl.processes import ProcessGroup, find_binary, free_port, port_is_free, wait_http_ok, wait_until  # noqa: E402
 
 BENCH_DIR = REPO_ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -251,7 +251,7 @@ def nginx(procs: ProcessGroup, template: str, port: int, run_dir: Path, **values
     proc = procs.start(f"nginx-{port}", [binary, "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log"),
                                          "-g", f"daemon off; pid {run_dir / 'nginx.pid'};"])
     try:
-        wait_until(lambda: proc.poll() is None and _port_open(port), 10, 0.05, f"nginx on :{port}")
+        wait_until(lambda: proc.poll() is None and not port_is_free(port), 10, 0.05, f"nginx on :{port}")
         yield proc
     finally:
         if proc.poll() is None:
@@ -260,14 +260,6 @@ def nginx(procs: ProcessGroup, template: str, port: int, run_dir: Path, **values
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 procs.stop(proc)
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 # ---------------------------------------------------------------- inventory replicas

@@ -21,7 +21,7 @@ from rich.panel import Panel
 from twilio.request_validator import RequestValidator
 
 from oncall.settings import Settings
-from stackctl.processes import REPO_ROOT
+from stackctl.processes import REPO_ROOT, wait_until
 
 console = Console()
 SANDBOX_NUMBER = "whatsapp:+14155238886"  # Twilio's WhatsApp sandbox sender
@@ -57,18 +57,19 @@ def send_reply(agent_url: str, token: str, sender: str, body: str, public_base_u
 
 
 def wait_for_answer(agent_url: str, sender: str, since: float, timeout: float = 30.0) -> list[dict]:
-    """Outbound messages to ``sender`` stored by the agent after ``since`` (epoch s), polled up to ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            found: list[dict] = []
-            for summary in client.get(f"{agent_url}/incidents").json()["incidents"][:5]:
-                detail = client.get(f"{agent_url}/incidents/{summary['id']}").json()
-                found += [m for m in detail.get("messages", []) if m["direction"] == "out" and m.get("to_number") == sender and m["created_at"] >= since]
-            if found:
-                return found
-            time.sleep(0.5)
-    return []
+    """Outbound messages to ``sender`` stored by the agent after ``since`` (epoch s), polled up to ``timeout`` s ([] if none)."""
+
+    def answers() -> list[dict]:
+        found: list[dict] = []
+        for summary in httpx.get(f"{agent_url}/incidents", timeout=5.0).json()["incidents"][:5]:
+            detail = httpx.get(f"{agent_url}/incidents/{summary['id']}", timeout=5.0).json()
+            found += [m for m in detail.get("messages", []) if m["direction"] == "out" and m.get("to_number") == sender and m["created_at"] >= since]
+        return found
+
+    try:
+        return wait_until(answers, timeout, interval=0.5, what="the agent's answer")
+    except TimeoutError:
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:

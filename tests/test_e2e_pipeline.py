@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e_support import ONCALL_NUMBER, bug_line, inject, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
+from tests.e2e_support import ONCALL_NUMBER, bug_line, incident_detail, inject, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)")]
@@ -77,12 +77,12 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
         assert detail["diagnosis"]["fault_type"] == "injected_errors"
         assert sorted(detail["diagnosis"]["affected_replicas"]) == ["inventory-1", "inventory-2"]
         assert any(a["labels"]["alertname"] == "InventoryHighErrorRate" for a in detail["alerts"])
-        sent = wait_until(lambda: [m for m in incident_detail_messages(stack, detail["id"]) if m["direction"] == "out"], 20, what="WhatsApp diagnosis")
+        sent = wait_until(lambda: [m for m in incident_detail(stack, detail["id"])["messages"] if m["direction"] == "out"], 20, what="WhatsApp diagnosis")
         assert sent[0]["to_number"] == ONCALL_NUMBER and f"#{detail['id']}" in sent[0]["body"]
 
         inject(stack, {"mode": "none"})
         resolved = wait_until(
-            lambda: (d := httpx.get(f"{stack.url('agent')}/incidents/{detail['id']}", timeout=5).json())["status"] == "resolved" and d,
+            lambda: (d := incident_detail(stack, detail["id"]))["status"] == "resolved" and d,
             timeout=150, interval=1.0, what="incident resolved after the fault is cleared",
         )
         assert resolved["resolved_at"] is not None
@@ -94,7 +94,3 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
             traffic.wait(timeout=10)
         stack.stop()
 
-
-def incident_detail_messages(stack, incident_id: int) -> list[dict]:
-    """Messages stored on an incident."""
-    return httpx.get(f"{stack.url('agent')}/incidents/{incident_id}", timeout=5).json()["messages"]
