@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: demo test reply deps system-deps venv bench accuracy clean stop-demo
+.PHONY: demo test lint reply deps system-deps venv bench accuracy clean stop-demo
 
 demo: deps  ## start the stack, trigger an incident, print the agent's WhatsApp diagnosis
 	$(PY) -m stackctl.demo
@@ -12,6 +12,11 @@ demo: deps  ## start the stack, trigger an incident, print the agent's WhatsApp 
 test: deps  ## unit, config and end-to-end tests (real Prometheus and Alertmanager)
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 reply: $(STAMP)  ## reply as the on-call engineer: make reply MSG="create a jira task and assign it to Ravi"
 	@test -n "$(MSG)" || { echo 'usage: make reply MSG="create a jira task and assign it to Ravi"'; exit 2; }

@@ -6,6 +6,7 @@ Environment: SERVICE, PORT, REPLICA, INVENTORY_DB, LOG_DIR, RANDOM_FAILURE_RATIO
 JSON-lines error log; fault-injection state is per replica and in memory.
 The HTTP surface is documented in README.md ("inventory_service.py").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,13 @@ import traceback
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
-from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Path as PathParam, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import (
@@ -168,7 +170,12 @@ def connect(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-@retry(retry=retry_if_exception_type(sqlite3.OperationalError), stop=stop_after_attempt(5), wait=wait_random(0.05, 0.5), reraise=True)
+@retry(
+    retry=retry_if_exception_type(sqlite3.OperationalError),
+    stop=stop_after_attempt(5),
+    wait=wait_random(0.05, 0.5),
+    reraise=True,
+)
 def init_db(db_path: Path) -> None:
     """Create the schema (WAL mode) and seed the catalogue; idempotent and safe when replicas race.
 
@@ -187,7 +194,9 @@ def init_db(db_path: Path) -> None:
                 " quantity INTEGER NOT NULL CHECK (quantity >= 0),"
                 " price REAL NOT NULL CHECK (price >= 0))"
             )
-            conn.executemany("INSERT OR IGNORE INTO items (id, name, quantity, price) VALUES (?, ?, ?, ?)", seed_items())
+            conn.executemany(
+                "INSERT OR IGNORE INTO items (id, name, quantity, price) VALUES (?, ?, ?, ?)", seed_items()
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -355,7 +364,10 @@ HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"], registry=REGISTRY
 )
 HTTP_ERRORS = Counter(
-    "http_errors_total", "HTTP requests answered with status >= 500", ["service", "method", "route", "status"], registry=REGISTRY
+    "http_errors_total",
+    "HTTP requests answered with status >= 500",
+    ["service", "method", "route", "status"],
+    registry=REGISTRY,
 )
 HTTP_DURATION = Histogram(
     "http_request_duration_seconds",
@@ -413,7 +425,9 @@ class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Return the JSON line (no newline); ``record.context`` holds the request fields."""
         entry: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "timestamp": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "ts": record.created,
             "level": record.levelname,
             "service": SETTINGS.service,
@@ -548,7 +562,11 @@ class ObservabilityMiddleware:
         except Exception as exc:
             status = 500
             route = route_template(scope)
-            LOGGER.error(str(exc) or type(exc).__name__, exc_info=exc, extra={"context": request_context(scope["method"], route, status, type(exc).__name__)})
+            LOGGER.error(
+                str(exc) or type(exc).__name__,
+                exc_info=exc,
+                extra={"context": request_context(scope["method"], route, status, type(exc).__name__)},
+            )
             if response_started:
                 raise
             detail = exc.public_detail if isinstance(exc, InjectedFault) else "internal server error"

@@ -21,6 +21,7 @@ decompression). On a connection failure or a dropped keep-alive connection an id
 primary; the failed backend is marked down until its ``GET /healthz`` answers 2xx again
 (probed every ``PROBE_INTERVAL_S``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
@@ -148,7 +150,12 @@ class Backend:
 
     def as_json(self) -> dict[str, Any]:
         """Shape used by ``GET /healthz``: {"url", "state": "up"|"down", "failures", "last_error"}."""
-        return {"url": self.url, "state": "up" if self.up else "down", "failures": self.failures, "last_error": self.last_error}
+        return {
+            "url": self.url,
+            "state": "up" if self.up else "down",
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
 
 
 class UpstreamFailure(Exception):
@@ -246,7 +253,7 @@ class AccessLog:
         second = int(now)
         if second != self._second:  # format the date part once per second, not per request
             self._second = second
-            self._second_text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         millis = int((now - second) * 1000)
         self._lines.append(
             f"{self._second_text}.{millis:03d}Z {client} {method} {target} {status} {backend} {duration_s * 1000:.2f}\n"
@@ -529,7 +536,9 @@ class LoadBalancer:
             if self.pm_reachable is not False:
                 logger.warning(
                     "process manager %s/backends unavailable (%s); keeping last known backends %s",
-                    self.config.pm_url, str(exc) or type(exc).__name__, [b.url for b in self.backends],
+                    self.config.pm_url,
+                    str(exc) or type(exc).__name__,
+                    [b.url for b in self.backends],
                 )
             self.pm_reachable = False
             return

@@ -8,6 +8,7 @@ Run: ``uvicorn on_call_agent:app --port 8088`` (settings from the environment an
 - ``GET /healthz``, ``GET /incidents``, ``GET /incidents/{id}``, ``POST /incidents/{id}/acknowledge``,
   ``POST /incidents/{id}/resolve``, ``GET /metrics`` (Prometheus text format).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,9 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Literal
+from typing import Any, Literal
 
 import httpx
 from fastapi import FastAPI, HTTPException, Query, Request, Response
@@ -128,7 +130,9 @@ def resume_interrupted(runtime: AgentRuntime, scheduler: InvestigationScheduler)
         "UPDATE investigations SET status = 'interrupted', finished_at = ?, error = 'agent restarted' WHERE status = 'running'",
         (time.time(),),
     )
-    db.execute("UPDATE incidents SET investigation_status = 'interrupted' WHERE status = 'resolved' AND investigation_status = 'running'")
+    db.execute(
+        "UPDATE incidents SET investigation_status = 'interrupted' WHERE status = 'resolved' AND investigation_status = 'running'"
+    )
     rows = db.query(
         "SELECT id FROM incidents WHERE status = 'firing' AND investigation_status IN ('pending', 'running') ORDER BY id"
     )
@@ -256,11 +260,18 @@ def register_routes(app: FastAPI) -> None:
         scheduler: InvestigationScheduler = request.app.state.scheduler
         if not bearer_ok(runtime.settings, request.headers.get("authorization")):
             ALERT_NOTIFICATIONS.labels(outcome="unauthorized").inc()
-            log.warning("rejected POST /alerts from %s: missing or wrong bearer token", request.client.host if request.client else "?")
-            return JSONResponse({"detail": "missing or invalid bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            log.warning(
+                "rejected POST /alerts from %s: missing or wrong bearer token",
+                request.client.host if request.client else "?",
+            )
+            return JSONResponse(
+                {"detail": "missing or invalid bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         result = ingest_notification(runtime.db, await read_limited_body(request, MAX_ALERT_BODY_BYTES))
         if result.outcome == "invalid":
-            return JSONResponse({"detail": result.error, "errors": result.errors, "raw_id": result.raw_id}, status_code=422)
+            return JSONResponse(
+                {"detail": result.error, "errors": result.errors, "raw_id": result.raw_id}, status_code=422
+            )
         started = False
         if result.start_investigation and result.incident_id is not None:
             started = scheduler.investigate(result.incident_id)
@@ -268,10 +279,17 @@ def register_routes(app: FastAPI) -> None:
             scheduler.notify_resolved(result.incident_id)
         log.info(
             "notification raw#%d %s: incident %s, new firing %s, newly resolved %s, investigation %s%s",
-            result.raw_id, result.outcome, result.incident_id, list(result.new_firing), list(result.newly_resolved),
-            "started" if started else "not started", ", incident resolved" if result.resolved_now else "",
+            result.raw_id,
+            result.outcome,
+            result.incident_id,
+            list(result.new_firing),
+            list(result.newly_resolved),
+            "started" if started else "not started",
+            ", incident resolved" if result.resolved_now else "",
         )
-        return JSONResponse({"status": result.outcome, "incident_id": result.incident_id, "investigation_started": started})
+        return JSONResponse(
+            {"status": result.outcome, "incident_id": result.incident_id, "investigation_started": started}
+        )
 
     @app.get("/healthz")
     async def healthz(request: Request) -> Response:
@@ -282,13 +300,15 @@ def register_routes(app: FastAPI) -> None:
             open_incidents = count_open_incidents(runtime.db)
         except Exception as exc:  # noqa: BLE001 - reported as unhealthy
             return JSONResponse({"status": "error", "db": f"{type(exc).__name__}: {exc}"}, status_code=503)
-        return JSONResponse({
-            "status": "ok",
-            "db": "ok",
-            "integrations": runtime.settings.integration_report(),
-            "incidents_open": open_incidents,
-            "background_tasks": len(runtime.tasks),
-        })
+        return JSONResponse(
+            {
+                "status": "ok",
+                "db": "ok",
+                "integrations": runtime.settings.integration_report(),
+                "incidents_open": open_incidents,
+                "background_tasks": len(runtime.tasks),
+            }
+        )
 
     @app.get("/incidents")
     async def get_incidents(

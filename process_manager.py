@@ -14,6 +14,7 @@ SIGTERM; the lifespan shutdown stops every child (SIGTERM, SIGKILL after 5 s) an
 empty targets file. Children also get SIGTERM from the kernel if the manager dies without
 cleaning up (``prctl(PR_SET_PDEATHSIG)``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,12 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -219,14 +221,22 @@ class ReplicaManager:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.desired_gauge = Gauge("pm_replicas_desired", "Replica count the manager keeps running.", registry=self.registry)
+        self.desired_gauge = Gauge(
+            "pm_replicas_desired", "Replica count the manager keeps running.", registry=self.registry
+        )
         self.running_gauge = Gauge("pm_replicas_running", "Replicas running and healthy.", registry=self.registry)
         self.running_gauge.set_function(lambda: len(self.backends()))
         self.restarts_total = Counter(
-            "pm_replica_restarts_total", "Supervisor restarts of a crashed replica.", ["replica"], registry=self.registry
+            "pm_replica_restarts_total",
+            "Supervisor restarts of a crashed replica.",
+            ["replica"],
+            registry=self.registry,
         )
         self.crashes_total = Counter(
-            "pm_replica_crashes_total", "Replica processes that exited without being asked to.", ["replica"], registry=self.registry
+            "pm_replica_crashes_total",
+            "Replica processes that exited without being asked to.",
+            ["replica"],
+            registry=self.registry,
         )
 
     # ----- bookkeeping -------------------------------------------------------------
@@ -236,7 +246,7 @@ class ReplicaManager:
         now = time.time()
         entry = {
             "ts": now,
-            "timestamp": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            "timestamp": datetime.fromtimestamp(now, UTC).isoformat(),
             "kind": kind,
             "replica": replica,
             "detail": detail,
@@ -436,7 +446,9 @@ class ReplicaManager:
     async def stop_all(self, reason: str) -> None:
         """Stop every replica (highest N first); desired count 0, the previous count is remembered."""
         async with self.lock:
-            self.record("stop", None, {"replicas_before": self.desired, "remembered": self.remembered, "reason": reason})
+            self.record(
+                "stop", None, {"replicas_before": self.desired, "remembered": self.remembered, "reason": reason}
+            )
             self.desired = 0
             self.sync_targets()
             for index in sorted(self.replicas, reverse=True):
@@ -634,7 +646,9 @@ def create_app(settings: PMSettings | None = None) -> FastAPI:
             results = await manager.send_fault(spec, request.replica)
         except KeyError:
             known = [r.name for r in manager.replicas.values()]
-            raise HTTPException(status_code=404, detail=f"unknown replica {request.replica!r}; known: {known}") from None
+            raise HTTPException(
+                status_code=404, detail=f"unknown replica {request.replica!r}; known: {known}"
+            ) from None
         return {"results": results}
 
     @app.get("/changes")

@@ -36,6 +36,7 @@ The run is bounded: scheduling stops at D seconds (or at SIGINT/SIGTERM); in-fli
 then get at most --grace seconds, after which they are cancelled and counted as
 ``timeout/cancelled``. The summary is always printed (and written with --json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,10 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, get_args
+from typing import Any, Literal, get_args
 
 import aiohttp
 import uvloop
@@ -324,8 +326,9 @@ class Recorder:
         )
 
 
-async def _send_one(session: aiohttp.ClientSession, base_url: str, spec: RequestSpec, phase: Phase,
-                    scheduled: float, recorder: Recorder) -> None:
+async def _send_one(
+    session: aiohttp.ClientSession, base_url: str, spec: RequestSpec, phase: Phase, scheduled: float, recorder: Recorder
+) -> None:
     """Send one request and record its outcome; latency counts from ``scheduled`` (perf_counter s)."""
     recorder.on_send(spec, phase, time.perf_counter() - scheduled)
     try:
@@ -335,14 +338,20 @@ async def _send_one(session: aiohttp.ClientSession, base_url: str, spec: Request
     except asyncio.CancelledError:
         recorder.on_outcome(CANCELLED, None)
         raise
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         recorder.on_outcome(type(exc).__name__, None)
         return
     recorder.on_outcome(str(status), time.perf_counter() - scheduled)
 
 
-async def _schedule(config: RunConfig, session: aiohttp.ClientSession, recorder: Recorder, start: float,
-                    stop: asyncio.Event, inflight: set[asyncio.Task[None]]) -> None:
+async def _schedule(
+    config: RunConfig,
+    session: aiohttp.ClientSession,
+    recorder: Recorder,
+    start: float,
+    stop: asyncio.Event,
+    inflight: set[asyncio.Task[None]],
+) -> None:
     """Start one task per request at its scheduled time until the duration ends or ``stop`` is set.
 
     Every offset < duration is dispatched: a request that is already due (the generator fell
@@ -362,7 +371,9 @@ async def _schedule(config: RunConfig, session: aiohttp.ClientSession, recorder:
         task.add_done_callback(inflight.discard)
 
 
-async def _report_progress(recorder: Recorder, start: float, console: Console, inflight: set[asyncio.Task[None]]) -> None:
+async def _report_progress(
+    recorder: Recorder, start: float, console: Console, inflight: set[asyncio.Task[None]]
+) -> None:
     """Print one line per second: sent, achieved responses/s, window p50/p95/p99 (ms), error %."""
     second = 1
     while True:
@@ -401,7 +412,9 @@ async def run(config: RunConfig, stop: asyncio.Event | None = None, console: Con
         await _schedule(config, session, recorder, start, stop, inflight)
         if inflight:
             if console:
-                console.print(f"scheduling ended; waiting up to {config.grace:g}s for {len(inflight)} in-flight requests")
+                console.print(
+                    f"scheduling ended; waiting up to {config.grace:g}s for {len(inflight)} in-flight requests"
+                )
             _, pending = await asyncio.wait(set(inflight), timeout=config.grace)
             for task in pending:
                 task.cancel()
@@ -422,8 +435,10 @@ def print_summary(summary: Summary, console: Console) -> None:
         ("completed (HTTP response)", str(summary.completed)),
         ("achieved rps", f"{summary.achieved_rps:.1f}"),
         ("errors / error ratio", f"{summary.errors} / {summary.error_ratio:.2%}"),
-        ("latency p50 / p95 / p99 / max", "{:.1f} / {:.1f} / {:.1f} / {:.1f} ms".format(
-            summary.latency_ms.p50, summary.latency_ms.p95, summary.latency_ms.p99, summary.latency_ms.max)),
+        (
+            "latency p50 / p95 / p99 / max",
+            f"{summary.latency_ms.p50:.1f} / {summary.latency_ms.p95:.1f} / {summary.latency_ms.p99:.1f} / {summary.latency_ms.max:.1f} ms",
+        ),
         ("schedule lag p99 / max", f"{summary.schedule_lag_ms.p99:.1f} / {summary.schedule_lag_ms.max:.1f} ms"),
     ]
     for name, value in rows:
@@ -441,23 +456,31 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI parser (profiles are documented in the module docstring, shown as the epilog)."""
     parser = argparse.ArgumentParser(
         description="Open-loop HTTP traffic generator (aiohttp + uvloop, HdrHistogram latencies "
-                    "measured from the scheduled send time).",
+        "measured from the scheduled send time).",
         epilog="Rate profiles" + __doc__.split("Rate profiles", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:9000")
     parser.add_argument("--profile", choices=PROFILES, default="constant", help="rate profile (see below)")
     parser.add_argument("--rps", type=float, default=50.0, help="base rate R in requests/s (default 50)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="run length D in seconds, a hard stop (default 60; agentic: normal+error duration)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="run length D in seconds, a hard stop (default 60; agentic: normal+error duration)",
+    )
     parser.add_argument("--normal-rps", type=float, default=20.0, help="agentic normal-phase rate (default 20)")
     parser.add_argument("--normal-duration", type=float, default=20.0, help="agentic normal-phase seconds (default 20)")
     parser.add_argument("--error-rps", type=float, default=40.0, help="agentic error-phase rate (default 40)")
     parser.add_argument("--error-duration", type=float, default=60.0, help="agentic error-phase seconds (default 60)")
     parser.add_argument("--connections", type=int, default=1000, help="max concurrent connections (default 1000)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds (default 10)")
-    parser.add_argument("--grace", type=float, default=3.0,
-                        help="seconds in-flight requests get after the end before being cancelled (default 3)")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=3.0,
+        help="seconds in-flight requests get after the end before being cancelled (default 3)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the request-mix RNG")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the summary as JSON to PATH")
     parser.add_argument("--quiet", action="store_true", help="no per-second progress (the summary is still printed)")
@@ -474,10 +497,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if duration is None:
         duration = args.normal_duration + args.error_duration if args.profile == "agentic" else 60.0
     return RunConfig(
-        url=args.url, profile=args.profile, rps=args.rps, duration=duration,
-        normal_rps=args.normal_rps, normal_duration=args.normal_duration,
-        error_rps=args.error_rps, error_duration=args.error_duration,
-        seed=args.seed, connections=args.connections, timeout=args.timeout, grace=args.grace,
+        url=args.url,
+        profile=args.profile,
+        rps=args.rps,
+        duration=duration,
+        normal_rps=args.normal_rps,
+        normal_duration=args.normal_duration,
+        error_rps=args.error_rps,
+        error_duration=args.error_duration,
+        seed=args.seed,
+        connections=args.connections,
+        timeout=args.timeout,
+        grace=args.grace,
     )
 
 

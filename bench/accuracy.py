@@ -13,13 +13,14 @@ time from injection to diagnosis, and model tokens.
 With ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` set (environment or ``.env``) the agent uses the
 model and the same scenarios grade it; otherwise the offline engine is graded.
 """
+
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -32,11 +33,11 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from common import markdown_table, update_readme, write_results  # noqa: E402  (bench/common.py)
+
 from stackctl.config import load_timing  # noqa: E402
 from stackctl.processes import wait_until  # noqa: E402
 from stackctl.stack import Stack, free_stack_ports  # noqa: E402
-
-from common import markdown_table, update_readme, write_results  # noqa: E402  (bench/common.py)
 
 SCENARIO_DIR = REPO_ROOT / "bench" / "scenarios"
 ONCALL_NUMBER = "whatsapp:+15550100001"
@@ -128,8 +129,20 @@ def traffic_args(traffic: Traffic, duration: float) -> list[str]:
     """Command-line arguments for traffic_gen.py."""
     if traffic.profile == "agentic":
         error_duration = max(duration - traffic.normal_duration, 1)
-        return ["--profile", "agentic", "--normal-rps", str(traffic.normal_rps), "--normal-duration", str(traffic.normal_duration),
-                "--error-rps", str(traffic.error_rps), "--error-duration", str(error_duration), "--duration", str(duration)]
+        return [
+            "--profile",
+            "agentic",
+            "--normal-rps",
+            str(traffic.normal_rps),
+            "--normal-duration",
+            str(traffic.normal_duration),
+            "--error-rps",
+            str(traffic.error_rps),
+            "--error-duration",
+            str(error_duration),
+            "--duration",
+            str(duration),
+        ]
     return ["--profile", traffic.profile, "--rps", str(traffic.rps), "--duration", str(duration)]
 
 
@@ -159,7 +172,9 @@ class Bench:
 
     def reset(self, scenario: Scenario) -> None:
         """Scale to the scenario's replica count, clear every fault, and wait until the stack is healthy."""
-        self.http.post(f"{self.stack.url('pm')}/scale", json={"replicas": scenario.setup.replicas}, timeout=60).raise_for_status()
+        self.http.post(
+            f"{self.stack.url('pm')}/scale", json={"replicas": scenario.setup.replicas}, timeout=60
+        ).raise_for_status()
         self.http.post(f"{self.stack.url('pm')}/fault", json={"mode": "none"}).raise_for_status()
         wait_until(self.healthy, SETTLE_TIMEOUT_S, interval=2.0, what="a healthy stack (no alerts, no firing incident)")
 
@@ -171,18 +186,33 @@ class Bench:
             self.http.post(f"{self.stack.url('pm')}/fault", json={**body, **target}).raise_for_status()
             return
         urls = self.replica_urls()
-        for name in (urls if fault.target == "all" else [fault.target]):
+        for name in urls if fault.target == "all" else [fault.target]:
             self.http.post(f"{urls[name]}/faults", json=body).raise_for_status()
 
     def post_alert(self, alertname: str, status: str, started: str) -> None:
         """POST an Alertmanager webhook payload v4 for a control scenario's alert."""
         labels = {"alertname": alertname, "service": "inventory", "severity": "critical"}
-        alert = {"status": status, "labels": labels, "annotations": {"summary": f"{alertname} (accuracy control)"},
-                 "startsAt": started, "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else datetime.now(timezone.utc).isoformat(),
-                 "generatorURL": f"{self.stack.url('prometheus')}/graph", "fingerprint": f"{abs(hash(alertname)) % 16**16:016x}"}
-        body = {"receiver": "oncall-agent", "status": status, "alerts": [alert], "groupLabels": {"alertname": alertname, "service": "inventory"},
-                "commonLabels": labels, "commonAnnotations": {}, "externalURL": self.stack.url("alertmanager"), "version": "4",
-                "groupKey": f'{{}}:{{alertname="{alertname}", service="inventory"}}', "truncatedAlerts": 0}
+        alert = {
+            "status": status,
+            "labels": labels,
+            "annotations": {"summary": f"{alertname} (accuracy control)"},
+            "startsAt": started,
+            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else datetime.now(UTC).isoformat(),
+            "generatorURL": f"{self.stack.url('prometheus')}/graph",
+            "fingerprint": f"{abs(hash(alertname)) % 16**16:016x}",
+        }
+        body = {
+            "receiver": "oncall-agent",
+            "status": status,
+            "alerts": [alert],
+            "groupLabels": {"alertname": alertname, "service": "inventory"},
+            "commonLabels": labels,
+            "commonAnnotations": {},
+            "externalURL": self.stack.url("alertmanager"),
+            "version": "4",
+            "groupKey": f'{{}}:{{alertname="{alertname}", service="inventory"}}',
+            "truncatedAlerts": 0,
+        }
         self.http.post(f"{self.stack.url('agent')}/alerts", json=body).raise_for_status()
 
     def diagnosis_after(self, since: float) -> dict | None:
@@ -198,20 +228,35 @@ class Bench:
         self.reset(scenario)
         duration = scenario.observe_s + WARMUP_S + 30
         log = open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab")
-        traffic = subprocess.Popen([sys.executable, "traffic_gen.py", "--url", self.stack.url("lb"), "--quiet",
-                                    *traffic_args(scenario.setup.traffic, duration)], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        traffic = subprocess.Popen(
+            [
+                sys.executable,
+                "traffic_gen.py",
+                "--url",
+                self.stack.url("lb"),
+                "--quiet",
+                *traffic_args(scenario.setup.traffic, duration),
+            ],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         synthetic_started = None
         try:
-            time.sleep(scenario.setup.traffic.normal_duration if scenario.setup.traffic.profile == "agentic" else WARMUP_S)
+            time.sleep(
+                scenario.setup.traffic.normal_duration if scenario.setup.traffic.profile == "agentic" else WARMUP_S
+            )
             injected_at = time.time()
             for fault in scenario.faults:
                 self.inject(fault)
             if scenario.alert.synthetic:
                 time.sleep(scenario.alert.after_s)
-                synthetic_started = datetime.now(timezone.utc).isoformat()
+                synthetic_started = datetime.now(UTC).isoformat()
                 self.post_alert(scenario.alert.synthetic, "firing", synthetic_started)
             try:
-                detail = wait_until(lambda: self.diagnosis_after(injected_at), scenario.observe_s, interval=1.0, what="diagnosis")
+                detail = wait_until(
+                    lambda: self.diagnosis_after(injected_at), scenario.observe_s, interval=1.0, what="diagnosis"
+                )
             except TimeoutError:
                 detail = None
             return score(scenario, detail, injected_at)
@@ -232,36 +277,77 @@ def score(scenario: Scenario, detail: dict | None, injected_at: float) -> dict:
     """
     truth = scenario.truth
     control = set(truth.fault_type) <= NO_CAUSE
-    row: dict = {"id": scenario.id, "expected": "/".join(truth.fault_type), "expected_replicas": truth.affected_replicas}
+    row: dict = {
+        "id": scenario.id,
+        "expected": "/".join(truth.fault_type),
+        "expected_replicas": truth.affected_replicas,
+    }
     if detail is None:
-        row.update(got=None, replicas=None, engine=None, type_ok=control, replicas_ok=control, line_ok=None,
-                   false_alarm=False, seconds_to_diagnosis=None, tokens=None, incident_id=None)
+        row.update(
+            got=None,
+            replicas=None,
+            engine=None,
+            type_ok=control,
+            replicas_ok=control,
+            line_ok=None,
+            false_alarm=False,
+            seconds_to_diagnosis=None,
+            tokens=None,
+            incident_id=None,
+        )
     else:
         diagnosis = detail["diagnosis"]
         investigations = detail.get("investigations", [])
         tokens = sum((i.get("prompt_tokens") or 0) + (i.get("completion_tokens") or 0) for i in investigations)
         line_ok = None
         if truth.affected_line_marker and truth.affected_file:
-            line_ok = diagnosis.get("affected_file") == truth.affected_file and diagnosis.get("affected_line") == marker_line(truth.affected_file, truth.affected_line_marker)
+            line_ok = diagnosis.get("affected_file") == truth.affected_file and diagnosis.get(
+                "affected_line"
+            ) == marker_line(truth.affected_file, truth.affected_line_marker)
         row.update(
-            got=diagnosis["fault_type"], replicas=sorted(diagnosis.get("affected_replicas", [])), engine=diagnosis.get("engine"),
+            got=diagnosis["fault_type"],
+            replicas=sorted(diagnosis.get("affected_replicas", [])),
+            engine=diagnosis.get("engine"),
             type_ok=diagnosis["fault_type"] in truth.fault_type,
             replicas_ok=sorted(diagnosis.get("affected_replicas", [])) == sorted(truth.affected_replicas),
-            line_ok=line_ok, false_alarm=control and diagnosis["fault_type"] not in NO_CAUSE,
-            seconds_to_diagnosis=round(detail["diagnosed_at"] - injected_at, 1), tokens=tokens, incident_id=detail["id"],
+            line_ok=line_ok,
+            false_alarm=control and diagnosis["fault_type"] not in NO_CAUSE,
+            seconds_to_diagnosis=round(detail["diagnosed_at"] - injected_at, 1),
+            tokens=tokens,
+            incident_id=detail["id"],
         )
     row["correct"] = bool(row["type_ok"] and row["replicas_ok"] and row["line_ok"] is not False)
     return row
 
 
-HEADERS = ("scenario", "expected", "got", "replicas", "type", "replicas ok", "file:line", "false alarm", "s to diagnosis", "tokens")
+HEADERS = (
+    "scenario",
+    "expected",
+    "got",
+    "replicas",
+    "type",
+    "replicas ok",
+    "file:line",
+    "false alarm",
+    "s to diagnosis",
+    "tokens",
+)
 
 
 def table_cells(row: dict) -> list[str]:
     """One score row as the cells of ``HEADERS`` (terminal and README tables alike)."""
-    return [row["id"], row["expected"], str(row["got"]), ",".join(row["replicas"] or []) or "-", mark(row["type_ok"]),
-            mark(row["replicas_ok"]), "-" if row["line_ok"] is None else mark(row["line_ok"]), "yes" if row["false_alarm"] else "no",
-            "-" if row["seconds_to_diagnosis"] is None else f"{row['seconds_to_diagnosis']:.1f}", str(row["tokens"] or "-")]
+    return [
+        row["id"],
+        row["expected"],
+        str(row["got"]),
+        ",".join(row["replicas"] or []) or "-",
+        mark(row["type_ok"]),
+        mark(row["replicas_ok"]),
+        "-" if row["line_ok"] is None else mark(row["line_ok"]),
+        "yes" if row["false_alarm"] else "no",
+        "-" if row["seconds_to_diagnosis"] is None else f"{row['seconds_to_diagnosis']:.1f}",
+        str(row["tokens"] or "-"),
+    ]
 
 
 def render_table(rows: list[dict]) -> Table:
@@ -282,7 +368,9 @@ def mark(ok: bool | None) -> str:
 def markdown(rows: list[dict], engine: str, when: str) -> str:
     """The README section of a run: the score line and the table."""
     correct = sum(r["correct"] for r in rows)
-    return f"Engine `{engine}`, {when}: **{correct}/{len(rows)} correct**.\n\n" + markdown_table(HEADERS, [table_cells(r) for r in rows])
+    return f"Engine `{engine}`, {when}: **{correct}/{len(rows)} correct**.\n\n" + markdown_table(
+        HEADERS, [table_cells(r) for r in rows]
+    )
 
 
 def model_environment() -> dict[str, str | None]:
@@ -306,8 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scenarios = load_scenarios(args.scenario)
     run_dir = REPO_ROOT / "run" / f"accuracy-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    stack = Stack(run_dir=run_dir, ports=free_stack_ports(), timing=load_timing(), isolated=True,
-                  agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, **model_environment()})
+    stack = Stack(
+        run_dir=run_dir,
+        ports=free_stack_ports(),
+        timing=load_timing(),
+        isolated=True,
+        agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, **model_environment()},
+    )
     console.print(f"starting the stack in {run_dir} ...")
     stack.start(replicas=2, step=lambda message: console.print(f"  {message}"))
     rows: list[dict] = []
@@ -315,17 +408,23 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(stack)
         for round_index in range(args.repeat):
             for scenario in scenarios:
-                console.print(f"[bold]{scenario.id}[/bold] (round {round_index + 1}/{args.repeat}): {scenario.description}")
+                console.print(
+                    f"[bold]{scenario.id}[/bold] (round {round_index + 1}/{args.repeat}): {scenario.description}"
+                )
                 row = bench.run(scenario)
-                console.print(f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: {'correct' if row['correct'] else 'WRONG'}")
+                console.print(
+                    f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: {'correct' if row['correct'] else 'WRONG'}"
+                )
                 rows.append(row)
     finally:
         stack.stop()
     engine = next((r["engine"] for r in rows if r["engine"]), "offline")
     engine_key = "offline" if engine == "offline" else "model"
     console.print(render_table(rows))
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    name = f"accuracy-{engine_key}" if not args.scenario else f"accuracy-{engine_key}-partial"  # a subset never replaces the full run
+    when = datetime.now(UTC).strftime("%Y-%m-%d")
+    name = (
+        f"accuracy-{engine_key}" if not args.scenario else f"accuracy-{engine_key}-partial"
+    )  # a subset never replaces the full run
     write_results(name, {"engine": engine, "date": when, "repeat": args.repeat, "rows": rows})
     if not args.scenario:
         update_readme(f"accuracy-{engine_key}", markdown(rows, engine, when))

@@ -5,6 +5,7 @@ Conventions: times in seconds unless a name says ``_ms`` / ``_us``; ratios are p
 every process is started through ``stackctl.processes.ProcessGroup`` and stopped by PID; every load
 goes to 127.0.0.1 and is bounded in time.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first on sys.path, not the repository
@@ -50,7 +52,7 @@ def proc_cpu_seconds(pid: int) -> float:
         FileNotFoundError: the process no longer exists.
     """
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()  # the command name may contain spaces; fields start at 3
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces; fields start at 3
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -64,7 +66,7 @@ def child_pids(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
             children.append(int(entry.name))
     return children
 
@@ -83,8 +85,9 @@ def tree_cpu_seconds(pid: int) -> float:
 # ---------------------------------------------------------------- rounds and statistics
 
 
-def interleaved(rounds: int, variants: Sequence[tuple[str, Callable[[int], dict[str, Any]]]],
-                log: Callable[[str], None] = print) -> dict[str, list[dict[str, Any]]]:
+def interleaved(
+    rounds: int, variants: Sequence[tuple[str, Callable[[int], dict[str, Any]]]], log: Callable[[str], None] = print
+) -> dict[str, list[dict[str, Any]]]:
     """Run every variant once per round, in order (A B C A B C ...), so all share the same noise.
 
     Args:
@@ -105,8 +108,11 @@ def interleaved(rounds: int, variants: Sequence[tuple[str, Callable[[int], dict[
 
 def summarise(figures: dict[str, Any]) -> str:
     """Short one-line view of a figures dict (top-level numbers only) for progress output."""
-    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("round",)]
+    parts = [
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in figures.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("round",)
+    ]
     return " ".join(parts[:8])
 
 
@@ -135,8 +141,12 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     payload = {
         "benchmark": name,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-                    "loadavg_at_end": loadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "loadavg_at_end": loadavg(),
+        },
         **data,
     }
     path = RESULTS_DIR / f"{name}.json"
@@ -146,6 +156,7 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub markdown table; floats are shown with up to 3 significant decimals."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.3g}"
@@ -179,8 +190,10 @@ def update_readme(section: str, text: str) -> None:
 
 def measured_line(started_load: list[float]) -> str:
     """The "measured on" line under a table: date, CPUs and the load average before and after."""
-    return (f"_Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs; load average "
-            f"{started_load[0]:.2f} before, {loadavg()[0]:.2f} after (1 min)._")
+    return (
+        f"_Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs; load average "
+        f"{started_load[0]:.2f} before, {loadavg()[0]:.2f} after (1 min)._"
+    )
 
 
 # ---------------------------------------------------------------- wrk
@@ -198,13 +211,22 @@ def run_wrk(url: str, threads: int, connections: int, duration_s: float, timeout
     binary = find_binary("wrk")
     if binary is None:
         raise RuntimeError("wrk not found: `sudo apt-get install wrk` (or `make bench`, which installs it)")
-    args = [binary, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", f"--timeout={timeout_s:g}s",
-            "--latency", "-s", str(WRK_SCRIPT), url]
+    args = [
+        binary,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        f"--timeout={timeout_s:g}s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration_s + 30)
     line = next((l for l in out.stdout.splitlines() if l.startswith(WRK_MARKER)), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result (exit {out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
-    raw = json.loads(line[len(WRK_MARKER):])
+    raw = json.loads(line[len(WRK_MARKER) :])
     duration = raw["duration_us"] / 1e6
     return {
         "requests": raw["requests"],
@@ -228,7 +250,7 @@ def render_nginx(template: str, run_dir: Path, **values: Any) -> Path:
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", str(value))
     if "{{" in text:
-        raise ValueError(f"unfilled token in {template}: {text[text.index('{{'):][:40]}")
+        raise ValueError(f"unfilled token in {template}: {text[text.index('{{') :][:40]}")
     path = run_dir / "nginx.conf"
     path.write_text(text)
     return path
@@ -248,8 +270,20 @@ def nginx(procs: ProcessGroup, template: str, port: int, run_dir: Path, **values
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir.chmod(0o755)
     conf = render_nginx(template, run_dir, port=port, **values)
-    proc = procs.start(f"nginx-{port}", [binary, "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log"),
-                                         "-g", f"daemon off; pid {run_dir / 'nginx.pid'};"])
+    proc = procs.start(
+        f"nginx-{port}",
+        [
+            binary,
+            "-p",
+            str(run_dir),
+            "-c",
+            str(conf),
+            "-e",
+            str(run_dir / "error.log"),
+            "-g",
+            f"daemon off; pid {run_dir / 'nginx.pid'};",
+        ],
+    )
     try:
         wait_until(lambda: proc.poll() is None and not port_is_free(port), 10, 0.05, f"nginx on :{port}")
         yield proc
@@ -268,8 +302,12 @@ def nginx(procs: ProcessGroup, template: str, port: int, run_dir: Path, **values
 def start_replica(procs: ProcessGroup, run_dir: Path, port: int, name: str, wait: bool = True) -> subprocess.Popen:
     """Start one inventory_service.py replica on ``port`` (SQLite file in ``run_dir``, no random failures,
     so every non-2xx in a benchmark is the component's fault); with ``wait``, until /healthz answers."""
-    env = {"INVENTORY_DB": str(run_dir / "inventory.db"), "LOG_DIR": str(run_dir / "logs"),
-           "RANDOM_FAILURE_RATIO": "0", "REPLICA": name}
+    env = {
+        "INVENTORY_DB": str(run_dir / "inventory.db"),
+        "LOG_DIR": str(run_dir / "logs"),
+        "RANDOM_FAILURE_RATIO": "0",
+        "REPLICA": name,
+    }
     proc = procs.start(name, [sys.executable, "inventory_service.py", "--port", str(port)], env=env)
     if wait:
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=30)
@@ -287,18 +325,45 @@ def start_loadbalancer(procs: ProcessGroup, run_dir: Path, port: int, backends: 
 # ---------------------------------------------------------------- profiling
 
 
-def start_py_spy(procs: ProcessGroup, pid: int, duration_s: float, out: Path, rate_hz: int = 200) -> subprocess.Popen | None:
+def start_py_spy(
+    procs: ProcessGroup, pid: int, duration_s: float, out: Path, rate_hz: int = 200
+) -> subprocess.Popen | None:
     """Sample ``pid`` with py-spy (``pip install py-spy``) for ``duration_s`` into a raw (collapsed stacks)
     file ``out``; returns the py-spy process, or None when py-spy is not installed."""
-    binary = find_binary("py-spy") or (str(Path(sys.executable).parent / "py-spy") if (Path(sys.executable).parent / "py-spy").exists() else None)
+    binary = find_binary("py-spy") or (
+        str(Path(sys.executable).parent / "py-spy") if (Path(sys.executable).parent / "py-spy").exists() else None
+    )
     if binary is None:
         print("py-spy not installed (`.venv/bin/pip install py-spy`): no profile")
         return None
-    return procs.start("py-spy", [binary, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-d", str(int(duration_s)),
-                                  "-r", str(rate_hz), "--nonblocking"])
+    return procs.start(
+        "py-spy",
+        [
+            binary,
+            "record",
+            "-p",
+            str(pid),
+            "-o",
+            str(out),
+            "-f",
+            "raw",
+            "-d",
+            str(int(duration_s)),
+            "-r",
+            str(rate_hz),
+            "--nonblocking",
+        ],
+    )
 
 
-OUR_CODE = ("(oncall/", "(on_call_agent.py", "(loadbalancer.py", "(traffic_gen.py", "(inventory_service.py", "(process_manager.py")
+OUR_CODE = (
+    "(oncall/",
+    "(on_call_agent.py",
+    "(loadbalancer.py",
+    "(traffic_gen.py",
+    "(inventory_service.py",
+    "(process_manager.py",
+)
 
 
 def summarise_profile(raw: Path, top: int = 12) -> dict[str, Any]:
@@ -331,8 +396,12 @@ def summarise_profile(raw: Path, top: int = 12) -> dict[str, Any]:
 
     if not total:
         return {"samples": 0}
-    return {"samples": total, "own": ranked(own, lambda f: True), "ours_inclusive": ranked(inclusive, ours),
-            "ours_own_share": round(sum(c for f, c in own.items() if ours(f)) / total, 4)}
+    return {
+        "samples": total,
+        "own": ranked(own, lambda f: True),
+        "ours_inclusive": ranked(inclusive, ours),
+        "ours_own_share": round(sum(c for f, c in own.items() if ours(f)) / total, 4),
+    }
 
 
 def temp_run_dir(prefix: str) -> Path:
@@ -341,7 +410,28 @@ def temp_run_dir(prefix: str) -> Path:
 
 
 __all__ = [
-    "REPO_ROOT", "RESULTS_DIR", "ProcessGroup", "free_port", "wait_http_ok", "wait_until", "loadavg", "proc_cpu_seconds",
-    "tree_cpu_seconds", "interleaved", "median", "median_of", "write_results", "markdown_table", "verdict", "update_readme",
-    "measured_line", "run_wrk", "nginx", "start_replica", "start_loadbalancer", "temp_run_dir", "start_py_spy", "summarise_profile",
+    "REPO_ROOT",
+    "RESULTS_DIR",
+    "ProcessGroup",
+    "free_port",
+    "wait_http_ok",
+    "wait_until",
+    "loadavg",
+    "proc_cpu_seconds",
+    "tree_cpu_seconds",
+    "interleaved",
+    "median",
+    "median_of",
+    "write_results",
+    "markdown_table",
+    "verdict",
+    "update_readme",
+    "measured_line",
+    "run_wrk",
+    "nginx",
+    "start_replica",
+    "start_loadbalancer",
+    "temp_run_dir",
+    "start_py_spy",
+    "summarise_profile",
 ]

@@ -15,18 +15,29 @@ Between faults the fault is cleared; each fault raises a different alert, so a d
 Usage: ``python bench/e2e_bench.py [--faults errors,latency]``; writes bench/results/e2e.json and the
 "e2e" table of bench/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from common import REPO_ROOT, ProcessGroup, loadavg, markdown_table, measured_line, temp_run_dir, update_readme, verdict, write_results
-
 import httpx  # noqa: E402
+from common import (
+    REPO_ROOT,
+    ProcessGroup,
+    loadavg,
+    markdown_table,
+    measured_line,
+    temp_run_dir,
+    update_readme,
+    verdict,
+    write_results,
+)
+
 from stackctl.config import load_timing  # noqa: E402
 from stackctl.stack import Stack, free_stack_ports  # noqa: E402
 
@@ -48,7 +59,7 @@ def alert_state(prometheus: str, alertname: str) -> dict[str, Any] | None:
 def epoch(rfc3339: str) -> float:
     """Prometheus ``activeAt`` (RFC 3339 UTC, up to nanoseconds, e.g. 2026-11-22T07:09:50.568123456Z) -> epoch seconds."""
     head, _, frac = rfc3339.rstrip("Z").partition(".")
-    base = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    base = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     return base + (float(f"0.{frac}") if frac else 0.0)
 
 
@@ -70,7 +81,10 @@ def episode(stack: Stack, fault: str) -> dict[str, Any]:
             marks["firing_seen"] = now
         if incident is None:
             listed = httpx.get(f"{agent}/incidents", params={"limit": 50}, timeout=5).json()["incidents"]
-            incident = next((i for i in listed if f'alertname="{alertname}"' in i["group_key"] and i["created_at"] >= injected), None)
+            incident = next(
+                (i for i in listed if f'alertname="{alertname}"' in i["group_key"] and i["created_at"] >= injected),
+                None,
+            )
         if incident is not None:
             detail = httpx.get(f"{agent}/incidents/{incident['id']}", timeout=5).json()
             outbound = [m for m in detail["messages"] if m["direction"] == "out"]
@@ -78,12 +92,21 @@ def episode(stack: Stack, fault: str) -> dict[str, Any]:
                 marks["webhook_received"] = detail["timeline"][0]["at"]
                 marks["diagnosed"] = detail["diagnosed_at"] or 0.0
                 marks["diagnosis_message_created"] = outbound[0]["created_at"]
-                marks["diagnosis_message_sent"] = outbound[0]["updated_at"] if outbound[0]["status"] == "sent" else float("nan")
+                marks["diagnosis_message_sent"] = (
+                    outbound[0]["updated_at"] if outbound[0]["status"] == "sent" else float("nan")
+                )
                 investigation = detail["investigations"][-1]
-                return {"fault": fault, "alertname": alertname, "incident_id": incident["id"], "injected": injected,
-                        "marks": marks, "since_injection_s": {k: v - injected for k, v in marks.items()},
-                        "investigation_s": investigation["finished_at"] - investigation["started_at"],
-                        "fault_type": (detail.get("diagnosis") or {}).get("fault_type"), "loadavg": loadavg()}
+                return {
+                    "fault": fault,
+                    "alertname": alertname,
+                    "incident_id": incident["id"],
+                    "injected": injected,
+                    "marks": marks,
+                    "since_injection_s": {k: v - injected for k, v in marks.items()},
+                    "investigation_s": investigation["finished_at"] - investigation["started_at"],
+                    "fault_type": (detail.get("diagnosis") or {}).get("fault_type"),
+                    "loadavg": loadavg(),
+                }
         time.sleep(0.25)
     raise TimeoutError(f"{fault}: no diagnosis message within {EPISODE_TIMEOUT_S:.0f}s; marks so far {marks}")
 
@@ -101,12 +124,35 @@ def report(episodes: list[dict[str, Any]], started_load: list[float]) -> dict[st
         s = ep["since_injection_s"]
         total = s["diagnosis_message_created"]
         targets[f"{ep['fault']}_fault_to_diagnosis<60s"] = total < TARGET_FAULT_TO_DIAGNOSIS_S
-        rows.append([f"{ep['fault']} ({ep['alertname']})", f"{s.get('pending_active_at', float('nan')):.1f}", f"{s.get('firing_seen', float('nan')):.1f}",
-                     f"{s['webhook_received']:.1f}", f"{s['diagnosed']:.1f}", f"{total:.1f}",
-                     f"{ep['investigation_s']:.2f} s -> {ep['fault_type']}", verdict(total < TARGET_FAULT_TO_DIAGNOSIS_S)])
-    table = markdown_table(["fault (alert)", "pending (s)", "firing (s)", "webhook received (s)", "diagnosed (s)",
-                            "diagnosis message (s)", "investigation", "< 60 s"], rows)
-    update_readme("e2e", f"Seconds after the fault was injected.\n\n{table}\n\nOne episode per fault. {measured_line(started_load)}")
+        rows.append(
+            [
+                f"{ep['fault']} ({ep['alertname']})",
+                f"{s.get('pending_active_at', float('nan')):.1f}",
+                f"{s.get('firing_seen', float('nan')):.1f}",
+                f"{s['webhook_received']:.1f}",
+                f"{s['diagnosed']:.1f}",
+                f"{total:.1f}",
+                f"{ep['investigation_s']:.2f} s -> {ep['fault_type']}",
+                verdict(total < TARGET_FAULT_TO_DIAGNOSIS_S),
+            ]
+        )
+    table = markdown_table(
+        [
+            "fault (alert)",
+            "pending (s)",
+            "firing (s)",
+            "webhook received (s)",
+            "diagnosed (s)",
+            "diagnosis message (s)",
+            "investigation",
+            "< 60 s",
+        ],
+        rows,
+    )
+    update_readme(
+        "e2e",
+        f"Seconds after the fault was injected.\n\n{table}\n\nOne episode per fault. {measured_line(started_load)}",
+    )
     return targets
 
 
@@ -121,15 +167,37 @@ def main() -> None:
     started_load = loadavg()
     run_dir = temp_run_dir("e2e")
     print(f"e2e bench in {run_dir}; load average {started_load}")
-    stack = Stack(run_dir=run_dir, ports=free_stack_ports(), timing=load_timing(), isolated=True, agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER})
+    stack = Stack(
+        run_dir=run_dir,
+        ports=free_stack_ports(),
+        timing=load_timing(),
+        isolated=True,
+        agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER},
+    )
     traffic: subprocess.Popen | None = None
     episodes = []
     try:
         stack.start(replicas=2, step=lambda m: print(f"  {m}"))
         duration = 20 + len(faults) * EPISODE_TIMEOUT_S
         with open(run_dir / "traffic.log", "ab") as log:
-            traffic = subprocess.Popen([sys.executable, "traffic_gen.py", "--url", stack.url("lb"), "--rps", "30", "--duration", str(duration),
-                                        "--quiet", "--seed", "1"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+            traffic = subprocess.Popen(
+                [
+                    sys.executable,
+                    "traffic_gen.py",
+                    "--url",
+                    stack.url("lb"),
+                    "--rps",
+                    "30",
+                    "--duration",
+                    str(duration),
+                    "--quiet",
+                    "--seed",
+                    "1",
+                ],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         time.sleep(10)  # a healthy baseline in Prometheus first
         for fault in faults:
             ep = episode(stack, fault)
@@ -141,8 +209,15 @@ def main() -> None:
             ProcessGroup.stop(traffic)
         stack.stop()
     targets = report(episodes, started_load)
-    path = write_results("e2e", {"loadavg_at_start": started_load, "episodes": episodes, "targets": targets,
-                                 "settings": {"faults": faults, "timing": load_timing()}})
+    path = write_results(
+        "e2e",
+        {
+            "loadavg_at_start": started_load,
+            "episodes": episodes,
+            "targets": targets,
+            "settings": {"faults": faults, "timing": load_timing()},
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -14,6 +14,7 @@ HdrHistogram). Afterwards every incident must exist once and have exactly one in
 Usage: ``python bench/ingest_bench.py [--posts 5000] [--groups 200] [--rate 500]``; writes
 bench/results/ingest.json and the "ingest" table of bench/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,21 +28,36 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from common import (
-    REPO_ROOT, ProcessGroup, free_port, loadavg, markdown_table, measured_line, proc_cpu_seconds, start_py_spy,
-    summarise_profile, temp_run_dir, update_readme, verdict, wait_http_ok, wait_until, write_results,
-)
-
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 import uvloop  # noqa: E402
+from common import (
+    REPO_ROOT,
+    ProcessGroup,
+    free_port,
+    loadavg,
+    markdown_table,
+    measured_line,
+    proc_cpu_seconds,
+    start_py_spy,
+    summarise_profile,
+    temp_run_dir,
+    update_readme,
+    verdict,
+    wait_http_ok,
+    wait_until,
+    write_results,
+)
 from hdrh.histogram import HdrHistogram  # noqa: E402
+
 from stackctl.stack import INTEGRATION_VARIABLES  # noqa: E402
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "alertmanager"
 TARGET_ACK_P99_MS = 20.0
 # One group's posts, in order: which shape (see build_group) each post carries. 25 posts per group.
-SEQUENCE = (["firing1", "firing1", "firing2", "truncated"] + ["firing2"] * 8 + ["one_resolved"] * 8 + ["all_resolved"] * 5)
+SEQUENCE = (
+    ["firing1", "firing1", "firing2", "truncated"] + ["firing2"] * 8 + ["one_resolved"] * 8 + ["all_resolved"] * 5
+)
 
 
 def fixture_body(name: str) -> dict[str, Any]:
@@ -72,7 +88,9 @@ def build_group(index: int) -> dict[str, bytes]:
         out["alerts"] = alerts
         out["status"] = "firing" if any(s == "firing" for _, s in alert_states) else "resolved"
         out["groupLabels"] = {"alertname": alertname, "service": service}
-        out["commonLabels"] = {k: v for k, v in alerts[0]["labels"].items() if all(a["labels"].get(k) == v for a in alerts)}
+        out["commonLabels"] = {
+            k: v for k, v in alerts[0]["labels"].items() if all(a["labels"].get(k) == v for a in alerts)
+        }
         out["groupKey"] = group_key
         out["truncatedAlerts"] = truncated
         return json.dumps(out).encode()
@@ -110,7 +128,7 @@ async def storm(url: str, plan: list[bytes], rate: float, connections: int = 256
                     answer = await response.json()
                     outcomes[str(response.status)] += 1
                     statuses[answer.get("status", "?")] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 outcomes[type(exc).__name__] += 1
                 return
             latency_us = max(int((time.perf_counter() - due) * 1e6), 1)
@@ -128,16 +146,28 @@ async def storm(url: str, plan: list[bytes], rate: float, connections: int = 256
         elapsed = time.perf_counter() - start
 
     def pct(h: HdrHistogram) -> dict[str, float]:
-        return {f"p{p}": h.get_value_at_percentile(p) / 1000 for p in (50, 90, 99, 99.9)} | {"max": h.get_max_value() / 1000}
+        return {f"p{p}": h.get_value_at_percentile(p) / 1000 for p in (50, 90, 99, 99.9)} | {
+            "max": h.get_max_value() / 1000
+        }
 
-    return {"posts": len(plan), "elapsed_s": elapsed, "posts_per_s": len(plan) / elapsed, "ack_ms": pct(hist),
-            "schedule_lag_ms": pct(lag), "http": dict(outcomes), "answers": dict(statuses),
-            "ack_p99_ms_by_second": [round(per_second[s].get_value_at_percentile(99) / 1000, 2) for s in sorted(per_second)]}
+    return {
+        "posts": len(plan),
+        "elapsed_s": elapsed,
+        "posts_per_s": len(plan) / elapsed,
+        "ack_ms": pct(hist),
+        "schedule_lag_ms": pct(lag),
+        "http": dict(outcomes),
+        "answers": dict(statuses),
+        "ack_p99_ms_by_second": [
+            round(per_second[s].get_value_at_percentile(99) / 1000, 2) for s in sorted(per_second)
+        ],
+    }
 
 
 def count_investigations(agent: str, groups: int, timeout_s: float = 120) -> dict[str, Any]:
     """Wait until every incident's investigation finished, then count incidents, investigations and
     ``investigation_started`` timeline events per incident."""
+
     def listed() -> list[dict[str, Any]]:
         return httpx.get(f"{agent}/incidents", params={"limit": 500}, timeout=10).json()["incidents"]
 
@@ -149,11 +179,15 @@ def count_investigations(agent: str, groups: int, timeout_s: float = 120) -> dic
     per_incident = []
     for incident in incidents:
         detail = httpx.get(f"{agent}/incidents/{incident['id']}", timeout=10).json()
-        per_incident.append({
-            "id": incident["id"], "status": detail["status"], "investigations": len(detail["investigations"]),
-            "started_events": sum(1 for e in detail["timeline"] if e["kind"] == "investigation_started"),
-            "investigation_status": detail["investigation_status"],
-        })
+        per_incident.append(
+            {
+                "id": incident["id"],
+                "status": detail["status"],
+                "investigations": len(detail["investigations"]),
+                "started_events": sum(1 for e in detail["timeline"] if e["kind"] == "investigation_started"),
+                "investigation_status": detail["investigation_status"],
+            }
+        )
     return {
         "incidents": len(incidents),
         "distinct_group_keys": len({i["group_key"] for i in incidents}),
@@ -171,10 +205,27 @@ def start_agent(procs: ProcessGroup, run_dir: Path, port: int, code_dir: Path = 
     ``code_dir`` is the checkout whose on_call_agent.py / oncall/ run (a patched copy for before/after figures)."""
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: tool calls fail at connect
     env: dict[str, str | None] = {name: None for name in INTEGRATION_VARIABLES}
-    env.update(ONCALL_ENV_FILE=str(run_dir / "missing.env"), DATABASE_PATH=str(run_dir / "oncall.db"),
-               PROMETHEUS_URL=closed, LB_URL=closed, PM_URL=closed, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
-               CODE_ROOT=str(REPO_ROOT))
-    args = [sys.executable, "-m", "uvicorn", "on_call_agent:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    env.update(
+        ONCALL_ENV_FILE=str(run_dir / "missing.env"),
+        DATABASE_PATH=str(run_dir / "oncall.db"),
+        PROMETHEUS_URL=closed,
+        LB_URL=closed,
+        PM_URL=closed,
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        CODE_ROOT=str(REPO_ROOT),
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "on_call_agent:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     proc = procs.start("agent", args, env=env, cwd=code_dir)
     wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=30)
     return proc
@@ -184,22 +235,48 @@ def report(result: dict[str, Any], started_load: list[float]) -> dict[str, Any]:
     """Target checks and the README table."""
     storm_figures, counts, groups = result["storm"], result["counts"], result["groups"]
     ack_ok = storm_figures["ack_ms"]["p99"] < TARGET_ACK_P99_MS
-    one_each = counts["incidents"] == groups and counts["investigations"] == groups and counts["incidents_with_exactly_one_investigation"] == groups
+    one_each = (
+        counts["incidents"] == groups
+        and counts["investigations"] == groups
+        and counts["incidents_with_exactly_one_investigation"] == groups
+    )
     targets = {"ack_p99<20ms": ack_ok, "one_investigation_per_group": one_each}
     rows = [
-        ["posts sent / answered 200", f"{storm_figures['posts']:,} / {storm_figures['http'].get('200', 0):,}", "all 200", verdict(storm_figures["http"].get("200", 0) == storm_figures["posts"])],
-        ["answers accepted / duplicate", f"{storm_figures['answers'].get('accepted', 0):,} / {storm_figures['answers'].get('duplicate', 0):,}", "-", "-"],
+        [
+            "posts sent / answered 200",
+            f"{storm_figures['posts']:,} / {storm_figures['http'].get('200', 0):,}",
+            "all 200",
+            verdict(storm_figures["http"].get("200", 0) == storm_figures["posts"]),
+        ],
+        [
+            "answers accepted / duplicate",
+            f"{storm_figures['answers'].get('accepted', 0):,} / {storm_figures['answers'].get('duplicate', 0):,}",
+            "-",
+            "-",
+        ],
         ["posts/s achieved (target rate)", f"{storm_figures['posts_per_s']:.0f} ({result['rate']:g})", "-", "-"],
         ["ack latency p50 (ms)", f"{storm_figures['ack_ms']['p50']:.2f}", "-", "-"],
         ["ack latency p99 (ms)", f"{storm_figures['ack_ms']['p99']:.2f}", "< 20 ms", verdict(ack_ok)],
         ["ack latency max (ms)", f"{storm_figures['ack_ms']['max']:.1f}", "-", "-"],
         ["agent CPU during the storm (cores)", f"{result['agent_cpu_share']:.2f}", "-", "-"],
-        ["incidents (group keys)", f"{counts['incidents']} ({groups})", f"{groups}", verdict(counts["incidents"] == groups)],
-        ["investigations started", f"{counts['investigations']} ({counts['investigation_started_events']} timeline events)",
-         f"{groups}, one per group", verdict(one_each)],
+        [
+            "incidents (group keys)",
+            f"{counts['incidents']} ({groups})",
+            f"{groups}",
+            verdict(counts["incidents"] == groups),
+        ],
+        [
+            "investigations started",
+            f"{counts['investigations']} ({counts['investigation_started_events']} timeline events)",
+            f"{groups}, one per group",
+            verdict(one_each),
+        ],
     ]
     table = markdown_table(["measure", "value", "target", "result"], rows)
-    update_readme("ingest", f"{table}\n\nOne storm of {storm_figures['posts']:,} posts over {groups} groups. {measured_line(started_load)}")
+    update_readme(
+        "ingest",
+        f"{table}\n\nOne storm of {storm_figures['posts']:,} posts over {groups} groups. {measured_line(started_load)}",
+    )
     return targets
 
 
@@ -208,8 +285,12 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=5000)
     parser.add_argument("--groups", type=int, default=200)
     parser.add_argument("--rate", type=float, default=500.0, help="posts per second, open loop (default 500)")
-    parser.add_argument("--code-dir", type=Path, default=REPO_ROOT,
-                        help="checkout to run the agent from (default: this repository; a patched copy for before/after)")
+    parser.add_argument(
+        "--code-dir",
+        type=Path,
+        default=REPO_ROOT,
+        help="checkout to run the agent from (default: this repository; a patched copy for before/after)",
+    )
     parser.add_argument("--profile", action="store_true", help="sample the agent with py-spy during the storm")
     parser.add_argument("--name", default="ingest", help="results name: bench/results/<name>.json (default ingest)")
     args = parser.parse_args()
@@ -221,7 +302,11 @@ def main() -> None:
     try:
         port = free_port()
         agent = start_agent(procs, run_dir, port, args.code_dir.resolve())
-        spy = start_py_spy(procs, agent.pid, args.posts / args.rate + 5, run_dir / "profile.txt") if args.profile else None
+        spy = (
+            start_py_spy(procs, agent.pid, args.posts / args.rate + 5, run_dir / "profile.txt")
+            if args.profile
+            else None
+        )
         cpu0, wall0 = proc_cpu_seconds(agent.pid), time.perf_counter()
         storm_figures = uvloop.run(storm(f"http://127.0.0.1:{port}/alerts", plan, args.rate))
         agent_cpu_share = (proc_cpu_seconds(agent.pid) - cpu0) / (time.perf_counter() - wall0)
@@ -232,13 +317,26 @@ def main() -> None:
             spy.wait(timeout=120)
     finally:
         procs.stop_all()
-    result = {"storm": storm_figures, "counts": counts, "groups": args.groups, "rate": args.rate, "agent_cpu_share": agent_cpu_share,
-              "code_dir": str(args.code_dir)}
+    result = {
+        "storm": storm_figures,
+        "counts": counts,
+        "groups": args.groups,
+        "rate": args.rate,
+        "agent_cpu_share": agent_cpu_share,
+        "code_dir": str(args.code_dir),
+    }
     if spy is not None and (run_dir / "profile.txt").exists():
         result["profile"] = summarise_profile(run_dir / "profile.txt")
     targets = report(result, started_load) if args.name == "ingest" else {}
-    path = write_results(args.name, {"loadavg_at_start": started_load, **result, "targets": targets,
-                                    "settings": {"posts": args.posts, "groups": args.groups, "rate": args.rate, "sequence": SEQUENCE}})
+    path = write_results(
+        args.name,
+        {
+            "loadavg_at_start": started_load,
+            **result,
+            "targets": targets,
+            "settings": {"posts": args.posts, "groups": args.groups, "rate": args.rate, "sequence": SEQUENCE},
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -13,6 +13,7 @@ Three parts, each interleaved (direct / nginx / ours in every round, median of t
 Usage: ``python bench/lb_bench.py [--rounds 3] [--duration 10]``; writes bench/results/lb.json and the
 "lb" table of bench/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,30 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx  # noqa: E402
+import uvloop  # noqa: E402
 from common import (
-    ProcessGroup, free_port, interleaved, loadavg, markdown_table, measured_line, median, median_of, nginx,
-    run_wrk, start_loadbalancer, start_replica, temp_run_dir, tree_cpu_seconds, update_readme, verdict, wait_until,
+    ProcessGroup,
+    free_port,
+    interleaved,
+    loadavg,
+    markdown_table,
+    measured_line,
+    median,
+    median_of,
+    nginx,
+    run_wrk,
+    start_loadbalancer,
+    start_replica,
+    temp_run_dir,
+    tree_cpu_seconds,
+    update_readme,
+    verdict,
+    wait_until,
     write_results,
 )
 
 import traffic_gen  # noqa: E402 - importable once common put the repository on sys.path
-import httpx  # noqa: E402
-import uvloop  # noqa: E402
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 64
@@ -62,27 +78,39 @@ class Bench:
 
     def urls(self) -> dict[str, str]:
         """Base URL of each target: one replica directly, nginx, loadbalancer.py."""
-        return {"direct": self.backends[0], "nginx": f"http://127.0.0.1:{self.nginx_port}", "ours": f"http://127.0.0.1:{self.lb_port}"}
+        return {
+            "direct": self.backends[0],
+            "nginx": f"http://127.0.0.1:{self.nginx_port}",
+            "ours": f"http://127.0.0.1:{self.lb_port}",
+        }
 
     def pid(self, target: str) -> int | None:
         return {"nginx": self.nginx.pid if self.nginx else None, "ours": self.lb.pid if self.lb else None}.get(target)
 
     def start(self, stack: ExitStack) -> None:
-        self.replicas = [start_replica(self.procs, self.run_dir, port, f"inventory-{i + 1}") for i, port in enumerate(self.ports)]
+        self.replicas = [
+            start_replica(self.procs, self.run_dir, port, f"inventory-{i + 1}") for i, port in enumerate(self.ports)
+        ]
         servers = "\n".join(f"        server 127.0.0.1:{p};" for p in self.ports)
-        self.nginx = stack.enter_context(nginx(self.procs, "lb.conf", self.nginx_port, self.run_dir / "nginx", servers=servers))
+        self.nginx = stack.enter_context(
+            nginx(self.procs, "lb.conf", self.nginx_port, self.run_dir / "nginx", servers=servers)
+        )
         self.lb = start_loadbalancer(self.procs, self.run_dir, self.lb_port, self.backends)
 
     def restart_replica(self, index: int) -> None:
         """Start replica ``index`` again on its port (after it was killed); do not wait for health."""
-        self.replicas[index] = start_replica(self.procs, self.run_dir, self.ports[index], f"inventory-{index + 1}", wait=False)
+        self.replicas[index] = start_replica(
+            self.procs, self.run_dir, self.ports[index], f"inventory-{index + 1}", wait=False
+        )
 
     def all_healthy(self) -> None:
         """Wait until both replicas answer and loadbalancer.py reports every backend up."""
         for url in self.backends:
             wait_until(lambda u=url: httpx.get(f"{u}/healthz", timeout=1).is_success, 30, 0.1, f"{url} healthy")
         lb = self.urls()["ours"]
-        wait_until(lambda: httpx.get(f"{lb}/healthz", timeout=1).json()["status"] == "ok", 30, 0.1, "LB backends all up")
+        wait_until(
+            lambda: httpx.get(f"{lb}/healthz", timeout=1).json()["status"] == "ok", 30, 0.1, "LB backends all up"
+        )
 
 
 # ---------------------------------------------------------------- part 1: throughput
@@ -104,7 +132,9 @@ def throughput(bench: Bench, target: str, duration_s: float) -> dict[str, Any]:
 def open_loop(url: str, duration_s: float, seed: int, actions: list[tuple[float, Any]] | None = None) -> dict[str, Any]:
     """traffic_gen at 300 req/s for ``duration_s`` against ``url``; ``actions`` are ``(at_s, callable)`` run
     in a worker thread at those offsets from the start (kill / restart a replica). Returns the Summary dict."""
-    config = traffic_gen.RunConfig(url=url, profile="constant", rps=OPEN_LOOP_RPS, duration=duration_s, seed=seed, timeout=10)
+    config = traffic_gen.RunConfig(
+        url=url, profile="constant", rps=OPEN_LOOP_RPS, duration=duration_s, seed=seed, timeout=10
+    )
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -136,9 +166,18 @@ def failover_run(bench: Bench, target: str, duration_s: float, seed: int) -> dic
         bench.replicas[victim].send_signal(signal.SIGKILL)
         bench.replicas[victim].wait(timeout=5)
 
-    summary = open_loop(bench.urls()[target], duration_s, seed, [(KILL_AT_S, kill), (RESTART_AT_S, lambda: bench.restart_replica(victim))])
-    return {"failed": failed_requests(summary), "sent": summary["sent"], "outcomes": summary["outcomes"],
-            "latency_ms": summary["latency_ms"]}
+    summary = open_loop(
+        bench.urls()[target],
+        duration_s,
+        seed,
+        [(KILL_AT_S, kill), (RESTART_AT_S, lambda: bench.restart_replica(victim))],
+    )
+    return {
+        "failed": failed_requests(summary),
+        "sent": summary["sent"],
+        "outcomes": summary["outcomes"],
+        "latency_ms": summary["latency_ms"],
+    }
 
 
 # ---------------------------------------------------------------- report
@@ -149,14 +188,21 @@ def report(rounds: dict[str, dict[str, list[dict[str, Any]]]], started_load: lis
     tp, lat, fo = rounds["throughput"], rounds["latency"], rounds["failover"]
     n = len(tp["nginx"])
     ratio = median([tp["ours"][i]["rps"] / tp["nginx"][i]["rps"] for i in range(n)])
-    added = {t: {p: median([lat[t][i]["latency_ms"][p] - lat["direct"][i]["latency_ms"][p] for i in range(n)]) for p in ("p50", "p99")}
-             for t in ("nginx", "ours")}
+    added = {
+        t: {
+            p: median([lat[t][i]["latency_ms"][p] - lat["direct"][i]["latency_ms"][p] for i in range(n)])
+            for p in ("p50", "p99")
+        }
+        for t in ("nginx", "ours")
+    }
     failed = {t: max(r["failed"] for r in fo[t]) for t in ("nginx", "ours")}
     summary = {
         "throughput_rps_median": {t: median_of(tp[t], "rps") for t in tp},
         "throughput_ratio_ours_to_nginx": ratio,
         "proxy_cpu_s_per_1k_median": {t: median_of(tp[t], "proxy_cpu_s_per_1k") for t in ("nginx", "ours")},
-        "open_loop_latency_ms_median": {t: {p: median_of(lat[t], "latency_ms", p) for p in ("p50", "p99")} for t in lat},
+        "open_loop_latency_ms_median": {
+            t: {p: median_of(lat[t], "latency_ms", p) for p in ("p50", "p99")} for t in lat
+        },
         "added_latency_ms_median": added,
         "failover_failed_max": failed,
         "targets": {
@@ -166,21 +212,50 @@ def report(rounds: dict[str, dict[str, list[dict[str, Any]]]], started_load: lis
         },
     }
     rows = [
-        ["throughput, wrk -t2 -c64 GET /items/1 (req/s)", f"{summary['throughput_rps_median']['direct']:,.0f}",
-         f"{summary['throughput_rps_median']['nginx']:,.0f}", f"{summary['throughput_rps_median']['ours']:,.0f}",
-         f"ours/nginx {ratio:.2f}x (>= 0.6x)", verdict(summary["targets"]["throughput_ratio>=0.6"])],
-        ["proxy CPU per 1,000 requests (CPU s)", "-", f"{summary['proxy_cpu_s_per_1k_median']['nginx']:.3f}",
-         f"{summary['proxy_cpu_s_per_1k_median']['ours']:.3f}", "-", "-"],
-        ["p50 at 300 req/s open loop (ms)", f"{summary['open_loop_latency_ms_median']['direct']['p50']:.2f}",
-         f"{summary['open_loop_latency_ms_median']['nginx']['p50']:.2f}", f"{summary['open_loop_latency_ms_median']['ours']['p50']:.2f}",
-         f"added: nginx {added['nginx']['p50']:+.2f}, ours {added['ours']['p50']:+.2f}", "-"],
-        ["p99 at 300 req/s open loop (ms)", f"{summary['open_loop_latency_ms_median']['direct']['p99']:.2f}",
-         f"{summary['open_loop_latency_ms_median']['nginx']['p99']:.2f}", f"{summary['open_loop_latency_ms_median']['ours']['p99']:.2f}",
-         f"added: nginx {added['nginx']['p99']:+.2f}, ours {added['ours']['p99']:+.2f} (<= 5 ms)", verdict(summary["targets"]["added_p99<=5ms"])],
-        ["failed requests, replica killed at 3 s, back at 6 s (worst round)", "-", str(failed["nginx"]), str(failed["ours"]),
-         "ours 0", verdict(summary["targets"]["failover_failed==0"])],
+        [
+            "throughput, wrk -t2 -c64 GET /items/1 (req/s)",
+            f"{summary['throughput_rps_median']['direct']:,.0f}",
+            f"{summary['throughput_rps_median']['nginx']:,.0f}",
+            f"{summary['throughput_rps_median']['ours']:,.0f}",
+            f"ours/nginx {ratio:.2f}x (>= 0.6x)",
+            verdict(summary["targets"]["throughput_ratio>=0.6"]),
+        ],
+        [
+            "proxy CPU per 1,000 requests (CPU s)",
+            "-",
+            f"{summary['proxy_cpu_s_per_1k_median']['nginx']:.3f}",
+            f"{summary['proxy_cpu_s_per_1k_median']['ours']:.3f}",
+            "-",
+            "-",
+        ],
+        [
+            "p50 at 300 req/s open loop (ms)",
+            f"{summary['open_loop_latency_ms_median']['direct']['p50']:.2f}",
+            f"{summary['open_loop_latency_ms_median']['nginx']['p50']:.2f}",
+            f"{summary['open_loop_latency_ms_median']['ours']['p50']:.2f}",
+            f"added: nginx {added['nginx']['p50']:+.2f}, ours {added['ours']['p50']:+.2f}",
+            "-",
+        ],
+        [
+            "p99 at 300 req/s open loop (ms)",
+            f"{summary['open_loop_latency_ms_median']['direct']['p99']:.2f}",
+            f"{summary['open_loop_latency_ms_median']['nginx']['p99']:.2f}",
+            f"{summary['open_loop_latency_ms_median']['ours']['p99']:.2f}",
+            f"added: nginx {added['nginx']['p99']:+.2f}, ours {added['ours']['p99']:+.2f} (<= 5 ms)",
+            verdict(summary["targets"]["added_p99<=5ms"]),
+        ],
+        [
+            "failed requests, replica killed at 3 s, back at 6 s (worst round)",
+            "-",
+            str(failed["nginx"]),
+            str(failed["ours"]),
+            "ours 0",
+            verdict(summary["targets"]["failover_failed==0"]),
+        ],
     ]
-    table = markdown_table(["measure", "direct (1 replica)", "nginx", "loadbalancer.py", "comparison (target)", "target"], rows)
+    table = markdown_table(
+        ["measure", "direct (1 replica)", "nginx", "loadbalancer.py", "comparison (target)", "target"], rows
+    )
     update_readme("lb", f"{table}\n\nMedian of {n} interleaved rounds. {measured_line(started_load)}")
     return summary
 
@@ -201,14 +276,31 @@ def main() -> None:
         print("part 1: wrk throughput")
         tp = interleaved(args.rounds, [(t, lambda i, t=t: throughput(bench, t, args.duration)) for t in targets])
         print("part 2: open loop 300 req/s")
-        lat = interleaved(args.rounds, [(t, lambda i, t=t: open_loop(bench.urls()[t], args.duration, seed=i)) for t in targets])
+        lat = interleaved(
+            args.rounds, [(t, lambda i, t=t: open_loop(bench.urls()[t], args.duration, seed=i)) for t in targets]
+        )
         print("part 3: failover")
-        fo = interleaved(args.rounds, [(t, lambda i, t=t: failover_run(bench, t, args.duration, seed=i)) for t in ("nginx", "ours")])
+        fo = interleaved(
+            args.rounds, [(t, lambda i, t=t: failover_run(bench, t, args.duration, seed=i)) for t in ("nginx", "ours")]
+        )
     rounds = {"throughput": tp, "latency": lat, "failover": fo}
     summary = report(rounds, started_load)
-    path = write_results("lb", {"loadavg_at_start": started_load, "summary": summary, "rounds": rounds,
-                                "settings": {"rounds": args.rounds, "duration_s": args.duration, "wrk": f"-t{WRK_THREADS} -c{WRK_CONNECTIONS}",
-                                             "open_loop_rps": OPEN_LOOP_RPS, "kill_at_s": KILL_AT_S, "restart_at_s": RESTART_AT_S}})
+    path = write_results(
+        "lb",
+        {
+            "loadavg_at_start": started_load,
+            "summary": summary,
+            "rounds": rounds,
+            "settings": {
+                "rounds": args.rounds,
+                "duration_s": args.duration,
+                "wrk": f"-t{WRK_THREADS} -c{WRK_CONNECTIONS}",
+                "open_loop_rps": OPEN_LOOP_RPS,
+                "kill_at_s": KILL_AT_S,
+                "restart_at_s": RESTART_AT_S,
+            },
+        },
+    )
     print(f"wrote {path}")
 
 

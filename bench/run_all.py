@@ -4,6 +4,7 @@ Each benchmark runs as its own process (bench/<name>_bench.py) so one failing do
 others; each writes bench/results/<name>.json and its table in bench/README.md. Exit status 1 when
 any benchmark failed to run (a missed target is reported in the tables, not as a failure).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,9 @@ def run_one(script: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}"
+    )
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
@@ -53,7 +56,10 @@ def main() -> int:
         print(f"=== {name} (load average {loadavg()})", flush=True)
         started = time.monotonic()
         code = run_one(BENCHMARKS[name])
-        print(f"=== {name}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {time.monotonic() - started:.0f} s", flush=True)
+        print(
+            f"=== {name}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {time.monotonic() - started:.0f} s",
+            flush=True,
+        )
         if code != 0:
             failed.append(name)
     if failed:

@@ -7,6 +7,7 @@ Serves, on 127.0.0.1 (OS-assigned port), in its own thread:
 (process manager; empty lists). Used by bench/investigation_bench.py so that each tool call takes
 ``delay_s`` seconds and the parallel speed-up of a round of tool calls can be measured.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,6 @@ import threading
 from typing import Any
 
 from aiohttp import web
-
 from common import REPO_ROOT
 
 PROM_QUERY_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "prometheus" / "prom_api_v1_query_up.json"
@@ -41,7 +41,7 @@ class SlowStack:
 
         return handler
 
-    def start(self) -> "SlowStack":
+    def start(self) -> SlowStack:
         """Start the server thread; returns once it listens. Raises RuntimeError after 10 s without it."""
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -79,7 +79,7 @@ class SlowStack:
         self._loop.close()
         self._loop = None
 
-    def __enter__(self) -> "SlowStack":
+    def __enter__(self) -> SlowStack:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -4,6 +4,7 @@ Jira Cloud REST v3 takes rich-text fields (``description``) as an ADF document
 ``{"type": "doc", "version": 1, "content": [...]}``; node and mark shapes follow the official
 JSON schema (npm @atlaskit/adf-schema, ``#/definitions/doc_node``). Text nodes must not be empty.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -88,8 +89,11 @@ def _diagnosis_nodes(diagnosis: Diagnosis, code_excerpt: str | None) -> list[Nod
     nodes: list[Node] = [
         paragraph(text("Summary: ", STRONG), text(diagnosis.summary)),
         paragraph(
-            text("Fault type: ", STRONG), text(diagnosis.fault_type.value, CODE),
-            text(f" · Priority {diagnosis.priority} · Confidence {round(diagnosis.confidence * 100)}% · Engine {diagnosis.engine}"),
+            text("Fault type: ", STRONG),
+            text(diagnosis.fault_type.value, CODE),
+            text(
+                f" · Priority {diagnosis.priority} · Confidence {round(diagnosis.confidence * 100)}% · Engine {diagnosis.engine}"
+            ),
         ),
         paragraph(text("Affected: ", STRONG), text(f"service {diagnosis.affected_service}, replicas {replicas}")),
         heading("Root cause", 3),
@@ -103,7 +107,12 @@ def _diagnosis_nodes(diagnosis: Diagnosis, code_excerpt: str | None) -> list[Nod
     if diagnosis.evidence:
         nodes += [
             heading("Evidence", 3),
-            bullet_list([[text(f"{item.tool}: ", STRONG), text(item.finding), text(" — "), text(item.query, CODE)] for item in diagnosis.evidence]),
+            bullet_list(
+                [
+                    [text(f"{item.tool}: ", STRONG), text(item.finding), text(" — "), text(item.query, CODE)]
+                    for item in diagnosis.evidence
+                ]
+            ),
         ]
     if diagnosis.suggested_fix:
         nodes += [heading("Suggested fix", 3), paragraph(text(diagnosis.suggested_fix))]

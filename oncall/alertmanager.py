@@ -12,6 +12,7 @@ Facts the ingest relies on:
   ``status`` is computed from the listed alerts only, so it can say ``resolved`` while a cut alert fires.
 - Firing alerts carry Go's zero time ``0001-01-01T00:00:00Z`` as ``endsAt``.
 """
+
 from __future__ import annotations
 
 import json

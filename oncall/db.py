@@ -10,15 +10,17 @@ Tables (all times are Unix epoch seconds, REAL):
 - ``messages``: WhatsApp conversation and outbox (direction ``out``/``in``).
 - ``tickets``: Jira issues created, or drafts kept when Jira is not configured.
 """
+
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS raw_alerts (
@@ -226,7 +228,9 @@ def get_incident(db: Database, incident_id: int) -> dict[str, Any] | None:
 
 def get_incident_alerts(db: Database, incident_id: int) -> list[dict[str, Any]]:
     """Return the incident's alerts (labels and annotations decoded), oldest first."""
-    rows = db.query("SELECT * FROM incident_alerts WHERE incident_id = ? ORDER BY first_seen_at, fingerprint", (incident_id,))
+    rows = db.query(
+        "SELECT * FROM incident_alerts WHERE incident_id = ? ORDER BY first_seen_at, fingerprint", (incident_id,)
+    )
     for row in rows:
         row["labels"] = json.loads(row["labels"])
         row["annotations"] = json.loads(row["annotations"])

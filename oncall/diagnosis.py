@@ -1,4 +1,5 @@
 """The structured root-cause diagnosis an investigation ends with."""
+
 from __future__ import annotations
 
 from enum import Enum

@@ -3,6 +3,7 @@
 All times are Unix epoch seconds. JSON columns are decoded; ``tool_calls.result`` and
 ``tickets.payload`` are decoded when they hold JSON and returned as text otherwise.
 """
+
 from __future__ import annotations
 
 import json

@@ -14,6 +14,7 @@ Rules (Alertmanager webhook payload v4, see ``oncall.alertmanager``):
 - A ``firing`` status for an alert already resolved with the same ``startsAt`` is a stale copy (two
   webhook configs of one receiver race); a real re-fire has a new ``startsAt``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,7 +79,9 @@ def ingest_notification(db: Database, raw_body: bytes) -> IngestResult:
         with db.transaction():
             result = _apply(db, raw_id, sha256, notification)
     except Exception as exc:
-        db.execute("UPDATE raw_alerts SET error = ? WHERE id = ?", (f"processing failed: {type(exc).__name__}: {exc}", raw_id))
+        db.execute(
+            "UPDATE raw_alerts SET error = ? WHERE id = ?", (f"processing failed: {type(exc).__name__}: {exc}", raw_id)
+        )
         raise
     ALERT_NOTIFICATIONS.labels(outcome=result.outcome).inc()
     if result.outcome == "accepted":
@@ -117,15 +120,20 @@ def _apply(db: Database, raw_id: int, sha256: str, n: WebhookNotification) -> In
             "UPDATE raw_alerts SET valid = 1, group_key = ?, incident_id = ? WHERE id = ?",
             (n.group_key, duplicate_of["incident_id"], raw_id),
         )
-        return IngestResult(outcome="duplicate", raw_id=raw_id, incident_id=duplicate_of["incident_id"], group_key=n.group_key)
+        return IngestResult(
+            outcome="duplicate", raw_id=raw_id, incident_id=duplicate_of["incident_id"], group_key=n.group_key
+        )
 
     incident = db.query_one("SELECT * FROM incidents WHERE group_key = ?", (n.group_key,))
     created = incident is None
     incident_id = _create_incident(db, n, now) if created else int(incident["id"])
     new_firing, newly_resolved = _upsert_alerts(db, incident_id, n.alerts, now)
-    any_firing = db.query_one(
-        "SELECT 1 AS x FROM incident_alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1", (incident_id,)
-    ) is not None
+    any_firing = (
+        db.query_one(
+            "SELECT 1 AS x FROM incident_alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1", (incident_id,)
+        )
+        is not None
+    )
 
     start = False
     resolved_now = False
@@ -146,10 +154,13 @@ def _apply(db: Database, raw_id: int, sha256: str, n: WebhookNotification) -> In
 
     _refresh_incident(db, incident_id, n, now)
     db.execute(
-        "UPDATE raw_alerts SET valid = 1, group_key = ?, incident_id = ? WHERE id = ?", (n.group_key, incident_id, raw_id)
+        "UPDATE raw_alerts SET valid = 1, group_key = ?, incident_id = ? WHERE id = ?",
+        (n.group_key, incident_id, raw_id),
     )
     if n.truncated and not any_firing and not created and incident["status"] == "firing":
-        log.info("incident %d: not resolved from a truncated notification (%d alerts cut)", incident_id, n.truncated_alerts)
+        log.info(
+            "incident %d: not resolved from a truncated notification (%d alerts cut)", incident_id, n.truncated_alerts
+        )
     return IngestResult(
         outcome="accepted",
         raw_id=raw_id,
@@ -194,11 +205,15 @@ def incident_title(n: WebhookNotification) -> str:
     return f"{title}: {summary}" if summary else title
 
 
-def _upsert_alerts(db: Database, incident_id: int, alerts: list[WebhookAlert], now: float) -> tuple[list[str], list[str]]:
+def _upsert_alerts(
+    db: Database, incident_id: int, alerts: list[WebhookAlert], now: float
+) -> tuple[list[str], list[str]]:
     """Insert or update each alert by fingerprint; return (newly firing, newly resolved) fingerprints."""
     known = {
         row["fingerprint"]: row
-        for row in db.query("SELECT fingerprint, status, starts_at FROM incident_alerts WHERE incident_id = ?", (incident_id,))
+        for row in db.query(
+            "SELECT fingerprint, status, starts_at FROM incident_alerts WHERE incident_id = ?", (incident_id,)
+        )
     }
     new_firing: list[str] = []
     newly_resolved: list[str] = []
@@ -221,8 +236,17 @@ def _upsert_alerts(db: Database, incident_id: int, alerts: list[WebhookAlert], n
             " generator_url = ?, last_seen_at = ?, resolved_at = CASE WHEN ? = 'resolved' THEN COALESCE(resolved_at, ?) END"
             " WHERE incident_id = ? AND fingerprint = ?",
             (
-                alert.status, dumps(alert.labels), dumps(alert.annotations), starts_at, ends_at, alert.generator_url,
-                now, alert.status, now, incident_id, alert.fingerprint,
+                alert.status,
+                dumps(alert.labels),
+                dumps(alert.annotations),
+                starts_at,
+                ends_at,
+                alert.generator_url,
+                now,
+                alert.status,
+                now,
+                incident_id,
+                alert.fingerprint,
             ),
         )
         known[alert.fingerprint] = {"status": alert.status, "starts_at": starts_at}
@@ -235,14 +259,26 @@ def _upsert_alerts(db: Database, incident_id: int, alerts: list[WebhookAlert], n
     return new_firing, newly_resolved
 
 
-def _insert_alert(db: Database, incident_id: int, alert: WebhookAlert, starts_at: str, ends_at: str | None, now: float) -> None:
+def _insert_alert(
+    db: Database, incident_id: int, alert: WebhookAlert, starts_at: str, ends_at: str | None, now: float
+) -> None:
     """Insert a fingerprint seen for the first time in this incident."""
     db.execute(
         "INSERT INTO incident_alerts (incident_id, fingerprint, alertname, status, labels, annotations, starts_at,"
         " ends_at, generator_url, first_seen_at, last_seen_at, resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            incident_id, alert.fingerprint, alert.alertname, alert.status, dumps(alert.labels), dumps(alert.annotations),
-            starts_at, ends_at, alert.generator_url, now, now, now if alert.status == "resolved" else None,
+            incident_id,
+            alert.fingerprint,
+            alert.alertname,
+            alert.status,
+            dumps(alert.labels),
+            dumps(alert.annotations),
+            starts_at,
+            ends_at,
+            alert.generator_url,
+            now,
+            now,
+            now if alert.status == "resolved" else None,
         ),
     )
 

@@ -8,6 +8,7 @@ Storage (see ``oncall.db``): one ``investigations`` row per engine attempt (stat
 ``diagnosis`` (JSON), ``diagnosed_at`` and ``investigation_status`` (``running`` -> ``done`` |
 ``failed``; a cancelled investigation stays ``running`` so it is resumed after a restart).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -80,7 +81,9 @@ class Investigator:
                     break
         except Exception as exc:
             self._set_status(incident_id, "failed")
-            add_timeline(self.db, incident_id, "investigation_failed", {"error": self._redact(f"{type(exc).__name__}: {exc}")})
+            add_timeline(
+                self.db, incident_id, "investigation_failed", {"error": self._redact(f"{type(exc).__name__}: {exc}")}
+            )
             raise RuntimeError(f"investigation of incident {incident_id} failed") from exc
         assert diagnosis is not None  # the offline engine either returns a diagnosis or raises
         now = time.time()
@@ -88,13 +91,23 @@ class Investigator:
             "UPDATE incidents SET diagnosis = ?, diagnosed_at = ?, investigation_status = 'done', updated_at = ? WHERE id = ?",
             (diagnosis.model_dump_json(), now, now, incident_id),
         )
-        add_timeline(self.db, incident_id, "diagnosis", {
-            "engine": diagnosis.engine, "fault_type": diagnosis.fault_type.value, "priority": diagnosis.priority,
-            "affected_replicas": diagnosis.affected_replicas, "summary": diagnosis.summary,
-        })
+        add_timeline(
+            self.db,
+            incident_id,
+            "diagnosis",
+            {
+                "engine": diagnosis.engine,
+                "fault_type": diagnosis.fault_type.value,
+                "priority": diagnosis.priority,
+                "affected_replicas": diagnosis.affected_replicas,
+                "summary": diagnosis.summary,
+            },
+        )
         return diagnosis
 
-    async def _attempt(self, engine: Engine, incident: dict[str, Any], alerts: list[dict[str, Any]], *, fallback: bool) -> Diagnosis | None:
+    async def _attempt(
+        self, engine: Engine, incident: dict[str, Any], alerts: list[dict[str, Any]], *, fallback: bool
+    ) -> Diagnosis | None:
         """Run one engine with its own ``investigations`` row. With ``fallback`` an engine error is
         recorded and None returned (the next engine runs); otherwise it is re-raised."""
         incident_id = incident["id"]
@@ -115,34 +128,78 @@ class Investigator:
             async with asyncio.timeout(limit):
                 result = await engine.run(incident, alerts, on_record)
         except asyncio.CancelledError:
-            self._finish(investigation_id, "interrupted", error="cancelled (agent shutting down); resumed at next start")
+            self._finish(
+                investigation_id, "interrupted", error="cancelled (agent shutting down); resumed at next start"
+            )
             raise
         except Exception as exc:  # noqa: BLE001 - any engine failure falls back or is reported
-            detail = str(exc) or (f"no diagnosis within INVESTIGATION_TIMEOUT_S={limit:g} s" if isinstance(exc, TimeoutError) else "no detail")
+            detail = str(exc) or (
+                f"no diagnosis within INVESTIGATION_TIMEOUT_S={limit:g} s"
+                if isinstance(exc, TimeoutError)
+                else "no detail"
+            )
             reason = self._redact(f"{type(exc).__name__}: {detail}")
-            usage = (exc.rounds, exc.prompt_tokens, exc.completion_tokens) if isinstance(exc, InvalidModelOutput) else (0, 0, 0)
-            self._finish(investigation_id, "failed", error=reason, rounds=usage[0], prompt_tokens=usage[1], completion_tokens=usage[2])
+            usage = (
+                (exc.rounds, exc.prompt_tokens, exc.completion_tokens)
+                if isinstance(exc, InvalidModelOutput)
+                else (0, 0, 0)
+            )
+            self._finish(
+                investigation_id,
+                "failed",
+                error=reason,
+                rounds=usage[0],
+                prompt_tokens=usage[1],
+                completion_tokens=usage[2],
+            )
             INVESTIGATIONS.labels(engine=label, outcome="error").inc()
             INVESTIGATION_SECONDS.labels(engine=label).observe(time.perf_counter() - t0)
             if not fallback:
                 raise
-            log.warning("incident %s: %s engine failed, falling back to the offline engine: %s", incident_id, engine.name, reason)
-            add_timeline(self.db, incident_id, "investigation_fallback", {"from": engine.name, "to": self.offline.name, "reason": reason})
+            log.warning(
+                "incident %s: %s engine failed, falling back to the offline engine: %s",
+                incident_id,
+                engine.name,
+                reason,
+            )
+            add_timeline(
+                self.db,
+                incident_id,
+                "investigation_fallback",
+                {"from": engine.name, "to": self.offline.name, "reason": reason},
+            )
             return None
-        self._finish(investigation_id, "done", rounds=result.rounds, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+        self._finish(
+            investigation_id,
+            "done",
+            rounds=result.rounds,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+        )
         INVESTIGATIONS.labels(engine=label, outcome=result.diagnosis.fault_type.value).inc()
         INVESTIGATION_SECONDS.labels(engine=label).observe(time.perf_counter() - t0)
         return result.diagnosis
 
-    def _finish(self, investigation_id: int, status: str, *, error: str | None = None, rounds: int = 0,
-                prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+    def _finish(
+        self,
+        investigation_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+        rounds: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
         self.db.execute(
             "UPDATE investigations SET finished_at = ?, status = ?, error = ?, rounds = ?, prompt_tokens = ?, completion_tokens = ? WHERE id = ?",
             (time.time(), status, error, rounds, prompt_tokens, completion_tokens, investigation_id),
         )
 
     def _set_status(self, incident_id: int, status: str) -> None:
-        self.db.execute("UPDATE incidents SET investigation_status = ?, updated_at = ? WHERE id = ?", (status, time.time(), incident_id))
+        self.db.execute(
+            "UPDATE incidents SET investigation_status = ?, updated_at = ? WHERE id = ?",
+            (status, time.time(), incident_id),
+        )
 
     def _redact(self, text: str) -> str:
         """Remove configured secrets from an error text before it is stored or logged."""

@@ -8,6 +8,7 @@
   ``{"errorMessages": [...], "errors": {field: message}}``.
 Authentication is HTTP basic with the account e-mail and an API token.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,7 +37,9 @@ JIRA_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 SUMMARY_MAX_CHARS = 255  # Jira's limit for the summary field
 ATTEMPTS = 3
 
-TicketStatus = Literal["created", "draft", "failed", "exists", "assignee_not_found", "assignee_ambiguous", "no_incident"]
+TicketStatus = Literal[
+    "created", "draft", "failed", "exists", "assignee_not_found", "assignee_ambiguous", "no_incident"
+]
 
 
 class JiraUser(BaseModel):
@@ -114,12 +117,14 @@ class JiraClient:
         backoff_s: first retry wait in seconds (doubles per attempt); at most 3 attempts per call.
     """
 
-    def __init__(self, runtime: "AgentRuntime", backoff_s: float = 0.5) -> None:
+    def __init__(self, runtime: AgentRuntime, backoff_s: float = 0.5) -> None:
         self.runtime = runtime
         self.backoff_s = backoff_s
         self._lock = asyncio.Lock()  # one ticket per incident even when two replies race
 
-    async def create_ticket(self, incident_id: int, *, assignee: str | None, summary: str | None = None, force_new: bool = False) -> TicketResult:
+    async def create_ticket(
+        self, incident_id: int, *, assignee: str | None, summary: str | None = None, force_new: bool = False
+    ) -> TicketResult:
         """Create (or draft) the Jira issue for an incident.
 
         Args:
@@ -131,30 +136,50 @@ class JiraClient:
             A ``TicketResult``; Jira and network errors are reported in it, never raised.
         """
         async with self._lock:
-            return await self._create(incident_id, assignee=assignee.strip() if assignee else None, summary=summary, force_new=force_new)
+            return await self._create(
+                incident_id, assignee=assignee.strip() if assignee else None, summary=summary, force_new=force_new
+            )
 
-    async def _create(self, incident_id: int, *, assignee: str | None, summary: str | None, force_new: bool) -> TicketResult:
+    async def _create(
+        self, incident_id: int, *, assignee: str | None, summary: str | None, force_new: bool
+    ) -> TicketResult:
         settings = self.runtime.settings
         incident = get_incident(self.runtime.db, incident_id)
         if incident is None:
-            return TicketResult(status="no_incident", incident_id=incident_id, message=f"Incident #{incident_id} does not exist.")
+            return TicketResult(
+                status="no_incident", incident_id=incident_id, message=f"Incident #{incident_id} does not exist."
+            )
         if not force_new:
             existing = self._existing_ticket(incident_id)
             if existing is not None:
                 return existing
         fields = self._fields(incident, summary)
         if not settings.jira_enabled:
-            return self._store(incident_id, "draft", fields, assignee, None, message=(
-                f"Jira is not configured (set JIRA_BASE_URL, JIRA_EMAIL, JIRA_API_TOKEN, JIRA_PROJECT_KEY), so no issue was created. "
-                f"The ticket draft{' for ' + assignee if assignee else ''} is kept on incident #{incident_id}."
-            ))
+            return self._store(
+                incident_id,
+                "draft",
+                fields,
+                assignee,
+                None,
+                message=(
+                    f"Jira is not configured (set JIRA_BASE_URL, JIRA_EMAIL, JIRA_API_TOKEN, JIRA_PROJECT_KEY), so no issue was created. "
+                    f"The ticket draft{' for ' + assignee if assignee else ''} is kept on incident #{incident_id}."
+                ),
+            )
         account: JiraUser | None = None
         if assignee:
             try:
                 users = await self.find_assignable(assignee)
             except (JiraError, httpx.HTTPError) as exc:
-                return self._store(incident_id, "failed", fields, assignee, None, error=self._describe(exc),
-                                   message=f"❌ Could not look up Jira user \"{assignee}\": {self._describe(exc)}")
+                return self._store(
+                    incident_id,
+                    "failed",
+                    fields,
+                    assignee,
+                    None,
+                    error=self._describe(exc),
+                    message=f'❌ Could not look up Jira user "{assignee}": {self._describe(exc)}',
+                )
             choice = self._choose(assignee, users, incident_id)
             if isinstance(choice, TicketResult):
                 return choice
@@ -171,17 +196,27 @@ class JiraClient:
         )
         if row is None:
             return None
-        what = f"Jira {row['jira_key']}: {row['url']}" if row["status"] == "created" else "a ticket draft (Jira is not configured)"
+        what = (
+            f"Jira {row['jira_key']}: {row['url']}"
+            if row["status"] == "created"
+            else "a ticket draft (Jira is not configured)"
+        )
         return TicketResult(
-            status="exists", incident_id=incident_id, ticket_id=row["id"], key=row["jira_key"], url=row["url"],
-            message=f"Incident #{incident_id} already has {what}. Reply \"#{incident_id} new ticket ...\" to create another.",
+            status="exists",
+            incident_id=incident_id,
+            ticket_id=row["id"],
+            key=row["jira_key"],
+            url=row["url"],
+            message=f'Incident #{incident_id} already has {what}. Reply "#{incident_id} new ticket ..." to create another.',
         )
 
     def _fields(self, incident: dict[str, Any], summary: str | None) -> dict[str, Any]:
         """The ``fields`` of the create-issue request (assignee added after resolution)."""
         settings = self.runtime.settings
         diagnosis = Diagnosis.model_validate(incident["diagnosis"]) if incident["diagnosis"] else None
-        default = f"[#{incident['id']}] {alert_name(incident)}: " + (diagnosis.summary if diagnosis else incident["title"])
+        default = f"[#{incident['id']}] {alert_name(incident)}: " + (
+            diagnosis.summary if diagnosis else incident["title"]
+        )
         text = " ".join((summary or default).split())
         labels = ["oncall-agent"] + ([diagnosis.fault_type.value] if diagnosis else [])
         return {
@@ -189,7 +224,9 @@ class JiraClient:
             "issuetype": {"name": settings.jira_issue_type},
             "summary": text[:SUMMARY_MAX_CHARS],
             "description": incident_document(
-                incident, diagnosis, incident_url(settings.public_base_url, incident["id"]),
+                incident,
+                diagnosis,
+                incident_url(settings.public_base_url, incident["id"]),
                 self._code_excerpt(incident["id"], diagnosis.affected_file if diagnosis else None),
             ),
             "priority": {"name": PRIORITY_NAMES[diagnosis.priority if diagnosis else "P3"]},
@@ -227,10 +264,16 @@ class JiraClient:
         settings = self.runtime.settings
         url = f"{settings.jira_base_url}/rest/api/3/user/assignable/search"
         params = {"project": settings.jira_project_key or "", "query": name, "maxResults": 50}
-        async for attempt in AsyncRetrying(stop=stop_after_attempt(ATTEMPTS), wait=wait_exponential(multiplier=self.backoff_s, max=8),
-                                           retry=retry_if_exception(_transient_status), reraise=True):
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(ATTEMPTS),
+            wait=wait_exponential(multiplier=self.backoff_s, max=8),
+            retry=retry_if_exception(_transient_status),
+            reraise=True,
+        ):
             with attempt:
-                response = await self.runtime.http.get(url, params=params, auth=self._auth(), timeout=JIRA_TIMEOUT, headers={"Accept": "application/json"})
+                response = await self.runtime.http.get(
+                    url, params=params, auth=self._auth(), timeout=JIRA_TIMEOUT, headers={"Accept": "application/json"}
+                )
                 if response.status_code != 200:
                     raise JiraError(response.status_code, jira_error_text(response))
         return [JiraUser.model_validate(user) for user in response.json()]
@@ -247,35 +290,66 @@ class JiraClient:
         if not active:
             inactive = f" (inactive: {', '.join(u.displayName for u in users)})" if users else ""
             return TicketResult(
-                status="assignee_not_found", incident_id=incident_id, candidates=[],
-                message=f"No assignable Jira user in project {project} matches \"{query}\"{inactive}. No ticket created for #{incident_id}.",
+                status="assignee_not_found",
+                incident_id=incident_id,
+                candidates=[],
+                message=f'No assignable Jira user in project {project} matches "{query}"{inactive}. No ticket created for #{incident_id}.',
             )
         names = [user.displayName for user in active]
         return TicketResult(
-            status="assignee_ambiguous", incident_id=incident_id, candidates=names,
-            message=f"Several Jira users match \"{query}\": {', '.join(names)}. No ticket created; reply e.g. \"#{incident_id} ticket assign to {names[0]}\".",
+            status="assignee_ambiguous",
+            incident_id=incident_id,
+            candidates=names,
+            message=f'Several Jira users match "{query}": {", ".join(names)}. No ticket created; reply e.g. "#{incident_id} ticket assign to {names[0]}".',
         )
 
-    async def _post_issue(self, incident_id: int, fields: dict[str, Any], assignee: str | None, account: JiraUser | None) -> TicketResult:
+    async def _post_issue(
+        self, incident_id: int, fields: dict[str, Any], assignee: str | None, account: JiraUser | None
+    ) -> TicketResult:
         """POST the issue; retried only when the connection could not be made."""
         url = f"{self.runtime.settings.jira_base_url}/rest/api/3/issue"
         try:
-            async for attempt in AsyncRetrying(stop=stop_after_attempt(ATTEMPTS), wait=wait_exponential(multiplier=self.backoff_s, max=8),
-                                               retry=retry_if_exception(_not_sent), reraise=True):
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(ATTEMPTS),
+                wait=wait_exponential(multiplier=self.backoff_s, max=8),
+                retry=retry_if_exception(_not_sent),
+                reraise=True,
+            ):
                 with attempt:
-                    response = await self.runtime.http.post(url, json={"fields": fields}, auth=self._auth(), timeout=JIRA_TIMEOUT, headers={"Accept": "application/json"})
+                    response = await self.runtime.http.post(
+                        url,
+                        json={"fields": fields},
+                        auth=self._auth(),
+                        timeout=JIRA_TIMEOUT,
+                        headers={"Accept": "application/json"},
+                    )
             if response.status_code != 201:
                 raise JiraError(response.status_code, jira_error_text(response))
             key = str(response.json()["key"])
         except (JiraError, httpx.HTTPError, KeyError, ValueError) as exc:
             error = self._describe(exc)
             log.error("Jira issue for incident %s failed: %s", incident_id, error)
-            return self._store(incident_id, "failed", fields, assignee, account, error=error,
-                               message=f"❌ Jira did not create the ticket for #{incident_id}: {error}")
+            return self._store(
+                incident_id,
+                "failed",
+                fields,
+                assignee,
+                account,
+                error=error,
+                message=f"❌ Jira did not create the ticket for #{incident_id}: {error}",
+            )
         browse = f"{self.runtime.settings.jira_base_url}/browse/{key}"
         who = f" and assigned to {account.displayName}" if account else " (unassigned)"
-        return self._store(incident_id, "created", fields, assignee, account, key=key, url=browse,
-                           message=f"✅ Jira {key} created for #{incident_id}{who}: {browse}")
+        return self._store(
+            incident_id,
+            "created",
+            fields,
+            assignee,
+            account,
+            key=key,
+            url=browse,
+            message=f"✅ Jira {key} created for #{incident_id}{who}: {browse}",
+        )
 
     @staticmethod
     def _describe(exc: BaseException) -> str:
@@ -286,16 +360,50 @@ class JiraClient:
             return f"could not reach Jira ({type(exc).__name__})"
         return f"unexpected Jira answer ({type(exc).__name__}: {exc})"
 
-    def _store(self, incident_id: int, status: str, fields: dict[str, Any], assignee: str | None, account: JiraUser | None, *,
-               message: str, key: str | None = None, url: str | None = None, error: str | None = None) -> TicketResult:
+    def _store(
+        self,
+        incident_id: int,
+        status: str,
+        fields: dict[str, Any],
+        assignee: str | None,
+        account: JiraUser | None,
+        *,
+        message: str,
+        key: str | None = None,
+        url: str | None = None,
+        error: str | None = None,
+    ) -> TicketResult:
         """Write the ``tickets`` row, the timeline event and the metric; return the result."""
         cursor = self.runtime.db.execute(
             "INSERT INTO tickets (incident_id, status, jira_key, url, summary, assignee_query, assignee_account_id, payload, error, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (incident_id, status, key, url, fields["summary"], assignee, account.accountId if account else None,
-             dumps({"fields": fields}), error, time.time()),
+            (
+                incident_id,
+                status,
+                key,
+                url,
+                fields["summary"],
+                assignee,
+                account.accountId if account else None,
+                dumps({"fields": fields}),
+                error,
+                time.time(),
+            ),
         )
-        add_timeline(self.runtime.db, incident_id, "ticket", {"status": status, "key": key, "url": url, "assignee": assignee, "error": error})
+        add_timeline(
+            self.runtime.db,
+            incident_id,
+            "ticket",
+            {"status": status, "key": key, "url": url, "assignee": assignee, "error": error},
+        )
         JIRA_TICKETS.labels(outcome=status).inc()
-        return TicketResult(status=status, incident_id=incident_id, message=message, ticket_id=int(cursor.lastrowid), key=key, url=url,
-                            assignee=account.displayName if account else None, error=error)
+        return TicketResult(
+            status=status,
+            incident_id=incident_id,
+            message=message,
+            ticket_id=int(cursor.lastrowid),
+            key=key,
+            url=url,
+            assignee=account.displayName if account else None,
+            error=error,
+        )

@@ -1,7 +1,9 @@
 """Model-driven investigation: OpenAI Chat Completions with the investigation tools."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import openai
 
@@ -36,7 +38,9 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
     A local OpenAI-compatible server configured by ``OPENAI_BASE_URL`` alone gets a placeholder key.
     """
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "no-key"
-    return openai.AsyncOpenAI(api_key=key, base_url=settings.openai_base_url, timeout=settings.openai_timeout_s, max_retries=1)
+    return openai.AsyncOpenAI(
+        api_key=key, base_url=settings.openai_base_url, timeout=settings.openai_timeout_s, max_retries=1
+    )
 
 
 class LLMEngine:
@@ -49,7 +53,9 @@ class LLMEngine:
         self.name = f"openai:{self.settings.openai_model}"
         self.tools = list(build_tools(runtime, self.name).values())
 
-    async def run(self, incident: dict[str, Any], alerts: list[dict[str, Any]], on_record: Callable[[ToolCallRecord], None]) -> EngineResult:
+    async def run(
+        self, incident: dict[str, Any], alerts: list[dict[str, Any]], on_record: Callable[[ToolCallRecord], None]
+    ) -> EngineResult:
         """Investigate ``incident`` with the model.
 
         Raises:
@@ -60,13 +66,21 @@ class LLMEngine:
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": user_message(incident, alerts)},
         ]
-        common = dict(model=self.settings.openai_model, temperature=self.settings.llm_temperature, messages=messages,
-                      tools=self.tools, max_output_chars=self.settings.tool_output_max_chars, on_record=on_record)
+        common = dict(
+            model=self.settings.openai_model,
+            temperature=self.settings.llm_temperature,
+            messages=messages,
+            tools=self.tools,
+            max_output_chars=self.settings.tool_output_max_chars,
+            on_record=on_record,
+        )
         outcome = await run_model_loop(self.client, max_rounds=self.settings.llm_max_rounds, **common)
         rounds, prompt_tokens, completion_tokens = outcome.rounds, outcome.prompt_tokens, outcome.completion_tokens
         if outcome.terminal is None:
             messages.append({"role": "user", "content": CORRECTIVE_MESSAGE})
-            outcome = await run_model_loop(self.client, max_rounds=CORRECTIVE_MAX_ROUNDS, first_round=rounds + 1, **common)
+            outcome = await run_model_loop(
+                self.client, max_rounds=CORRECTIVE_MAX_ROUNDS, first_round=rounds + 1, **common
+            )
             rounds += outcome.rounds
             prompt_tokens += outcome.prompt_tokens
             completion_tokens += outcome.completion_tokens
@@ -74,6 +88,8 @@ class LLMEngine:
             said = f"; last text: {outcome.final_text[:200]!r}" if outcome.final_text else ""
             raise InvalidModelOutput(
                 f"model ended without a valid send_diagnosis after {rounds} rounds and one corrective retry{said}",
-                rounds, prompt_tokens, completion_tokens,
+                rounds,
+                prompt_tokens,
+                completion_tokens,
             )
         return EngineResult(Diagnosis.model_validate(outcome.terminal.result), rounds, prompt_tokens, completion_tokens)

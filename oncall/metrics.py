@@ -1,4 +1,5 @@
 """Prometheus metrics of the agent, exposed at ``GET /metrics`` (prometheus-client default registry)."""
+
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram

@@ -4,6 +4,7 @@ Every message part is a ``messages`` row (direction ``out``) written as ``queued
 so a restart can re-send it (``resend_queued``); its final status is ``sent`` or ``failed`` with the
 error text (Twilio's error code and message, never credentials).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,7 +70,7 @@ class Notifier:
         backoff_s: first retry wait in seconds (doubles per attempt, at most 8 s); 3 attempts in all.
     """
 
-    def __init__(self, runtime: "AgentRuntime", twilio_client: Client | None = None, backoff_s: float = 1.0) -> None:
+    def __init__(self, runtime: AgentRuntime, twilio_client: Client | None = None, backoff_s: float = 1.0) -> None:
         self.runtime = runtime
         settings = runtime.settings
         if twilio_client is None and settings.twilio_enabled:
@@ -112,8 +113,12 @@ class Notifier:
         if incident is None or incident["diagnosis"] is None:
             raise ValueError(f"incident {incident_id} has no diagnosis to send")
         diagnosis = Diagnosis.model_validate(incident["diagnosis"])
-        ids = await self.send(format_diagnosis(diagnosis, incident, self.runtime.settings.public_base_url), incident_id=incident_id)
-        add_timeline(self.runtime.db, incident_id, "notified", {"what": "diagnosis", "message_ids": ids, "channel": self.channel})
+        ids = await self.send(
+            format_diagnosis(diagnosis, incident, self.runtime.settings.public_base_url), incident_id=incident_id
+        )
+        add_timeline(
+            self.runtime.db, incident_id, "notified", {"what": "diagnosis", "message_ids": ids, "channel": self.channel}
+        )
         return ids
 
     async def send_investigation_failed(self, incident_id: int, error: str) -> list[int]:
@@ -125,8 +130,15 @@ class Notifier:
         incident = get_incident(self.runtime.db, incident_id)
         if incident is None:
             raise ValueError(f"incident {incident_id} not found")
-        ids = await self.send(format_investigation_failed(incident, error, self.runtime.settings.public_base_url), incident_id=incident_id)
-        add_timeline(self.runtime.db, incident_id, "notified", {"what": "investigation_failed", "message_ids": ids, "channel": self.channel})
+        ids = await self.send(
+            format_investigation_failed(incident, error, self.runtime.settings.public_base_url), incident_id=incident_id
+        )
+        add_timeline(
+            self.runtime.db,
+            incident_id,
+            "notified",
+            {"what": "investigation_failed", "message_ids": ids, "channel": self.channel},
+        )
         return ids
 
     async def send_resolved(self, incident_id: int) -> list[int]:
@@ -139,7 +151,9 @@ class Notifier:
         if incident is None:
             raise ValueError(f"incident {incident_id} not found")
         ids = await self.send(format_resolved(incident), incident_id=incident_id)
-        add_timeline(self.runtime.db, incident_id, "notified", {"what": "resolved", "message_ids": ids, "channel": self.channel})
+        add_timeline(
+            self.runtime.db, incident_id, "notified", {"what": "resolved", "message_ids": ids, "channel": self.channel}
+        )
         return ids
 
     async def resend_queued(self) -> int:
@@ -148,7 +162,8 @@ class Notifier:
         Only rows queued before this Notifier was built are taken, so a send in flight is never doubled.
         """
         rows = self.runtime.db.query(
-            "SELECT id FROM messages WHERE direction = 'out' AND status = 'queued' AND created_at < ? ORDER BY id", (self.started_at,)
+            "SELECT id FROM messages WHERE direction = 'out' AND status = 'queued' AND created_at < ? ORDER BY id",
+            (self.started_at,),
         )
         for row in rows:
             await self._deliver(row["id"])
@@ -161,7 +176,9 @@ class Notifier:
         now = time.time()
         settings = self.runtime.settings
         to_number = whatsapp_address(recipient) if recipient != CONSOLE_RECIPIENT else recipient
-        from_number = whatsapp_address(settings.twilio_whatsapp_from) if self.twilio and settings.twilio_whatsapp_from else None
+        from_number = (
+            whatsapp_address(settings.twilio_whatsapp_from) if self.twilio and settings.twilio_whatsapp_from else None
+        )
         cursor = self.runtime.db.execute(
             "INSERT INTO messages (incident_id, direction, channel, to_number, from_number, body, status, created_at, updated_at)"
             " VALUES (?, 'out', ?, ?, ?, ?, 'queued', ?, ?)",
@@ -179,7 +196,9 @@ class Notifier:
             self._finish(message_id, "console", "sent", attempts=row["attempts"] + 1)
             return
         if self.twilio is None:
-            self._finish(message_id, "twilio", "failed", attempts=row["attempts"], error="Twilio is not configured any more")
+            self._finish(
+                message_id, "twilio", "failed", attempts=row["attempts"], error="Twilio is not configured any more"
+            )
             return
         await self._deliver_twilio(row)
 
@@ -198,7 +217,9 @@ class Notifier:
                     message = await asyncio.to_thread(self._create, row["to_number"], row["body"])
         except Exception as exc:  # noqa: BLE001 - every failure is stored on the row
             error = describe_error(exc)
-            log.error("WhatsApp message %s to %s failed after %d attempt(s): %s", row["id"], row["to_number"], attempts, error)
+            log.error(
+                "WhatsApp message %s to %s failed after %d attempt(s): %s", row["id"], row["to_number"], attempts, error
+            )
             self._finish(row["id"], "twilio", "failed", attempts=attempts, error=error)
             return
         self._finish(row["id"], "twilio", "sent", attempts=attempts, message_sid=message.sid)
@@ -209,7 +230,16 @@ class Notifier:
         from_number = whatsapp_address(self.runtime.settings.twilio_whatsapp_from or "")
         return self.twilio.messages.create(to=to_number, from_=from_number, body=body)
 
-    def _finish(self, message_id: int, channel: str, status: str, *, attempts: int, error: str | None = None, message_sid: str | None = None) -> None:
+    def _finish(
+        self,
+        message_id: int,
+        channel: str,
+        status: str,
+        *,
+        attempts: int,
+        error: str | None = None,
+        message_sid: str | None = None,
+    ) -> None:
         """Store the final status of a message row and count it in the metrics."""
         self.runtime.db.execute(
             "UPDATE messages SET status = ?, attempts = ?, error = ?, message_sid = COALESCE(?, message_sid), updated_at = ? WHERE id = ?",

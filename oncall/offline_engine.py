@@ -12,13 +12,15 @@ Classification rests only on the collected evidence (metric values, log exceptio
 locations, process-manager crash records), never on alert or scenario names. Every threshold is a
 named constant below with its unit.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from oncall.diagnosis import Diagnosis, Evidence, FaultType
 from oncall.runtime import AgentRuntime
@@ -29,35 +31,47 @@ ENGINE_NAME = "offline"
 SERVICE = "inventory"
 
 # ---- evidence windows
-LOG_WINDOW_S = 300            # seconds of ERROR logs read
-LOG_LIMIT = 1000              # log entries read at most
-CHANGES_WINDOW_S = 900        # seconds of process-manager changes read
-CODE_CONTEXT_LINES = 8        # source lines shown around the failing line
-ERROR_RATE_WINDOW = "1m"      # PromQL rate window
+LOG_WINDOW_S = 300  # seconds of ERROR logs read
+LOG_LIMIT = 1000  # log entries read at most
+CHANGES_WINDOW_S = 900  # seconds of process-manager changes read
+CODE_CONTEXT_LINES = 8  # source lines shown around the failing line
+ERROR_RATE_WINDOW = "1m"  # PromQL rate window
 
 # ---- thresholds
-ERROR_RATIO_ELEVATED = 0.05   # ratio 0-1; the healthy baseline is ~0.01 (5 % flaky /random-endpoint, 20 % of traffic)
-ERROR_RATIO_P1 = 0.5          # ratio 0-1 of all requests failing that makes an error incident P1
-ERROR_RATIO_P2 = 0.2          # ratio 0-1 for P2
-MIN_ERROR_LOGS = 3            # log entries of one exception group needed to name it the cause
-LOG_CURRENT_S = 60            # seconds; an exception group last logged longer ago has stopped: context, not the cause
-SECONDARY_MIN_SCORE = 0.7     # 0-1; a second, independent finding this strong adds its replicas to affected_replicas
-P99_HIGH_S = 0.5              # seconds; healthy p99 is tens of milliseconds
-CPU_HIGH_CORES = 0.6          # CPU seconds per second; the event loop saturates at 1 core, "near 0.8" and above
-CPU_BUSY_CORES = 0.1          # CPU seconds per second; above it, with CPU_OUTLIER_FACTOR, a replica is a CPU outlier
-CPU_OUTLIER_FACTOR = 4.0      # times the other replicas' median CPU that makes a busy replica an outlier
-RSS_HIGH_BYTES = 200e6        # bytes (the InventoryMemoryGrowth alert's threshold); a healthy replica uses well under 100 MB
-RSS_GROWTH_BYTES = 64 * 2**20 # bytes of RSS growth over the 5 min delta window
-CRASH_RECENT_S = 180          # seconds; a crash the replica recovered from counts as the cause this long (a down replica always counts)
-CRASH_EVENT_S = 60            # seconds; crashes this close to the newest one are the same event, older ones are context
-CPU_PER_REQUEST_HIGH_S = 0.02 # CPU seconds per request; a healthy request costs 1-3 ms, a CPU-bound one tens of ms
-RELATIVE_FACTOR = 2.0         # a replica deviates when its value is at least this times the others' median
-UNRESPONSIVE_SCORE = 0.6      # 0-1 strength of "up == 0 but the process runs": below CPU, latency and memory evidence
+ERROR_RATIO_ELEVATED = 0.05  # ratio 0-1; the healthy baseline is ~0.01 (5 % flaky /random-endpoint, 20 % of traffic)
+ERROR_RATIO_P1 = 0.5  # ratio 0-1 of all requests failing that makes an error incident P1
+ERROR_RATIO_P2 = 0.2  # ratio 0-1 for P2
+MIN_ERROR_LOGS = 3  # log entries of one exception group needed to name it the cause
+LOG_CURRENT_S = 60  # seconds; an exception group last logged longer ago has stopped: context, not the cause
+SECONDARY_MIN_SCORE = 0.7  # 0-1; a second, independent finding this strong adds its replicas to affected_replicas
+P99_HIGH_S = 0.5  # seconds; healthy p99 is tens of milliseconds
+CPU_HIGH_CORES = 0.6  # CPU seconds per second; the event loop saturates at 1 core, "near 0.8" and above
+CPU_BUSY_CORES = 0.1  # CPU seconds per second; above it, with CPU_OUTLIER_FACTOR, a replica is a CPU outlier
+CPU_OUTLIER_FACTOR = 4.0  # times the other replicas' median CPU that makes a busy replica an outlier
+RSS_HIGH_BYTES = 200e6  # bytes (the InventoryMemoryGrowth alert's threshold); a healthy replica uses well under 100 MB
+RSS_GROWTH_BYTES = 64 * 2**20  # bytes of RSS growth over the 5 min delta window
+CRASH_RECENT_S = (
+    180  # seconds; a crash the replica recovered from counts as the cause this long (a down replica always counts)
+)
+CRASH_EVENT_S = 60  # seconds; crashes this close to the newest one are the same event, older ones are context
+CPU_PER_REQUEST_HIGH_S = 0.02  # CPU seconds per request; a healthy request costs 1-3 ms, a CPU-bound one tens of ms
+RELATIVE_FACTOR = 2.0  # a replica deviates when its value is at least this times the others' median
+UNRESPONSIVE_SCORE = 0.6  # 0-1 strength of "up == 0 but the process runs": below CPU, latency and memory evidence
 
-PROGRAMMING_ERRORS = frozenset({
-    "AttributeError", "TypeError", "KeyError", "IndexError", "NameError", "UnboundLocalError",
-    "ZeroDivisionError", "ValueError", "AssertionError", "RecursionError",
-})
+PROGRAMMING_ERRORS = frozenset(
+    {
+        "AttributeError",
+        "TypeError",
+        "KeyError",
+        "IndexError",
+        "NameError",
+        "UnboundLocalError",
+        "ZeroDivisionError",
+        "ValueError",
+        "AssertionError",
+        "RecursionError",
+    }
+)
 INJECTED_EXCEPTION = "InjectedFault"
 
 QUERIES = {
@@ -100,7 +114,9 @@ class Observations:
         for values in self.metrics.values():
             names.update(values)
         if self.changes:
-            names.update(i["name"] for i in self.changes.get("instances", []) if i.get("name") and i.get("state") != "stopped")
+            names.update(
+                i["name"] for i in self.changes.get("instances", []) if i.get("name") and i.get("state") != "stopped"
+            )
         return sorted(names)
 
 
@@ -201,14 +217,18 @@ class OfflineEngine:
         self.tools: dict[str, ToolSpec] = build_tools(runtime, ENGINE_NAME)
         self.max_output_chars = runtime.settings.tool_output_max_chars
 
-    async def _round(self, round_no: int, calls: list[tuple[str, str, dict]], on_record: Callable[[ToolCallRecord], None]) -> dict[str, ToolCallRecord]:
+    async def _round(
+        self, round_no: int, calls: list[tuple[str, str, dict]], on_record: Callable[[ToolCallRecord], None]
+    ) -> dict[str, ToolCallRecord]:
         planned = [(f"offline-{round_no}-{key}", tool, json.dumps(args)) for key, tool, args in calls]
         records = await execute_tool_calls(planned, self.tools, round_no, self.max_output_chars)
         for record in records:
             on_record(record)
         return {key: record for (key, _, _), record in zip(calls, records)}
 
-    async def run(self, incident: dict[str, Any], alerts: list[dict[str, Any]], on_record: Callable[[ToolCallRecord], None]) -> EngineResult:
+    async def run(
+        self, incident: dict[str, Any], alerts: list[dict[str, Any]], on_record: Callable[[ToolCallRecord], None]
+    ) -> EngineResult:
         """Investigate ``incident`` (a ``db.get_incident`` row) with its ``alerts``; every tool call
         goes to ``on_record``. Returns the validated diagnosis; raises RuntimeError only if
         ``send_diagnosis`` rejects the engine's own output (a bug)."""
@@ -225,7 +245,11 @@ class OfflineEngine:
         code_candidate = next((c for c in candidates if c.fault_type is FaultType.code_bug and c.affected_file), None)
         if code_candidate is not None:
             rounds += 1
-            args = {"path": code_candidate.affected_file, "line": code_candidate.affected_line, "context_lines": CODE_CONTEXT_LINES}
+            args = {
+                "path": code_candidate.affected_file,
+                "line": code_candidate.affected_line,
+                "context_lines": CODE_CONTEXT_LINES,
+            }
             code = (await self._round(rounds, [("code", "fetch_code_from_github", args)], on_record))["code"]
             self._add_code_evidence(code_candidate, code, obs)
         fields = self._diagnosis_fields(obs, candidates, alerts)
@@ -244,7 +268,13 @@ class OfflineEngine:
                 obs.failed.append(f"{record.tool}({record.arguments}): {record.error}")
                 continue
             if key in QUERIES:
-                obs.metrics[key] = _finite({s["labels"].get("replica"): s.get("value") for s in record.result.get("result", []) if s["labels"].get("replica")})
+                obs.metrics[key] = _finite(
+                    {
+                        s["labels"].get("replica"): s.get("value")
+                        for s in record.result.get("result", [])
+                        if s["labels"].get("replica")
+                    }
+                )
             else:
                 setattr(obs, key, record.result)
         return obs
@@ -263,39 +293,74 @@ class OfflineEngine:
         down = sorted(r for r, v in up.items() if v == 0)
         evidence: list[Evidence] = []
         if down:
-            evidence.append(Evidence(tool="query_prometheus", query=QUERIES["up"], finding=f"up == 0 for {', '.join(down)}"))
+            evidence.append(
+                Evidence(tool="query_prometheus", query=QUERIES["up"], finding=f"up == 0 for {', '.join(down)}")
+            )
         crashed_now: list[str] = []
         recent: dict[str, dict] = {}
         if obs.changes:
             for inst in obs.changes.get("instances", []):
                 if inst.get("state") in ("crashed", "restarting"):
                     crashed_now.append(inst["name"])
-                    evidence.append(Evidence(tool="get_recent_changes", query="GET /instances",
-                                             finding=f"{inst['name']} state {inst['state']}, restarts {inst.get('restarts')}, last exit code {inst.get('last_exit_code')}"))
-            crashes = [c for c in obs.changes.get("changes", [])
-                       if c.get("kind") == "crash" and c.get("replica") and c.get("age_s") is not None and c["age_s"] <= CRASH_RECENT_S]
+                    evidence.append(
+                        Evidence(
+                            tool="get_recent_changes",
+                            query="GET /instances",
+                            finding=f"{inst['name']} state {inst['state']}, restarts {inst.get('restarts')}, last exit code {inst.get('last_exit_code')}",
+                        )
+                    )
+            crashes = [
+                c
+                for c in obs.changes.get("changes", [])
+                if c.get("kind") == "crash"
+                and c.get("replica")
+                and c.get("age_s") is not None
+                and c["age_s"] <= CRASH_RECENT_S
+            ]
             newest = min((c["age_s"] for c in crashes), default=None)
             for change in crashes:
                 replica, age = change["replica"], change["age_s"]
                 if replica in recent:
                     continue
                 if age > newest + CRASH_EVENT_S:  # an earlier, separate crash event: context, not this incident's cause
-                    evidence.append(Evidence(tool="get_recent_changes", query=f"GET /changes?since=-{CHANGES_WINDOW_S}s",
-                                             finding=f"earlier crash of {replica} {age:.0f} s ago (separate event)"))
+                    evidence.append(
+                        Evidence(
+                            tool="get_recent_changes",
+                            query=f"GET /changes?since=-{CHANGES_WINDOW_S}s",
+                            finding=f"earlier crash of {replica} {age:.0f} s ago (separate event)",
+                        )
+                    )
                     continue
                 recent[replica] = change
-                evidence.append(Evidence(tool="get_recent_changes", query=f"GET /changes?since=-{CHANGES_WINDOW_S}s",
-                                         finding=f"crash of {replica} {age:.0f} s ago: {json.dumps(change.get('detail'), sort_keys=True)}"))
+                evidence.append(
+                    Evidence(
+                        tool="get_recent_changes",
+                        query=f"GET /changes?since=-{CHANGES_WINDOW_S}s",
+                        finding=f"crash of {replica} {age:.0f} s ago: {json.dumps(change.get('detail'), sort_keys=True)}",
+                    )
+                )
         restarted = sorted(r for r, v in obs.metrics.get("restarts", {}).items() if v >= 1)
         if restarted:
-            evidence.append(Evidence(tool="query_prometheus", query=QUERIES["restarts"], finding=f"process restarted in the last 3 min: {', '.join(restarted)}"))
+            evidence.append(
+                Evidence(
+                    tool="query_prometheus",
+                    query=QUERIES["restarts"],
+                    finding=f"process restarted in the last 3 min: {', '.join(restarted)}",
+                )
+            )
         replicas = set(down) | set(crashed_now) | set(recent)
         if obs.changes is None:  # without the process manager, a restart seen by Prometheus is the crash evidence
             replicas |= set(restarted)
         if not replicas:
             return []
         names = sorted(replicas)
-        exit_codes = sorted({str(c["detail"]["exit_code"]) for c in recent.values() if (c.get("detail") or {}).get("exit_code") is not None})
+        exit_codes = sorted(
+            {
+                str(c["detail"]["exit_code"])
+                for c in recent.values()
+                if (c.get("detail") or {}).get("exit_code") is not None
+            }
+        )
         state = "down now" if (down or crashed_now) else "restarted since"
         exit_text = f" with exit code {', '.join(exit_codes)}" if exit_codes else ""
         if obs.changes is not None and not (set(crashed_now) | set(recent) | set(restarted)):
@@ -303,21 +368,29 @@ class OfflineEngine:
             # recorded: the replica is alive but not answering scrapes (busy or hung), which is weaker
             # evidence of a crash than of whatever keeps it busy (CPU, latency evidence outranks it).
             return [self._unresponsive(names, evidence)]
-        return [Candidate(
-            fault_type=FaultType.instance_crash,
-            score=0.9 if (down or crashed_now) else 0.8,
-            replicas=names,
-            summary=f"Replica {', '.join(names)} crashed{exit_text} ({state})",
-            root_cause=f"The process of {', '.join(names)} exited{exit_text}"
-                       + ("; the process manager recorded the crash" if recent or crashed_now else "")
-                       + (" and the replica is not serving (up == 0 / not running)." if state == "down now" else " and was restarted."),
-            suggested_fix="Find why the process exited (exit code, last ERROR logs, stderr of the replica) and fix that path; "
-                          "keep the process manager's restart backoff so a crash loop does not take the fleet down.",
-            next_steps=[f"Check the crashed replica's stderr and recent changes for {', '.join(names)}",
-                        "Confirm it serves again: up{job=\"inventory\"} == 1 and /healthz ok",
-                        "Watch for repeated crashes (restart count, crash loop)"],
-            evidence=evidence,
-        )]
+        return [
+            Candidate(
+                fault_type=FaultType.instance_crash,
+                score=0.9 if (down or crashed_now) else 0.8,
+                replicas=names,
+                summary=f"Replica {', '.join(names)} crashed{exit_text} ({state})",
+                root_cause=f"The process of {', '.join(names)} exited{exit_text}"
+                + ("; the process manager recorded the crash" if recent or crashed_now else "")
+                + (
+                    " and the replica is not serving (up == 0 / not running)."
+                    if state == "down now"
+                    else " and was restarted."
+                ),
+                suggested_fix="Find why the process exited (exit code, last ERROR logs, stderr of the replica) and fix that path; "
+                "keep the process manager's restart backoff so a crash loop does not take the fleet down.",
+                next_steps=[
+                    f"Check the crashed replica's stderr and recent changes for {', '.join(names)}",
+                    'Confirm it serves again: up{job="inventory"} == 1 and /healthz ok',
+                    "Watch for repeated crashes (restart count, crash loop)",
+                ],
+                evidence=evidence,
+            )
+        ]
 
     @staticmethod
     def _unresponsive(names: list[str], evidence: list[Evidence]) -> Candidate:
@@ -328,18 +401,30 @@ class OfflineEngine:
             replicas=names,
             summary=f"Replica {', '.join(names)} not answering scrapes (process still running, no crash recorded)",
             root_cause=f"Prometheus cannot scrape {', '.join(names)} (up == 0) although the process manager reports the process "
-                       "running with no exit or restart: the replica is alive but unresponsive (event loop blocked or hung).",
+            "running with no exit or restart: the replica is alive but unresponsive (event loop blocked or hung).",
             suggested_fix="Find what blocks the replica (profile it, check its stderr); restart it if it does not recover.",
-            next_steps=[f"Check /healthz and the stderr of {', '.join(names)}", "Profile the replica (py-spy dump) to see where it is stuck",
-                        "Restart it if it stays unresponsive"],
-            evidence=[*evidence, Evidence(tool="get_recent_changes", query="GET /instances", finding=f"{', '.join(names)} state running, no crash or restart recorded")],
+            next_steps=[
+                f"Check /healthz and the stderr of {', '.join(names)}",
+                "Profile the replica (py-spy dump) to see where it is stuck",
+                "Restart it if it stays unresponsive",
+            ],
+            evidence=[
+                *evidence,
+                Evidence(
+                    tool="get_recent_changes",
+                    query="GET /instances",
+                    finding=f"{', '.join(names)} state running, no crash or restart recorded",
+                ),
+            ],
         )
 
     def _error_ratios(self, obs: Observations) -> tuple[float | None, dict[str, float]]:
         if obs.errors is None:
             return None, {}
         overall = obs.errors.get("overall_error_ratio")
-        return (float(overall) if isinstance(overall, (int, float)) else None), _finite(obs.errors.get("per_replica_error_ratio", {}))
+        return (float(overall) if isinstance(overall, (int, float)) else None), _finite(
+            obs.errors.get("per_replica_error_ratio", {})
+        )
 
     def _log_errors(self, obs: Observations) -> list[Candidate]:
         if not obs.logs:
@@ -350,57 +435,99 @@ class OfflineEngine:
         total_logs = max(1, obs.logs.get("count", 0))
         found: list[Candidate] = []
         current = self._current_log_groups(obs)
-        code = next((g for g in current if g["exception_type"] in PROGRAMMING_ERRORS and _is_our_code(g.get("file")) and g["count"] >= MIN_ERROR_LOGS), None)
+        code = next(
+            (
+                g
+                for g in current
+                if g["exception_type"] in PROGRAMMING_ERRORS
+                and _is_our_code(g.get("file"))
+                and g["count"] >= MIN_ERROR_LOGS
+            ),
+            None,
+        )
         # a raised InjectedFault has a file:line; the crash fault's exit notice is logged without one
-        injected = next((g for g in current if g["exception_type"] == INJECTED_EXCEPTION and g.get("file") and g["count"] >= MIN_ERROR_LOGS), None)
+        injected = next(
+            (
+                g
+                for g in current
+                if g["exception_type"] == INJECTED_EXCEPTION and g.get("file") and g["count"] >= MIN_ERROR_LOGS
+            ),
+            None,
+        )
         error_evidence = []
         if obs.errors is not None:
-            error_evidence.append(Evidence(
-                tool="compute_error_rate", query=obs.errors["queries"]["per_replica"],
-                finding=f"error ratio overall {_ratio(overall) if overall is not None else 'n/a'}; per replica {_fmt(per_replica, _ratio) or 'n/a'}"))
+            error_evidence.append(
+                Evidence(
+                    tool="compute_error_rate",
+                    query=obs.errors["queries"]["per_replica"],
+                    finding=f"error ratio overall {_ratio(overall) if overall is not None else 'n/a'}; per replica {_fmt(per_replica, _ratio) or 'n/a'}",
+                )
+            )
         # a metrics outage leaves the logs as the only evidence: weaker, not ignored
         level = 1.0 if errors_high else (0.85 if obs.errors is None else 0.65)
-        subsided = "" if errors_high or obs.errors is None else f" The error ratio is back at baseline now; the errors were logged in the last {LOG_WINDOW_S} s."
+        subsided = (
+            ""
+            if errors_high or obs.errors is None
+            else f" The error ratio is back at baseline now; the errors were logged in the last {LOG_WINDOW_S} s."
+        )
         if code is not None:
             replicas = _logging_replicas(code)
             share = code["count"] / total_logs
             where = f"{code['file']}:{code['line']}"
-            found.append(Candidate(
-                fault_type=FaultType.code_bug,
-                score=round((0.75 + 0.2 * share) * level, 3),
-                replicas=replicas,
-                summary=f"{code['exception_type']} at {where} in {code.get('function')}() on {', '.join(replicas)}"
-                        + (f"; {overall:.0%} of requests fail" if overall is not None else ""),
-                root_cause=f"A code bug: {code['function']}() raises {code['exception_type']}: {code['message']} at {where} "
-                           f"({code['count']} of {total_logs} ERROR logs in {LOG_WINDOW_S} s, routes {', '.join(map(str, code['routes']))}).{subsided}",
-                suggested_fix=_fix_for(code),
-                next_steps=[f"Open {where} and fix the failing statement in {code['function']}()",
-                            "Add a regression test that hits the failing route",
-                            "Deploy the fix and confirm the error ratio returns to baseline"],
-                evidence=[Evidence(tool="fetch_logs", query=code["example"],
-                                   finding=f"{code['count']} x {code['exception_type']} at {where}; by replica {json.dumps(code['replicas'], sort_keys=True)}"),
-                          *error_evidence],
-                affected_file=code["file"],
-                affected_line=code["line"],
-            ))
+            found.append(
+                Candidate(
+                    fault_type=FaultType.code_bug,
+                    score=round((0.75 + 0.2 * share) * level, 3),
+                    replicas=replicas,
+                    summary=f"{code['exception_type']} at {where} in {code.get('function')}() on {', '.join(replicas)}"
+                    + (f"; {overall:.0%} of requests fail" if overall is not None else ""),
+                    root_cause=f"A code bug: {code['function']}() raises {code['exception_type']}: {code['message']} at {where} "
+                    f"({code['count']} of {total_logs} ERROR logs in {LOG_WINDOW_S} s, routes {', '.join(map(str, code['routes']))}).{subsided}",
+                    suggested_fix=_fix_for(code),
+                    next_steps=[
+                        f"Open {where} and fix the failing statement in {code['function']}()",
+                        "Add a regression test that hits the failing route",
+                        "Deploy the fix and confirm the error ratio returns to baseline",
+                    ],
+                    evidence=[
+                        Evidence(
+                            tool="fetch_logs",
+                            query=code["example"],
+                            finding=f"{code['count']} x {code['exception_type']} at {where}; by replica {json.dumps(code['replicas'], sort_keys=True)}",
+                        ),
+                        *error_evidence,
+                    ],
+                    affected_file=code["file"],
+                    affected_line=code["line"],
+                )
+            )
         if injected is not None:
             replicas = _logging_replicas(injected)
             share = injected["count"] / total_logs
-            found.append(Candidate(
-                fault_type=FaultType.injected_errors,
-                score=round((0.7 + 0.2 * share) * level, 3),
-                replicas=replicas,
-                summary=f"Injected errors (InjectedFault) on {', '.join(replicas)}"
-                        + (f": error ratio {_fmt(per_replica, _ratio, replicas)}" if per_replica else ""),
-                root_cause=f"Requests on {', '.join(replicas)} fail with an injected fault: {injected['message']} "
-                           f"({injected['count']} of {total_logs} ERROR logs in {LOG_WINDOW_S} s).{subsided}",
-                suggested_fix="Clear the fault injection on the affected replica (POST /faults {\"mode\": \"none\"}) or take it out of rotation.",
-                next_steps=[f"Reset the fault on {', '.join(replicas)} and confirm the error ratio drops",
-                            "Check who enabled the fault injection (recent changes)"],
-                evidence=[Evidence(tool="fetch_logs", query=injected["example"],
-                                   finding=f"{injected['count']} x InjectedFault; by replica {json.dumps(injected['replicas'], sort_keys=True)}"),
-                          *error_evidence],
-            ))
+            found.append(
+                Candidate(
+                    fault_type=FaultType.injected_errors,
+                    score=round((0.7 + 0.2 * share) * level, 3),
+                    replicas=replicas,
+                    summary=f"Injected errors (InjectedFault) on {', '.join(replicas)}"
+                    + (f": error ratio {_fmt(per_replica, _ratio, replicas)}" if per_replica else ""),
+                    root_cause=f"Requests on {', '.join(replicas)} fail with an injected fault: {injected['message']} "
+                    f"({injected['count']} of {total_logs} ERROR logs in {LOG_WINDOW_S} s).{subsided}",
+                    suggested_fix='Clear the fault injection on the affected replica (POST /faults {"mode": "none"}) or take it out of rotation.',
+                    next_steps=[
+                        f"Reset the fault on {', '.join(replicas)} and confirm the error ratio drops",
+                        "Check who enabled the fault injection (recent changes)",
+                    ],
+                    evidence=[
+                        Evidence(
+                            tool="fetch_logs",
+                            query=injected["example"],
+                            finding=f"{injected['count']} x InjectedFault; by replica {json.dumps(injected['replicas'], sort_keys=True)}",
+                        ),
+                        *error_evidence,
+                    ],
+                )
+            )
         return found
 
     @staticmethod
@@ -410,8 +537,10 @@ class OfflineEngine:
         for group in obs.logs.get("groups", []) if obs.logs else []:
             age = group.get("last_seen_s_ago")
             if age is not None and age > LOG_CURRENT_S and group["count"] >= MIN_ERROR_LOGS:
-                obs.context.append(f"Earlier errors, stopped {age:.0f} s ago (not the current cause): {group['count']} x "
-                                   f"{group['exception_type']} at {group.get('file')}:{group.get('line')}")
+                obs.context.append(
+                    f"Earlier errors, stopped {age:.0f} s ago (not the current cause): {group['count']} x "
+                    f"{group['exception_type']} at {group.get('file')}:{group.get('line')}"
+                )
                 continue
             current.append(group)
         return current
@@ -429,42 +558,60 @@ class OfflineEngine:
         cpu_bound = [r for r in deviating(per_request, CPU_PER_REQUEST_HIGH_S) if r in slow or r in saturated]
         hot = sorted(set(saturated or outliers(cpu, CPU_BUSY_CORES, CPU_OUTLIER_FACTOR)) | set(cpu_bound))
         found: list[Candidate] = []
-        p99_ev = Evidence(tool="query_prometheus", query=QUERIES["p99"], finding=f"p99 latency {_fmt(p99, _seconds)}") if p99 else None
-        cpu_ev = Evidence(tool="query_prometheus", query=QUERIES["cpu"], finding=f"CPU {_fmt(cpu, _cores)}") if cpu else None
+        p99_ev = (
+            Evidence(tool="query_prometheus", query=QUERIES["p99"], finding=f"p99 latency {_fmt(p99, _seconds)}")
+            if p99
+            else None
+        )
+        cpu_ev = (
+            Evidence(tool="query_prometheus", query=QUERIES["cpu"], finding=f"CPU {_fmt(cpu, _cores)}") if cpu else None
+        )
         if cpu_bound:
-            cpu_ev = Evidence(tool="query_prometheus", query=QUERIES["cpu_per_request"],
-                              finding=f"CPU per request {_fmt(per_request, _milliseconds)}; CPU {_fmt(cpu, _cores)}")
+            cpu_ev = Evidence(
+                tool="query_prometheus",
+                query=QUERIES["cpu_per_request"],
+                finding=f"CPU per request {_fmt(per_request, _milliseconds)}; CPU {_fmt(cpu, _cores)}",
+            )
         if hot:
             also_slow = sorted(set(hot) & set(slow))
-            found.append(Candidate(
-                fault_type=FaultType.cpu_saturation,
-                score=(0.85 if also_slow else 0.7) - (0 if saturated else 0.1),
-                replicas=hot,
-                summary=f"CPU saturation on {', '.join(hot)}: {_fmt(cpu, _cores, hot)}"
-                        + (f", p99 {_fmt(p99, _seconds, also_slow)}" if also_slow else ""),
-                root_cause=f"CPU use {_fmt(cpu, _cores, hot)}{_others(cpu, hot, _cores)}; "
-                           "the single-threaded event loop is busy computing, so requests queue behind it"
-                           + (" and p99 latency rises." if also_slow else "."),
-                suggested_fix="Find the CPU-heavy code path on the hot replica (profile it, e.g. py-spy) and move the work off the event loop or reduce it; scale out meanwhile.",
-                next_steps=[f"Profile {hot[0]}", "Scale out or shed load until CPU drops below 0.6 cores per replica",
-                            "Confirm p99 latency recovers"],
-                evidence=[e for e in (cpu_ev, p99_ev) if e],
-            ))
+            found.append(
+                Candidate(
+                    fault_type=FaultType.cpu_saturation,
+                    score=(0.85 if also_slow else 0.7) - (0 if saturated else 0.1),
+                    replicas=hot,
+                    summary=f"CPU saturation on {', '.join(hot)}: {_fmt(cpu, _cores, hot)}"
+                    + (f", p99 {_fmt(p99, _seconds, also_slow)}" if also_slow else ""),
+                    root_cause=f"CPU use {_fmt(cpu, _cores, hot)}{_others(cpu, hot, _cores)}; "
+                    "the single-threaded event loop is busy computing, so requests queue behind it"
+                    + (" and p99 latency rises." if also_slow else "."),
+                    suggested_fix="Find the CPU-heavy code path on the hot replica (profile it, e.g. py-spy) and move the work off the event loop or reduce it; scale out meanwhile.",
+                    next_steps=[
+                        f"Profile {hot[0]}",
+                        "Scale out or shed load until CPU drops below 0.6 cores per replica",
+                        "Confirm p99 latency recovers",
+                    ],
+                    evidence=[e for e in (cpu_ev, p99_ev) if e],
+                )
+            )
         slow_only = [r for r in slow if r not in hot]
         if slow_only:
-            found.append(Candidate(
-                fault_type=FaultType.latency,
-                score=0.8,
-                replicas=slow_only,
-                summary=f"High p99 latency on {', '.join(slow_only)}: {_fmt(p99, _seconds, slow_only)}",
-                root_cause=f"Requests on {', '.join(slow_only)} are slow (p99 {_fmt(p99, _seconds, slow_only)}{_others(p99, slow_only, _seconds)}) "
-                           f"while CPU stays low ({_fmt(cpu, _cores, slow_only) or 'n/a'}): time is spent waiting (a slow dependency, a sleep or lock), not computing.",
-                suggested_fix="Find what the slow replica waits on (dependency latency, injected delay, locks) and remove it; take the replica out of rotation meanwhile.",
-                next_steps=[f"Take {', '.join(slow_only)} out of the load balancer if users are affected",
-                            "Check dependency latency and recent changes on the slow replica",
-                            "Confirm p99 returns below 0.5 s"],
-                evidence=[e for e in (p99_ev, cpu_ev) if e],
-            ))
+            found.append(
+                Candidate(
+                    fault_type=FaultType.latency,
+                    score=0.8,
+                    replicas=slow_only,
+                    summary=f"High p99 latency on {', '.join(slow_only)}: {_fmt(p99, _seconds, slow_only)}",
+                    root_cause=f"Requests on {', '.join(slow_only)} are slow (p99 {_fmt(p99, _seconds, slow_only)}{_others(p99, slow_only, _seconds)}) "
+                    f"while CPU stays low ({_fmt(cpu, _cores, slow_only) or 'n/a'}): time is spent waiting (a slow dependency, a sleep or lock), not computing.",
+                    suggested_fix="Find what the slow replica waits on (dependency latency, injected delay, locks) and remove it; take the replica out of rotation meanwhile.",
+                    next_steps=[
+                        f"Take {', '.join(slow_only)} out of the load balancer if users are affected",
+                        "Check dependency latency and recent changes on the slow replica",
+                        "Confirm p99 returns below 0.5 s",
+                    ],
+                    evidence=[e for e in (p99_ev, cpu_ev) if e],
+                )
+            )
         return found
 
     def _memory(self, obs: Observations) -> list[Candidate]:
@@ -477,35 +624,56 @@ class OfflineEngine:
             return []
         evidence = [Evidence(tool="query_prometheus", query=QUERIES["rss"], finding=f"RSS {_fmt(rss, _mib)}")]
         if growth:
-            evidence.append(Evidence(tool="query_prometheus", query=QUERIES["rss_growth"], finding=f"RSS change over 5 min {_fmt(growth, _mib)}"))
-        return [Candidate(
-            fault_type=FaultType.memory_pressure,
-            score=0.85 if growing else 0.7,
-            replicas=replicas,
-            summary=f"Memory growth on {', '.join(replicas)}: RSS {_fmt(rss, _mib, replicas)}"
-                    + (f" (grew {_fmt(growth, _mib, growing)} in 5 min)" if growing else ""),
-            root_cause=f"Resident memory grew: {_fmt(rss, _mib, replicas)}{_others(rss, replicas, _mib)}: "
-                       "memory is retained per request (a leak or unbounded cache).",
-            suggested_fix="Find what keeps memory alive per request (heap snapshot, tracemalloc) and bound or release it; restart the replica to recover meanwhile.",
-            next_steps=[f"Restart {', '.join(replicas)} if RSS keeps climbing", "Take a tracemalloc/heap snapshot to find the retaining object",
-                        "Add a memory limit and alert on growth rate"],
-            evidence=evidence,
-        )]
+            evidence.append(
+                Evidence(
+                    tool="query_prometheus",
+                    query=QUERIES["rss_growth"],
+                    finding=f"RSS change over 5 min {_fmt(growth, _mib)}",
+                )
+            )
+        return [
+            Candidate(
+                fault_type=FaultType.memory_pressure,
+                score=0.85 if growing else 0.7,
+                replicas=replicas,
+                summary=f"Memory growth on {', '.join(replicas)}: RSS {_fmt(rss, _mib, replicas)}"
+                + (f" (grew {_fmt(growth, _mib, growing)} in 5 min)" if growing else ""),
+                root_cause=f"Resident memory grew: {_fmt(rss, _mib, replicas)}{_others(rss, replicas, _mib)}: "
+                "memory is retained per request (a leak or unbounded cache).",
+                suggested_fix="Find what keeps memory alive per request (heap snapshot, tracemalloc) and bound or release it; restart the replica to recover meanwhile.",
+                next_steps=[
+                    f"Restart {', '.join(replicas)} if RSS keeps climbing",
+                    "Take a tracemalloc/heap snapshot to find the retaining object",
+                    "Add a memory limit and alert on growth rate",
+                ],
+                evidence=evidence,
+            )
+        ]
 
     def _add_code_evidence(self, candidate: Candidate, record: ToolCallRecord, obs: Observations) -> None:
         if record.ok:
             focus = record.result.get("focus_text", "")
-            candidate.evidence.insert(1, Evidence(tool="fetch_code_from_github", query=f"{candidate.affected_file}:{candidate.affected_line}",
-                                                  finding=f"line {candidate.affected_line}: {focus or '(empty)'}"))
+            candidate.evidence.insert(
+                1,
+                Evidence(
+                    tool="fetch_code_from_github",
+                    query=f"{candidate.affected_file}:{candidate.affected_line}",
+                    finding=f"line {candidate.affected_line}: {focus or '(empty)'}",
+                ),
+            )
             candidate.root_cause += f" The failing line is `{focus}`."
         else:
             obs.failed.append(f"fetch_code_from_github: {record.error}")
 
     # ------------------------------------------------------------ verdict
 
-    def _diagnosis_fields(self, obs: Observations, candidates: list[Candidate], alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    def _diagnosis_fields(
+        self, obs: Observations, candidates: list[Candidate], alerts: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         overall, per_replica = self._error_ratios(obs)
-        critical = any(a.get("labels", {}).get("severity") == "critical" for a in alerts if a.get("status", "firing") == "firing")
+        critical = any(
+            a.get("labels", {}).get("severity") == "critical" for a in alerts if a.get("status", "firing") == "firing"
+        )
         penalty = 0.1 * len(obs.failed)
         if candidates:
             chosen, others = candidates[0], candidates[1:]
@@ -530,7 +698,9 @@ class OfflineEngine:
             if other.score >= SECONDARY_MIN_SCORE and not set(other.replicas) & replicas:
                 replicas |= set(other.replicas)  # an independent fault on other replicas: they are affected too
             root_cause += f" Also observed (weaker evidence): {other.fault_type.value} on {', '.join(other.replicas)} - {other.summary}."
-            next_steps.append(f"Also investigate {other.fault_type.value} on {', '.join(other.replicas)}: {other.summary}")
+            next_steps.append(
+                f"Also investigate {other.fault_type.value} on {', '.join(other.replicas)}: {other.summary}"
+            )
             evidence.extend(other.evidence[:1])
         return {
             "summary": chosen.summary,
@@ -551,39 +721,74 @@ class OfflineEngine:
         errors_high = bool(elevated) or (overall is not None and overall >= ERROR_RATIO_ELEVATED)
         evidence = []
         if obs.errors is not None:
-            evidence.append(Evidence(tool="compute_error_rate", query=obs.errors["queries"]["overall"],
-                                     finding=f"overall error ratio {_ratio(overall) if overall is not None else 'n/a'}; per replica {_fmt(per_replica, _ratio) or 'n/a'}"))
+            evidence.append(
+                Evidence(
+                    tool="compute_error_rate",
+                    query=obs.errors["queries"]["overall"],
+                    finding=f"overall error ratio {_ratio(overall) if overall is not None else 'n/a'}; per replica {_fmt(per_replica, _ratio) or 'n/a'}",
+                )
+            )
         for key in ("up", "p99", "cpu", "rss"):
             if obs.metrics.get(key):
                 unit = {"up": lambda v: f"{v:.0f}", "p99": _seconds, "cpu": _cores, "rss": _mib}[key]
-                evidence.append(Evidence(tool="query_prometheus", query=QUERIES[key], finding=_fmt(obs.metrics[key], unit)))
+                evidence.append(
+                    Evidence(tool="query_prometheus", query=QUERIES[key], finding=_fmt(obs.metrics[key], unit))
+                )
         if obs.logs:
             top = obs.logs.get("by_exception_type", {})
-            evidence.append(Evidence(tool="fetch_logs", query=f"GET /logs/tail?seconds={LOG_WINDOW_S}&limit={LOG_LIMIT}",
-                                     finding=f"{obs.logs.get('count', 0)} ERROR entries; by exception type {json.dumps(top)}"))
-        base = {"affected_service": SERVICE, "affected_file": None, "affected_line": None, "evidence": [e.model_dump() for e in evidence]}
+            evidence.append(
+                Evidence(
+                    tool="fetch_logs",
+                    query=f"GET /logs/tail?seconds={LOG_WINDOW_S}&limit={LOG_LIMIT}",
+                    finding=f"{obs.logs.get('count', 0)} ERROR entries; by exception type {json.dumps(top)}",
+                )
+            )
+        base = {
+            "affected_service": SERVICE,
+            "affected_file": None,
+            "affected_line": None,
+            "evidence": [e.model_dump() for e in evidence],
+        }
         if errors_high:
             dominant = next(iter(obs.logs.get("by_exception_type", {})), None) if obs.logs else None
-            return {**base,
-                    "summary": f"Error ratio elevated on {', '.join(elevated) or 'the service'} with no identified cause",
-                    "root_cause": f"Errors are above baseline (overall {_ratio(overall) if overall is not None else 'n/a'}) but the logs do not point at a "
-                                  f"code location or injected fault (dominant exception: {dominant or 'none logged'}). Inconclusive.",
-                    "fault_type": FaultType.unknown.value, "affected_replicas": elevated, "priority": "P2", "confidence": 0.4,
-                    "suggested_fix": "", "next_steps": ["Inspect the failing requests' logs and dependencies by hand"]}
+            return {
+                **base,
+                "summary": f"Error ratio elevated on {', '.join(elevated) or 'the service'} with no identified cause",
+                "root_cause": f"Errors are above baseline (overall {_ratio(overall) if overall is not None else 'n/a'}) but the logs do not point at a "
+                f"code location or injected fault (dominant exception: {dominant or 'none logged'}). Inconclusive.",
+                "fault_type": FaultType.unknown.value,
+                "affected_replicas": elevated,
+                "priority": "P2",
+                "confidence": 0.4,
+                "suggested_fix": "",
+                "next_steps": ["Inspect the failing requests' logs and dependencies by hand"],
+            }
         if metrics_missing or obs.logs is None:
-            return {**base,
-                    "summary": "Inconclusive: evidence tools failed",
-                    "root_cause": "The investigation could not read enough evidence (metrics or logs unavailable) to confirm a fault or a healthy system.",
-                    "fault_type": FaultType.unknown.value, "affected_replicas": [], "priority": "P3", "confidence": 0.4,
-                    "suggested_fix": "", "next_steps": ["Check that Prometheus, the load balancer and the process manager are reachable"]}
+            return {
+                **base,
+                "summary": "Inconclusive: evidence tools failed",
+                "root_cause": "The investigation could not read enough evidence (metrics or logs unavailable) to confirm a fault or a healthy system.",
+                "fault_type": FaultType.unknown.value,
+                "affected_replicas": [],
+                "priority": "P3",
+                "confidence": 0.4,
+                "suggested_fix": "",
+                "next_steps": ["Check that Prometheus, the load balancer and the process manager are reachable"],
+            }
         p99 = obs.metrics.get("p99", {})
         worst = max(p99.values()) if p99 else None
-        return {**base,
-                "summary": f"No fault found: error ratio {_ratio(overall) if overall is not None else 'n/a'}, "
-                           f"p99 max {_seconds(worst) if worst is not None else 'n/a'}, all {len(obs.metrics['up'])} replicas up",
-                "root_cause": "The system looks healthy now: error ratio at baseline, latency normal, CPU and memory normal, every replica up and no recent crash.",
-                "fault_type": FaultType.none.value, "affected_replicas": [], "priority": "P4", "confidence": 0.8,
-                "suggested_fix": "", "next_steps": ["Check whether the alert threshold is too sensitive or the condition was transient"]}
+        return {
+            **base,
+            "summary": f"No fault found: error ratio {_ratio(overall) if overall is not None else 'n/a'}, "
+            f"p99 max {_seconds(worst) if worst is not None else 'n/a'}, all {len(obs.metrics['up'])} replicas up",
+            "root_cause": "The system looks healthy now: error ratio at baseline, latency normal, CPU and memory normal, every replica up and no recent crash.",
+            "fault_type": FaultType.none.value,
+            "affected_replicas": [],
+            "priority": "P4",
+            "confidence": 0.8,
+            "suggested_fix": "",
+            "next_steps": ["Check whether the alert threshold is too sensitive or the condition was transient"],
+        }
 
 
 def _fix_for(group: dict[str, Any]) -> str:
@@ -591,8 +796,10 @@ def _fix_for(group: dict[str, Any]) -> str:
     where = f"{group['file']}:{group['line']}"
     message = str(group.get("message") or "")
     if group["exception_type"] == "AttributeError" and "NoneType" in message:
-        return (f"{group.get('function')}() dereferences a value that can be None at {where}: check the result of the call "
-                "that produced it (return 404 / a default when nothing is found) before using it, and add a test for the missing case.")
+        return (
+            f"{group.get('function')}() dereferences a value that can be None at {where}: check the result of the call "
+            "that produced it (return 404 / a default when nothing is found) before using it, and add a test for the missing case."
+        )
     if group["exception_type"] == "KeyError":
         return f"Guard the dictionary lookup at {where} (use .get() with a default or validate the key first)."
     if group["exception_type"] == "TypeError":

@@ -1,8 +1,9 @@
 """Prompts of the model-driven investigation."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 SYSTEM_PROMPT = """You are an SRE on-call investigator for the `inventory` service: several replicas \
@@ -52,7 +53,7 @@ def user_message(incident: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
     """
     lines = [
         f"Incident #{incident['id']}: {incident['title']} (status {incident['status']}, "
-        f"opened {datetime.fromtimestamp(incident['created_at'], timezone.utc).isoformat(timespec='seconds')}).",
+        f"opened {datetime.fromtimestamp(incident['created_at'], UTC).isoformat(timespec='seconds')}).",
         f"Group labels: {json.dumps(incident.get('group_labels') or {}, sort_keys=True)}",
         "Alerts:",
     ]
@@ -61,5 +62,7 @@ def user_message(incident: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
             f"- {alert['alertname']} [{alert['status']}] startsAt {_when(alert.get('starts_at'))}; "
             f"labels {json.dumps(alert['labels'], sort_keys=True)}; annotations {json.dumps(alert['annotations'], sort_keys=True)}"
         )
-    lines.append(f"Now: {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Investigate and call send_diagnosis.")
+    lines.append(
+        f"Now: {datetime.now(UTC).isoformat(timespec='seconds')}. Investigate and call send_diagnosis."
+    )
     return "\n".join(lines)

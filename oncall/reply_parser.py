@@ -6,6 +6,7 @@ Understood (case-insensitive, an optional ``#12`` or ``incident 12`` anywhere na
 (acknowledge), ``resolve`` / ``mark resolved`` (resolve), ``status`` / ``details`` (status), ``help``.
 Anything else is answered with the help text.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,16 +18,50 @@ INCIDENT_REF = re.compile(r"(?:#\s*|\bincident\s+#?)(\d+)\b", re.IGNORECASE)
 HELP = re.compile(r"^\s*(help|\?|commands|menu)\s*[.!?]*\s*$", re.IGNORECASE)
 TICKET = re.compile(r"\b(jira|ticket|task|issue)s?\b", re.IGNORECASE)
 FORCE_NEW = re.compile(r"\b(new|another|second|extra|one more)\s+(jira\s+)?(ticket|task|issue)\b", re.IGNORECASE)
-RESOLVE = re.compile(r"\b(resolve[ds]?|mark(ed)?\s+(it\s+)?(as\s+)?resolved|close\s+(it|the\s+incident)|it'?s\s+fixed)\b", re.IGNORECASE)
-ACK = re.compile(r"\b(ack|acked|acknowledged?|on\s+it|i'?m\s+on\s+it|looking(\s+into\s+it)?|taking\s+(it|this))\b", re.IGNORECASE)
+RESOLVE = re.compile(
+    r"\b(resolve[ds]?|mark(ed)?\s+(it\s+)?(as\s+)?resolved|close\s+(it|the\s+incident)|it'?s\s+fixed)\b", re.IGNORECASE
+)
+ACK = re.compile(
+    r"\b(ack|acked|acknowledged?|on\s+it|i'?m\s+on\s+it|looking(\s+into\s+it)?|taking\s+(it|this))\b", re.IGNORECASE
+)
 STATUS = re.compile(r"\b(status|details?|info|diagnosis|summary|what'?s\s+(up|going\s+on))\b", re.IGNORECASE)
 # "assign it to Ravi", "assigned to Ravi Kumar", "assignee: priya", "for priya" / "to ravi" after a ticket word
-ASSIGN = re.compile(r"\b(?:assign(?:ed)?(?:\s+(?:it|this|the\s+\w+))?\s+to|assignee\s*[:=]?|owner\s*[:=]?)\s+(?P<name>.+)", re.IGNORECASE)
+ASSIGN = re.compile(
+    r"\b(?:assign(?:ed)?(?:\s+(?:it|this|the\s+\w+))?\s+to|assignee\s*[:=]?|owner\s*[:=]?)\s+(?P<name>.+)",
+    re.IGNORECASE,
+)
 FOR_NAME = re.compile(r"\b(?:ticket|task|issue|jira)\b.*?\b(?:for|to)\s+(?P<name>.+)", re.IGNORECASE)
 NAME_WORD = re.compile(r"^[^\W\d_][\w.'-]*$")
 NOT_NAMES = {
-    "the", "this", "that", "it", "me", "us", "him", "her", "them", "a", "an", "incident", "alert", "jira", "ticket", "task",
-    "issue", "please", "pls", "now", "asap", "and", "with", "priority", "fix", "investigate", "track", "tracking", "someone",
+    "the",
+    "this",
+    "that",
+    "it",
+    "me",
+    "us",
+    "him",
+    "her",
+    "them",
+    "a",
+    "an",
+    "incident",
+    "alert",
+    "jira",
+    "ticket",
+    "task",
+    "issue",
+    "please",
+    "pls",
+    "now",
+    "asap",
+    "and",
+    "with",
+    "priority",
+    "fix",
+    "investigate",
+    "track",
+    "tracking",
+    "someone",
 }
 MAX_NAME_WORDS = 3
 
@@ -57,7 +92,7 @@ def _name_from(text: str) -> str | None:
     """The leading person name in ``text``: up to 3 name-like words, stopping at filler words or punctuation."""
     words: list[str] = []
     for raw in re.split(r"\s+", text.strip()):
-        word = raw.strip(",.;:!?\"()")
+        word = raw.strip(',.;:!?"()')
         if not word or word.casefold() in NOT_NAMES or not NAME_WORD.match(word) or len(words) == MAX_NAME_WORDS:
             break
         words.append(word)
@@ -92,9 +127,16 @@ def parse_reply(text: str) -> ParsedReply:
         return ParsedReply(action=ReplyAction.help, incident_ref=incident_ref, understood=bool(rest))
     if TICKET.search(rest) or ASSIGN.search(rest):
         return ParsedReply(
-            action=ReplyAction.create_ticket, incident_ref=incident_ref, assignee=extract_assignee(rest), force_new=bool(FORCE_NEW.search(rest))
+            action=ReplyAction.create_ticket,
+            incident_ref=incident_ref,
+            assignee=extract_assignee(rest),
+            force_new=bool(FORCE_NEW.search(rest)),
         )
-    for pattern, action in ((RESOLVE, ReplyAction.resolve), (ACK, ReplyAction.acknowledge), (STATUS, ReplyAction.status)):
+    for pattern, action in (
+        (RESOLVE, ReplyAction.resolve),
+        (ACK, ReplyAction.acknowledge),
+        (STATUS, ReplyAction.status),
+    ):
         if pattern.search(rest):
             return ParsedReply(action=action, incident_ref=incident_ref)
     return ParsedReply(action=ReplyAction.help, incident_ref=incident_ref, understood=False)

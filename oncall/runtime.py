@@ -1,10 +1,12 @@
 """The agent's long-lived objects, built once in the FastAPI lifespan and kept on ``app.state.runtime``."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -33,10 +35,10 @@ class AgentRuntime:
     settings: Settings
     db: Database
     http: httpx.AsyncClient
-    notifier: "Notifier | None" = None
-    investigator: "Investigator | None" = None
-    jira: "JiraClient | None" = None
-    conversation: "ConversationHandler | None" = None
+    notifier: Notifier | None = None
+    investigator: Investigator | None = None
+    jira: JiraClient | None = None
+    conversation: ConversationHandler | None = None
     tasks: set[asyncio.Task] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:

@@ -3,6 +3,7 @@
 Every variable is documented in ``.env.example``. Invalid values fail at start with
 pydantic's message; secrets are ``SecretStr`` so they never print in logs or reprs.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,9 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = Field(default=None, alias="TWILIO_AUTH_TOKEN")
     twilio_whatsapp_from: str | None = Field(default=None, alias="TWILIO_WHATSAPP_FROM")
     twilio_api_base_url: str | None = Field(default=None, alias="TWILIO_API_BASE_URL")
-    oncall_whatsapp_numbers: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="ONCALL_WHATSAPP_NUMBERS")
+    oncall_whatsapp_numbers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="ONCALL_WHATSAPP_NUMBERS"
+    )
 
     # Jira Cloud REST v3
     jira_base_url: str | None = Field(default=None, alias="JIRA_BASE_URL")
@@ -80,27 +83,47 @@ class Settings(BaseSettings):
         """Twilio addresses WhatsApp users as ``whatsapp:+E164``; add the prefix when it is missing."""
         return [n if n.startswith("whatsapp:") else f"whatsapp:{n}" for n in numbers]
 
-    @field_validator("public_base_url", "lb_url", "prometheus_url", "pm_url", "github_api_url", "jira_base_url", "openai_base_url", "twilio_api_base_url")
+    @field_validator(
+        "public_base_url",
+        "lb_url",
+        "prometheus_url",
+        "pm_url",
+        "github_api_url",
+        "jira_base_url",
+        "openai_base_url",
+        "twilio_api_base_url",
+    )
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         """Store URLs without a trailing slash so paths can be appended."""
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
-    def _complete_integrations(self) -> "Settings":
+    def _complete_integrations(self) -> Settings:
         """An integration is either fully configured or not at all; half a configuration is an error."""
         # TWILIO_AUTH_TOKEN alone is valid: it verifies inbound webhooks while replies go to the console channel.
         groups = {
-            "Twilio": {"TWILIO_ACCOUNT_SID": self.twilio_account_sid, "TWILIO_AUTH_TOKEN": self.twilio_auth_token, "TWILIO_WHATSAPP_FROM": self.twilio_whatsapp_from}
+            "Twilio": {
+                "TWILIO_ACCOUNT_SID": self.twilio_account_sid,
+                "TWILIO_AUTH_TOKEN": self.twilio_auth_token,
+                "TWILIO_WHATSAPP_FROM": self.twilio_whatsapp_from,
+            }
             if (self.twilio_account_sid or self.twilio_whatsapp_from)
             else {},
-            "Jira": {"JIRA_BASE_URL": self.jira_base_url, "JIRA_EMAIL": self.jira_email, "JIRA_API_TOKEN": self.jira_api_token, "JIRA_PROJECT_KEY": self.jira_project_key},
+            "Jira": {
+                "JIRA_BASE_URL": self.jira_base_url,
+                "JIRA_EMAIL": self.jira_email,
+                "JIRA_API_TOKEN": self.jira_api_token,
+                "JIRA_PROJECT_KEY": self.jira_project_key,
+            },
         }
         for name, fields in groups.items():
             present = [key for key, value in fields.items() if value]
             if present and len(present) != len(fields):
                 missing = sorted(set(fields) - set(present))
-                raise ValueError(f"{name} is partly configured: set {', '.join(missing)} too, or unset {', '.join(present)}")
+                raise ValueError(
+                    f"{name} is partly configured: set {', '.join(missing)} too, or unset {', '.join(present)}"
+                )
         if self.twilio_enabled and not self.oncall_whatsapp_numbers:
             raise ValueError("Twilio is configured but ONCALL_WHATSAPP_NUMBERS is empty: nobody would be paged")
         return self
@@ -133,8 +156,12 @@ class Settings(BaseSettings):
         return {
             "openai": f"enabled (model {self.openai_model})" if self.llm_enabled else "disabled (offline engine)",
             "twilio": "enabled" if self.twilio_enabled else "disabled (console WhatsApp channel)",
-            "jira": f"enabled (project {self.jira_project_key})" if self.jira_enabled else "disabled (ticket drafts kept on the incident)",
-            "github": f"enabled ({self.github_repo}@{self.github_ref})" if self.github_enabled else f"disabled (local checkout {self.code_root})",
+            "jira": f"enabled (project {self.jira_project_key})"
+            if self.jira_enabled
+            else "disabled (ticket drafts kept on the incident)",
+            "github": f"enabled ({self.github_repo}@{self.github_ref})"
+            if self.github_enabled
+            else f"disabled (local checkout {self.code_root})",
             "alerts_bearer_token": "required" if self.alerts_bearer_token else "not required",
         }
 

@@ -10,14 +10,16 @@ Every tool call of a round runs concurrently (``asyncio.gather``), each under it
 A call never raises: unknown tool, invalid JSON, schema violations, handler exceptions and
 timeouts all become an error record whose message is fed back to the model.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import openai
 from pydantic import BaseModel, ValidationError
@@ -115,7 +117,9 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def _execute_one(call_id: str, name: str, raw_args: str, tools: Mapping[str, ToolSpec], round_no: int) -> ToolCallRecord:
+async def _execute_one(
+    call_id: str, name: str, raw_args: str, tools: Mapping[str, ToolSpec], round_no: int
+) -> ToolCallRecord:
     started_at = time.time()
     t0 = time.perf_counter()
     parsed: BaseModel | None = None
@@ -130,7 +134,9 @@ async def _execute_one(call_id: str, name: str, raw_args: str, tools: Mapping[st
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         except ValueError as exc:
-            error = f"invalid JSON arguments for {name}: {exc}. Send a JSON object matching the tool's parameters schema."
+            error = (
+                f"invalid JSON arguments for {name}: {exc}. Send a JSON object matching the tool's parameters schema."
+            )
         else:
             try:
                 parsed = spec.args_model.model_validate(data)
@@ -149,7 +155,9 @@ async def _execute_one(call_id: str, name: str, raw_args: str, tools: Mapping[st
     TOOL_CALL_SECONDS.labels(tool=name if spec else "unknown", result="ok" if ok else "error").observe(duration)
     if not ok:
         log.warning("tool call %s (%s) failed: %s", name, call_id, error)
-    return ToolCallRecord(round_no, call_id, name, raw_args, ok, result if ok else None, error, started_at, duration, parsed)
+    return ToolCallRecord(
+        round_no, call_id, name, raw_args, ok, result if ok else None, error, started_at, duration, parsed
+    )
 
 
 async def execute_tool_calls(
@@ -173,7 +181,11 @@ def _assistant_message(message: Any) -> dict:
     out: dict[str, Any] = {"role": "assistant", "content": message.content}
     if message.tool_calls:
         out["tool_calls"] = [
-            {"id": tc.id, "type": "function", "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
+            {
+                "id": tc.id,
+                "type": "function",
+                "function": {"name": tc.function.name, "arguments": tc.function.arguments},
+            }
             for tc in message.tool_calls
         ]
     return out
@@ -233,7 +245,9 @@ async def run_model_loop(
         if not message.tool_calls:
             return LoopOutcome(None, rounds, prompt_tokens, completion_tokens, message.content)
         round_no = first_round + rounds - 1
-        records = await execute_tool_calls([_call_tuple(tc) for tc in message.tool_calls], by_name, round_no, max_output_chars)
+        records = await execute_tool_calls(
+            [_call_tuple(tc) for tc in message.tool_calls], by_name, round_no, max_output_chars
+        )
         for record in records:
             on_record(record)
             messages.append(tool_message(record, max_output_chars))
@@ -243,13 +257,26 @@ async def run_model_loop(
     return LoopOutcome(None, rounds, prompt_tokens, completion_tokens, None)
 
 
-def store_tool_call(db: Database, incident_id: int, investigation_id: int | None, record: ToolCallRecord, max_output_chars: int) -> None:
+def store_tool_call(
+    db: Database, incident_id: int, investigation_id: int | None, record: ToolCallRecord, max_output_chars: int
+) -> None:
     """Append ``record`` to the ``tool_calls`` audit trail (result capped at ``max_output_chars``);
     ``investigation_id`` is None for the tools of a WhatsApp reply."""
     result = cap_text(result_json(record), max_output_chars) if record.ok else None
     db.execute(
         "INSERT INTO tool_calls (incident_id, investigation_id, round, call_id, tool, arguments, ok, result, error, started_at, duration_s)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (incident_id, investigation_id, record.round, record.call_id, record.tool, record.arguments, int(record.ok),
-         result, record.error, record.started_at, record.duration_s),
+        (
+            incident_id,
+            investigation_id,
+            record.round,
+            record.call_id,
+            record.tool,
+            record.arguments,
+            int(record.ok),
+            result,
+            record.error,
+            record.started_at,
+            record.duration_s,
+        ),
     )

@@ -7,6 +7,7 @@ GETs are retried on connection errors (tenacity, 3 attempts, short exponential b
 returns a compact JSON-serialisable dict sized to fit the tool output cap, or raises ``ToolError``
 with a message the model can act on.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,7 +89,11 @@ class FetchCodeArgs(BaseModel):
     of interest and ``context_lines`` (0-200) shown around it."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(min_length=1, max_length=400, description="File path relative to the repository root, e.g. inventory_service.py.")
+    path: str = Field(
+        min_length=1,
+        max_length=400,
+        description="File path relative to the repository root, e.g. inventory_service.py.",
+    )
     line: int | None = Field(default=None, ge=1, description="Line of interest (from a stack trace).")
     context_lines: int = Field(default=20, ge=0, le=200, description="Lines shown before and after `line`.")
 
@@ -162,11 +167,19 @@ def summarise_logs(entries: list[dict[str, Any]], now: float | None = None) -> d
         ts = entry.get("ts") if isinstance(entry.get("ts"), (int, float)) else None
         if group is None:  # entries are newest first: the first one of a group is its newest
             group = groups[key] = {
-                "exception_type": key[0], "file": key[1], "line": key[2], "function": entry.get("function"),
-                "message": entry.get("message"), "count": 0, "recent_count": 0,
-                "last_seen_s_ago": round(now - ts, 1) if ts is not None else None, "replicas": Counter(),
-                "recent_replicas": Counter(), "routes": Counter(),
-                "example": log_line(entry), "traceback": entry.get("traceback") or "",
+                "exception_type": key[0],
+                "file": key[1],
+                "line": key[2],
+                "function": entry.get("function"),
+                "message": entry.get("message"),
+                "count": 0,
+                "recent_count": 0,
+                "last_seen_s_ago": round(now - ts, 1) if ts is not None else None,
+                "replicas": Counter(),
+                "recent_replicas": Counter(),
+                "routes": Counter(),
+                "example": log_line(entry),
+                "traceback": entry.get("traceback") or "",
             }
         group["count"] += 1
         if ts is not None and now - ts <= RECENT_LOG_S:
@@ -189,7 +202,9 @@ def summarise_logs(entries: list[dict[str, Any]], now: float | None = None) -> d
         "newest": [log_line(e) for e in entries[:NEWEST_ENTRIES_KEPT]],
     }
     if ranked and ranked[0]["traceback"]:
-        summary["dominant_traceback_tail"] = "\n".join(ranked[0]["traceback"].rstrip().splitlines()[-TRACEBACK_TAIL_LINES:])
+        summary["dominant_traceback_tail"] = "\n".join(
+            ranked[0]["traceback"].rstrip().splitlines()[-TRACEBACK_TAIL_LINES:]
+        )
     return summary
 
 
@@ -209,7 +224,12 @@ def numbered_lines(text: str, line: int | None, context_lines: int) -> dict[str,
         first, last = max(1, line - context_lines), min(len(lines), line + context_lines)
     width = len(str(last))
     rendered = [f"{'>' if n == line else ' '} {n:>{width}} | {lines[n - 1]}" for n in range(first, last + 1)]
-    out: dict[str, Any] = {"total_lines": len(lines), "start_line": first, "end_line": last, "code": "\n".join(rendered)}
+    out: dict[str, Any] = {
+        "total_lines": len(lines),
+        "start_line": first,
+        "end_line": last,
+        "code": "\n".join(rendered),
+    }
     if line is not None:
         out["focus_line"] = line
         out["focus_text"] = lines[line - 1].strip()
@@ -258,9 +278,15 @@ class InvestigationTools:
         self.runtime = runtime
         self.settings = runtime.settings
 
-    @retry(retry=retry_if_exception_type(httpx.ConnectError), stop=stop_after_attempt(GET_ATTEMPTS),
-           wait=wait_exponential(multiplier=0.1, max=1.0), reraise=True)
-    async def _get(self, url: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    @retry(
+        retry=retry_if_exception_type(httpx.ConnectError),
+        stop=stop_after_attempt(GET_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.1, max=1.0),
+        reraise=True,
+    )
+    async def _get(
+        self, url: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         """Idempotent GET with the tool timeout; retried on connection errors."""
         return await self.runtime.http.get(url, params=params, headers=headers, timeout=self.settings.tool_timeout_s)
 
@@ -281,7 +307,9 @@ class InvestigationTools:
         try:
             body = response.json()
         except ValueError:
-            raise ToolError(f"Prometheus answered HTTP {response.status_code} without JSON: {response.text[:200]}") from None
+            raise ToolError(
+                f"Prometheus answered HTTP {response.status_code} without JSON: {response.text[:200]}"
+            ) from None
         if body.get("status") != "success":
             raise ToolError(f"Prometheus rejected the query ({body.get('errorType')}): {body.get('error')}")
         return compact_prom_data(body["data"])
@@ -305,7 +333,9 @@ class InvestigationTools:
         overall = data["overall"]["result"]
         return {
             "window": args.window,
-            "overall_error_ratio": round(overall[0]["value"], 4) if overall and isinstance(overall[0]["value"], float) else None,
+            "overall_error_ratio": round(overall[0]["value"], 4)
+            if overall and isinstance(overall[0]["value"], float)
+            else None,
             "per_replica_error_ratio": _rounded(by_label(data["per_replica"], "replica")),
             "per_route_error_ratio": _rounded(by_label(data["per_route"], "route")),
             "requests_per_second_by_replica": _rounded(by_label(data["rps_per_replica"], "replica"), 2),
@@ -320,7 +350,9 @@ class InvestigationTools:
         """Process-manager changes of the last ``since_seconds`` and the current instances."""
         now = time.time()
         changes, instances = await asyncio.gather(
-            self._get_json(f"{self.settings.pm_url}/changes", {"since": round(now - args.since_seconds, 3), "limit": 200}),
+            self._get_json(
+                f"{self.settings.pm_url}/changes", {"since": round(now - args.since_seconds, 3), "limit": 200}
+            ),
             self._get_json(f"{self.settings.pm_url}/instances"),
         )
         listed = changes.get("changes", [])
@@ -328,8 +360,13 @@ class InvestigationTools:
             "now": round(now, 3),
             "since_seconds": args.since_seconds,
             "changes": [
-                {"ts": c.get("ts"), "age_s": round(now - c["ts"], 1) if c.get("ts") else None, "kind": c.get("kind"),
-                 "replica": c.get("replica"), "detail": c.get("detail")}
+                {
+                    "ts": c.get("ts"),
+                    "age_s": round(now - c["ts"], 1) if c.get("ts") else None,
+                    "kind": c.get("kind"),
+                    "replica": c.get("replica"),
+                    "detail": c.get("detail"),
+                }
                 for c in listed[:CHANGES_KEPT]
             ],
             "omitted_changes": max(0, len(listed) - CHANGES_KEPT),
@@ -365,9 +402,13 @@ class InvestigationTools:
             raise ToolError(f"GitHub answered HTTP {response.status_code} for {path!r}: {message}")
         body = response.json()
         if isinstance(body, list):
-            raise ToolError(f"{path!r} is a directory on GitHub; entries: {', '.join(e.get('path', '') for e in body[:30])}")
+            raise ToolError(
+                f"{path!r} is a directory on GitHub; entries: {', '.join(e.get('path', '') for e in body[:30])}"
+            )
         if body.get("type") != "file" or body.get("encoding") != "base64":
-            raise ToolError(f"{path!r} is a {body.get('type')} with encoding {body.get('encoding')}; only base64 files are supported")
+            raise ToolError(
+                f"{path!r} is a {body.get('type')} with encoding {body.get('encoding')}; only base64 files are supported"
+            )
         return base64.b64decode(body["content"]).decode("utf-8", errors="replace")
 
     def specs(self, engine: str) -> dict[str, ToolSpec]:
@@ -380,27 +421,58 @@ class InvestigationTools:
         return {
             spec.name: spec
             for spec in (
-                ToolSpec("fetch_logs", "Recent ERROR logs of the inventory service (all replicas) through the load balancer's "
-                         "/logs/tail, summarised: counts by exception_type, replica, route and file:line, the largest error "
-                         "groups with their message and function, the newest entries and the dominant traceback tail.",
-                         FetchLogsArgs, self.fetch_logs, deadline),
-                ToolSpec("compute_error_rate", "Error ratio (HTTP 5xx / all requests, 0-1) of the inventory service from "
-                         "Prometheus: overall, per replica and per route, plus requests per second per replica.",
-                         ErrorRateArgs, self.compute_error_rate, deadline),
-                ToolSpec("query_prometheus", "Run any PromQL instant query against Prometheus (e.g. p99 latency "
-                         "histogram_quantile(0.99, sum by (replica, le)(rate(http_request_duration_seconds_bucket{job=\"inventory\"}[1m]))), "
-                         "up{job=\"inventory\"}, process_resident_memory_bytes, rate(process_cpu_seconds_total[1m])). "
-                         "Returns labels and values; on bad PromQL returns Prometheus' error message.",
-                         PromQueryArgs, self.query_prometheus, deadline),
-                ToolSpec("get_recent_changes", "Recent process-manager changes (scale, start, stop, fault, crash, restart) "
-                         "and the current replica instances with state, restart count and exit code.",
-                         RecentChangesArgs, self.get_recent_changes, deadline),
-                ToolSpec("fetch_code_from_github", "Source code of a file in the service repository, with line numbers "
-                         "around `line` (e.g. the file:line a stack trace points at).",
-                         FetchCodeArgs, self.fetch_code, deadline),
-                ToolSpec("send_diagnosis", "Submit the final root-cause diagnosis. Ends the investigation. Use fault_type "
-                         "'none' when nothing is wrong and 'unknown' when the evidence is inconclusive.",
-                         SendDiagnosisArgs, send_diagnosis, deadline, terminal=True),
+                ToolSpec(
+                    "fetch_logs",
+                    "Recent ERROR logs of the inventory service (all replicas) through the load balancer's "
+                    "/logs/tail, summarised: counts by exception_type, replica, route and file:line, the largest error "
+                    "groups with their message and function, the newest entries and the dominant traceback tail.",
+                    FetchLogsArgs,
+                    self.fetch_logs,
+                    deadline,
+                ),
+                ToolSpec(
+                    "compute_error_rate",
+                    "Error ratio (HTTP 5xx / all requests, 0-1) of the inventory service from "
+                    "Prometheus: overall, per replica and per route, plus requests per second per replica.",
+                    ErrorRateArgs,
+                    self.compute_error_rate,
+                    deadline,
+                ),
+                ToolSpec(
+                    "query_prometheus",
+                    "Run any PromQL instant query against Prometheus (e.g. p99 latency "
+                    'histogram_quantile(0.99, sum by (replica, le)(rate(http_request_duration_seconds_bucket{job="inventory"}[1m]))), '
+                    'up{job="inventory"}, process_resident_memory_bytes, rate(process_cpu_seconds_total[1m])). '
+                    "Returns labels and values; on bad PromQL returns Prometheus' error message.",
+                    PromQueryArgs,
+                    self.query_prometheus,
+                    deadline,
+                ),
+                ToolSpec(
+                    "get_recent_changes",
+                    "Recent process-manager changes (scale, start, stop, fault, crash, restart) "
+                    "and the current replica instances with state, restart count and exit code.",
+                    RecentChangesArgs,
+                    self.get_recent_changes,
+                    deadline,
+                ),
+                ToolSpec(
+                    "fetch_code_from_github",
+                    "Source code of a file in the service repository, with line numbers "
+                    "around `line` (e.g. the file:line a stack trace points at).",
+                    FetchCodeArgs,
+                    self.fetch_code,
+                    deadline,
+                ),
+                ToolSpec(
+                    "send_diagnosis",
+                    "Submit the final root-cause diagnosis. Ends the investigation. Use fault_type "
+                    "'none' when nothing is wrong and 'unknown' when the evidence is inconclusive.",
+                    SendDiagnosisArgs,
+                    send_diagnosis,
+                    deadline,
+                    terminal=True,
+                ),
             )
         }
 
@@ -408,6 +480,7 @@ class InvestigationTools:
 def error_rate_queries(window: str) -> dict[str, str]:
     """PromQL for ``compute_error_rate``. Errors of a series with no 5xx yet count as 0 (``or ... * 0``),
     so a healthy replica shows ratio 0 instead of disappearing."""
+
     def ratio(by: str) -> str:
         grouping = f" by ({by})" if by else ""
         errors = f'sum{grouping}(rate(http_errors_total{{job="{SERVICE_JOB}"}}[{window}]))'

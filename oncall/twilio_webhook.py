@@ -6,6 +6,7 @@ params)); the SDK's ``RequestValidator`` checks it against the public URL Twilio
 15 s for the answer, so the reply is handled in the background and an empty TwiML document is
 returned at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,12 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData
-from twilio.request_validator import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, RequestValidator, get_signature_algorithm
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
 
 if TYPE_CHECKING:
     from oncall.runtime import AgentRuntime
@@ -53,15 +59,21 @@ def twiml() -> Response:
     return Response(content=EMPTY_TWIML, media_type="application/xml")
 
 
-def verify_signature(runtime: "AgentRuntime", request: Request, form: FormData) -> None:
+def verify_signature(runtime: AgentRuntime, request: Request, form: FormData) -> None:
     """Check ``X-Twilio-Signature``; raises HTTPException 403 when it is missing, wrong or unverifiable."""
     token = runtime.settings.twilio_auth_token
     if token is None:
         log.warning("rejected Twilio webhook: TWILIO_AUTH_TOKEN is not set, so X-Twilio-Signature cannot be verified")
-        raise HTTPException(status_code=403, detail="Twilio webhook signature cannot be verified: TWILIO_AUTH_TOKEN is not configured")
+        raise HTTPException(
+            status_code=403, detail="Twilio webhook signature cannot be verified: TWILIO_AUTH_TOKEN is not configured"
+        )
     signature = request.headers.get(SIGNATURE_HEADER)
     if not signature:
-        log.warning("rejected Twilio webhook from %s: no %s header", request.client.host if request.client else "?", SIGNATURE_HEADER)
+        log.warning(
+            "rejected Twilio webhook from %s: no %s header",
+            request.client.host if request.client else "?",
+            SIGNATURE_HEADER,
+        )
         raise HTTPException(status_code=403, detail=f"missing {SIGNATURE_HEADER}")
     url = public_url(runtime.settings.public_base_url, request)
     algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
@@ -70,7 +82,7 @@ def verify_signature(runtime: "AgentRuntime", request: Request, form: FormData) 
         raise HTTPException(status_code=403, detail=f"invalid {SIGNATURE_HEADER}")
 
 
-def store_inbound(runtime: "AgentRuntime", message: InboundMessage) -> bool:
+def store_inbound(runtime: AgentRuntime, message: InboundMessage) -> bool:
     """Store the inbound message (direction ``in``); False when its MessageSid was already stored."""
     now = time.time()
     try:
@@ -108,5 +120,8 @@ async def twilio_inbound(request: Request) -> Response:
     if runtime.conversation is None:
         log.error("WhatsApp message %s stored but no conversation handler is configured", message.MessageSid)
         return twiml()
-    runtime.spawn(runtime.conversation.handle_inbound(message.From, message.Body, message.MessageSid), name=f"reply-{message.MessageSid}")
+    runtime.spawn(
+        runtime.conversation.handle_inbound(message.From, message.Body, message.MessageSid),
+        name=f"reply-{message.MessageSid}",
+    )
     return twiml()

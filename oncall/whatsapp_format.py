@@ -3,6 +3,7 @@
 WhatsApp renders ``*bold*``; Twilio accepts at most 1600 characters in one WhatsApp message body
 (Twilio docs, "Message body length": WhatsApp 1600), so long texts are split with ``split_message``.
 """
+
 from __future__ import annotations
 
 from typing import Any

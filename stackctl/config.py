@@ -3,6 +3,7 @@
 The copies point at the ports a run uses and, optionally, carry the demo alert timing from
 ``stackctl/demo_timing.yaml``. The shipped files at the repository root are only read.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,13 +58,20 @@ def render_rules(run_dir: Path, timing: dict[str, Any] | None) -> Path:
     return _write_yaml(run_dir / "alerts.yaml", rules)
 
 
-def render_prometheus(run_dir: Path, ports: StackPorts, targets_file: Path, rules_file: Path, timing: dict[str, Any] | None) -> Path:
+def render_prometheus(
+    run_dir: Path, ports: StackPorts, targets_file: Path, rules_file: Path, timing: dict[str, Any] | None
+) -> Path:
     """Copy ``prometheus.yaml`` to ``run_dir`` with this run's ports, targets file and rules file."""
     config = yaml.safe_load((REPO_ROOT / "prometheus.yaml").read_text())
     config.setdefault("global", {}).update((timing or {}).get("prometheus", {}))
     config["rule_files"] = [str(rules_file)]
     config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports.alertmanager}"]}]}]}
-    job_ports = {"loadbalancer": ports.lb, "process_manager": ports.pm, "oncall_agent": ports.agent, "prometheus": ports.prometheus}
+    job_ports = {
+        "loadbalancer": ports.lb,
+        "process_manager": ports.pm,
+        "oncall_agent": ports.agent,
+        "prometheus": ports.prometheus,
+    }
     for job in config["scrape_configs"]:
         name = job["job_name"]
         if name in job_ports:

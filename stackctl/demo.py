@@ -6,6 +6,7 @@ Environment:
                        crash) instead of the default agentic traffic that hits the null-dereference bug.
     DEMO_TIMEOUT_S     seconds to wait for the diagnosis (default 170).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,19 +20,20 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
-
-from pydantic import ValidationError
 
 from oncall.settings import Settings
 from stackctl.config import StackPorts, load_timing
 from stackctl.processes import REPO_ROOT
 from stackctl.stack import Stack, StackError
 
-ERROR_RATIO_QUERY = 'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m]))'
+ERROR_RATIO_QUERY = (
+    'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m]))'
+)
 DEMO_ENGINEER = "whatsapp:+15550100001"
 FAULTS = {
     "errors": {"mode": "errors", "p_error": 0.6},
@@ -60,7 +62,20 @@ def traffic_command(stack: Stack, fault: str | None, json_out: Path) -> list[str
     base = [sys.executable, "traffic_gen.py", "--url", stack.url("lb"), "--quiet", "--json", str(json_out)]
     if fault:
         return base + ["--profile", "constant", "--rps", "30", "--duration", "170"]
-    return base + ["--profile", "agentic", "--normal-rps", "20", "--normal-duration", "10", "--error-rps", "30", "--error-duration", "160", "--duration", "170"]
+    return base + [
+        "--profile",
+        "agentic",
+        "--normal-rps",
+        "20",
+        "--normal-duration",
+        "10",
+        "--error-rps",
+        "30",
+        "--error-duration",
+        "160",
+        "--duration",
+        "170",
+    ]
 
 
 def prometheus_state(client: httpx.Client, stack: Stack) -> tuple[float | None, str]:
@@ -115,7 +130,13 @@ def show_diagnosis(stack: Stack, incident: dict) -> None:
     """Print the WhatsApp messages as the engineer sees them, and the incident URL."""
     outbound = [m for m in incident["messages"] if m["direction"] == "out"]
     for message in outbound:
-        console.print(Panel(message["body"], title=f"WhatsApp to {message.get('to_number') or 'on-call'} ({message['channel']})", border_style="green"))
+        console.print(
+            Panel(
+                message["body"],
+                title=f"WhatsApp to {message.get('to_number') or 'on-call'} ({message['channel']})",
+                border_style="green",
+            )
+        )
     console.print(f"[bold]Incident:[/bold] {stack.url('agent')}/incidents/{incident['id']}")
 
 
@@ -130,25 +151,32 @@ def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
     if json_out.exists():
         summary = json.loads(json_out.read_text())
         console.print()
-        console.print(f"[dim]traffic: {json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'outcomes')})}[/dim]")
+        console.print(
+            f"[dim]traffic: {json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'outcomes')})}[/dim]"
+        )
 
 
 def explore(stack: Stack) -> None:
     """Keep the stack up until Ctrl-C, showing where everything is."""
-    console.print(Panel(
-        "\n".join([
-            f"agent        {stack.url('agent')}/incidents",
-            f"Prometheus   {stack.url('prometheus')}/alerts",
-            f"Alertmanager {stack.url('alertmanager')}",
-            f"LB           {stack.url('lb')}/healthz",
-            f"process mgr  {stack.url('pm')}/instances",
-            f"logs         {stack.log_dir}",
-            "",
-            'Reply as the on-call engineer:  make reply MSG="create a jira task and assign it to Ravi"',
-            "Ctrl-C stops everything.",
-        ]),
-        title="Stack is up", border_style="blue",
-    ))
+    console.print(
+        Panel(
+            "\n".join(
+                [
+                    f"agent        {stack.url('agent')}/incidents",
+                    f"Prometheus   {stack.url('prometheus')}/alerts",
+                    f"Alertmanager {stack.url('alertmanager')}",
+                    f"LB           {stack.url('lb')}/healthz",
+                    f"process mgr  {stack.url('pm')}/instances",
+                    f"logs         {stack.log_dir}",
+                    "",
+                    'Reply as the on-call engineer:  make reply MSG="create a jira task and assign it to Ravi"',
+                    "Ctrl-C stops everything.",
+                ]
+            ),
+            title="Stack is up",
+            border_style="blue",
+        )
+    )
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
@@ -187,8 +215,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupt)  # SIGTERM shuts down as cleanly as Ctrl-C
     agent_env = demo_agent_env(settings)
     stack = Stack(run_dir=run_dir, ports=StackPorts(), timing=load_timing(), agent_env=agent_env)
-    reply = {"agent_url": stack.url("agent"), "public_base_url": settings.public_base_url,
-             "from": (settings.oncall_whatsapp_numbers or [DEMO_ENGINEER])[0], "token": agent_env.get("TWILIO_AUTH_TOKEN")}
+    reply = {
+        "agent_url": stack.url("agent"),
+        "public_base_url": settings.public_base_url,
+        "from": (settings.oncall_whatsapp_numbers or [DEMO_ENGINEER])[0],
+        "token": agent_env.get("TWILIO_AUTH_TOKEN"),
+    }
     (run_dir / "reply.json").write_text(json.dumps(reply))
     traffic = None
     try:
@@ -198,13 +230,20 @@ def main() -> int:
             console.print(f"  {name}: {state}")
         stack.start(replicas=2, step=lambda message: console.print(f"[green]✓[/green] {message}"))
         json_out = run_dir / "traffic.json"
-        traffic = subprocess.Popen(traffic_command(stack, fault, json_out), cwd=REPO_ROOT, stdout=open(stack.log_dir / "traffic_gen.log", "ab"), stderr=subprocess.STDOUT)
+        traffic = subprocess.Popen(
+            traffic_command(stack, fault, json_out),
+            cwd=REPO_ROOT,
+            stdout=open(stack.log_dir / "traffic_gen.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )
         if fault:
             time.sleep(5)
             httpx.post(f"{stack.url('pm')}/fault", json=FAULTS[fault], timeout=10).raise_for_status()
             console.print(f"[yellow]injected fault[/yellow] {FAULTS[fault]}")
         else:
-            console.print("[yellow]traffic:[/yellow] agentic profile, 10 s normal, then 80% of requests hit /random-endpoint/error")
+            console.print(
+                "[yellow]traffic:[/yellow] agentic profile, 10 s normal, then 80% of requests hit /random-endpoint/error"
+            )
         incident = wait_for_diagnosis(stack, float(os.environ.get("DEMO_TIMEOUT_S", "170")))
         stop_traffic(traffic, json_out)
         show_diagnosis(stack, incident)

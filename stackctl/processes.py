@@ -1,4 +1,5 @@
 """Child processes started by PID, logged to files, always stopped by PID (SIGTERM, then SIGKILL)."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -27,7 +29,9 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, args: list[str], env: dict[str, str | None] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, args: list[str], env: dict[str, str | None] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen:
         """Start ``args`` with output in ``log_dir/<name>.log``.
 
         ``env`` is merged over ``os.environ``; a ``None`` value removes that variable for the child.
@@ -36,7 +40,14 @@ class ProcessGroup:
         merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env = {key: value for key, value in merged.items() if value is not None}
         with open(self.log_dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=str(cwd or REPO_ROOT))
+            proc = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=str(cwd or REPO_ROOT),
+            )
         self.procs.append((name, proc))
         return proc
 

@@ -6,6 +6,7 @@ prints the agent's answer. The agent, token and sender come from ``run/latest/re
 by ``make demo``; otherwise ``TWILIO_AUTH_TOKEN`` and ``ONCALL_WHATSAPP_NUMBERS`` from the environment or
 ``.env`` are used. ``--agent-url`` and ``--from`` override them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,25 @@ def inbound_params(sender: str, body: str) -> dict[str, str]:
     """Form fields of a Twilio inbound WhatsApp message (Twilio Messaging webhook parameters)."""
     sid = "SM" + secrets.token_hex(16)
     return {
-        "MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32,
-        "From": sender, "To": os.environ.get("TWILIO_WHATSAPP_FROM", SANDBOX_NUMBER), "Body": body,
-        "NumMedia": "0", "NumSegments": "1", "ProfileName": "On-call engineer", "WaId": sender.split("+")[-1],
-        "SmsStatus": "received", "ApiVersion": "2010-04-01",
+        "MessageSid": sid,
+        "SmsMessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": sender,
+        "To": os.environ.get("TWILIO_WHATSAPP_FROM", SANDBOX_NUMBER),
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "ProfileName": "On-call engineer",
+        "WaId": sender.split("+")[-1],
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
     }
 
 
-def send_reply(agent_url: str, token: str, sender: str, body: str, public_base_url: str | None = None) -> httpx.Response:
+def send_reply(
+    agent_url: str, token: str, sender: str, body: str, public_base_url: str | None = None
+) -> httpx.Response:
     """POST a signed inbound message to ``agent_url``.
 
     The signature covers ``public_base_url`` (default ``agent_url``) + path and the form fields, as
@@ -63,7 +75,11 @@ def wait_for_answer(agent_url: str, sender: str, since: float, timeout: float = 
         found: list[dict] = []
         for summary in httpx.get(f"{agent_url}/incidents", timeout=5.0).json()["incidents"][:5]:
             detail = httpx.get(f"{agent_url}/incidents/{summary['id']}", timeout=5.0).json()
-            found += [m for m in detail.get("messages", []) if m["direction"] == "out" and m.get("to_number") == sender and m["created_at"] >= since]
+            found += [
+                m
+                for m in detail.get("messages", [])
+                if m["direction"] == "out" and m.get("to_number") == sender and m["created_at"] >= since
+            ]
         return found
 
     try:
@@ -79,11 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("message", help='the reply, e.g. "create a jira task and assign it to Ravi" or "#3 ack"')
     parser.add_argument("--agent-url", default=defaults.get("agent_url", "http://127.0.0.1:8088"))
-    parser.add_argument("--from", dest="sender", default=defaults.get("from") or next(iter(settings.oncall_whatsapp_numbers), None))
+    parser.add_argument(
+        "--from", dest="sender", default=defaults.get("from") or next(iter(settings.oncall_whatsapp_numbers), None)
+    )
     args = parser.parse_args(argv)
-    token = defaults.get("token") or (settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None)
+    token = defaults.get("token") or (
+        settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    )
     if not token or not args.sender:
-        console.print("[red]No webhook token or sender: start the stack with `make demo` first, or set TWILIO_AUTH_TOKEN and ONCALL_WHATSAPP_NUMBERS.[/red]")
+        console.print(
+            "[red]No webhook token or sender: start the stack with `make demo` first, or set TWILIO_AUTH_TOKEN and ONCALL_WHATSAPP_NUMBERS.[/red]"
+        )
         return 1
     since = time.time()
     response = send_reply(args.agent_url, token, args.sender, args.message, defaults.get("public_base_url"))

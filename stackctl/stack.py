@@ -4,23 +4,44 @@ Order: process manager -> replicas (``POST /scale``) -> load balancer -> Alertma
 Prometheus -> agent; each is waited for until healthy. ``stop()`` stops them by PID, newest
 first; the process manager stops its replicas itself on SIGTERM.
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
 from stackctl.config import StackPorts, render_alertmanager, render_prometheus, render_rules
-from stackctl.processes import REPO_ROOT, ProcessGroup, find_binary, free_port, free_port_block, port_is_free, wait_http_ok
+from stackctl.processes import (
+    REPO_ROOT,
+    ProcessGroup,
+    find_binary,
+    free_port,
+    free_port_block,
+    port_is_free,
+    wait_http_ok,
+)
 
 # Variables that connect the agent to real accounts; an isolated stack (tests, benchmarks) removes them.
 INTEGRATION_VARIABLES = (
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WHATSAPP_FROM",
-    "TWILIO_API_BASE_URL", "ONCALL_WHATSAPP_NUMBERS", "JIRA_BASE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN",
-    "JIRA_PROJECT_KEY", "GITHUB_TOKEN", "GITHUB_REPO", "ALERTS_BEARER_TOKEN", "PUBLIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_WHATSAPP_FROM",
+    "TWILIO_API_BASE_URL",
+    "ONCALL_WHATSAPP_NUMBERS",
+    "JIRA_BASE_URL",
+    "JIRA_EMAIL",
+    "JIRA_API_TOKEN",
+    "JIRA_PROJECT_KEY",
+    "GITHUB_TOKEN",
+    "GITHUB_REPO",
+    "ALERTS_BEARER_TOKEN",
+    "PUBLIC_BASE_URL",
 )
 
 
@@ -62,7 +83,10 @@ class Stack:
 
         Returns ``{"prometheus": path, "alertmanager": path}``. Raises StackError naming what is missing or busy.
         """
-        binaries = {"prometheus": find_binary("prometheus"), "alertmanager": find_binary("prometheus-alertmanager", "alertmanager")}
+        binaries = {
+            "prometheus": find_binary("prometheus"),
+            "alertmanager": find_binary("prometheus-alertmanager", "alertmanager"),
+        }
         missing = [name for name, path in binaries.items() if path is None]
         if missing:
             raise StackError(
@@ -101,7 +125,9 @@ class Stack:
             wait_http_ok(url, timeout=timeout)
         except TimeoutError as exc:
             tail = "\n".join(self.procs.log_text(name).splitlines()[-15:])
-            raise StackError(f"{name} did not become healthy at {url} within {timeout:.0f}s; see {self.procs.log_path(name)}\n{tail}") from exc
+            raise StackError(
+                f"{name} did not become healthy at {url} within {timeout:.0f}s; see {self.procs.log_path(name)}\n{tail}"
+            ) from exc
 
     def _start_pm(self, replicas: int, step: Callable[[str], None]) -> None:
         env = {
@@ -110,17 +136,38 @@ class Stack:
             "INVENTORY_DB": str(self.run_dir / "inventory.db"),
             "LOG_DIR": str(self.log_dir),
         }
-        self.procs.start("process_manager", [sys.executable, "process_manager.py", "--port", str(self.ports.pm)], env=env)
+        self.procs.start(
+            "process_manager", [sys.executable, "process_manager.py", "--port", str(self.ports.pm)], env=env
+        )
         self._wait("process_manager", f"{self.url('pm')}/healthz")
         step(f"process manager up on :{self.ports.pm}")
         response = httpx.post(f"{self.url('pm')}/scale", json={"replicas": replicas}, timeout=60.0)
         if not response.is_success:
             raise StackError(f"scaling to {replicas} replicas failed: {response.status_code} {response.text}")
-        step(f"{replicas} inventory replicas healthy on :{self.ports.replica_base + 1}-{self.ports.replica_base + replicas}")
+        step(
+            f"{replicas} inventory replicas healthy on :{self.ports.replica_base + 1}-{self.ports.replica_base + replicas}"
+        )
 
     def _start_lb(self, step: Callable[[str], None]) -> None:
-        env = {"PM_URL": self.url("pm"), "LB_REFRESH_SEC": "1", "LB_ACCESS_LOG": str(self.log_dir / "loadbalancer_access.log")}
-        args = [sys.executable, "-m", "uvicorn", "loadbalancer:app", "--host", "127.0.0.1", "--port", str(self.ports.lb), "--no-access-log", "--no-proxy-headers", "--log-level", "warning"]
+        env = {
+            "PM_URL": self.url("pm"),
+            "LB_REFRESH_SEC": "1",
+            "LB_ACCESS_LOG": str(self.log_dir / "loadbalancer_access.log"),
+        }
+        args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "loadbalancer:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.ports.lb),
+            "--no-access-log",
+            "--no-proxy-headers",
+            "--log-level",
+            "warning",
+        ]
         self.procs.start("loadbalancer", args, env=env)
         self._wait("loadbalancer", f"{self.url('lb')}/items/1")
         step(f"load balancer up on :{self.ports.lb}")
@@ -128,8 +175,11 @@ class Stack:
     def _start_alertmanager(self, binary: str, step: Callable[[str], None]) -> None:
         config = render_alertmanager(self.run_dir, self.ports, self.timing)
         args = [
-            binary, f"--config.file={config}", f"--storage.path={self.run_dir / 'alertmanager-data'}",
-            f"--web.listen-address=127.0.0.1:{self.ports.alertmanager}", "--cluster.listen-address=",
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={self.run_dir / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{self.ports.alertmanager}",
+            "--cluster.listen-address=",
         ]
         self.procs.start("alertmanager", args)
         self._wait("alertmanager", f"{self.url('alertmanager')}/-/ready")
@@ -139,8 +189,11 @@ class Stack:
         rules = render_rules(self.run_dir, self.timing)
         config = render_prometheus(self.run_dir, self.ports, self.targets_file, rules, self.timing)
         args = [
-            binary, f"--config.file={config}", f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{self.ports.prometheus}", "--storage.tsdb.retention.time=1d",
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.run_dir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+            "--storage.tsdb.retention.time=1d",
         ]
         self.procs.start("prometheus", args)
         self._wait("prometheus", f"{self.url('prometheus')}/-/ready")
@@ -156,18 +209,31 @@ class Stack:
             env = {name: None for name in INTEGRATION_VARIABLES}
             env["ONCALL_ENV_FILE"] = str(self.run_dir / "no.env")
             env["PUBLIC_BASE_URL"] = self.url("agent")
-        env.update({
-            "DATABASE_PATH": str(self.run_dir / "oncall.db"),
-            "LB_URL": self.url("lb"),
-            "PROMETHEUS_URL": self.url("prometheus"),
-            "PM_URL": self.url("pm"),
-            "CODE_ROOT": str(REPO_ROOT),
-        })
+        env.update(
+            {
+                "DATABASE_PATH": str(self.run_dir / "oncall.db"),
+                "LB_URL": self.url("lb"),
+                "PROMETHEUS_URL": self.url("prometheus"),
+                "PM_URL": self.url("pm"),
+                "CODE_ROOT": str(REPO_ROOT),
+            }
+        )
         env.update(self.agent_env)
         return env
 
     def _start_agent(self, step: Callable[[str], None]) -> None:
-        args = [sys.executable, "-m", "uvicorn", "on_call_agent:app", "--host", "127.0.0.1", "--port", str(self.ports.agent), "--log-level", "info"]
+        args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "on_call_agent:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.ports.agent),
+            "--log-level",
+            "info",
+        ]
         self.procs.start("agent", args, env=self.agent_environment())
         self._wait("agent", f"{self.url('agent')}/healthz")
         step(f"on-call agent up on :{self.ports.agent}")
@@ -175,5 +241,11 @@ class Stack:
 
 def free_stack_ports() -> StackPorts:
     """Ports for an isolated stack (tests, benchmarks): random free ones, replicas in a free block."""
-    return StackPorts(pm=free_port(), lb=free_port(), prometheus=free_port(), alertmanager=free_port(), agent=free_port(), replica_base=free_port_block(10))
-
+    return StackPorts(
+        pm=free_port(),
+        lb=free_port(),
+        prometheus=free_port(),
+        alertmanager=free_port(),
+        agent=free_port(),
+        replica_base=free_port_block(10),
+    )

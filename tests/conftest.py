@@ -1,4 +1,5 @@
 """Shared pytest fixtures: a per-test process group that is always cleaned up."""
+
 from __future__ import annotations
 
 from pathlib import Path

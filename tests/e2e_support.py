@@ -1,4 +1,5 @@
 """Helpers for the end-to-end tests: an isolated stack on free ports with the demo alert timing."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,7 +16,7 @@ from tests.support import REPO_ROOT, wait_until
 ONCALL_NUMBER = "whatsapp:+15550100001"
 BUG_MARKER = "# NULL-DEREFERENCE BUG"
 
-needs_prometheus = (find_binary("prometheus") is None or find_binary("prometheus-alertmanager", "alertmanager") is None)
+needs_prometheus = find_binary("prometheus") is None or find_binary("prometheus-alertmanager", "alertmanager") is None
 
 
 def bug_line() -> int:
@@ -29,7 +30,10 @@ def bug_line() -> int:
 def start_stack(run_dir: Path, replicas: int = 2) -> Stack:
     """Start an isolated stack (offline engine, console WhatsApp channel) with the demo timing."""
     stack = Stack(
-        run_dir=run_dir, ports=free_stack_ports(), timing=load_timing(), isolated=True,
+        run_dir=run_dir,
+        ports=free_stack_ports(),
+        timing=load_timing(),
+        isolated=True,
         agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, "TWILIO_AUTH_TOKEN": "e2e-webhook-token"},
     )
     stack.start(replicas=replicas)
@@ -39,7 +43,12 @@ def start_stack(run_dir: Path, replicas: int = 2) -> Stack:
 def start_traffic(stack: Stack, args: list[str], log: Path) -> subprocess.Popen:
     """Run traffic_gen.py against the stack's load balancer (bounded by its --duration)."""
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "traffic_gen.py", "--url", stack.url("lb"), "--quiet", *args], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "traffic_gen.py", "--url", stack.url("lb"), "--quiet", *args],
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def inject(stack: Stack, body: dict) -> None:
@@ -54,4 +63,9 @@ def incident_detail(stack: Stack, incident_id: int) -> dict:
 
 def wait_for_diagnosis(stack: Stack, incident_id: int, timeout: float = 60) -> dict:
     """Wait until the incident has a diagnosis and return the incident detail."""
-    return wait_until(lambda: (d := incident_detail(stack, incident_id)).get("diagnosis") and d, timeout, interval=0.5, what=f"diagnosis of incident {incident_id}")
+    return wait_until(
+        lambda: (d := incident_detail(stack, incident_id)).get("diagnosis") and d,
+        timeout,
+        interval=0.5,
+        what=f"diagnosis of incident {incident_id}",
+    )

@@ -14,6 +14,7 @@ Usage::
 
 When the script is exhausted the server answers 500 with an OpenAI-style error body.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,9 @@ import copy
 import itertools
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -53,7 +55,9 @@ def chat_completion(message: dict, *, finish_reason: str, prompt_tokens: int, co
     return body
 
 
-def tool_calls_response(calls: Sequence[tuple[str, dict | str]], *, prompt_tokens: int = 149, completion_tokens: int = 60) -> dict:
+def tool_calls_response(
+    calls: Sequence[tuple[str, dict | str]], *, prompt_tokens: int = 149, completion_tokens: int = 60
+) -> dict:
     """An assistant turn with parallel ``tool_calls``; each call is ``(name, arguments)`` where a str
     argument is sent verbatim (to script invalid JSON) and a dict is JSON-encoded."""
     tool_calls = [
@@ -64,12 +68,19 @@ def tool_calls_response(calls: Sequence[tuple[str, dict | str]], *, prompt_token
         }
         for name, args in calls
     ]
-    return chat_completion({"tool_calls": tool_calls}, finish_reason="tool_calls", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    return chat_completion(
+        {"tool_calls": tool_calls},
+        finish_reason="tool_calls",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
 
 
 def text_response(text: str, *, prompt_tokens: int = 120, completion_tokens: int = 15) -> dict:
     """An assistant turn that answers in plain text (no tool calls)."""
-    return chat_completion({"content": text}, finish_reason="stop", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    return chat_completion(
+        {"content": text}, finish_reason="stop", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
 
 
 class FakeOpenAI:
@@ -103,13 +114,20 @@ class FakeOpenAI:
             self.auth_headers.append(request.headers.get("Authorization"))
             answer = self.script.pop(0) if self.script else None
         if answer is None:
-            error = {"error": {"message": "fake OpenAI: no scripted response left", "type": "server_error", "param": None, "code": None}}
+            error = {
+                "error": {
+                    "message": "fake OpenAI: no scripted response left",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
             return web.json_response(error, status=500)
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
         return web.json_response(answer.body, status=answer.status)
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         """Start the server thread and return once it listens."""
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -140,6 +158,7 @@ class FakeOpenAI:
         """Stop the server and its thread (the port is released)."""
         if self._loop is None or self._runner is None:
             return
+
         async def shutdown() -> None:
             assert self._runner is not None
             await self._runner.cleanup()
@@ -155,7 +174,7 @@ class FakeOpenAI:
         self._loop.close()
         self._loop = None
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -5,6 +5,7 @@ A real HTTP server on 127.0.0.1 (in a thread) so the twilio SDK is exercised ove
 shaped like Twilio's (docs: "Message resource" properties), errors as Twilio's JSON error body
 ``{"code", "message", "more_info", "status"}``. Failures are scripted with ``fail_next``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,7 +54,7 @@ class FakeTwilio:
         with self._lock:
             self._failures.extend([ScriptedFailure(status, code, message)] * times)
 
-    def start(self) -> "FakeTwilio":
+    def start(self) -> FakeTwilio:
         """Listen on a free loopback port and serve in a daemon thread."""
         fake = self
 
@@ -73,7 +74,9 @@ class FakeTwilio:
                 self.wfile.write(data)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-twilio", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-twilio", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -93,7 +96,11 @@ class FakeTwilio:
         if authorization != expected or match["sid"] != self.account_sid:
             return 401, _error(401, 20003, "Authenticate")
         if not form.get("To") or not (form.get("Body") or form.get("MediaUrl")):
-            return 400, _error(400, 21604 if not form.get("To") else 21602, "A 'To' phone number is required." if not form.get("To") else "Message body is required.")
+            return 400, _error(
+                400,
+                21604 if not form.get("To") else 21602,
+                "A 'To' phone number is required." if not form.get("To") else "Message body is required.",
+            )
         with self._lock:
             if self._failures:
                 failure = self._failures.pop(0)
@@ -133,4 +140,9 @@ class FakeTwilio:
 
 def _error(status: int, code: int, message: str) -> dict[str, Any]:
     """Twilio's REST error body."""
-    return {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }

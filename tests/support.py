@@ -3,6 +3,7 @@
 Every process a test starts is registered here and stopped by its PID (SIGTERM, then
 SIGKILL after a grace period) so no test leaves an orphan or a busy port behind.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,15 +4,16 @@ In-process tests run the real FastAPI app (its lifespan included) through httpx'
 with counting fakes for the investigator and notifier; the subprocess tests start the agent with
 uvicorn on a free loopback port.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import pytest
@@ -47,17 +48,29 @@ class FakeInvestigator:
         db = self.runtime.db
         db.execute("UPDATE incidents SET investigation_status = 'running' WHERE id = ?", (incident_id,))
         investigation_id = db.execute(
-            "INSERT INTO investigations (incident_id, started_at, engine) VALUES (?, ?, 'fake')", (incident_id, time.time())
+            "INSERT INTO investigations (incident_id, started_at, engine) VALUES (?, ?, 'fake')",
+            (incident_id, time.time()),
         ).lastrowid
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
             raise RuntimeError("model and offline engine both unavailable")
-        diagnosis = Diagnosis(summary="fake", root_cause="fake", fault_type=FaultType.unknown, affected_service="checkout",
-                              priority="P3", confidence=0.1, engine="fake")
-        db.execute("UPDATE incidents SET diagnosis = ?, diagnosed_at = ?, investigation_status = 'done' WHERE id = ?",
-                   (diagnosis.model_dump_json(), time.time(), incident_id))
-        db.execute("UPDATE investigations SET status = 'done', finished_at = ? WHERE id = ?", (time.time(), investigation_id))
+        diagnosis = Diagnosis(
+            summary="fake",
+            root_cause="fake",
+            fault_type=FaultType.unknown,
+            affected_service="checkout",
+            priority="P3",
+            confidence=0.1,
+            engine="fake",
+        )
+        db.execute(
+            "UPDATE incidents SET diagnosis = ?, diagnosed_at = ?, investigation_status = 'done' WHERE id = ?",
+            (diagnosis.model_dump_json(), time.time(), incident_id),
+        )
+        db.execute(
+            "UPDATE investigations SET status = 'done', finished_at = ? WHERE id = ?", (time.time(), investigation_id)
+        )
         return diagnosis
 
 
@@ -102,7 +115,9 @@ class Fakes:
 def make_settings(tmp_path: Path, **env: str) -> Settings:
     """Settings with a temporary database, no env file and unreachable demo-stack URLs."""
     dead = f"http://127.0.0.1:{free_port()}"
-    return Settings(_env_file=None, DATABASE_PATH=tmp_path / "oncall.db", LB_URL=dead, PROMETHEUS_URL=dead, PM_URL=dead, **env)
+    return Settings(
+        _env_file=None, DATABASE_PATH=tmp_path / "oncall.db", LB_URL=dead, PROMETHEUS_URL=dead, PM_URL=dead, **env
+    )
 
 
 @asynccontextmanager
@@ -130,8 +145,19 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
         await app.state.runtime.drain()
 
         incident_id = answers[0]["incident_id"]
-        assert [a["status"] for a in answers] == ["accepted", "duplicate", "duplicate", "accepted", "accepted", "accepted",
-                                                 "accepted", "duplicate", "duplicate", "accepted", "duplicate"]
+        assert [a["status"] for a in answers] == [
+            "accepted",
+            "duplicate",
+            "duplicate",
+            "accepted",
+            "accepted",
+            "accepted",
+            "accepted",
+            "duplicate",
+            "duplicate",
+            "accepted",
+            "duplicate",
+        ]
         assert {a["incident_id"] for a in answers} == {incident_id}
         assert [a["investigation_started"] for a in answers] == [True] + [False] * 10
         assert fakes.investigator.calls == [incident_id]
@@ -185,7 +211,9 @@ async def test_malformed_body_gets_422_with_reason_and_is_stored(tmp_path: Path,
         assert response.status_code == 422
         answer = response.json()
         assert reason in answer["detail"]
-        raw = app.state.runtime.db.query_one("SELECT body, valid, error FROM raw_alerts WHERE id = ?", (answer["raw_id"],))
+        raw = app.state.runtime.db.query_one(
+            "SELECT body, valid, error FROM raw_alerts WHERE id = ?", (answer["raw_id"],)
+        )
         assert raw == {"body": body.decode(), "valid": 0, "error": answer["detail"]}
         assert (await client.get("/incidents")).json()["count"] == 0
         assert fakes.investigator.calls == []
@@ -207,7 +235,9 @@ async def test_bearer_token(tmp_path: Path) -> None:
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
             assert "s3cret" not in response.text
         assert app.state.runtime.db.query("SELECT id FROM raw_alerts") == []
-        ok = await client.post("/alerts", content=captured_bytes(1), headers={**JSON, "Authorization": "Bearer s3cret-token"})
+        ok = await client.post(
+            "/alerts", content=captured_bytes(1), headers={**JSON, "Authorization": "Bearer s3cret-token"}
+        )
         assert ok.status_code == 200 and ok.json()["status"] == "accepted"
         assert "s3cret" not in (await client.get("/healthz")).text
 
@@ -223,14 +253,19 @@ async def test_no_second_investigation_while_one_runs(tmp_path: Path) -> None:
         more = (await client.post("/alerts", content=captured_bytes(4), headers=JSON)).json()  # a second alert fires
         assert (retry["status"], retry["investigation_started"]) == ("duplicate", False)
         assert (more["status"], more["investigation_started"]) == ("accepted", False)
-        concurrent = await asyncio.gather(*[client.post("/alerts", content=captured_bytes(5), headers=JSON) for _ in range(5)])
+        concurrent = await asyncio.gather(
+            *[client.post("/alerts", content=captured_bytes(5), headers=JSON) for _ in range(5)]
+        )
         assert sorted(r.json()["status"] for r in concurrent) == ["accepted"] + ["duplicate"] * 4
         fakes.investigator.gate.set()
         await app.state.runtime.drain()
         assert fakes.investigator.calls == [first["incident_id"]]
         assert fakes.notifier.diagnoses == [first["incident_id"]]
         detail = (await client.get(f"/incidents/{first['incident_id']}")).json()
-        assert [e["detail"].get("fingerprint") for e in detail["timeline"] if e["kind"] == "alert_firing"] == [FP_19557, FP_19556]
+        assert [e["detail"].get("fingerprint") for e in detail["timeline"] if e["kind"] == "alert_firing"] == [
+            FP_19557,
+            FP_19556,
+        ]
 
 
 def group_body(n: int) -> bytes:
@@ -274,11 +309,13 @@ def seed_interrupted(path: Path) -> tuple[int, int]:
     db = Database(path)
     now = time.time()
     ids = []
-    for key, status in (("{}:{alertname=\"A\"}", "firing"), ("{}:{alertname=\"B\"}", "resolved")):
-        ids.append(db.execute(
-            "INSERT INTO incidents (group_key, status, title, created_at, updated_at, investigation_status) VALUES (?, ?, ?, ?, ?, 'running')",
-            (key, status, key, now, now),
-        ).lastrowid)
+    for key, status in (('{}:{alertname="A"}', "firing"), ('{}:{alertname="B"}', "resolved")):
+        ids.append(
+            db.execute(
+                "INSERT INTO incidents (group_key, status, title, created_at, updated_at, investigation_status) VALUES (?, ?, ?, ?, ?, 'running')",
+                (key, status, key, now, now),
+            ).lastrowid
+        )
     db.execute("INSERT INTO investigations (incident_id, started_at, status) VALUES (?, ?, 'running')", (ids[0], now))
     db.execute(
         "INSERT INTO messages (incident_id, direction, channel, to_number, body, status, created_at, updated_at)"
@@ -355,8 +392,16 @@ async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
 def agent_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for an agent subprocess: temp database, no env file, unreachable demo stack."""
     dead = f"http://127.0.0.1:{free_port()}"
-    return {"ONCALL_ENV_FILE": str(tmp_path / "absent.env"), "DATABASE_PATH": str(tmp_path / "agent.db"),
-            "LB_URL": dead, "PROMETHEUS_URL": dead, "PM_URL": dead, "OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", **extra}
+    return {
+        "ONCALL_ENV_FILE": str(tmp_path / "absent.env"),
+        "DATABASE_PATH": str(tmp_path / "agent.db"),
+        "LB_URL": dead,
+        "PROMETHEUS_URL": dead,
+        "PM_URL": dead,
+        "OPENAI_API_KEY": "",
+        "OPENAI_BASE_URL": "",
+        **extra,
+    }
 
 
 def uvicorn_args(port: int) -> list[str]:
@@ -364,7 +409,11 @@ def uvicorn_args(port: int) -> list[str]:
 
 
 def test_invalid_settings_fail_at_start_with_a_clear_message(tmp_path: Path, procs) -> None:
-    proc = procs.start("agent", uvicorn_args(free_port()), env=agent_env(tmp_path, OPENAI_TIMEOUT_S="-1", JIRA_API_TOKEN="do-not-print"))
+    proc = procs.start(
+        "agent",
+        uvicorn_args(free_port()),
+        env=agent_env(tmp_path, OPENAI_TIMEOUT_S="-1", JIRA_API_TOKEN="do-not-print"),
+    )
     assert proc.wait(timeout=30) != 0
     output = procs.log_text("agent")
     assert "invalid agent settings" in output and "OPENAI_TIMEOUT_S" in output
@@ -380,18 +429,35 @@ def test_real_agent_process_end_to_end(tmp_path: Path, procs) -> None:
     wait_http_ok(f"{base}/healthz", timeout=30)
     answer = httpx.post(f"{base}/alerts", content=captured_bytes(1), headers=JSON, timeout=5).json()
     assert answer["status"] == "accepted" and answer["investigation_started"]
-    detail = wait_until(lambda: (d := httpx.get(f"{base}/incidents/{answer['incident_id']}", timeout=5).json())["messages"] and d,
-                        timeout=60, interval=0.3, what="diagnosis message")
+    detail = wait_until(
+        lambda: (d := httpx.get(f"{base}/incidents/{answer['incident_id']}", timeout=5).json())["messages"] and d,
+        timeout=60,
+        interval=0.3,
+        what="diagnosis message",
+    )
     assert detail["diagnosis"]["engine"] == "offline"
     assert detail["investigations"][0]["status"] in ("done", "failed")
-    assert detail["messages"][0]["channel"] == "console" and f"#{answer['incident_id']}" in detail["messages"][0]["body"]
+    assert (
+        detail["messages"][0]["channel"] == "console" and f"#{answer['incident_id']}" in detail["messages"][0]["body"]
+    )
     assert "disabled" in procs.log_text("agent")  # the integration report at start
 
 
 def test_env_example_documents_every_setting() -> None:
     text = (REPO_ROOT / ".env.example").read_text()
-    documented = {line.lstrip("# ").split("=", 1)[0] for line in text.splitlines() if "=" in line and line.lstrip("# ")[:1].isupper()}
+    documented = {
+        line.lstrip("# ").split("=", 1)[0]
+        for line in text.splitlines()
+        if "=" in line and line.lstrip("# ")[:1].isupper()
+    }
     aliases = {info.alias for info in Settings.model_fields.values()}
     assert aliases - documented == set()
-    assert {"PM_URL", "LB_REFRESH_SEC", "PM_BASE_PORT", "TARGETS_FILE", "RANDOM_FAILURE_RATIO", "LB_BACKENDS"} <= documented
+    assert {
+        "PM_URL",
+        "LB_REFRESH_SEC",
+        "PM_BASE_PORT",
+        "TARGETS_FILE",
+        "RANDOM_FAILURE_RATIO",
+        "LB_BACKENDS",
+    } <= documented
     Settings(_env_file=REPO_ROOT / ".env.example")  # the uncommented values are valid

@@ -4,6 +4,7 @@ The real validators (promtool 2.42, amtool 0.25) run when installed; a test that
 missing binary is skipped with the reason. The pure-Python tests pin what the
 rest of the stack relies on, which the validators cannot know about.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,19 +23,30 @@ ALERTS_YAML = REPO_ROOT / "alerts.yaml"
 ALERTMANAGER_YAML = REPO_ROOT / "alertmanager.yaml"
 RULE_TESTS = REPO_ROOT / "tests" / "rules" / "alerts_test.yaml"
 
-ALERT_NAMES = {"InventoryHighErrorRate", "InventoryHighLatencyP99", "InventoryReplicaDown", "InventoryReplicaCrashed",
-               "InventoryMemoryGrowth", "InventoryHighCPU"}
-ERROR_RATE_EXPR = ('sum(rate(http_errors_total{job="inventory"}[1m])) / '
-                   'sum(rate(http_requests_total{job="inventory"}[1m])) > 0.2')
+ALERT_NAMES = {
+    "InventoryHighErrorRate",
+    "InventoryHighLatencyP99",
+    "InventoryReplicaDown",
+    "InventoryReplicaCrashed",
+    "InventoryMemoryGrowth",
+    "InventoryHighCPU",
+}
+ERROR_RATE_EXPR = (
+    'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m])) > 0.2'
+)
 # file-SD content in the format process_manager.py writes (stack contract)
-TARGETS = [{"targets": ["127.0.0.1:8001"], "labels": {"replica": "inventory-1"}},
-           {"targets": ["127.0.0.1:8002"], "labels": {"replica": "inventory-2"}}]
+TARGETS = [
+    {"targets": ["127.0.0.1:8001"], "labels": {"replica": "inventory-1"}},
+    {"targets": ["127.0.0.1:8002"], "labels": {"replica": "inventory-2"}},
+]
 
 
 def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian package: {'prometheus' if name == 'promtool' else 'prometheus-alertmanager'})")
+        pytest.skip(
+            f"{name} is not installed (Debian package: {'prometheus' if name == 'promtool' else 'prometheus-alertmanager'})"
+        )
     return path
 
 
@@ -52,6 +64,7 @@ def _rules() -> dict[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- real validators
+
 
 def _copy_prometheus_config(tmp_path: Path, alerts_text: str | None = None) -> Path:
     shutil.copy(PROMETHEUS_YAML, tmp_path / "prometheus.yaml")
@@ -109,6 +122,7 @@ def test_amtool_check_config() -> None:
 
 # ---------------------------------------------------------------- contract, pure Python
 
+
 def test_alertmanager_routes_everything_to_the_agent_webhook() -> None:
     config = _load(ALERTMANAGER_YAML)
     route = config["route"]
@@ -137,8 +151,12 @@ def test_prometheus_scrape_jobs_follow_the_contract() -> None:
     assert jobs["inventory"]["file_sd_configs"] == [{"files": ["inventory_targets.json"], "refresh_interval": "5s"}]
     assert jobs["loadbalancer"]["metrics_path"] == "/lb/metrics"
     static = {name: job["static_configs"][0]["targets"] for name, job in jobs.items() if name != "inventory"}
-    assert static == {"loadbalancer": ["127.0.0.1:9000"], "process_manager": ["127.0.0.1:7070"],
-                      "oncall_agent": ["127.0.0.1:8088"], "prometheus": ["127.0.0.1:9090"]}
+    assert static == {
+        "loadbalancer": ["127.0.0.1:9000"],
+        "process_manager": ["127.0.0.1:7070"],
+        "oncall_agent": ["127.0.0.1:8088"],
+        "prometheus": ["127.0.0.1:9090"],
+    }
 
 
 def test_alert_rules_carry_contract_labels_and_annotations() -> None:
@@ -158,5 +176,9 @@ def test_alert_rules_carry_contract_labels_and_annotations() -> None:
         assert isinstance(rule["for"], str) and rule["for"].endswith("m"), name  # plain key for the demo override
         assert 'job="inventory"' in rule["expr"], name
     assert {name: rules[name]["for"] for name in rules if "for" in rules[name]} == {
-        "InventoryHighErrorRate": "1m", "InventoryHighLatencyP99": "2m", "InventoryReplicaDown": "1m",
-        "InventoryMemoryGrowth": "2m", "InventoryHighCPU": "2m"}
+        "InventoryHighErrorRate": "1m",
+        "InventoryHighLatencyP99": "2m",
+        "InventoryReplicaDown": "1m",
+        "InventoryMemoryGrowth": "2m",
+        "InventoryHighCPU": "2m",
+    }

@@ -1,5 +1,6 @@
 """Replies on WhatsApp: offline parser and model path (tests/fake_openai.py), Jira via respx, confirmations
 through the Notifier; one end-to-end run from a signed Twilio webhook to the fake Twilio API."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,9 +34,13 @@ JIRA_ENV = dict(JIRA_BASE_URL=JIRA, JIRA_EMAIL="bot@acme.example", JIRA_API_TOKE
 RAVI = {"accountId": "acc-ravi", "displayName": "Ravi Kumar", "active": True}
 
 
-def build_runtime(tmp_path: Path, http: httpx.AsyncClient, llm: openai.AsyncOpenAI | None = None, **env: object) -> AgentRuntime:
+def build_runtime(
+    tmp_path: Path, http: httpx.AsyncClient, llm: openai.AsyncOpenAI | None = None, **env: object
+) -> AgentRuntime:
     """Console WhatsApp channel, Jira per ``env``, the offline parser unless ``llm`` is given."""
-    settings = Settings(_env_file=None, DATABASE_PATH=tmp_path / "oncall.db", PUBLIC_BASE_URL="https://oncall.example.com", **env)
+    settings = Settings(
+        _env_file=None, DATABASE_PATH=tmp_path / "oncall.db", PUBLIC_BASE_URL="https://oncall.example.com", **env
+    )
     runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
     runtime.notifier = Notifier(runtime, backoff_s=0.01)
     runtime.jira = JiraClient(runtime, backoff_s=0.01)
@@ -53,7 +58,12 @@ async def runtime(tmp_path: Path):
 
 def replies_to(runtime: AgentRuntime, number: str = ENGINEER) -> list[str]:
     """Bodies of outbound messages to ``number``, oldest first."""
-    return [r["body"] for r in runtime.db.query("SELECT body FROM messages WHERE direction = 'out' AND to_number = ? ORDER BY id", (number,))]
+    return [
+        r["body"]
+        for r in runtime.db.query(
+            "SELECT body FROM messages WHERE direction = 'out' AND to_number = ? ORDER BY id", (number,)
+        )
+    ]
 
 
 def store_inbound(runtime: AgentRuntime, body: str, sid: str) -> None:
@@ -85,7 +95,13 @@ def store_inbound(runtime: AgentRuntime, body: str, sid: str) -> None:
 )
 def test_parser(text: str, action: ReplyAction, ref: int | None, assignee: str | None, force_new: bool) -> None:
     parsed = parse_reply(text)
-    assert (parsed.action, parsed.incident_ref, parsed.assignee, parsed.force_new, parsed.understood) == (action, ref, assignee, force_new, True)
+    assert (parsed.action, parsed.incident_ref, parsed.assignee, parsed.force_new, parsed.understood) == (
+        action,
+        ref,
+        assignee,
+        force_new,
+        True,
+    )
 
 
 def test_parser_unknown_text_is_help() -> None:
@@ -94,7 +110,9 @@ def test_parser_unknown_text_is_help() -> None:
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_offline_reply_creates_jira_ticket_and_confirms(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
+async def test_offline_reply_creates_jira_ticket_and_confirms(
+    runtime: AgentRuntime, respx_mock: respx.MockRouter
+) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
     search = respx_mock.get(SEARCH).respond(200, json=[RAVI])
     create = respx_mock.post(ISSUE).respond(201, json={"id": "10042", "key": "OPS-42", "self": f"{ISSUE}/10042"})
@@ -108,8 +126,12 @@ async def test_offline_reply_creates_jira_ticket_and_confirms(runtime: AgentRunt
     assert ticket["incident_id"] == incident_id and ticket["status"] == "created" and ticket["jira_key"] == "OPS-42"
     [confirmation] = replies_to(runtime)
     assert "OPS-42" in confirmation and "Ravi Kumar" in confirmation and f"{JIRA}/browse/OPS-42" in confirmation
-    assert runtime.db.query_one("SELECT incident_id FROM messages WHERE message_sid = 'SM1'")["incident_id"] == incident_id
-    reply_event = runtime.db.query_one("SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'reply'", (incident_id,))
+    assert (
+        runtime.db.query_one("SELECT incident_id FROM messages WHERE message_sid = 'SM1'")["incident_id"] == incident_id
+    )
+    reply_event = runtime.db.query_one(
+        "SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'reply'", (incident_id,)
+    )
     assert json.loads(reply_event["detail"])["action"] == "create_ticket"
 
 
@@ -126,7 +148,9 @@ async def test_jira_not_configured_keeps_draft(tmp_path: Path) -> None:
     async with httpx.AsyncClient() as http:
         runtime = build_runtime(tmp_path, http)
         incident_id = insert_incident(runtime.db, sample_diagnosis())
-        await runtime.conversation.handle_inbound(ENGINEER, f"#{incident_id} create a jira task and assign it to Ravi", "SM3")
+        await runtime.conversation.handle_inbound(
+            ENGINEER, f"#{incident_id} create a jira task and assign it to Ravi", "SM3"
+        )
         [confirmation] = replies_to(runtime)
         assert "Jira is not configured" in confirmation
         assert runtime.db.query_one("SELECT status FROM tickets")["status"] == "draft"
@@ -138,13 +162,18 @@ async def test_acknowledge_and_resolve(runtime: AgentRuntime) -> None:
     incident = runtime.db.query_one("SELECT * FROM incidents WHERE id = ?", (incident_id,))
     assert incident["acknowledged_by"] == ENGINEER and incident["acknowledged_at"] is not None
     await runtime.conversation.handle_inbound(ENGINEER, "ack", "SM5")
-    assert runtime.db.query_one("SELECT acknowledged_at FROM incidents")["acknowledged_at"] == incident["acknowledged_at"]
+    assert (
+        runtime.db.query_one("SELECT acknowledged_at FROM incidents")["acknowledged_at"] == incident["acknowledged_at"]
+    )
     await runtime.conversation.handle_inbound(ENGINEER, f"resolve #{incident_id}", "SM6")
     incident = runtime.db.query_one("SELECT * FROM incidents WHERE id = ?", (incident_id,))
     assert incident["status"] == "resolved" and incident["resolved_at"] is not None
     ack, again, resolved = replies_to(runtime)
     assert "acknowledged by" in ack and "already acknowledged" in again and "marked resolved" in resolved
-    kinds = [r["kind"] for r in runtime.db.query("SELECT kind FROM timeline WHERE incident_id = ? ORDER BY id", (incident_id,))]
+    kinds = [
+        r["kind"]
+        for r in runtime.db.query("SELECT kind FROM timeline WHERE incident_id = ? ORDER BY id", (incident_id,))
+    ]
     assert kinds.count("acknowledged") == 1 and "resolved" in kinds and kinds.count("reply") == 3
 
 
@@ -154,7 +183,11 @@ async def test_status_and_unknown_and_missing_incident(runtime: AgentRuntime) ->
     await runtime.conversation.handle_inbound(ENGINEER, "what a day", "SM8")
     await runtime.conversation.handle_inbound(ENGINEER, "#999 ack", "SM9")
     status, unknown, missing = replies_to(runtime)
-    assert f"#{incident_id} InventoryHighErrorRate" in status and "code_bug" in status and "inventory_service.py:212" in status
+    assert (
+        f"#{incident_id} InventoryHighErrorRate" in status
+        and "code_bug" in status
+        and "inventory_service.py:212" in status
+    )
     assert "did not understand" in unknown and "create a Jira task" in unknown
     assert "Incident #999 not found" in missing
 
@@ -171,8 +204,13 @@ async def test_reply_goes_to_the_senders_latest_open_incident(runtime: AgentRunt
     await runtime.notifier.send("diagnosis of mine", incident_id=mine, to=[ENGINEER])
     await runtime.notifier.send("diagnosis of other", incident_id=other, to=["whatsapp:+15550001111"])
     await runtime.conversation.handle_inbound(ENGINEER, "ack", "SM10")
-    assert runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (mine,))["acknowledged_by"] == ENGINEER
-    assert runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (other,))["acknowledged_by"] is None
+    assert (
+        runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (mine,))["acknowledged_by"]
+        == ENGINEER
+    )
+    assert (
+        runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (other,))["acknowledged_by"] is None
+    )
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
@@ -191,16 +229,27 @@ async def test_model_path_creates_ticket_via_tool(tmp_path: Path, respx_mock: re
             incident_id = insert_incident(runtime.db, sample_diagnosis())
             await runtime.conversation.handle_inbound(ENGINEER, "please get a jira task going for ravi", "SM11")
             confirmation = replies_to(runtime)
-            audit = runtime.db.query("SELECT tool, ok, round FROM tool_calls WHERE incident_id = ? ORDER BY id", (incident_id,))
+            audit = runtime.db.query(
+                "SELECT tool, ok, round FROM tool_calls WHERE incident_id = ? ORDER BY id", (incident_id,)
+            )
             reply_event = json.loads(runtime.db.query_one("SELECT detail FROM timeline WHERE kind = 'reply'")["detail"])
         await llm.close()
     assert create.call_count == 1
-    assert confirmation == [f"✅ Jira OPS-42 created for #{incident_id} and assigned to Ravi Kumar: {JIRA}/browse/OPS-42"]
-    assert {row["tool"] for row in audit} == {"get_incident_status", "create_jira_ticket"} and all(row["ok"] for row in audit)
+    assert confirmation == [
+        f"✅ Jira OPS-42 created for #{incident_id} and assigned to Ravi Kumar: {JIRA}/browse/OPS-42"
+    ]
+    assert {row["tool"] for row in audit} == {"get_incident_status", "create_jira_ticket"} and all(
+        row["ok"] for row in audit
+    )
     assert reply_event["engine"].startswith("openai:")
     assert sorted(reply_event["tools"]) == ["create_jira_ticket", "get_incident_status"]
     first = fake.requests[0]
-    assert sorted(t["function"]["name"] for t in first["tools"]) == ["acknowledge_incident", "create_jira_ticket", "get_incident_status", "resolve_incident"]
+    assert sorted(t["function"]["name"] for t in first["tools"]) == [
+        "acknowledge_incident",
+        "create_jira_ticket",
+        "get_incident_status",
+        "resolve_incident",
+    ]
     assert first["messages"][-1] == {"role": "user", "content": "please get a jira task going for ravi"}
     assert f'"incident_id":{incident_id}' in first["messages"][0]["content"]
     assert len(fake.requests) == 2  # the tool results went back, then the model answered
@@ -225,7 +274,12 @@ async def test_model_failure_falls_back_to_offline_parser(tmp_path: Path) -> Non
             runtime = build_runtime(tmp_path, http, llm=llm, OPENAI_BASE_URL=fake.base_url)
             incident_id = insert_incident(runtime.db, sample_diagnosis())
             await runtime.conversation.handle_inbound(ENGINEER, "ack", "SM13")
-            assert runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (incident_id,))["acknowledged_by"] == ENGINEER
+            assert (
+                runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (incident_id,))[
+                    "acknowledged_by"
+                ]
+                == ENGINEER
+            )
             detail = json.loads(runtime.db.query_one("SELECT detail FROM timeline WHERE kind = 'reply'")["detail"])
             assert detail["engine"] == "offline (model failed)" and detail["action"] == "acknowledge"
         await llm.close()
@@ -242,16 +296,29 @@ async def test_signed_webhook_to_ticket_to_twilio_confirmation(tmp_path: Path, r
     try:
         async with httpx.AsyncClient() as http:
             runtime = build_runtime(
-                tmp_path, http, TWILIO_ACCOUNT_SID=sid, TWILIO_AUTH_TOKEN=token, TWILIO_WHATSAPP_FROM="+14155238886",
-                TWILIO_API_BASE_URL=twilio.base_url, ONCALL_WHATSAPP_NUMBERS=ENGINEER, **JIRA_ENV,
+                tmp_path,
+                http,
+                TWILIO_ACCOUNT_SID=sid,
+                TWILIO_AUTH_TOKEN=token,
+                TWILIO_WHATSAPP_FROM="+14155238886",
+                TWILIO_API_BASE_URL=twilio.base_url,
+                ONCALL_WHATSAPP_NUMBERS=ENGINEER,
+                **JIRA_ENV,
             )
             incident_id = insert_incident(runtime.db, sample_diagnosis())
             app = FastAPI()
             app.state.runtime = runtime
             app.include_router(router)
-            form = {"From": ENGINEER, "To": "whatsapp:+14155238886", "Body": f"#{incident_id} create a Jira task and assign it to Ravi", "MessageSid": "SM" + "a" * 32}
+            form = {
+                "From": ENGINEER,
+                "To": "whatsapp:+14155238886",
+                "Body": f"#{incident_id} create a Jira task and assign it to Ravi",
+                "MessageSid": "SM" + "a" * 32,
+            }
             signature = RequestValidator(token).compute_signature("https://oncall.example.com/webhook/twilio", form)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8088") as client:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8088"
+            ) as client:
                 response = await client.post("/webhook/twilio", data=form, headers={"X-Twilio-Signature": signature})
             assert response.status_code == 200
             await asyncio.wait_for(runtime.drain(), 10)

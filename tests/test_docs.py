@@ -1,4 +1,5 @@
 """The configuration documentation matches the code: every setting is in .env.example and the README."""
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ Each case gets a fresh stack, so one case's metrics never leak into the next one
 The alert reaches the agent as an Alertmanager webhook (payload v4, shaped like the captured
 fixture) instead of waiting for the rule's `for:`; test_e2e_pipeline.py covers the real alert path.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,17 +18,67 @@ import pytest
 from tests.e2e_support import bug_line, inject, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
 from tests.support import load_json_fixture
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)"),
+]
 
 OBSERVE_S = 15.0
 CASES = {
     # id: (fault body or None, alertname, traffic args, expected fault_type, expected replicas)
-    "errors-one-replica": ({"mode": "errors", "p_error": 0.7, "replica": "inventory-2"}, "InventoryHighErrorRate", ["--profile", "constant", "--rps", "30"], "injected_errors", ["inventory-2"]),
-    "latency-one-replica": ({"mode": "latency", "latency_ms": 1200, "replica": "inventory-1"}, "InventoryHighLatencyP99", ["--profile", "constant", "--rps", "30"], "latency", ["inventory-1"]),
-    "cpu-one-replica": ({"mode": "cpu", "cpu_ms": 80, "replica": "inventory-2"}, "InventoryHighCPU", ["--profile", "constant", "--rps", "20"], "cpu_saturation", ["inventory-2"]),
-    "memory-one-replica": ({"mode": "oom_safe", "step_mb": 16, "max_mb": 400, "replica": "inventory-1"}, "InventoryMemoryGrowth", ["--profile", "constant", "--rps", "30"], "memory_pressure", ["inventory-1"]),
-    "crash-one-replica": ({"mode": "crash", "replica": "inventory-2"}, "InventoryReplicaDown", ["--profile", "constant", "--rps", "30"], "instance_crash", ["inventory-2"]),
-    "null-dereference-bug": (None, "InventoryHighErrorRate", ["--profile", "agentic", "--normal-rps", "20", "--normal-duration", "2", "--error-rps", "30", "--error-duration", "60"], "code_bug", ["inventory-1", "inventory-2"]),
+    "errors-one-replica": (
+        {"mode": "errors", "p_error": 0.7, "replica": "inventory-2"},
+        "InventoryHighErrorRate",
+        ["--profile", "constant", "--rps", "30"],
+        "injected_errors",
+        ["inventory-2"],
+    ),
+    "latency-one-replica": (
+        {"mode": "latency", "latency_ms": 1200, "replica": "inventory-1"},
+        "InventoryHighLatencyP99",
+        ["--profile", "constant", "--rps", "30"],
+        "latency",
+        ["inventory-1"],
+    ),
+    "cpu-one-replica": (
+        {"mode": "cpu", "cpu_ms": 80, "replica": "inventory-2"},
+        "InventoryHighCPU",
+        ["--profile", "constant", "--rps", "20"],
+        "cpu_saturation",
+        ["inventory-2"],
+    ),
+    "memory-one-replica": (
+        {"mode": "oom_safe", "step_mb": 16, "max_mb": 400, "replica": "inventory-1"},
+        "InventoryMemoryGrowth",
+        ["--profile", "constant", "--rps", "30"],
+        "memory_pressure",
+        ["inventory-1"],
+    ),
+    "crash-one-replica": (
+        {"mode": "crash", "replica": "inventory-2"},
+        "InventoryReplicaDown",
+        ["--profile", "constant", "--rps", "30"],
+        "instance_crash",
+        ["inventory-2"],
+    ),
+    "null-dereference-bug": (
+        None,
+        "InventoryHighErrorRate",
+        [
+            "--profile",
+            "agentic",
+            "--normal-rps",
+            "20",
+            "--normal-duration",
+            "2",
+            "--error-rps",
+            "30",
+            "--error-duration",
+            "60",
+        ],
+        "code_bug",
+        ["inventory-1", "inventory-2"],
+    ),
 }
 
 
@@ -37,7 +88,15 @@ def notification(alertname: str, case_id: str) -> dict:
     labels = {"alertname": alertname, "service": "inventory", "severity": "critical", "job": "inventory"}
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     body["receiver"] = "oncall-agent"
-    body["alerts"] = [{**body["alerts"][0], "labels": labels, "annotations": {"summary": f"{alertname} ({case_id})"}, "startsAt": now, "fingerprint": f"{abs(hash(case_id)):016x}"[:16]}]
+    body["alerts"] = [
+        {
+            **body["alerts"][0],
+            "labels": labels,
+            "annotations": {"summary": f"{alertname} ({case_id})"},
+            "startsAt": now,
+            "fingerprint": f"{abs(hash(case_id)):016x}"[:16],
+        }
+    ]
     body["groupLabels"] = {"alertname": alertname, "service": "inventory"}
     body["commonLabels"] = labels
     body["commonAnnotations"] = {}

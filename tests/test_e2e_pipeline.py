@@ -4,15 +4,28 @@ and the agentic traffic profile driving InventoryHighErrorRate to a code-bug dia
 
 Runs the whole stack on free ports with the demo alert timing (stackctl/demo_timing.yaml).
 """
+
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from tests.e2e_support import ONCALL_NUMBER, bug_line, incident_detail, inject, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
+from tests.e2e_support import (
+    ONCALL_NUMBER,
+    bug_line,
+    incident_detail,
+    inject,
+    needs_prometheus,
+    start_stack,
+    start_traffic,
+    wait_for_diagnosis,
+)
 from tests.support import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)"),
+]
 
 ERROR_RATIO = 'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m]))'
 
@@ -42,14 +55,35 @@ def test_agentic_traffic_fires_error_rate_alert_and_agent_finds_the_bug(tmp_path
     stack = start_stack(tmp_path)
     traffic = None
     try:
-        traffic = start_traffic(stack, ["--profile", "agentic", "--normal-rps", "20", "--normal-duration", "5",
-                                        "--error-rps", "30", "--error-duration", "120", "--duration", "125"], tmp_path / "traffic.log")
+        traffic = start_traffic(
+            stack,
+            [
+                "--profile",
+                "agentic",
+                "--normal-rps",
+                "20",
+                "--normal-duration",
+                "5",
+                "--error-rps",
+                "30",
+                "--error-duration",
+                "120",
+                "--duration",
+                "125",
+            ],
+            tmp_path / "traffic.log",
+        )
         seen = wait_pending_then_firing(stack.url("prometheus"), "InventoryHighErrorRate", timeout=90)
         assert "pending" in seen and seen.index("pending") < seen.index("firing"), seen
         ratio = httpx.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": ERROR_RATIO}, timeout=5).json()
         assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
 
-        incidents = wait_until(lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"], 30, interval=0.5, what="an incident")
+        incidents = wait_until(
+            lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"],
+            30,
+            interval=0.5,
+            what="an incident",
+        )
         diagnosis = wait_for_diagnosis(stack, incidents[0]["id"])["diagnosis"]
         assert diagnosis["fault_type"] == "code_bug"
         assert (diagnosis["affected_file"], diagnosis["affected_line"]) == ("inventory_service.py", bug_line())
@@ -65,25 +99,38 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
     stack = start_stack(tmp_path)
     traffic = None
     try:
-        traffic = start_traffic(stack, ["--profile", "constant", "--rps", "40", "--duration", "170"], tmp_path / "traffic.log")
+        traffic = start_traffic(
+            stack, ["--profile", "constant", "--rps", "40", "--duration", "170"], tmp_path / "traffic.log"
+        )
         inject(stack, {"mode": "errors", "p_error": 0.6})
         seen = wait_pending_then_firing(stack.url("prometheus"), "InventoryHighErrorRate", timeout=90)
         assert "pending" in seen and seen.index("pending") < seen.index("firing"), seen
         ratio = httpx.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": ERROR_RATIO}, timeout=5).json()
         assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
 
-        incidents = wait_until(lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"], 30, interval=0.5, what="an incident at the agent")
+        incidents = wait_until(
+            lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"],
+            30,
+            interval=0.5,
+            what="an incident at the agent",
+        )
         detail = wait_for_diagnosis(stack, incidents[0]["id"])
         assert detail["diagnosis"]["fault_type"] == "injected_errors"
         assert sorted(detail["diagnosis"]["affected_replicas"]) == ["inventory-1", "inventory-2"]
         assert any(a["labels"]["alertname"] == "InventoryHighErrorRate" for a in detail["alerts"])
-        sent = wait_until(lambda: [m for m in incident_detail(stack, detail["id"])["messages"] if m["direction"] == "out"], 20, what="WhatsApp diagnosis")
+        sent = wait_until(
+            lambda: [m for m in incident_detail(stack, detail["id"])["messages"] if m["direction"] == "out"],
+            20,
+            what="WhatsApp diagnosis",
+        )
         assert sent[0]["to_number"] == ONCALL_NUMBER and f"#{detail['id']}" in sent[0]["body"]
 
         inject(stack, {"mode": "none"})
         resolved = wait_until(
             lambda: (d := incident_detail(stack, detail["id"]))["status"] == "resolved" and d,
-            timeout=150, interval=1.0, what="incident resolved after the fault is cleared",
+            timeout=150,
+            interval=1.0,
+            what="incident resolved after the fault is cleared",
         )
         assert resolved["resolved_at"] is not None
         outbound = [m for m in resolved["messages"] if m["direction"] == "out"]
@@ -93,4 +140,3 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
             traffic.terminate()
             traffic.wait(timeout=10)
         stack.stop()
-

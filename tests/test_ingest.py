@@ -3,6 +3,7 @@
 All eleven requests belong to one alert group (same groupKey): two webhook_configs of one receiver,
 one of them with ``max_alerts: 1``. The bodies are replayed byte-exactly as Alertmanager sent them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -69,8 +70,19 @@ def test_full_capture_sequence(db: Database) -> None:
 
     outcomes = [results[seq].outcome for seq in range(1, 12)]
     # 002/003 repeat 001's bytes (003 is the retry after our 500); 008/009 repeat them again; 011 = 010.
-    assert outcomes == ["accepted", "duplicate", "duplicate", "accepted", "accepted", "accepted", "accepted",
-                        "duplicate", "duplicate", "accepted", "duplicate"]
+    assert outcomes == [
+        "accepted",
+        "duplicate",
+        "duplicate",
+        "accepted",
+        "accepted",
+        "accepted",
+        "accepted",
+        "duplicate",
+        "duplicate",
+        "accepted",
+        "duplicate",
+    ]
     group_key = capture(1)["body"]["groupKey"]
     incident = only_incident(db)
     assert incident["group_key"] == group_key
@@ -96,13 +108,24 @@ def test_full_capture_sequence(db: Database) -> None:
     assert alerts[FP_19556]["ends_at"] == "2026-11-22T07:10:30.568000+00:00"
     assert json.loads(alerts[FP_19556]["labels"])["instance"] == "127.0.0.1:19556"
 
-    kinds = [(row["kind"], json.loads(row["detail"]).get("fingerprint")) for row in db.query("SELECT kind, detail FROM timeline ORDER BY id")]
-    assert kinds == [("created", None), ("alert_firing", FP_19557), ("alert_firing", FP_19556),
-                     ("alert_resolved", FP_19556), ("alert_resolved", FP_19557), ("resolved", None)]
+    kinds = [
+        (row["kind"], json.loads(row["detail"]).get("fingerprint"))
+        for row in db.query("SELECT kind, detail FROM timeline ORDER BY id")
+    ]
+    assert kinds == [
+        ("created", None),
+        ("alert_firing", FP_19557),
+        ("alert_firing", FP_19556),
+        ("alert_resolved", FP_19556),
+        ("alert_resolved", FP_19557),
+        ("resolved", None),
+    ]
 
     raw = db.query("SELECT valid, group_key, incident_id, error FROM raw_alerts ORDER BY id")
     assert len(raw) == 11
-    assert all(row["valid"] == 1 and row["group_key"] == group_key and row["incident_id"] == incident["id"] for row in raw)
+    assert all(
+        row["valid"] == 1 and row["group_key"] == group_key and row["incident_id"] == incident["id"] for row in raw
+    )
 
 
 def test_truncated_notification_never_resolves_alone(db: Database) -> None:
@@ -161,7 +184,9 @@ def test_new_alert_while_firing_goes_to_timeline_only(db: Database) -> None:
     ingest_notification(db, captured_bytes(1))
     result = ingest_notification(db, captured_bytes(4))
     assert result.new_firing == (FP_19556,) and not result.start_investigation
-    detail = json.loads(db.query("SELECT detail FROM timeline WHERE kind = 'alert_firing' ORDER BY id DESC LIMIT 1")[0]["detail"])
+    detail = json.loads(
+        db.query("SELECT detail FROM timeline WHERE kind = 'alert_firing' ORDER BY id DESC LIMIT 1")[0]["detail"]
+    )
     assert detail["labels"]["instance"] == "127.0.0.1:19556"
     assert detail["summary"] == "Target 127.0.0.1:19556 is down"
 

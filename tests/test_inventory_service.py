@@ -3,6 +3,7 @@
 Each test starts its own replicas (``python inventory_service.py --port P``) with a temporary
 INVENTORY_DB and LOG_DIR; the ``procs`` fixture stops them by PID.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,11 @@ class Replica:
 def metric(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``labels`` (0 when none)."""
     wanted = set(labels.items())
-    return sum(value for (sample_name, sample_labels), value in samples.items() if sample_name == name and wanted <= sample_labels)
+    return sum(
+        value
+        for (sample_name, sample_labels), value in samples.items()
+        if sample_name == name and wanted <= sample_labels
+    )
 
 
 def start_replicas(procs: ProcessGroup, tmp_path: Path, names: list[str], **env: str) -> list[Replica]:
@@ -184,9 +189,9 @@ def test_random_endpoint_error_is_a_null_dereference_at_a_stable_line(procs, tmp
 
 
 def test_random_endpoint_fails_with_the_configured_ratio(procs, tmp_path):
-    always, never = start_replicas(procs, tmp_path / "a", ["inventory-flaky"], RANDOM_FAILURE_RATIO="1") + start_replicas(
-        procs, tmp_path / "b", ["inventory-steady"], RANDOM_FAILURE_RATIO="0"
-    )
+    always, never = start_replicas(
+        procs, tmp_path / "a", ["inventory-flaky"], RANDOM_FAILURE_RATIO="1"
+    ) + start_replicas(procs, tmp_path / "b", ["inventory-steady"], RANDOM_FAILURE_RATIO="0")
     for _ in range(5):
         assert always.http.get("/random-endpoint").status_code == 500
         ok = never.http.get("/random-endpoint")
@@ -215,7 +220,11 @@ def test_errors_fault_counts_errors_by_route_template_and_logs_injected_fault(pr
     assert all(entry["exception_type"] == "InjectedFault" and entry["fault"] == "errors" for entry in entries)
     assert entries[0]["message"] == "injected fault: errors (p_error=1.0)" and entries[0]["route"] == ITEM_ROUTE
 
-    assert replica.set_fault(mode="none") == {"mode": "none", "since": pytest.approx(time.time(), abs=30), "replica": "inventory-err"}
+    assert replica.set_fault(mode="none") == {
+        "mode": "none",
+        "since": pytest.approx(time.time(), abs=30),
+        "replica": "inventory-err",
+    }
     assert replica.http.get("/items/1").status_code == 200
     assert metric(replica.metrics(), "http_errors_total") == 3
 
@@ -314,7 +323,10 @@ def write_old_entries(log_file: Path, count: int, age_s: float) -> None:
     """Pre-populate the shared log with ``count`` entries ``age_s`` seconds old and one garbage line."""
     log_file.parent.mkdir(parents=True)
     old_ts = time.time() - age_s
-    lines = [json.dumps({"ts": old_ts + index * 1e-3, "level": "ERROR", "replica": "inventory-old", "message": "x" * 200}) for index in range(count)]
+    lines = [
+        json.dumps({"ts": old_ts + index * 1e-3, "level": "ERROR", "replica": "inventory-old", "message": "x" * 200})
+        for index in range(count)
+    ]
     log_file.write_text("\n".join(lines) + "\nnot json\n")
 
 
@@ -335,7 +347,14 @@ def test_logs_tail_filters_by_seconds_limit_and_replica(procs, tmp_path):
     assert len(everything) == 605 and everything[-1]["replica"] == "inventory-old"
     assert first.http.get("/logs/tail", params={"seconds": 2000, "limit": 10}).json()["count"] == 10
 
-    for params in ({"seconds": 0}, {"seconds": 86401}, {"limit": 0}, {"limit": 10001}, {"seconds": "abc"}, {"replica": ""}):
+    for params in (
+        {"seconds": 0},
+        {"seconds": 86401},
+        {"limit": 0},
+        {"limit": 10001},
+        {"seconds": "abc"},
+        {"replica": ""},
+    ):
         response = first.http.get("/logs/tail", params=params)
         assert response.status_code == 422, params
         assert list(params)[0] in json.dumps(response.json()["detail"])

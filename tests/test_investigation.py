@@ -1,6 +1,7 @@
 """Investigator end to end over respx mocks of the demo stack (Prometheus, LB /logs/tail, PM) with a
 tmp SQLite database: the model path against the loopback fake OpenAI server, the corrective retry
 and fallbacks, and the offline engine's classification of every fault mode from realistic evidence."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ import httpx
 import openai
 import pytest
 import respx
-
 from prometheus_client import REGISTRY
 
 from oncall.db import Database, get_incident
@@ -44,21 +44,53 @@ def find_reservation(item):
 # ---------------------------------------------------------------- the mocked demo stack
 
 
-def log_entry(replica: str, exception_type: str, message: str, *, file: str, line: int, function: str, route: str, age_s: float = 5.0) -> dict:
+def log_entry(
+    replica: str,
+    exception_type: str,
+    message: str,
+    *,
+    file: str,
+    line: int,
+    function: str,
+    route: str,
+    age_s: float = 5.0,
+) -> dict:
     """An inventory ERROR log line as the stack contract defines it."""
     ts = time.time() - age_s
     return {
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), "ts": ts, "level": "ERROR", "service": "inventory",
-        "replica": replica, "method": "GET", "route": route, "status": 500, "message": message, "exception_type": exception_type,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
+        "ts": ts,
+        "level": "ERROR",
+        "service": "inventory",
+        "replica": replica,
+        "method": "GET",
+        "route": route,
+        "status": 500,
+        "message": message,
+        "exception_type": exception_type,
         "traceback": f'Traceback (most recent call last):\n  File "/srv/{file}", line {line}, in {function}\n{exception_type}: {message}\n',
-        "file": file, "line": line, "function": function, "fault": None,
+        "file": file,
+        "line": line,
+        "function": function,
+        "fault": None,
     }
 
 
 def flaky_timeouts(n: int) -> list[dict]:
     """The healthy baseline: /random-endpoint's simulated flaky dependency."""
-    return [log_entry(REPLICAS[i % 3], "TimeoutError", "simulated flaky dependency timed out", file="inventory_service.py",
-                      line=140, function="random_endpoint", route="/random-endpoint", age_s=10 + i) for i in range(n)]
+    return [
+        log_entry(
+            REPLICAS[i % 3],
+            "TimeoutError",
+            "simulated flaky dependency timed out",
+            file="inventory_service.py",
+            line=140,
+            function="random_endpoint",
+            route="/random-endpoint",
+            age_s=10 + i,
+        )
+        for i in range(n)
+    ]
 
 
 @dataclass
@@ -75,13 +107,29 @@ class Stack:
     restarts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.0))
     logs: list[dict] = field(default_factory=lambda: flaky_timeouts(3))
     changes: list[dict] = field(default_factory=list)
-    instances: list[dict] = field(default_factory=lambda: [
-        {"name": r, "port": 8001 + i, "url": f"http://127.0.0.1:{8001 + i}", "pid": 1000 + i, "state": "running", "restarts": 0,
-         "fault": {"mode": "none"}, "started_at": time.time() - 3600, "last_exit_code": None} for i, r in enumerate(REPLICAS)])
+    instances: list[dict] = field(
+        default_factory=lambda: [
+            {
+                "name": r,
+                "port": 8001 + i,
+                "url": f"http://127.0.0.1:{8001 + i}",
+                "pid": 1000 + i,
+                "state": "running",
+                "restarts": 0,
+                "fault": {"mode": "none"},
+                "started_at": time.time() - 3600,
+                "last_exit_code": None,
+            }
+            for i, r in enumerate(REPLICAS)
+        ]
+    )
 
     def prom_answers(self) -> dict[str, list]:
         q = error_rate_queries("1m")
-        per = lambda values: [({"replica": r, "job": "inventory", "instance": f"127.0.0.1:{8001 + REPLICAS.index(r)}"}, v) for r, v in values.items()]
+        per = lambda values: [
+            ({"replica": r, "job": "inventory", "instance": f"127.0.0.1:{8001 + REPLICAS.index(r)}"}, v)
+            for r, v in values.items()
+        ]
         overall = sum(self.err.values()) / len(self.err)
         return {
             q["overall"]: [({}, overall)],
@@ -99,9 +147,17 @@ class Stack:
 
     def mock(self, router: respx.Router) -> None:
         router.get(f"{PROM}/api/v1/query").mock(side_effect=prom_router(self.prom_answers()))
-        router.get(f"{LB}/logs/tail").mock(side_effect=lambda request: httpx.Response(200, json={
-            "entries": self.logs[: int(request.url.params["limit"])], "count": len(self.logs),
-            "seconds": int(request.url.params["seconds"]), "limit": int(request.url.params["limit"])}))
+        router.get(f"{LB}/logs/tail").mock(
+            side_effect=lambda request: httpx.Response(
+                200,
+                json={
+                    "entries": self.logs[: int(request.url.params["limit"])],
+                    "count": len(self.logs),
+                    "seconds": int(request.url.params["seconds"]),
+                    "limit": int(request.url.params["limit"]),
+                },
+            )
+        )
         router.get(f"{PM}/changes").mock(return_value=httpx.Response(200, json={"changes": self.changes}))
         router.get(f"{PM}/instances").mock(return_value=httpx.Response(200, json={"instances": self.instances}))
 
@@ -113,8 +169,19 @@ def scenario_healthy() -> Stack:
 def scenario_code_bug() -> Stack:
     stack = Stack(err=dict.fromkeys(REPLICAS, 0.79))
     stack.p99 = dict.fromkeys(REPLICAS, 0.009)
-    stack.logs = [log_entry(REPLICAS[i % 3], "AttributeError", "'NoneType' object has no attribute 'discount'", file="inventory_service.py",
-                            line=BUG_LINE, function="apply_discount", route="/random-endpoint/error", age_s=i * 0.5) for i in range(150)]
+    stack.logs = [
+        log_entry(
+            REPLICAS[i % 3],
+            "AttributeError",
+            "'NoneType' object has no attribute 'discount'",
+            file="inventory_service.py",
+            line=BUG_LINE,
+            function="apply_discount",
+            route="/random-endpoint/error",
+            age_s=i * 0.5,
+        )
+        for i in range(150)
+    ]
     stack.logs += flaky_timeouts(4)
     return stack
 
@@ -122,9 +189,28 @@ def scenario_code_bug() -> Stack:
 def scenario_injected_errors() -> Stack:
     stack = Stack()
     stack.err["inventory-2"] = 0.47
-    stack.logs = [log_entry("inventory-2", "InjectedFault", "injected fault: errors (p_error=0.5)", file="inventory_service.py",
-                            line=96, function="fault_middleware", route="/items/{item_id}", age_s=i) for i in range(60)] + flaky_timeouts(2)
-    stack.changes = [{"ts": time.time() - 90, "timestamp": "", "kind": "fault", "replica": "inventory-2", "detail": {"mode": "errors", "p_error": 0.5}}]
+    stack.logs = [
+        log_entry(
+            "inventory-2",
+            "InjectedFault",
+            "injected fault: errors (p_error=0.5)",
+            file="inventory_service.py",
+            line=96,
+            function="fault_middleware",
+            route="/items/{item_id}",
+            age_s=i,
+        )
+        for i in range(60)
+    ] + flaky_timeouts(2)
+    stack.changes = [
+        {
+            "ts": time.time() - 90,
+            "timestamp": "",
+            "kind": "fault",
+            "replica": "inventory-2",
+            "detail": {"mode": "errors", "p_error": 0.5},
+        }
+    ]
     return stack
 
 
@@ -160,7 +246,9 @@ def scenario_crash() -> Stack:
     for metric in (stack.p99, stack.cpu, stack.rss, stack.growth):
         del metric["inventory-3"]  # a down target has no samples
     now = time.time()
-    stack.changes = [{"ts": now - 20, "timestamp": "", "kind": "crash", "replica": "inventory-3", "detail": {"exit_code": 3}}]
+    stack.changes = [
+        {"ts": now - 20, "timestamp": "", "kind": "crash", "replica": "inventory-3", "detail": {"exit_code": 3}}
+    ]
     stack.instances[2].update(state="restarting", restarts=1, last_exit_code=3, pid=None)
     return stack
 
@@ -176,10 +264,15 @@ def scenario_cpu_diluted() -> Stack:
 def scenario_cpu_bound_latency() -> Stack:
     """Low traffic, 80 ms of CPU per request on inventory-2 (measured on the demo stack): far below one
     core, but its CPU stands out from its peer's and its p99 is high."""
-    stack = Stack(err={"inventory-1": 0.0, "inventory-2": 0.01}, p99={"inventory-1": 0.09, "inventory-2": 2.41},
-                  cpu={"inventory-1": 0.0049, "inventory-2": 0.1326}, rss={"inventory-1": 59990016.0, "inventory-2": 63188992.0},
-                  growth={"inventory-1": 310618.8, "inventory-2": 3869245.4}, up={"inventory-1": 1.0, "inventory-2": 1.0},
-                  restarts={"inventory-1": 0.0, "inventory-2": 0.0})
+    stack = Stack(
+        err={"inventory-1": 0.0, "inventory-2": 0.01},
+        p99={"inventory-1": 0.09, "inventory-2": 2.41},
+        cpu={"inventory-1": 0.0049, "inventory-2": 0.1326},
+        rss={"inventory-1": 59990016.0, "inventory-2": 63188992.0},
+        growth={"inventory-1": 310618.8, "inventory-2": 3869245.4},
+        up={"inventory-1": 1.0, "inventory-2": 1.0},
+        restarts={"inventory-1": 0.0, "inventory-2": 0.0},
+    )
     stack.instances = stack.instances[:2]
     return stack
 
@@ -200,12 +293,27 @@ def scenario_crash_recovered() -> Stack:
     now = time.time()
     stack.changes = [
         {"ts": now - 39, "timestamp": "", "kind": "restart", "replica": "inventory-2", "detail": {"attempt": 1}},
-        {"ts": now - 40, "timestamp": "", "kind": "crash", "replica": "inventory-2", "detail": {"pid": 4711, "exit_code": 3, "uptime_s": 30.2}},
+        {
+            "ts": now - 40,
+            "timestamp": "",
+            "kind": "crash",
+            "replica": "inventory-2",
+            "detail": {"pid": 4711, "exit_code": 3, "uptime_s": 30.2},
+        },
         {"ts": now - 41, "timestamp": "", "kind": "fault", "replica": "inventory-2", "detail": {"mode": "crash"}},
     ]
     stack.instances[1].update(restarts=1, last_exit_code=3)
     for age in (40.3, 40.2, 40.1, 40.0):
-        entry = log_entry("inventory-2", "InjectedFault", "injected fault: crash (process exits with code 3)", file="", line=0, function="", route="/faults", age_s=age)
+        entry = log_entry(
+            "inventory-2",
+            "InjectedFault",
+            "injected fault: crash (process exits with code 3)",
+            file="",
+            line=0,
+            function="",
+            route="/faults",
+            age_s=age,
+        )
         entry.update(file=None, line=None, function=None, traceback="", status=200, method="POST")
         stack.logs.insert(0, entry)
     return stack
@@ -222,7 +330,11 @@ def scenario_cpu_saturated_scrapes_failing() -> Stack:
 def scenario_cpu_all_replicas_early() -> Stack:
     """70 ms of CPU per request on every replica for 15 s: the 1m CPU rate is still diluted and no replica
     stands out, but every request costs tens of ms of CPU while p99 is high: computing, not waiting."""
-    return Stack(p99=dict.fromkeys(REPLICAS, 2.4), cpu=dict.fromkeys(REPLICAS, 0.35), cpu_per_request=dict.fromkeys(REPLICAS, 0.041))
+    return Stack(
+        p99=dict.fromkeys(REPLICAS, 2.4),
+        cpu=dict.fromkeys(REPLICAS, 0.35),
+        cpu_per_request=dict.fromkeys(REPLICAS, 0.041),
+    )
 
 
 def scenario_latency_all_replicas() -> Stack:
@@ -250,17 +362,47 @@ def scenario_errors_one_replica_after_errors_everywhere() -> Stack:
     (an earlier fault, cleared) and its error ratio is at baseline."""
     stack = Stack()
     stack.err["inventory-2"] = 0.6
-    stack.logs = [log_entry("inventory-2", "InjectedFault", "injected fault: errors (p_error=0.8)", file="inventory_service.py",
-                            line=96, function="fault_middleware", route="/items/{item_id}", age_s=i * 0.5) for i in range(60)]
-    stack.logs += [log_entry("inventory-1", "InjectedFault", "injected fault: errors (p_error=0.6)", file="inventory_service.py",
-                             line=96, function="fault_middleware", route="/items/{item_id}", age_s=120 + i) for i in range(40)]
+    stack.logs = [
+        log_entry(
+            "inventory-2",
+            "InjectedFault",
+            "injected fault: errors (p_error=0.8)",
+            file="inventory_service.py",
+            line=96,
+            function="fault_middleware",
+            route="/items/{item_id}",
+            age_s=i * 0.5,
+        )
+        for i in range(60)
+    ]
+    stack.logs += [
+        log_entry(
+            "inventory-1",
+            "InjectedFault",
+            "injected fault: errors (p_error=0.6)",
+            file="inventory_service.py",
+            line=96,
+            function="fault_middleware",
+            route="/items/{item_id}",
+            age_s=120 + i,
+        )
+        for i in range(40)
+    ]
     return stack
 
 
 def scenario_latency_after_an_old_crash() -> Stack:
     """inventory-2 crashed and recovered 5 minutes ago; now every replica is slow while CPU stays low."""
     stack = scenario_latency_all_replicas()
-    stack.changes = [{"ts": time.time() - 330, "timestamp": "", "kind": "crash", "replica": "inventory-2", "detail": {"exit_code": 3}}]
+    stack.changes = [
+        {
+            "ts": time.time() - 330,
+            "timestamp": "",
+            "kind": "crash",
+            "replica": "inventory-2",
+            "detail": {"exit_code": 3},
+        }
+    ]
     stack.instances[1].update(restarts=1, last_exit_code=3)
     return stack
 
@@ -290,15 +432,35 @@ def insert_incident(db: Database) -> int:
     incident_id = db.execute(
         "INSERT INTO incidents (group_key, title, service, severity, group_labels, common_labels, common_annotations, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (body["groupKey"], body["commonAnnotations"]["summary"], "inventory", "critical", json.dumps(body["groupLabels"]),
-         json.dumps(body["commonLabels"]), json.dumps(body["commonAnnotations"]), now, now),
+        (
+            body["groupKey"],
+            body["commonAnnotations"]["summary"],
+            "inventory",
+            "critical",
+            json.dumps(body["groupLabels"]),
+            json.dumps(body["commonLabels"]),
+            json.dumps(body["commonAnnotations"]),
+            now,
+            now,
+        ),
     ).lastrowid
     for alert in body["alerts"]:
         db.execute(
             "INSERT INTO incident_alerts (incident_id, fingerprint, alertname, status, labels, annotations, starts_at, ends_at, generator_url,"
             " first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (incident_id, alert["fingerprint"], alert["labels"]["alertname"], alert["status"], json.dumps(alert["labels"]),
-             json.dumps(alert["annotations"]), alert["startsAt"], alert["endsAt"], alert["generatorURL"], now, now),
+            (
+                incident_id,
+                alert["fingerprint"],
+                alert["labels"]["alertname"],
+                alert["status"],
+                json.dumps(alert["labels"]),
+                json.dumps(alert["annotations"]),
+                alert["startsAt"],
+                alert["endsAt"],
+                alert["generatorURL"],
+                now,
+                now,
+            ),
         )
     return incident_id
 
@@ -333,7 +495,9 @@ def rows(db: Database, sql: str, *params: Any) -> list[dict]:
         (scenario_latency_after_an_old_crash, "latency", REPLICAS),
     ],
 )
-async def test_offline_engine_classifies_fault_modes(make_runtime, scenario, fault_type: str, replicas: list[str]) -> None:
+async def test_offline_engine_classifies_fault_modes(
+    make_runtime, scenario, fault_type: str, replicas: list[str]
+) -> None:
     runtime = make_runtime()
     incident_id = insert_incident(runtime.db)
     with respx.mock(assert_all_called=False) as router:
@@ -369,7 +533,9 @@ async def test_offline_null_dereference_names_file_and_line(make_runtime) -> Non
     assert "AttributeError" in diagnosis.summary and "apply_discount" in diagnosis.summary
     code_evidence = [e for e in diagnosis.evidence if e.tool == "fetch_code_from_github"]
     assert code_evidence and "reservation.discount" in code_evidence[0].finding
-    code_calls = rows(runtime.db, "SELECT round, arguments, result FROM tool_calls WHERE tool = 'fetch_code_from_github'")
+    code_calls = rows(
+        runtime.db, "SELECT round, arguments, result FROM tool_calls WHERE tool = 'fetch_code_from_github'"
+    )
     assert len(code_calls) == 1 and code_calls[0]["round"] == 2
     assert json.loads(code_calls[0]["arguments"])["line"] == BUG_LINE
 
@@ -381,7 +547,10 @@ async def test_offline_mentions_the_weaker_second_fault(make_runtime) -> None:
         scenario_latency_and_injected().mock(router)
         diagnosis = await Investigator(runtime).investigate(incident_id)
     # two independent faults: the stronger names the type, both sick replicas are affected
-    assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == ["inventory-2", "inventory-3"]
+    assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == [
+        "inventory-2",
+        "inventory-3",
+    ]
     assert "latency" in diagnosis.root_cause and "inventory-3" in diagnosis.root_cause
     assert any("inventory-3" in step for step in diagnosis.next_steps)
 
@@ -423,11 +592,22 @@ async def test_offline_is_unknown_when_tools_fail(make_runtime) -> None:
 
 def diagnosis_args(**overrides: Any) -> dict:
     args = {
-        "summary": "Injected errors on inventory-2", "root_cause": "inventory-2 answers 500 with InjectedFault",
-        "fault_type": "injected_errors", "affected_service": "inventory", "affected_replicas": ["inventory-2"],
-        "priority": "P2", "confidence": 0.86, "suggested_fix": "Reset the fault on inventory-2",
-        "next_steps": ["POST /faults {\"mode\": \"none\"} on inventory-2"],
-        "evidence": [{"tool": "fetch_logs", "query": "GET /logs/tail?seconds=300", "finding": "60 x InjectedFault on inventory-2"}],
+        "summary": "Injected errors on inventory-2",
+        "root_cause": "inventory-2 answers 500 with InjectedFault",
+        "fault_type": "injected_errors",
+        "affected_service": "inventory",
+        "affected_replicas": ["inventory-2"],
+        "priority": "P2",
+        "confidence": 0.86,
+        "suggested_fix": "Reset the fault on inventory-2",
+        "next_steps": ['POST /faults {"mode": "none"} on inventory-2'],
+        "evidence": [
+            {
+                "tool": "fetch_logs",
+                "query": "GET /logs/tail?seconds=300",
+                "finding": "60 x InjectedFault on inventory-2",
+            }
+        ],
     }
     return {**args, **overrides}
 
@@ -442,22 +622,36 @@ async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_runtime, f
     runtime = make_runtime(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-test-secret-123", OPENAI_MODEL="gpt-4o")
     incident_id = insert_incident(runtime.db)
     fake.add(
-        tool_calls_response([("fetch_logs", {"seconds": 300, "limit": 200}), ("compute_error_rate", {"window": "1m"}),
-                             ("query_prometheus", {"query": QUERIES["up"]})], prompt_tokens=900, completion_tokens=80),
+        tool_calls_response(
+            [
+                ("fetch_logs", {"seconds": 300, "limit": 200}),
+                ("compute_error_rate", {"window": "1m"}),
+                ("query_prometheus", {"query": QUERIES["up"]}),
+            ],
+            prompt_tokens=900,
+            completion_tokens=80,
+        ),
         tool_calls_response([("send_diagnosis", diagnosis_args())], prompt_tokens=2100, completion_tokens=190),
     )
+
     def sample(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
-    before = (sample("oncall_llm_tokens_total", kind="prompt"), sample("oncall_llm_tokens_total", kind="completion"),
-              sample("oncall_investigations_total", engine="openai", outcome="injected_errors"),
-              sample("oncall_tool_call_duration_seconds_count", tool="fetch_logs", result="ok"))
+    before = (
+        sample("oncall_llm_tokens_total", kind="prompt"),
+        sample("oncall_llm_tokens_total", kind="completion"),
+        sample("oncall_investigations_total", engine="openai", outcome="injected_errors"),
+        sample("oncall_tool_call_duration_seconds_count", tool="fetch_logs", result="ok"),
+    )
     with respx.mock(assert_all_called=False) as router:
         scenario_injected_errors().mock(router)
         diagnosis = await Investigator(runtime).investigate(incident_id)
-    after = (sample("oncall_llm_tokens_total", kind="prompt"), sample("oncall_llm_tokens_total", kind="completion"),
-             sample("oncall_investigations_total", engine="openai", outcome="injected_errors"),
-             sample("oncall_tool_call_duration_seconds_count", tool="fetch_logs", result="ok"))
+    after = (
+        sample("oncall_llm_tokens_total", kind="prompt"),
+        sample("oncall_llm_tokens_total", kind="completion"),
+        sample("oncall_investigations_total", engine="openai", outcome="injected_errors"),
+        sample("oncall_tool_call_duration_seconds_count", tool="fetch_logs", result="ok"),
+    )
     assert [a - b for a, b in zip(after, before)] == [3000, 270, 1, 1]
 
     assert diagnosis.engine == "openai:gpt-4o"
@@ -476,13 +670,23 @@ async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_runtime, f
     [inv] = rows(runtime.db, "SELECT * FROM investigations WHERE incident_id = ?", incident_id)
     assert (inv["engine"], inv["status"], inv["rounds"]) == ("openai:gpt-4o", "done", 2)
     assert (inv["prompt_tokens"], inv["completion_tokens"]) == (3000, 270)
-    calls = rows(runtime.db, "SELECT tool, round, ok, investigation_id, duration_s FROM tool_calls WHERE incident_id = ? ORDER BY id", incident_id)
+    calls = rows(
+        runtime.db,
+        "SELECT tool, round, ok, investigation_id, duration_s FROM tool_calls WHERE incident_id = ? ORDER BY id",
+        incident_id,
+    )
     assert [(c["tool"], c["round"]) for c in calls] == [
-        ("fetch_logs", 1), ("compute_error_rate", 1), ("query_prometheus", 1), ("send_diagnosis", 2)]
+        ("fetch_logs", 1),
+        ("compute_error_rate", 1),
+        ("query_prometheus", 1),
+        ("send_diagnosis", 2),
+    ]
     assert all(c["ok"] and c["investigation_id"] == inv["id"] and c["duration_s"] >= 0 for c in calls)
     stored = get_incident(runtime.db, incident_id)
     assert stored["diagnosis"]["engine"] == "openai:gpt-4o" and stored["investigation_status"] == "done"
-    kinds = [r["kind"] for r in rows(runtime.db, "SELECT kind FROM timeline WHERE incident_id = ? ORDER BY id", incident_id)]
+    kinds = [
+        r["kind"] for r in rows(runtime.db, "SELECT kind FROM timeline WHERE incident_id = ? ORDER BY id", incident_id)
+    ]
     assert kinds == ["investigation_started", "diagnosis"]
 
 
@@ -506,10 +710,18 @@ async def test_invalid_model_output_gets_one_retry_then_offline_fallback(make_ru
 
     assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "memory_pressure"
     assert diagnosis.affected_replicas == ["inventory-2"]
-    invs = rows(runtime.db, "SELECT engine, status, error, rounds, prompt_tokens FROM investigations WHERE incident_id = ? ORDER BY id", incident_id)
+    invs = rows(
+        runtime.db,
+        "SELECT engine, status, error, rounds, prompt_tokens FROM investigations WHERE incident_id = ? ORDER BY id",
+        incident_id,
+    )
     assert [(i["engine"], i["status"]) for i in invs] == [("openai:gpt-4o", "failed"), ("offline", "done")]
-    assert "without a valid send_diagnosis" in invs[0]["error"] and invs[0]["rounds"] == 3 and invs[0]["prompt_tokens"] > 0
-    fallback = rows(runtime.db, "SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'investigation_fallback'", incident_id)
+    assert (
+        "without a valid send_diagnosis" in invs[0]["error"] and invs[0]["rounds"] == 3 and invs[0]["prompt_tokens"] > 0
+    )
+    fallback = rows(
+        runtime.db, "SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'investigation_fallback'", incident_id
+    )
     assert len(fallback) == 1 and "without a valid send_diagnosis" in json.loads(fallback[0]["detail"])["reason"]
 
 
@@ -524,7 +736,9 @@ async def test_model_down_falls_back_to_offline(make_runtime) -> None:
     assert diagnosis.affected_replicas == ["inventory-3"]
     [failed] = rows(runtime.db, "SELECT error FROM investigations WHERE status = 'failed'")
     assert "APIConnectionError" in failed["error"]
-    everything = json.dumps(rows(runtime.db, "SELECT * FROM timeline")) + json.dumps(rows(runtime.db, "SELECT * FROM investigations"))
+    everything = json.dumps(rows(runtime.db, "SELECT * FROM timeline")) + json.dumps(
+        rows(runtime.db, "SELECT * FROM investigations")
+    )
     assert "sk-test-secret-123" not in everything
 
 

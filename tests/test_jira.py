@@ -1,5 +1,6 @@
 """JiraClient against respx-mocked Jira Cloud REST v3: assignee resolution, issue payload (ADF validated
 against the official schema), Jira errors surfaced, retries, one ticket per incident, drafts without Jira."""
+
 from __future__ import annotations
 
 import base64
@@ -31,7 +32,9 @@ ADF_VALIDATOR = Draft4Validator(load_json_fixture("adf/adf-schema-v1-full.json")
 def jira_user(account_id: str, name: str, active: bool = True) -> dict:
     """A Jira ``User`` object shaped like the published user-search 200 example."""
     user = dict(load_json_fixture("jira/jira-v3-user-search-200-example.json")[0])
-    user.update(accountId=account_id, displayName=name, active=active, self=f"{JIRA}/rest/api/3/user?accountId={account_id}")
+    user.update(
+        accountId=account_id, displayName=name, active=active, self=f"{JIRA}/rest/api/3/user?accountId={account_id}"
+    )
     return user
 
 
@@ -43,8 +46,13 @@ def assert_valid_adf(document: dict) -> None:
 @pytest.fixture
 async def runtime(tmp_path: Path):
     settings = Settings(
-        _env_file=None, DATABASE_PATH=tmp_path / "oncall.db", PUBLIC_BASE_URL="https://oncall.example.com",
-        JIRA_BASE_URL=JIRA + "/", JIRA_EMAIL=EMAIL, JIRA_API_TOKEN=TOKEN, JIRA_PROJECT_KEY="OPS",
+        _env_file=None,
+        DATABASE_PATH=tmp_path / "oncall.db",
+        PUBLIC_BASE_URL="https://oncall.example.com",
+        JIRA_BASE_URL=JIRA + "/",
+        JIRA_EMAIL=EMAIL,
+        JIRA_API_TOKEN=TOKEN,
+        JIRA_PROJECT_KEY="OPS",
     )
     async with httpx.AsyncClient() as http:
         rt = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
@@ -65,13 +73,22 @@ async def disabled_runtime(tmp_path: Path):
 
 def test_adf_document_validates_against_the_official_schema() -> None:
     incident = {"id": 12, "title": "InventoryHighErrorRate"}
-    full = incident_document(incident, sample_diagnosis(), "https://oncall.example.com/incidents/12", "210  def f():\n212      return r.quantity")
+    full = incident_document(
+        incident,
+        sample_diagnosis(),
+        "https://oncall.example.com/incidents/12",
+        "210  def f():\n212      return r.quantity",
+    )
     assert_valid_adf(full)
     kinds = [node["type"] for node in full["content"]]
     assert {"heading", "paragraph", "bulletList", "codeBlock"} <= set(kinds)
     link = full["content"][-1]["content"][-1]
     assert link["marks"] == [{"type": "link", "attrs": {"href": "https://oncall.example.com/incidents/12"}}]
-    minimal = incident_document(incident, sample_diagnosis(evidence=[], next_steps=[], suggested_fix="", affected_file=None, affected_line=None), "http://x")
+    minimal = incident_document(
+        incident,
+        sample_diagnosis(evidence=[], next_steps=[], suggested_fix="", affected_file=None, affected_line=None),
+        "http://x",
+    )
     assert_valid_adf(minimal)
     assert_valid_adf(incident_document(incident, None, "http://x"))
 
@@ -83,9 +100,13 @@ def test_schema_rejects_an_invalid_document() -> None:
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_single_match_creates_issue_with_full_payload(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
+async def test_single_match_creates_issue_with_full_payload(
+    runtime: AgentRuntime, respx_mock: respx.MockRouter
+) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
-    search = respx_mock.get(SEARCH).respond(200, json=[jira_user("acc-ravi", "Ravi Kumar"), jira_user("acc-old", "Ravi Old", active=False)])
+    search = respx_mock.get(SEARCH).respond(
+        200, json=[jira_user("acc-ravi", "Ravi Kumar"), jira_user("acc-old", "Ravi Old", active=False)]
+    )
     create = respx_mock.post(ISSUE).respond(201, json={"id": "10042", "key": "OPS-42", "self": f"{ISSUE}/10042"})
     before = JIRA_TICKETS.labels(outcome="created")._value.get()
 
@@ -93,7 +114,10 @@ async def test_single_match_creates_issue_with_full_payload(runtime: AgentRuntim
 
     assert result.status == "created" and result.key == "OPS-42" and result.url == f"{JIRA}/browse/OPS-42"
     assert "OPS-42" in result.message and "Ravi Kumar" in result.message
-    assert search.calls.last.request.url.params["project"] == "OPS" and search.calls.last.request.url.params["query"] == "Ravi"
+    assert (
+        search.calls.last.request.url.params["project"] == "OPS"
+        and search.calls.last.request.url.params["query"] == "Ravi"
+    )
     request = create.calls.last.request
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(f"{EMAIL}:{TOKEN}".encode()).decode()
     fields = json.loads(request.content)["fields"]
@@ -115,7 +139,9 @@ async def test_single_match_creates_issue_with_full_payload(runtime: AgentRuntim
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_inactive_users_from_the_published_example_are_not_assignable(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
+async def test_inactive_users_from_the_published_example_are_not_assignable(
+    runtime: AgentRuntime, respx_mock: respx.MockRouter
+) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
     respx_mock.get(SEARCH).respond(200, json=load_json_fixture("jira/jira-v3-user-search-200-example.json"))
     create = respx_mock.post(ISSUE)
@@ -157,14 +183,21 @@ async def test_exact_full_name_wins_among_prefix_matches(runtime: AgentRuntime, 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_jira_400_error_collection_is_surfaced(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
-    body = {"errorMessages": ["Field 'priority' is required"], "errors": {"assignee": "User 'acc-x' cannot be assigned issues."}}
+    body = {
+        "errorMessages": ["Field 'priority' is required"],
+        "errors": {"assignee": "User 'acc-x' cannot be assigned issues."},
+    }
     create = respx_mock.post(ISSUE).respond(400, json=body)
     result = await runtime.jira.create_ticket(incident_id, assignee=None)
     assert result.status == "failed" and create.call_count == 1
     assert result.error == "Field 'priority' is required; assignee: User 'acc-x' cannot be assigned issues."
     assert result.error in result.message
     row = runtime.db.query_one("SELECT * FROM tickets")
-    assert row["status"] == "failed" and row["error"] == result.error and "assignee" not in json.loads(row["payload"])["fields"]
+    assert (
+        row["status"] == "failed"
+        and row["error"] == result.error
+        and "assignee" not in json.loads(row["payload"])["fields"]
+    )
     assert TOKEN not in result.message
 
 
@@ -179,7 +212,9 @@ async def test_issue_post_5xx_is_not_retried(runtime: AgentRuntime, respx_mock: 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_issue_post_connect_error_is_retried(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
-    create = respx_mock.post(ISSUE).mock(side_effect=[httpx.ConnectError("refused"), httpx.Response(201, json={"id": "7", "key": "OPS-7", "self": "x"})])
+    create = respx_mock.post(ISSUE).mock(
+        side_effect=[httpx.ConnectError("refused"), httpx.Response(201, json={"id": "7", "key": "OPS-7", "self": "x"})]
+    )
     result = await runtime.jira.create_ticket(incident_id, assignee=None)
     assert result.status == "created" and result.key == "OPS-7" and create.call_count == 2
     assert "unassigned" in result.message
@@ -188,18 +223,22 @@ async def test_issue_post_connect_error_is_retried(runtime: AgentRuntime, respx_
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_user_search_retries_5xx_and_429(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
-    search = respx_mock.get(SEARCH).mock(side_effect=[
-        httpx.Response(503, json={"errorMessages": ["busy"]}),
-        httpx.Response(429, json={"errorMessages": ["Rate limit exceeded."]}),
-        httpx.Response(200, json=[jira_user("a1", "Priya Nair")]),
-    ])
+    search = respx_mock.get(SEARCH).mock(
+        side_effect=[
+            httpx.Response(503, json={"errorMessages": ["busy"]}),
+            httpx.Response(429, json={"errorMessages": ["Rate limit exceeded."]}),
+            httpx.Response(200, json=[jira_user("a1", "Priya Nair")]),
+        ]
+    )
     respx_mock.post(ISSUE).respond(201, json={"id": "8", "key": "OPS-8", "self": "x"})
     result = await runtime.jira.create_ticket(incident_id, assignee="priya")
     assert result.status == "created" and search.call_count == 3 and result.assignee == "Priya Nair"
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_user_search_401_is_reported_without_credentials(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
+async def test_user_search_401_is_reported_without_credentials(
+    runtime: AgentRuntime, respx_mock: respx.MockRouter
+) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
     search = respx_mock.get(SEARCH).respond(401, text="")
     result = await runtime.jira.create_ticket(incident_id, assignee="Ravi")
@@ -210,10 +249,12 @@ async def test_user_search_401_is_reported_without_credentials(runtime: AgentRun
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_one_ticket_per_incident_unless_forced(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
-    create = respx_mock.post(ISSUE).mock(side_effect=[
-        httpx.Response(201, json={"id": "1", "key": "OPS-1", "self": "x"}),
-        httpx.Response(201, json={"id": "2", "key": "OPS-2", "self": "x"}),
-    ])
+    create = respx_mock.post(ISSUE).mock(
+        side_effect=[
+            httpx.Response(201, json={"id": "1", "key": "OPS-1", "self": "x"}),
+            httpx.Response(201, json={"id": "2", "key": "OPS-2", "self": "x"}),
+        ]
+    )
     first = await runtime.jira.create_ticket(incident_id, assignee=None)
     again = await runtime.jira.create_ticket(incident_id, assignee=None)
     assert first.status == "created" and again.status == "exists" and again.key == "OPS-1"
@@ -227,7 +268,9 @@ async def test_disabled_jira_keeps_a_draft(disabled_runtime: AgentRuntime) -> No
     with respx.mock(assert_all_called=False) as mock:
         result = await disabled_runtime.jira.create_ticket(incident_id, assignee="Ravi")
         assert not mock.calls  # no network at all
-    assert result.status == "draft" and "Jira is not configured" in result.message and f"#{incident_id}" in result.message
+    assert (
+        result.status == "draft" and "Jira is not configured" in result.message and f"#{incident_id}" in result.message
+    )
     row = disabled_runtime.db.query_one("SELECT * FROM tickets")
     assert row["status"] == "draft" and row["assignee_query"] == "Ravi" and row["jira_key"] is None
     fields = json.loads(row["payload"])["fields"]
@@ -244,12 +287,19 @@ async def test_unknown_incident(disabled_runtime: AgentRuntime) -> None:
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_description_carries_the_fetched_code_excerpt(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
+async def test_description_carries_the_fetched_code_excerpt(
+    runtime: AgentRuntime, respx_mock: respx.MockRouter
+) -> None:
     incident_id = insert_incident(runtime.db, sample_diagnosis())
     code = "  211 |     reservation = find_reservation(item_id)\n> 212 |     return reservation.quantity"
     runtime.db.execute(
         "INSERT INTO tool_calls (incident_id, tool, arguments, ok, result, started_at, duration_s) VALUES (?, 'fetch_code_from_github', '{}', 1, ?, 0, 0.01)",
-        (incident_id, json.dumps({"source": "local", "path": "inventory_service.py", "start_line": 211, "end_line": 212, "code": code})),
+        (
+            incident_id,
+            json.dumps(
+                {"source": "local", "path": "inventory_service.py", "start_line": 211, "end_line": 212, "code": code}
+            ),
+        ),
     )
     create = respx_mock.post(ISSUE).respond(201, json={"id": "3", "key": "OPS-3", "self": "x"})
     assert (await runtime.jira.create_ticket(incident_id, assignee=None)).status == "created"

@@ -2,6 +2,7 @@
 (aiohttp.web, defined at the bottom of this file and started as ``python -m tests.test_loadbalancer``),
 real inventory_service.py replicas for the failover scenario, and the echo app as a fake process manager.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,17 @@ def start_lb(procs: ProcessGroup, tmp_path: Path, **env: str) -> str:
     would replace the client address with the X-Forwarded-For value the test sends.
     """
     port = free_port()
-    args = [PYTHON, "-m", "uvicorn", "loadbalancer:app", "--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers"]
+    args = [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "loadbalancer:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-proxy-headers",
+    ]
     procs.start("lb", args, env={"LB_ACCESS_LOG": str(tmp_path / "lb_access.log"), **env})
     return f"http://127.0.0.1:{port}"
 
@@ -126,7 +137,13 @@ def test_request_headers_strip_hop_by_hop_and_append_forwarded_for() -> None:
 
 
 def test_response_headers_keep_duplicates_and_drop_connection_tokens() -> None:
-    raw = ((b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"), (b"Connection", b"X-Hop"), (b"X-Hop", b"1"), (b"Keep-Alive", b"timeout=5"))
+    raw = (
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+        (b"Connection", b"X-Hop"),
+        (b"X-Hop", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+    )
     assert downstream_response_headers(raw) == [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
     assert connection_tokens([(b"Connection", b"close, X-A ,x-b")]) == {b"close", b"x-a", b"x-b"}
 
@@ -148,7 +165,11 @@ def test_round_robin_access_log_and_own_endpoints(echo_lb: tuple[str, str, str],
     assert lb_samples(lb, "lb_request_duration_seconds_count")[0][1] == 20
 
     log = tmp_path / "lb_access.log"
-    lines = wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 20 and log.read_text().splitlines(), 5, what="access log")
+    lines = wait_until(
+        lambda: log.exists() and len(log.read_text().splitlines()) >= 20 and log.read_text().splitlines(),
+        5,
+        what="access log",
+    )
     fields = lines[0].split()
     assert fields[1:6] == ["127.0.0.1", "GET", "/rr/0", "200", a]
     assert float(fields[6]) > 0
@@ -158,7 +179,9 @@ def test_passes_status_headers_query_and_body(echo_lb: tuple[str, str, str]) -> 
     lb, _, _ = echo_lb
     with httpx.Client(timeout=5) as client:
         for status in (404, 500, 201):
-            response = client.get(f"{lb}/items/x%2Fy?q=a%20b&q=c", headers={"X-Echo-Status": str(status), "X-Custom": "v1"})
+            response = client.get(
+                f"{lb}/items/x%2Fy?q=a%20b&q=c", headers={"X-Echo-Status": str(status), "X-Custom": "v1"}
+            )
             assert response.status_code == status
             echoed = response.json()
             assert echoed["raw_path"] == "/items/x%2Fy?q=a%20b&q=c"
@@ -277,7 +300,10 @@ def test_all_backends_down_answers_502_then_503(procs: ProcessGroup, tmp_path: P
             assert then.json() == {"error": "no backend available", "backends": 2}
     health = lb_health(lb)
     assert health["status"] == "no_backends"
-    assert all(b["state"] == "down" and b["failures"] == 1 and b["last_error"].startswith("connect") for b in health["backends"])
+    assert all(
+        b["state"] == "down" and b["failures"] == 1 and b["last_error"].startswith("connect")
+        for b in health["backends"]
+    )
 
 
 # ---- failover under load ----------------------------------------------------------------------
@@ -408,8 +434,16 @@ def run_echo(port: int, name: str) -> None:
             data = gzip.compress(data)
             headers["Content-Encoding"] = "gzip"
         if request.query.get("hop") == "1":
-            headers.update({"Keep-Alive": "timeout=99", "Proxy-Authenticate": "Basic", "X-Hop-Resp": "secret",
-                            "Connection": "X-Hop-Resp", "Trailers": "X-T", "X-End-To-End-Resp": "kept"})
+            headers.update(
+                {
+                    "Keep-Alive": "timeout=99",
+                    "Proxy-Authenticate": "Basic",
+                    "X-Hop-Resp": "secret",
+                    "Connection": "X-Hop-Resp",
+                    "Trailers": "X-T",
+                    "X-End-To-End-Resp": "kept",
+                }
+            )
         response = web.Response(body=data, status=status, headers=headers)
         response.set_cookie("a", "1")
         response.set_cookie("b", "2")

@@ -4,6 +4,7 @@ Each test starts the real manager as a process on a free port, with PM_BASE_PORT
 free_port_block(10) and every file in tmp_path; the manager starts real inventory_service.py
 replicas. The ``procs`` fixture stops the manager (and so its replicas) at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import PYTHON, REPO_ROOT, ProcessGroup, free_port, free_port_block, port_is_free, wait_http_ok, wait_until
+from tests.support import (
+    PYTHON,
+    REPO_ROOT,
+    ProcessGroup,
+    free_port,
+    free_port_block,
+    port_is_free,
+    wait_http_ok,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -270,7 +280,11 @@ def test_sigterm_stops_every_child_and_frees_ports(pm: PM) -> None:
     assert pm.proc.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a graceful shutdown
     assert all(pid_gone(pid) for pid in pids)
     durable = [json.loads(line) for line in (pm.log_dir / "process_manager_changes.log").read_text().splitlines()]
-    stopped = {c["detail"]["pid"] for c in durable if c["kind"] == "stop" and c["detail"]["reason"] == "process manager shutdown"}
+    stopped = {
+        c["detail"]["pid"]
+        for c in durable
+        if c["kind"] == "stop" and c["detail"]["reason"] == "process manager shutdown"
+    }
     assert stopped == set(pids)
     assert all(port_is_free(pm.base_port + n) for n in (1, 2, 3))
     assert pm.targets() == []

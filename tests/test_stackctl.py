@@ -1,4 +1,5 @@
 """stackctl: run-folder configs rendered from the shipped ones, with ports and the demo timing."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,7 +21,11 @@ def render_all(tmp_path, timing):
     rules = render_rules(tmp_path, timing)
     targets = tmp_path / "inventory_targets.json"
     targets.write_text('[{"targets": ["127.0.0.1:18001"], "labels": {"replica": "inventory-1"}}]')
-    return rules, render_prometheus(tmp_path, PORTS, targets, rules, timing), render_alertmanager(tmp_path, PORTS, timing)
+    return (
+        rules,
+        render_prometheus(tmp_path, PORTS, targets, rules, timing),
+        render_alertmanager(tmp_path, PORTS, timing),
+    )
 
 
 def test_demo_timing_rewrites_copies_only(tmp_path):
@@ -48,13 +53,21 @@ def test_without_timing_the_shipped_timing_is_kept(tmp_path):
     rules_file, _, alertmanager_file = render_all(tmp_path, None)
     shipped = yaml.safe_load((REPO_ROOT / "alerts.yaml").read_text())
     assert yaml.safe_load(rules_file.read_text()) == shipped
-    assert yaml.safe_load(alertmanager_file.read_text())["route"]["group_wait"] == yaml.safe_load((REPO_ROOT / "alertmanager.yaml").read_text())["route"]["group_wait"]
+    assert (
+        yaml.safe_load(alertmanager_file.read_text())["route"]["group_wait"]
+        == yaml.safe_load((REPO_ROOT / "alertmanager.yaml").read_text())["route"]["group_wait"]
+    )
 
 
-@pytest.mark.skipif(find_binary("promtool") is None or find_binary("amtool") is None, reason="promtool/amtool not installed (make deps)")
+@pytest.mark.skipif(
+    find_binary("promtool") is None or find_binary("amtool") is None, reason="promtool/amtool not installed (make deps)"
+)
 def test_rendered_demo_configs_pass_promtool_and_amtool(tmp_path):
     _, prometheus_file, alertmanager_file = render_all(tmp_path, load_timing())
-    for args in (["promtool", "check", "config", str(prometheus_file)], ["amtool", "check-config", str(alertmanager_file)]):
+    for args in (
+        ["promtool", "check", "config", str(prometheus_file)],
+        ["amtool", "check-config", str(alertmanager_file)],
+    ):
         result = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -64,9 +77,20 @@ def test_make_reply_is_accepted_by_the_agent_webhook(procs, tmp_path):
     port = free_port()
     agent_url = f"http://127.0.0.1:{port}"
     env = {name: None for name in INTEGRATION_VARIABLES}
-    env.update({"ONCALL_ENV_FILE": str(tmp_path / "none.env"), "DATABASE_PATH": str(tmp_path / "oncall.db"), "PUBLIC_BASE_URL": agent_url,
-                "TWILIO_AUTH_TOKEN": "reply-token", "ONCALL_WHATSAPP_NUMBERS": "whatsapp:+15550100001"})
-    procs.start("agent", [sys.executable, "-m", "uvicorn", "on_call_agent:app", "--host", "127.0.0.1", "--port", str(port)], env=env)
+    env.update(
+        {
+            "ONCALL_ENV_FILE": str(tmp_path / "none.env"),
+            "DATABASE_PATH": str(tmp_path / "oncall.db"),
+            "PUBLIC_BASE_URL": agent_url,
+            "TWILIO_AUTH_TOKEN": "reply-token",
+            "ONCALL_WHATSAPP_NUMBERS": "whatsapp:+15550100001",
+        }
+    )
+    procs.start(
+        "agent",
+        [sys.executable, "-m", "uvicorn", "on_call_agent:app", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+    )
     wait_http_ok(f"{agent_url}/healthz")
     assert send_reply(agent_url, "reply-token", "whatsapp:+15550100001", "help").status_code == 200
     assert send_reply(agent_url, "wrong-token", "whatsapp:+15550100001", "help").status_code == 403

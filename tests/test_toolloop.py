@@ -1,5 +1,6 @@
 """The function-calling loop: concurrency, per-call timeouts, argument validation, output capping,
 terminal tools and the round limit, against the real openai SDK talking to a loopback fake server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -134,15 +135,23 @@ def client_for(fake: FakeOpenAI) -> openai.AsyncOpenAI:
 
 async def test_loop_feeds_errors_back_and_stops_at_terminal_tool(fake: FakeOpenAI) -> None:
     fake.add(
-        tool_calls_response([("echo", {"text": "hi"}), ("done", '{"verdict": ')], prompt_tokens=100, completion_tokens=20),
+        tool_calls_response(
+            [("echo", {"text": "hi"}), ("done", '{"verdict": ')], prompt_tokens=100, completion_tokens=20
+        ),
         tool_calls_response([("done", {"verdict": "ok"})], prompt_tokens=200, completion_tokens=10),
         text_response("never requested"),
     )
     seen: list[ToolCallRecord] = []
     messages = [{"role": "user", "content": "investigate"}]
     outcome = await run_model_loop(
-        client_for(fake), model="gpt-4o", temperature=0.1, messages=messages, tools=list(TOOLS.values()),
-        max_rounds=5, max_output_chars=1000, on_record=seen.append,
+        client_for(fake),
+        model="gpt-4o",
+        temperature=0.1,
+        messages=messages,
+        tools=list(TOOLS.values()),
+        max_rounds=5,
+        max_output_chars=1000,
+        on_record=seen.append,
     )
     assert outcome.terminal is not None and outcome.terminal.result == {"verdict": "ok"}
     assert outcome.rounds == 2 and len(fake.requests) == 2
@@ -163,16 +172,29 @@ async def test_loop_feeds_errors_back_and_stops_at_terminal_tool(fake: FakeOpenA
 async def test_loop_stops_at_text_answer_and_at_max_rounds(fake: FakeOpenAI) -> None:
     fake.add(text_response("all quiet"))
     outcome = await run_model_loop(
-        client_for(fake), model="m", temperature=0.1, messages=[{"role": "user", "content": "q"}],
-        tools=list(TOOLS.values()), max_rounds=3, max_output_chars=1000, on_record=lambda r: None,
+        client_for(fake),
+        model="m",
+        temperature=0.1,
+        messages=[{"role": "user", "content": "q"}],
+        tools=list(TOOLS.values()),
+        max_rounds=3,
+        max_output_chars=1000,
+        on_record=lambda r: None,
     )
     assert outcome.terminal is None and outcome.final_text == "all quiet" and outcome.rounds == 1
 
     fake.add(*[tool_calls_response([("echo", {"text": str(i)})]) for i in range(5)])
     records: list[ToolCallRecord] = []
     outcome = await run_model_loop(
-        client_for(fake), model="m", temperature=0.1, messages=[{"role": "user", "content": "q"}],
-        tools=list(TOOLS.values()), max_rounds=3, max_output_chars=1000, on_record=records.append, first_round=4,
+        client_for(fake),
+        model="m",
+        temperature=0.1,
+        messages=[{"role": "user", "content": "q"}],
+        tools=list(TOOLS.values()),
+        max_rounds=3,
+        max_output_chars=1000,
+        on_record=records.append,
+        first_round=4,
     )
     assert outcome.terminal is None and outcome.final_text is None and outcome.rounds == 3
     assert [r.round for r in records] == [4, 5, 6]
@@ -182,9 +204,17 @@ async def test_loop_stops_at_text_answer_and_at_max_rounds(fake: FakeOpenAI) -> 
 async def test_loop_raises_when_model_is_unreachable() -> None:
     from tests.support import free_port
 
-    client = openai.AsyncOpenAI(api_key="sk-test", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0, timeout=2)
+    client = openai.AsyncOpenAI(
+        api_key="sk-test", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0, timeout=2
+    )
     with pytest.raises(openai.APIConnectionError):
         await run_model_loop(
-            client, model="m", temperature=0.1, messages=[{"role": "user", "content": "q"}],
-            tools=list(TOOLS.values()), max_rounds=2, max_output_chars=1000, on_record=lambda r: None,
+            client,
+            model="m",
+            temperature=0.1,
+            messages=[{"role": "user", "content": "q"}],
+            tools=list(TOOLS.values()),
+            max_rounds=2,
+            max_output_chars=1000,
+            on_record=lambda r: None,
         )

@@ -1,5 +1,6 @@
 """Investigation tools against respx mocks of Prometheus, the load balancer, the process manager and
 GitHub (payload shapes from the recorded fixtures), and local source-code path confinement."""
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,13 @@ GITHUB = "http://127.0.0.1:18443"
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     """Settings for tests: tmp database, loopback URLs for the mocked stack, no .env, no model."""
     values = {
-        "DATABASE_PATH": str(tmp_path / "oncall.db"), "PROMETHEUS_URL": PROM, "LB_URL": LB, "PM_URL": PM,
-        "GITHUB_API_URL": GITHUB, "CODE_ROOT": str(tmp_path / "code"), "TOOL_TIMEOUT_S": "2",
+        "DATABASE_PATH": str(tmp_path / "oncall.db"),
+        "PROMETHEUS_URL": PROM,
+        "LB_URL": LB,
+        "PM_URL": PM,
+        "GITHUB_API_URL": GITHUB,
+        "CODE_ROOT": str(tmp_path / "code"),
+        "TOOL_TIMEOUT_S": "2",
         **overrides,
     }
     return Settings(_env_file=None, **values)
@@ -69,11 +75,13 @@ def prom_vector(series: list[tuple[dict[str, str], float | str]]) -> dict:
 
 def prom_router(answers: dict[str, list[tuple[dict[str, str], float | str]]]):
     """respx side effect answering known PromQL with vectors and anything else with Prometheus' 400 error."""
+
     def answer(request: httpx.Request) -> httpx.Response:
         query = parse_qs(urlparse(str(request.url)).query)["query"][0]
         if query in answers:
             return httpx.Response(200, json=prom_vector(answers[query]))
         return httpx.Response(400, json=load_json_fixture("prometheus/prom_api_v1_query_error.json"))
+
     return answer
 
 
@@ -88,12 +96,20 @@ async def run_tool(runtime: AgentRuntime, name: str, args: dict | str) -> ToolCa
 async def test_compute_error_rate_overall_per_replica_and_route(runtime_factory) -> None:
     runtime = runtime_factory()
     q = error_rate_queries("1m")
-    respx.get(f"{PROM}/api/v1/query").mock(side_effect=prom_router({
-        q["overall"]: [({}, 0.1613)],
-        q["per_replica"]: [({"replica": "inventory-1"}, 0.012), ({"replica": "inventory-2"}, 0.4531), ({"replica": "inventory-3"}, "NaN")],
-        q["per_route"]: [({"route": "/items/{item_id}"}, 0.17), ({"route": "/random-endpoint"}, 0.05)],
-        q["rps_per_replica"]: [({"replica": "inventory-1"}, 6.67), ({"replica": "inventory-2"}, 6.6)],
-    }))
+    respx.get(f"{PROM}/api/v1/query").mock(
+        side_effect=prom_router(
+            {
+                q["overall"]: [({}, 0.1613)],
+                q["per_replica"]: [
+                    ({"replica": "inventory-1"}, 0.012),
+                    ({"replica": "inventory-2"}, 0.4531),
+                    ({"replica": "inventory-3"}, "NaN"),
+                ],
+                q["per_route"]: [({"route": "/items/{item_id}"}, 0.17), ({"route": "/random-endpoint"}, 0.05)],
+                q["rps_per_replica"]: [({"replica": "inventory-1"}, 6.67), ({"replica": "inventory-2"}, 6.6)],
+            }
+        )
+    )
     record = await run_tool(runtime, "compute_error_rate", {"window": "1m"})
     assert record.ok, record.error
     result = record.result
@@ -101,7 +117,9 @@ async def test_compute_error_rate_overall_per_replica_and_route(runtime_factory)
     assert result["per_replica_error_ratio"] == {"inventory-1": 0.012, "inventory-2": 0.4531, "inventory-3": "NaN"}
     assert result["per_route_error_ratio"]["/items/{item_id}"] == 0.17
     assert result["requests_per_second_by_replica"] == {"inventory-1": 6.67, "inventory-2": 6.6}
-    assert result["queries"]["per_replica"].startswith('(sum by (replica)(rate(http_errors_total{job="inventory"}[1m]))')
+    assert result["queries"]["per_replica"].startswith(
+        '(sum by (replica)(rate(http_errors_total{job="inventory"}[1m]))'
+    )
     assert len(respx.calls) == 4
 
     bad = await run_tool(runtime, "compute_error_rate", {"window": "1 minute"})
@@ -114,14 +132,16 @@ async def test_query_prometheus_compact_result_and_prometheus_error(runtime_fact
     up = load_json_fixture("prometheus/prom_api_v1_query_up.json")
     route = respx.get(f"{PROM}/api/v1/query")
     route.side_effect = lambda request: (
-        httpx.Response(200, json=up) if request.url.params["query"] == "up"
+        httpx.Response(200, json=up)
+        if request.url.params["query"] == "up"
         else httpx.Response(400, json=load_json_fixture("prometheus/prom_api_v1_query_error.json"))
     )
     ok = await run_tool(runtime, "query_prometheus", {"query": "up"})
     assert ok.ok
     assert ok.result["resultType"] == "vector"
     assert ok.result["result"][0] == {
-        "labels": {"env": "test", "instance": "127.0.0.1:19556", "job": "demo", "service": "checkout"}, "value": 0.0,
+        "labels": {"env": "test", "instance": "127.0.0.1:19556", "job": "demo", "service": "checkout"},
+        "value": 0.0,
     }
     bad = await run_tool(runtime, "query_prometheus", {"query": "up{job="})
     assert not bad.ok
@@ -133,30 +153,68 @@ async def test_query_prometheus_compact_result_and_prometheus_error(runtime_fact
 async def test_fetch_logs_summarises_and_retries_connect_errors(runtime_factory) -> None:
     runtime = runtime_factory()
     entries = [
-        {"timestamp": "2025-01-01T10:00:05Z", "ts": 1735725605, "level": "ERROR", "service": "inventory", "replica": f"inventory-{1 + i % 3}",
-         "method": "GET", "route": "/random-endpoint/error", "status": 500, "message": "'NoneType' object has no attribute 'discount'",
-         "exception_type": "AttributeError", "traceback": 'Traceback (most recent call last):\n  File "/srv/inventory_service.py", line 212, in random_error\n'
-         "AttributeError: 'NoneType' object has no attribute 'discount'", "file": "inventory_service.py", "line": 212,
-         "function": "apply_discount", "fault": None}
+        {
+            "timestamp": "2025-01-01T10:00:05Z",
+            "ts": 1735725605,
+            "level": "ERROR",
+            "service": "inventory",
+            "replica": f"inventory-{1 + i % 3}",
+            "method": "GET",
+            "route": "/random-endpoint/error",
+            "status": 500,
+            "message": "'NoneType' object has no attribute 'discount'",
+            "exception_type": "AttributeError",
+            "traceback": 'Traceback (most recent call last):\n  File "/srv/inventory_service.py", line 212, in random_error\n'
+            "AttributeError: 'NoneType' object has no attribute 'discount'",
+            "file": "inventory_service.py",
+            "line": 212,
+            "function": "apply_discount",
+            "fault": None,
+        }
         for i in range(9)
     ] + [
-        {"timestamp": "2025-01-01T10:00:00Z", "ts": 1735725600, "level": "ERROR", "service": "inventory", "replica": "inventory-2",
-         "method": "GET", "route": "/random-endpoint", "status": 500, "message": "dependency timed out",
-         "exception_type": "TimeoutError", "traceback": "", "file": "inventory_service.py", "line": 180, "function": "random_endpoint", "fault": None}
+        {
+            "timestamp": "2025-01-01T10:00:00Z",
+            "ts": 1735725600,
+            "level": "ERROR",
+            "service": "inventory",
+            "replica": "inventory-2",
+            "method": "GET",
+            "route": "/random-endpoint",
+            "status": 500,
+            "message": "dependency timed out",
+            "exception_type": "TimeoutError",
+            "traceback": "",
+            "file": "inventory_service.py",
+            "line": 180,
+            "function": "random_endpoint",
+            "fault": None,
+        }
     ]
     route = respx.get(f"{LB}/logs/tail")
-    route.side_effect = [httpx.ConnectError("connection refused"), httpx.Response(200, json={"entries": entries, "count": 10, "seconds": 300, "limit": 200})]
+    route.side_effect = [
+        httpx.ConnectError("connection refused"),
+        httpx.Response(200, json={"entries": entries, "count": 10, "seconds": 300, "limit": 200}),
+    ]
     record = await run_tool(runtime, "fetch_logs", {})
     assert record.ok, record.error
     assert route.call_count == 2
-    assert route.calls.last.request.url.params["seconds"] == "300" and route.calls.last.request.url.params["limit"] == "200"
+    assert (
+        route.calls.last.request.url.params["seconds"] == "300"
+        and route.calls.last.request.url.params["limit"] == "200"
+    )
     summary = record.result
     assert summary["count"] == 10
     assert summary["by_exception_type"] == {"AttributeError": 9, "TimeoutError": 1}
     assert summary["by_replica"] == {"inventory-1": 3, "inventory-2": 4, "inventory-3": 3}
     assert summary["by_location"]["inventory_service.py:212"] == 9
     top = summary["groups"][0]
-    assert (top["exception_type"], top["file"], top["line"], top["count"]) == ("AttributeError", "inventory_service.py", 212, 9)
+    assert (top["exception_type"], top["file"], top["line"], top["count"]) == (
+        "AttributeError",
+        "inventory_service.py",
+        212,
+        9,
+    )
     assert top["replicas"] == {"inventory-1": 3, "inventory-2": 3, "inventory-3": 3}
     assert "AttributeError: 'NoneType' object has no attribute 'discount'" in summary["dominant_traceback_tail"]
     assert len(summary["newest"]) == 3 and "inventory_service.py:212" in summary["newest"][0]
@@ -164,12 +222,34 @@ async def test_fetch_logs_summarises_and_retries_connect_errors(runtime_factory)
 
 def test_log_groups_say_when_they_were_last_seen() -> None:
     now = 1_800_000_000.0
-    entry = lambda age, kind: {"ts": now - age, "exception_type": kind, "file": "inventory_service.py", "line": 7, "replica": "inventory-1", "route": "/x"}
-    summary = summarise_logs([entry(5, "InjectedFault"), entry(30, "InjectedFault"), entry(200, "InjectedFault"), entry(120, "AttributeError")], now=now)
+    entry = lambda age, kind: {
+        "ts": now - age,
+        "exception_type": kind,
+        "file": "inventory_service.py",
+        "line": 7,
+        "replica": "inventory-1",
+        "route": "/x",
+    }
+    summary = summarise_logs(
+        [
+            entry(5, "InjectedFault"),
+            entry(30, "InjectedFault"),
+            entry(200, "InjectedFault"),
+            entry(120, "AttributeError"),
+        ],
+        now=now,
+    )
     groups = {g["exception_type"]: g for g in summary["groups"]}
-    assert (groups["InjectedFault"]["last_seen_s_ago"], groups["InjectedFault"]["recent_count"], groups["InjectedFault"]["count"]) == (5.0, 2, 3)
+    assert (
+        groups["InjectedFault"]["last_seen_s_ago"],
+        groups["InjectedFault"]["recent_count"],
+        groups["InjectedFault"]["count"],
+    ) == (5.0, 2, 3)
     assert (groups["AttributeError"]["last_seen_s_ago"], groups["AttributeError"]["recent_count"]) == (120.0, 0)
-    assert groups["InjectedFault"]["recent_replicas"] == {"inventory-1": 2} and groups["AttributeError"]["recent_replicas"] == {}
+    assert (
+        groups["InjectedFault"]["recent_replicas"] == {"inventory-1": 2}
+        and groups["AttributeError"]["recent_replicas"] == {}
+    )
 
 
 @respx.mock
@@ -185,14 +265,49 @@ async def test_fetch_logs_gives_up_after_retries(runtime_factory) -> None:
 async def test_get_recent_changes(runtime_factory) -> None:
     runtime = runtime_factory()
     now = time.time()
-    changes = respx.get(f"{PM}/changes").mock(return_value=httpx.Response(200, json={"changes": [
-        {"ts": now - 30, "timestamp": "", "kind": "restart", "replica": "inventory-3", "detail": {"attempt": 1}},
-        {"ts": now - 31, "timestamp": "", "kind": "crash", "replica": "inventory-3", "detail": {"exit_code": 3}},
-    ]}))
-    respx.get(f"{PM}/instances").mock(return_value=httpx.Response(200, json={"instances": [
-        {"name": "inventory-3", "port": 8003, "url": "http://127.0.0.1:8003", "pid": 4242, "state": "running", "restarts": 1,
-         "fault": {"mode": "none"}, "started_at": now - 29, "last_exit_code": 3},
-    ]}))
+    changes = respx.get(f"{PM}/changes").mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "changes": [
+                    {
+                        "ts": now - 30,
+                        "timestamp": "",
+                        "kind": "restart",
+                        "replica": "inventory-3",
+                        "detail": {"attempt": 1},
+                    },
+                    {
+                        "ts": now - 31,
+                        "timestamp": "",
+                        "kind": "crash",
+                        "replica": "inventory-3",
+                        "detail": {"exit_code": 3},
+                    },
+                ]
+            },
+        )
+    )
+    respx.get(f"{PM}/instances").mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "instances": [
+                    {
+                        "name": "inventory-3",
+                        "port": 8003,
+                        "url": "http://127.0.0.1:8003",
+                        "pid": 4242,
+                        "state": "running",
+                        "restarts": 1,
+                        "fault": {"mode": "none"},
+                        "started_at": now - 29,
+                        "last_exit_code": 3,
+                    },
+                ]
+            },
+        )
+    )
     record = await run_tool(runtime, "get_recent_changes", {"since_seconds": 600})
     assert record.ok, record.error
     since = float(changes.calls.last.request.url.params["since"])
@@ -204,20 +319,30 @@ async def test_get_recent_changes(runtime_factory) -> None:
 
 def github_fixture_body() -> str:
     """Response body of a recorded GitHub contents API call (PyGithub replay data, line 10)."""
-    return fixture_path("github/PyGithub__tests_ReplayData_Issue140.testGetFileContents.txt").read_text().splitlines()[9]
+    return (
+        fixture_path("github/PyGithub__tests_ReplayData_Issue140.testGetFileContents.txt").read_text().splitlines()[9]
+    )
 
 
 @respx.mock
 async def test_fetch_code_from_github(runtime_factory) -> None:
     runtime = runtime_factory(GITHUB_REPO="twitter/bootstrap", GITHUB_REF="v2.3.0", GITHUB_TOKEN="ghp_testtoken")
     route = respx.get(f"{GITHUB}/repos/twitter/bootstrap/contents/js/bootstrap-affix.js").mock(
-        return_value=httpx.Response(200, text=github_fixture_body(), headers={"content-type": "application/json"}))
+        return_value=httpx.Response(200, text=github_fixture_body(), headers={"content-type": "application/json"})
+    )
     respx.get(f"{GITHUB}/repos/twitter/bootstrap/contents/js/missing.js").mock(
-        return_value=httpx.Response(404, json={"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}))
-    dir_body = fixture_path("github/PyGithub__tests_ReplayData_Repository.testGetContentsDir.txt").read_text().splitlines()[9]
+        return_value=httpx.Response(
+            404, json={"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+        )
+    )
+    dir_body = (
+        fixture_path("github/PyGithub__tests_ReplayData_Repository.testGetContentsDir.txt").read_text().splitlines()[9]
+    )
     respx.get(f"{GITHUB}/repos/twitter/bootstrap/contents/js").mock(return_value=httpx.Response(200, text=dir_body))
 
-    record = await run_tool(runtime, "fetch_code_from_github", {"path": "js/bootstrap-affix.js", "line": 29, "context_lines": 2})
+    record = await run_tool(
+        runtime, "fetch_code_from_github", {"path": "js/bootstrap-affix.js", "line": 29, "context_lines": 2}
+    )
     assert record.ok, record.error
     request = route.calls.last.request
     assert request.url.params["ref"] == "v2.3.0"
@@ -273,11 +398,25 @@ async def test_send_diagnosis_validates_and_stamps_engine(runtime_factory) -> No
     runtime = runtime_factory()
     tools = build_tools(runtime, "openai:gpt-4o")
     assert tools["send_diagnosis"].terminal and not tools["fetch_logs"].terminal
-    args = {"summary": "Injected errors on inventory-2", "root_cause": "InjectedFault", "fault_type": "injected_errors",
-            "affected_service": "inventory", "affected_replicas": ["inventory-2"], "priority": "P2", "confidence": 0.8,
-            "evidence": [{"tool": "fetch_logs", "query": "GET /logs/tail", "finding": "40 x InjectedFault"}], "engine": "forged"}
+    args = {
+        "summary": "Injected errors on inventory-2",
+        "root_cause": "InjectedFault",
+        "fault_type": "injected_errors",
+        "affected_service": "inventory",
+        "affected_replicas": ["inventory-2"],
+        "priority": "P2",
+        "confidence": 0.8,
+        "evidence": [{"tool": "fetch_logs", "query": "GET /logs/tail", "finding": "40 x InjectedFault"}],
+        "engine": "forged",
+    }
     [good, bad] = await execute_tool_calls(
-        [("a", "send_diagnosis", json.dumps(args)), ("b", "send_diagnosis", json.dumps({**args, "fault_type": "database", "confidence": 3}))],
-        tools, round=1, max_output_chars=6000)
+        [
+            ("a", "send_diagnosis", json.dumps(args)),
+            ("b", "send_diagnosis", json.dumps({**args, "fault_type": "database", "confidence": 3})),
+        ],
+        tools,
+        round=1,
+        max_output_chars=6000,
+    )
     assert good.ok and good.result["engine"] == "openai:gpt-4o" and good.result["affected_replicas"] == ["inventory-2"]
     assert not bad.ok and "fault_type" in bad.error and "confidence" in bad.error

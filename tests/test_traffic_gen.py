@@ -4,6 +4,7 @@ The HTTP target is a tiny aiohttp server (SERVER_SOURCE) that counts every reque
 by (method, route template, status), so the generator's summary can be compared with what the
 server really received. /__stats returns those counts and is not counted itself.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,8 +15,8 @@ import re
 import signal
 import subprocess
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import pytest
@@ -23,10 +24,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 import traffic_gen
-from traffic_gen import RunConfig, choose_request, config_from_args, phase_at, rate_at, send_offsets
 from tests.support import PYTHON, REPO_ROOT, free_port, wait_http_ok, wait_until
+from traffic_gen import RunConfig, choose_request, config_from_args, phase_at, rate_at, send_offsets
 
-SERVER_SOURCE = '''
+SERVER_SOURCE = """
 import asyncio, os, re, sys
 from collections import Counter
 from aiohttp import web
@@ -50,7 +51,7 @@ app = web.Application()
 app.router.add_get("/__stats", stats)
 app.router.add_route("*", "/{tail:.*}", handle)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
-'''
+"""
 
 
 def _config(profile: str, **overrides: float) -> RunConfig:
@@ -60,16 +61,32 @@ def _config(profile: str, **overrides: float) -> RunConfig:
 
 # ---------------------------------------------------------------- rate profiles
 
+
 @pytest.mark.parametrize(
     ("profile", "t", "expected"),
     [
-        ("constant", 0.0, 10.0), ("constant", 29.9, 10.0), ("constant", 30.0, 0.0), ("constant", -1.0, 0.0),
-        ("spike", 9.9, 10.0), ("spike", 10.0, 50.0), ("spike", 19.9, 50.0), ("spike", 20.0, 10.0),
-        ("ramp", 0.0, 0.0), ("ramp", 15.0, 5.0), ("ramp", 27.0, 9.0),
-        ("sine", 0.0, 10.0), ("sine", 7.5, 15.0), ("sine", 15.0, 10.0), ("sine", 22.5, 5.0),
+        ("constant", 0.0, 10.0),
+        ("constant", 29.9, 10.0),
+        ("constant", 30.0, 0.0),
+        ("constant", -1.0, 0.0),
+        ("spike", 9.9, 10.0),
+        ("spike", 10.0, 50.0),
+        ("spike", 19.9, 50.0),
+        ("spike", 20.0, 10.0),
+        ("ramp", 0.0, 0.0),
+        ("ramp", 15.0, 5.0),
+        ("ramp", 27.0, 9.0),
+        ("sine", 0.0, 10.0),
+        ("sine", 7.5, 15.0),
+        ("sine", 15.0, 10.0),
+        ("sine", 22.5, 5.0),
         # ramp-spike, D=30: ramp 0->10 over 15 s, then 10 / 50 (20..25 s) / 10
-        ("ramp-spike", 7.5, 5.0), ("ramp-spike", 15.0, 10.0), ("ramp-spike", 19.9, 10.0),
-        ("ramp-spike", 20.0, 50.0), ("ramp-spike", 24.9, 50.0), ("ramp-spike", 25.0, 10.0),
+        ("ramp-spike", 7.5, 5.0),
+        ("ramp-spike", 15.0, 10.0),
+        ("ramp-spike", 19.9, 10.0),
+        ("ramp-spike", 20.0, 50.0),
+        ("ramp-spike", 24.9, 50.0),
+        ("ramp-spike", 25.0, 10.0),
     ],
 )
 def test_rate_at_profiles(profile: str, t: float, expected: float) -> None:
@@ -99,7 +116,7 @@ def test_send_offsets_follow_the_rate_integral(profile: str) -> None:
     expected_total = sum(rate_at(profile, (i + 0.5) / 1000, config) for i in range(12_000)) / 1000
     assert abs(len(offsets) - expected_total) <= 1.5
     assert offsets == sorted(offsets)
-    assert 0 <= offsets[0] and offsets[-1] < config.duration
+    assert offsets[0] >= 0 and offsets[-1] < config.duration
     # requests per second of schedule track the rate function second by second
     per_second = Counter(int(offset) for offset in offsets)
     for second in range(12):
@@ -115,6 +132,7 @@ def test_spike_burst_is_five_times_base() -> None:
 
 
 # ---------------------------------------------------------------- request mix
+
 
 def test_error_phase_sends_80_percent_to_error_endpoint() -> None:
     rng = random.Random(1234)
@@ -150,20 +168,23 @@ def test_seed_makes_the_mix_reproducible() -> None:
 
 # ---------------------------------------------------------------- config
 
+
 def test_config_validation_and_agentic_default_duration() -> None:
     with pytest.raises(ValidationError, match="http"):
         RunConfig(url="ftp://127.0.0.1")
     with pytest.raises(ValidationError):
         RunConfig(url="http://127.0.0.1", rps=0)
     parser = traffic_gen.build_parser()
-    args = parser.parse_args(["--url", "http://127.0.0.1:9/", "--profile", "agentic",
-                              "--normal-duration", "5", "--error-duration", "7"])
+    args = parser.parse_args(
+        ["--url", "http://127.0.0.1:9/", "--profile", "agentic", "--normal-duration", "5", "--error-duration", "7"]
+    )
     config = config_from_args(args)
     assert config.duration == 12 and config.url == "http://127.0.0.1:9"
     assert config_from_args(parser.parse_args(["--url", "http://127.0.0.1:9"])).duration == 60
 
 
 # ---------------------------------------------------------------- open loop, in process
+
 
 @contextlib.asynccontextmanager
 async def _slow_app(delay_s: float) -> AsyncIterator[tuple[str, Counter]]:
@@ -224,6 +245,7 @@ async def test_connection_errors_are_counted_by_exception_class() -> None:
 
 # ---------------------------------------------------------------- CLI end to end
 
+
 @pytest.fixture
 def counting_server(procs, tmp_path: Path) -> str:
     """Start SERVER_SOURCE as a subprocess on a free port; return its base URL."""
@@ -257,10 +279,31 @@ def _assert_summary_matches_server(summary: dict, server: dict[str, int]) -> Non
 def test_cli_agentic_run_matches_server_counts(counting_server: str, tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     result = subprocess.run(
-        [PYTHON, str(REPO_ROOT / "traffic_gen.py"), "--url", counting_server, "--profile", "agentic",
-         "--normal-rps", "40", "--normal-duration", "1.5", "--error-rps", "40", "--error-duration", "1.5",
-         "--seed", "7", "--json", str(out), "--quiet"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        [
+            PYTHON,
+            str(REPO_ROOT / "traffic_gen.py"),
+            "--url",
+            counting_server,
+            "--profile",
+            "agentic",
+            "--normal-rps",
+            "40",
+            "--normal-duration",
+            "1.5",
+            "--error-rps",
+            "40",
+            "--error-duration",
+            "1.5",
+            "--seed",
+            "7",
+            "--json",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(out.read_text())
@@ -276,7 +319,9 @@ def test_cli_agentic_run_matches_server_counts(counting_server: str, tmp_path: P
 def test_cli_progress_lines_are_printed(counting_server: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [PYTHON, str(REPO_ROOT / "traffic_gen.py"), "--url", counting_server, "--rps", "20", "--duration", "2.5"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     progress = [line for line in result.stderr.splitlines() if line.startswith("t=")]
@@ -289,8 +334,22 @@ def test_cli_progress_lines_are_printed(counting_server: str, tmp_path: Path) ->
 
 def test_cli_sigint_still_writes_summary(counting_server: str, procs, tmp_path: Path) -> None:
     out = tmp_path / "interrupted.json"
-    proc = procs.start("traffic_gen", [PYTHON, str(REPO_ROOT / "traffic_gen.py"), "--url", counting_server,
-                                       "--rps", "50", "--duration", "60", "--json", str(out), "--quiet"])
+    proc = procs.start(
+        "traffic_gen",
+        [
+            PYTHON,
+            str(REPO_ROOT / "traffic_gen.py"),
+            "--url",
+            counting_server,
+            "--rps",
+            "50",
+            "--duration",
+            "60",
+            "--json",
+            str(out),
+            "--quiet",
+        ],
+    )
     wait_until(lambda: sum(_server_counts(counting_server).values()) >= 25, timeout=15, what="25 requests served")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0, procs.log_text("traffic_gen")

@@ -1,4 +1,5 @@
 """POST /webhook/twilio: signature verification with the published vectors, sender allow-list, dedupe, TwiML."""
+
 from __future__ import annotations
 
 import asyncio
@@ -58,7 +59,9 @@ async def app_client(tmp_path: Path):
         app = FastAPI()
         app.state.runtime = runtime
         app.include_router(router)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8088") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8088"
+        ) as client:
             yield runtime, conversation, client
         await runtime.drain()
         runtime.db.close()
@@ -93,14 +96,20 @@ async def test_signed_inbound_is_accepted_and_handled_in_background(app_client) 
 async def test_vector_signature_for_its_own_url_is_rejected_on_another_path(app_client) -> None:
     """The published signature is bound to /twilio/whatsapp; replayed to /webhook/twilio it must fail."""
     _, conversation, client = app_client
-    response = await client.post("/webhook/twilio", data=VECTOR["params"], headers={"X-Twilio-Signature": VECTOR["expected_signature"]})
+    response = await client.post(
+        "/webhook/twilio", data=VECTOR["params"], headers={"X-Twilio-Signature": VECTOR["expected_signature"]}
+    )
     assert response.status_code == 403 and conversation.calls == []
 
 
 async def test_query_string_is_part_of_the_signed_url(app_client) -> None:
     _, conversation, client = app_client
     params = {**VECTOR["params"], "MessageSid": "SM" + "3" * 32}
-    response = await client.post("/webhook/twilio?foo=1&bar=2", data=params, headers={"X-Twilio-Signature": sign(params, WEBHOOK_URL + "?foo=1&bar=2")})
+    response = await client.post(
+        "/webhook/twilio?foo=1&bar=2",
+        data=params,
+        headers={"X-Twilio-Signature": sign(params, WEBHOOK_URL + "?foo=1&bar=2")},
+    )
     assert response.status_code == 200
     await asyncio.wait_for(conversation.done.wait(), 5)
 
@@ -122,7 +131,9 @@ async def test_tampered_body_is_403(app_client) -> None:
 
 async def test_signature_with_another_token_is_403(app_client) -> None:
     _, _, client = app_client
-    response = await client.post("/webhook/twilio", data=VECTOR["params"], headers={"X-Twilio-Signature": sign(VECTOR["params"], token="54321")})
+    response = await client.post(
+        "/webhook/twilio", data=VECTOR["params"], headers={"X-Twilio-Signature": sign(VECTOR["params"], token="54321")}
+    )
     assert response.status_code == 403
 
 
@@ -134,7 +145,9 @@ async def test_without_auth_token_everything_is_403(tmp_path: Path) -> None:
         app.state.runtime = runtime
         app.include_router(router)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            response = await client.post("/webhook/twilio", data=VECTOR["params"], headers={"X-Twilio-Signature": sign(VECTOR["params"])})
+            response = await client.post(
+                "/webhook/twilio", data=VECTOR["params"], headers={"X-Twilio-Signature": sign(VECTOR["params"])}
+            )
     assert response.status_code == 403 and "TWILIO_AUTH_TOKEN" in response.json()["detail"]
 
 

@@ -2,6 +2,7 @@
 
 The Twilio path runs the real twilio SDK over HTTP against tests/fake_twilio.py on loopback.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,16 @@ def sample_diagnosis(**overrides: object) -> Diagnosis:
         priority="P2",
         confidence=0.87,
         evidence=[
-            Evidence(tool="fetch_logs", query="/logs/tail seconds=300", finding="120 AttributeError entries at inventory_service.py:212"),
-            Evidence(tool="compute_error_rate", query="sum(rate(http_errors_total[1m]))/sum(rate(http_requests_total[1m]))", finding="error ratio 0.78"),
+            Evidence(
+                tool="fetch_logs",
+                query="/logs/tail seconds=300",
+                finding="120 AttributeError entries at inventory_service.py:212",
+            ),
+            Evidence(
+                tool="compute_error_rate",
+                query="sum(rate(http_errors_total[1m]))/sum(rate(http_requests_total[1m]))",
+                finding="error ratio 0.78",
+            ),
         ],
         suggested_fix="Return 404 when no reservation exists instead of dereferencing None",
         next_steps=["Deploy the fix", "Watch the error ratio"],
@@ -50,14 +59,16 @@ def sample_diagnosis(**overrides: object) -> Diagnosis:
     return Diagnosis(**fields)
 
 
-def insert_incident(db: Database, diagnosis: Diagnosis | None, *, created_at: float | None = None, resolved_at: float | None = None) -> int:
+def insert_incident(
+    db: Database, diagnosis: Diagnosis | None, *, created_at: float | None = None, resolved_at: float | None = None
+) -> int:
     """Insert an incident row as ingest would, with an optional stored diagnosis; returns its id."""
     now = time.time()
     cursor = db.execute(
         "INSERT INTO incidents (group_key, status, title, service, severity, group_labels, common_labels, created_at, updated_at, resolved_at, diagnosis)"
         " VALUES (?, ?, ?, 'inventory', 'critical', ?, ?, ?, ?, ?, ?)",
         (
-            f"{{}}:{{alertname=\"InventoryHighErrorRate\"}}-{now}",
+            f'{{}}:{{alertname="InventoryHighErrorRate"}}-{now}',
             "resolved" if resolved_at else "firing",
             "InventoryHighErrorRate",
             dumps({"alertname": "InventoryHighErrorRate"}),
@@ -74,7 +85,9 @@ def insert_incident(db: Database, diagnosis: Diagnosis | None, *, created_at: fl
 @pytest.fixture
 async def console_runtime(tmp_path: Path):
     """A runtime with no Twilio settings (console channel) and a temp database."""
-    settings = Settings(_env_file=None, DATABASE_PATH=tmp_path / "oncall.db", PUBLIC_BASE_URL="https://oncall.example.com")
+    settings = Settings(
+        _env_file=None, DATABASE_PATH=tmp_path / "oncall.db", PUBLIC_BASE_URL="https://oncall.example.com"
+    )
     async with httpx.AsyncClient() as http:
         runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
         yield runtime
@@ -109,7 +122,12 @@ async def twilio_runtime(tmp_path: Path, fake_twilio: FakeTwilio):
 
 
 def test_format_diagnosis_has_every_field() -> None:
-    incident = {"id": 12, "title": "InventoryHighErrorRate", "status": "firing", "common_labels": {"alertname": "InventoryHighErrorRate"}}
+    incident = {
+        "id": 12,
+        "title": "InventoryHighErrorRate",
+        "status": "firing",
+        "common_labels": {"alertname": "InventoryHighErrorRate"},
+    }
     text = format_diagnosis(sample_diagnosis(), incident, "https://oncall.example.com")
     first_line = text.splitlines()[0]
     assert "*#12 InventoryHighErrorRate*" in first_line and "P2" in first_line
@@ -126,14 +144,28 @@ def test_format_diagnosis_has_every_field() -> None:
 
 
 def test_format_diagnosis_without_file_or_replicas() -> None:
-    diagnosis = sample_diagnosis(fault_type=FaultType.none, affected_file=None, affected_line=None, affected_replicas=[], evidence=[], next_steps=[], suggested_fix="")
+    diagnosis = sample_diagnosis(
+        fault_type=FaultType.none,
+        affected_file=None,
+        affected_line=None,
+        affected_replicas=[],
+        evidence=[],
+        next_steps=[],
+        suggested_fix="",
+    )
     text = format_diagnosis(diagnosis, {"id": 3, "title": "InventoryHighCPU", "common_labels": {}}, "http://h")
     assert "*Where:*" not in text and "*Evidence*" not in text and "*Next steps*" not in text
     assert "replicas: none identified" in text and "*#3 InventoryHighCPU*" in text
 
 
 def test_format_resolved_is_one_line_with_duration() -> None:
-    incident = {"id": 7, "title": "InventoryReplicaDown", "common_labels": {"alertname": "InventoryReplicaDown"}, "created_at": 1000.0, "resolved_at": 1432.0}
+    incident = {
+        "id": 7,
+        "title": "InventoryReplicaDown",
+        "common_labels": {"alertname": "InventoryReplicaDown"},
+        "created_at": 1000.0,
+        "resolved_at": 1432.0,
+    }
     text = format_resolved(incident)
     assert "\n" not in text
     assert "#7 InventoryReplicaDown" in text and "7m 12s" in text
@@ -222,7 +254,9 @@ async def test_send_investigation_failed_pages_with_reason_and_link(console_runt
     body = console_runtime.db.query_one("SELECT body FROM messages WHERE id = ?", (ids[0],))["body"]
     assert f"#{incident_id}" in body and "investigation failed" in body and "Prometheus unreachable" in body
     assert f"/incidents/{incident_id}" in body
-    timeline = console_runtime.db.query("SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'notified'", (incident_id,))
+    timeline = console_runtime.db.query(
+        "SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'notified'", (incident_id,)
+    )
     assert '"investigation_failed"' in timeline[-1]["detail"]
 
 
@@ -273,8 +307,13 @@ async def test_twilio_4xx_is_not_retried_and_stored(twilio_runtime: AgentRuntime
 
 async def test_twilio_wrong_token_is_a_permanent_failure(tmp_path: Path, fake_twilio: FakeTwilio) -> None:
     settings = Settings(
-        _env_file=None, DATABASE_PATH=tmp_path / "o.db", TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN="wrong-token",
-        TWILIO_WHATSAPP_FROM="whatsapp:+14155238886", TWILIO_API_BASE_URL=fake_twilio.base_url, ONCALL_WHATSAPP_NUMBERS=ONCALL,
+        _env_file=None,
+        DATABASE_PATH=tmp_path / "o.db",
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN="wrong-token",
+        TWILIO_WHATSAPP_FROM="whatsapp:+14155238886",
+        TWILIO_API_BASE_URL=fake_twilio.base_url,
+        ONCALL_WHATSAPP_NUMBERS=ONCALL,
     )
     async with httpx.AsyncClient() as http:
         runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
@@ -287,8 +326,13 @@ async def test_twilio_connection_refused_is_retried_then_failed(tmp_path: Path) 
     from tests.support import free_port
 
     settings = Settings(
-        _env_file=None, DATABASE_PATH=tmp_path / "o.db", TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_WHATSAPP_FROM="+14155238886", TWILIO_API_BASE_URL=f"http://127.0.0.1:{free_port()}", ONCALL_WHATSAPP_NUMBERS=ONCALL,
+        _env_file=None,
+        DATABASE_PATH=tmp_path / "o.db",
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_WHATSAPP_FROM="+14155238886",
+        TWILIO_API_BASE_URL=f"http://127.0.0.1:{free_port()}",
+        ONCALL_WHATSAPP_NUMBERS=ONCALL,
     )
     async with httpx.AsyncClient() as http:
         runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
