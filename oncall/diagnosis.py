@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class FaultType(str, Enum):
+class FaultType(StrEnum):
     """Closed set of root-cause categories. ``none``: nothing wrong found; ``unknown``: inconclusive."""
 
     code_bug = "code_bug"

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
 
     # Storage and HTTP surface
     database_path: Path = Field(default=REPO_ROOT / "data" / "oncall.db", alias="DATABASE_PATH")
+    database_url: str | None = Field(default=None, alias="DATABASE_URL", pattern=r"^(sqlite|postgresql)(\+\w+)?://")
     public_base_url: str = Field(default="http://127.0.0.1:8088", alias="PUBLIC_BASE_URL")
     alerts_bearer_token: SecretStr | None = Field(default=None, alias="ALERTS_BEARER_TOKEN")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
@@ -127,6 +128,11 @@ class Settings(BaseSettings):
         if self.twilio_enabled and not self.oncall_whatsapp_numbers:
             raise ValueError("Twilio is configured but ONCALL_WHATSAPP_NUMBERS is empty: nobody would be paged")
         return self
+
+    @property
+    def store_url(self) -> str:
+        """The database: ``DATABASE_URL`` when set, else the SQLite file ``DATABASE_PATH``."""
+        return self.database_url or f"sqlite:///{self.database_path}"
 
     @property
     def llm_enabled(self) -> bool:

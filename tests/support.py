@@ -11,6 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
+from oncall.store.database import Store
+from oncall.store.migrate import migrate
+from oncall.store.rows import all_rows
 from stackctl.processes import ProcessGroup, free_port, free_port_block, port_is_free, wait_http_ok, wait_until  # noqa: F401  (re-exported for tests)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,3 +42,28 @@ def fixture_path(relative: str) -> Path:
 def load_json_fixture(relative: str) -> Any:
     """Parse a JSON fixture (see ``fixture_path``)."""
     return json.loads(fixture_path(relative).read_text())
+
+
+def migrated_store(path: Path) -> Store:
+    """A Store on a fresh SQLite file at ``path``, migrated to the newest schema."""
+    url = f"sqlite:///{path}"
+    migrate(url)
+    return Store(url)
+
+
+async def sql(store: Store, statement: str, **params: Any) -> list[dict[str, Any]]:
+    """Rows of a raw SQL query (named ``:params``) as dicts: for assertions on what was stored."""
+    async with store.read() as conn:
+        return all_rows(await conn.execute(text(statement), params))
+
+
+async def sql_one(store: Store, statement: str, **params: Any) -> dict[str, Any] | None:
+    """The first row of a raw SQL query (named ``:params``), or None."""
+    found = await sql(store, statement, **params)
+    return found[0] if found else None
+
+
+async def sql_exec(store: Store, statement: str, **params: Any) -> None:
+    """Run a raw SQL write (named ``:params``) in its own transaction: for seeding test states."""
+    async with store.write() as conn:
+        await conn.execute(text(statement), params)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -20,42 +21,47 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from on_call_agent import create_app
-from oncall.db import Database
+from on_call_agent import build_sender, build_services, create_app
+from oncall.api.alerts import MAX_ALERT_BODY_BYTES
+from oncall.api.deps import Services
 from oncall.diagnosis import Diagnosis, FaultType
-from oncall.runtime import AgentRuntime
+from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
-from tests.support import REPO_ROOT, free_port, wait_http_ok, wait_until
+from oncall.store import investigations
+from oncall.store.database import Store
+from oncall.tasks import BackgroundTasks
+from tests.support import REPO_ROOT, free_port, migrated_store, sql, sql_exec, wait_http_ok, wait_until
 from tests.test_ingest import FP_19556, FP_19557, capture, captured_bytes
 
 JSON = {"Content-Type": "application/json"}
 
 
 class FakeInvestigator:
-    """Counts calls; records an investigation and an ``unknown`` diagnosis like the real one would.
+    """Counts calls; records an engine run and returns an ``unknown`` diagnosis like the real one would.
 
     ``gate``: when set, each investigation waits for it (to hold an investigation "running").
     """
 
-    def __init__(self, runtime: AgentRuntime, fail: bool = False) -> None:
-        self.runtime = runtime
+    first_engine = "fake"
+
+    def __init__(self, store: Store, fail: bool = False) -> None:
+        self.store = store
         self.calls: list[int] = []
         self.gate: asyncio.Event | None = None
         self.fail = fail
 
-    async def investigate(self, incident_id: int) -> Diagnosis:
+    async def investigate(self, incident: dict, alerts: list[dict]) -> Diagnosis:
+        incident_id = int(incident["id"])
         self.calls.append(incident_id)
-        db = self.runtime.db
-        db.execute("UPDATE incidents SET investigation_status = 'running' WHERE id = ?", (incident_id,))
-        investigation_id = db.execute(
-            "INSERT INTO investigations (incident_id, started_at, engine) VALUES (?, ?, 'fake')",
-            (incident_id, time.time()),
-        ).lastrowid
+        async with self.store.write() as conn:
+            investigation_id = await investigations.start(conn, incident_id, "fake", time.time())
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
             raise RuntimeError("model and offline engine both unavailable")
-        diagnosis = Diagnosis(
+        async with self.store.write() as conn:
+            await investigations.finish(conn, investigation_id, "done", time.time())
+        return Diagnosis(
             summary="fake",
             root_cause="fake",
             fault_type=FaultType.unknown,
@@ -64,14 +70,6 @@ class FakeInvestigator:
             confidence=0.1,
             engine="fake",
         )
-        db.execute(
-            "UPDATE incidents SET diagnosis = ?, diagnosed_at = ?, investigation_status = 'done' WHERE id = ?",
-            (diagnosis.model_dump_json(), time.time(), incident_id),
-        )
-        db.execute(
-            "UPDATE investigations SET status = 'done', finished_at = ? WHERE id = ?", (time.time(), investigation_id)
-        )
-        return diagnosis
 
 
 class FakeNotifier:
@@ -99,17 +97,23 @@ class FakeNotifier:
 
 
 class Fakes:
-    """Services factory for ``create_app`` that installs the fakes and keeps them for assertions."""
+    """Services factory for ``create_app``: the real services, with the fake investigator (and the fake
+    notifier unless ``real_sender``) behind the scheduler; keeps the fakes for assertions."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, real_sender: bool = False) -> None:
         self.fail = fail
+        self.real_sender = real_sender
         self.investigator: FakeInvestigator | None = None
         self.notifier = FakeNotifier()
 
-    def __call__(self, runtime: AgentRuntime) -> None:
-        self.investigator = FakeInvestigator(runtime, fail=self.fail)
-        runtime.investigator = self.investigator
-        runtime.notifier = self.notifier
+    def __call__(self, settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
+        services = build_services(settings, store, http, tasks)
+        self.investigator = FakeInvestigator(store, fail=self.fail)
+        sender = build_sender(settings, store) if self.real_sender else self.notifier
+        scheduler = InvestigationScheduler(
+            store, self.investigator, sender, tasks, settings.max_concurrent_investigations
+        )
+        return replace(services, scheduler=scheduler)
 
 
 def make_settings(tmp_path: Path, **env: str) -> Settings:
@@ -123,10 +127,13 @@ def make_settings(tmp_path: Path, **env: str) -> Settings:
 @asynccontextmanager
 async def agent(settings: Settings, services) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
     """The app with its lifespan running, and a client talking to it in-process."""
-    app = create_app(settings, services=services)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent") as client:
-            yield client, app
+    app = create_app(settings, build=services)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://agent") as client,
+    ):
+        yield client, app
 
 
 def metric(name: str, **labels: str) -> float:
@@ -142,7 +149,7 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
             response = await client.post("/alerts", content=captured_bytes(seq), headers=JSON)
             assert response.status_code == 200, response.text
             answers.append(response.json())
-        await app.state.runtime.drain()
+        await app.state.services.tasks.drain()
 
         incident_id = answers[0]["incident_id"]
         assert [a["status"] for a in answers] == [
@@ -183,7 +190,16 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
         assert detail["diagnosis"]["fault_type"] == "unknown"
         assert [i["status"] for i in detail["investigations"]] == ["done"]
         kinds = [event["kind"] for event in detail["timeline"]]
-        assert kinds == ["created", "alert_firing", "alert_firing", "alert_resolved", "alert_resolved", "resolved"]
+        investigation = ("investigation_started", "diagnosis")
+        assert [k for k in kinds if k not in investigation] == [
+            "created",
+            "alert_firing",
+            "alert_firing",
+            "alert_resolved",
+            "alert_resolved",
+            "resolved",
+        ]
+        assert [k for k in kinds if k in investigation] == list(investigation)
         assert detail["tool_calls"] == [] and detail["messages"] == [] and detail["tickets"] == []
         assert (await client.get("/incidents/999")).status_code == 404
         assert (await client.get("/incidents/abc")).status_code == 422
@@ -211,8 +227,8 @@ async def test_malformed_body_gets_422_with_reason_and_is_stored(tmp_path: Path,
         assert response.status_code == 422
         answer = response.json()
         assert reason in answer["detail"]
-        raw = app.state.runtime.db.query_one(
-            "SELECT body, valid, error FROM raw_alerts WHERE id = ?", (answer["raw_id"],)
+        [raw] = await sql(
+            app.state.services.store, "SELECT body, valid, error FROM raw_alerts WHERE id = :id", id=answer["raw_id"]
         )
         assert raw == {"body": body.decode(), "valid": 0, "error": answer["detail"]}
         assert (await client.get("/incidents")).json()["count"] == 0
@@ -220,12 +236,10 @@ async def test_malformed_body_gets_422_with_reason_and_is_stored(tmp_path: Path,
 
 
 async def test_oversized_body_is_refused(tmp_path: Path) -> None:
-    from on_call_agent import MAX_ALERT_BODY_BYTES
-
     async with agent(make_settings(tmp_path), Fakes()) as (client, app):
         response = await client.post("/alerts", content=b" " * (MAX_ALERT_BODY_BYTES + 1), headers=JSON)
         assert response.status_code == 413
-        assert app.state.runtime.db.query("SELECT id FROM raw_alerts") == []
+        assert await sql(app.state.services.store, "SELECT id FROM raw_alerts") == []
 
 
 async def test_bearer_token(tmp_path: Path) -> None:
@@ -234,7 +248,7 @@ async def test_bearer_token(tmp_path: Path) -> None:
             response = await client.post("/alerts", content=captured_bytes(1), headers={**JSON, **headers})
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
             assert "s3cret" not in response.text
-        assert app.state.runtime.db.query("SELECT id FROM raw_alerts") == []
+        assert await sql(app.state.services.store, "SELECT id FROM raw_alerts") == []
         ok = await client.post(
             "/alerts", content=captured_bytes(1), headers={**JSON, "Authorization": "Bearer s3cret-token"}
         )
@@ -258,7 +272,7 @@ async def test_no_second_investigation_while_one_runs(tmp_path: Path) -> None:
         )
         assert sorted(r.json()["status"] for r in concurrent) == ["accepted"] + ["duplicate"] * 4
         fakes.investigator.gate.set()
-        await app.state.runtime.drain()
+        await app.state.services.tasks.drain()
         assert fakes.investigator.calls == [first["incident_id"]]
         assert fakes.notifier.diagnoses == [first["incident_id"]]
         detail = (await client.get(f"/incidents/{first['incident_id']}")).json()
@@ -286,7 +300,7 @@ async def test_investigations_beyond_the_limit_wait_their_turn(tmp_path: Path) -
         await asyncio.sleep(0.05)
         assert fakes.investigator.calls == [answers[0]["incident_id"]]  # the other two wait for the one slot
         fakes.investigator.gate.set()
-        await app.state.runtime.drain()
+        await app.state.services.tasks.drain()
         ids = sorted(a["incident_id"] for a in answers)
         assert sorted(fakes.investigator.calls) == ids and sorted(fakes.notifier.diagnoses) == ids
 
@@ -295,7 +309,7 @@ async def test_failed_investigation_is_recorded(tmp_path: Path) -> None:
     fakes = Fakes(fail=True)
     async with agent(make_settings(tmp_path), fakes) as (client, app):
         incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
-        await app.state.runtime.drain()
+        await app.state.services.tasks.drain()
         detail = (await client.get(f"/incidents/{incident_id}")).json()
         assert detail["investigation_status"] == "failed"
         assert detail["timeline"][-1]["kind"] == "investigation_failed"
@@ -304,34 +318,45 @@ async def test_failed_investigation_is_recorded(tmp_path: Path) -> None:
         assert fakes.notifier.failed == [(incident_id, "RuntimeError: model and offline engine both unavailable")]
 
 
-def seed_interrupted(path: Path) -> tuple[int, int]:
+async def seed_interrupted(path: Path) -> tuple[int, int]:
     """A database as a killed agent leaves it: one firing incident mid-investigation, one resolved one."""
-    db = Database(path)
+    store = migrated_store(path)
     now = time.time()
     ids = []
     for key, status in (('{}:{alertname="A"}', "firing"), ('{}:{alertname="B"}', "resolved")):
-        ids.append(
-            db.execute(
-                "INSERT INTO incidents (group_key, status, title, created_at, updated_at, investigation_status) VALUES (?, ?, ?, ?, ?, 'running')",
-                (key, status, key, now, now),
-            ).lastrowid
+        await sql_exec(
+            store,
+            "INSERT INTO incidents (group_key, status, title, group_labels, common_labels, common_annotations,"
+            " created_at, updated_at, investigation_status)"
+            " VALUES (:key, :status, :key, '{}', '{}', '{}', :now, :now, 'running')",
+            key=key,
+            status=status,
+            now=now,
         )
-    db.execute("INSERT INTO investigations (incident_id, started_at, status) VALUES (?, ?, 'running')", (ids[0], now))
-    db.execute(
-        "INSERT INTO messages (incident_id, direction, channel, to_number, body, status, created_at, updated_at)"
-        " VALUES (?, 'out', 'console', 'console', ?, 'queued', ?, ?)",
-        (ids[0], "queued before the restart", now, now),
+        ids.append((await sql(store, "SELECT id FROM incidents WHERE group_key = :key", key=key))[0]["id"])
+    await sql_exec(
+        store,
+        "INSERT INTO investigations (incident_id, started_at, status) VALUES (:id, :now, 'running')",
+        id=ids[0],
+        now=now,
     )
-    db.close()
+    await sql_exec(
+        store,
+        "INSERT INTO messages (incident_id, direction, channel, to_number, body, status, created_at, updated_at)"
+        " VALUES (:id, 'out', 'console', 'console', 'queued before the restart', 'queued', :now, :now)",
+        id=ids[0],
+        now=now,
+    )
+    await store.close()
     return ids[0], ids[1]
 
 
 async def test_restart_resumes_interrupted_investigation(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    firing_id, resolved_id = seed_interrupted(settings.database_path)
+    firing_id, resolved_id = await seed_interrupted(settings.database_path)
     fakes = Fakes()
     async with agent(settings, fakes) as (client, app):
-        await app.state.runtime.drain()
+        await app.state.services.tasks.drain()
         assert fakes.investigator.calls == [firing_id]
         assert fakes.notifier.diagnoses == [firing_id]
         detail = (await client.get(f"/incidents/{firing_id}")).json()
@@ -342,18 +367,10 @@ async def test_restart_resumes_interrupted_investigation(tmp_path: Path) -> None
 
 
 async def test_restart_resends_queued_messages_with_the_real_notifier(tmp_path: Path) -> None:
-    from oncall.notify import Notifier
-
     settings = make_settings(tmp_path)
-    firing_id, _ = seed_interrupted(settings.database_path)
-    fakes = Fakes()
-
-    def services(runtime: AgentRuntime) -> None:
-        fakes(runtime)
-        runtime.notifier = Notifier(runtime)
-
-    async with agent(settings, services) as (client, app):
-        await app.state.runtime.drain()
+    firing_id, _ = await seed_interrupted(settings.database_path)
+    async with agent(settings, Fakes(real_sender=True)) as (client, app):
+        await app.state.services.tasks.drain()
         messages = (await client.get(f"/incidents/{firing_id}")).json()["messages"]
         queued = [m for m in messages if m["body"] == "queued before the restart"]
         assert [m["status"] for m in queued] == ["sent"]
@@ -361,17 +378,10 @@ async def test_restart_resends_queued_messages_with_the_real_notifier(tmp_path: 
 
 
 async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
-    from oncall.conversation import ConversationHandler
-
     fakes = Fakes()
-
-    def services(runtime: AgentRuntime) -> None:
-        fakes(runtime)
-        runtime.conversation = ConversationHandler(runtime)
-
-    async with agent(make_settings(tmp_path), services) as (client, app):
+    async with agent(make_settings(tmp_path), fakes) as (client, app):
         incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
-        await app.state.runtime.drain()
+        await app.state.services.tasks.drain()
         acked = (await client.post(f"/incidents/{incident_id}/acknowledge", json={"by": "Ravi"})).json()
         assert (acked["acknowledged"], acked["already"]) == (True, False)
         assert (await client.post(f"/incidents/{incident_id}/acknowledge", json={"by": ""})).status_code == 422
@@ -385,7 +395,7 @@ async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
         assert (await client.get("/healthz")).json()["incidents_open"] == 0
         # Alertmanager later reports the alert resolved: the incident is already resolved, no second notice.
         assert (await client.post("/alerts", content=captured_bytes(10), headers=JSON)).json()["status"] == "accepted"
-        await app.state.runtime.drain()
+        await app.state.services.tasks.drain()
         assert fakes.notifier.resolved == []
 
 

@@ -1,77 +1,104 @@
 """Replies on WhatsApp: offline parser and model path (tests/fake_openai.py), Jira via respx, confirmations
-through the Notifier; one end-to-end run from a signed Twilio webhook to the fake Twilio API."""
+through the WhatsAppSender; one end-to-end run from a signed Twilio webhook to the fake Twilio API."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 import respx
-from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
-from oncall.conversation import ConversationHandler
-from oncall.db import Database
-from oncall.jira import JiraClient
-from oncall.notify import Notifier
-from oncall.reply_parser import ReplyAction, parse_reply
-from oncall.runtime import AgentRuntime
+from on_call_agent import create_app
+from oncall.api.deps import Services
+from oncall.channels.jira.client import JiraClient
+from oncall.channels.jira.models import JiraConfig
+from oncall.channels.whatsapp.sender import WhatsAppSender
+from oncall.conversation.handler import ConversationHandler
+from oncall.conversation.model import ReplyModel
+from oncall.conversation.parser import ReplyAction, parse_reply
 from oncall.settings import Settings
-from oncall.twilio_webhook import router
+from oncall.store import messages
+from oncall.store.database import Store
 from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
 from tests.fake_twilio import FakeTwilio
+from tests.support import sql, sql_one
 from tests.test_whatsapp import insert_incident, sample_diagnosis
 
 JIRA = "https://acme.atlassian.net"
 SEARCH = f"{JIRA}/rest/api/3/user/assignable/search"
 ISSUE = f"{JIRA}/rest/api/3/issue"
 ENGINEER = "whatsapp:+491511234567"
-JIRA_ENV = dict(JIRA_BASE_URL=JIRA, JIRA_EMAIL="bot@acme.example", JIRA_API_TOKEN="jira-token", JIRA_PROJECT_KEY="OPS")
+PUBLIC_BASE = "https://oncall.example.com"
+JIRA_ENV: dict[str, Any] = dict(
+    JIRA_BASE_URL=JIRA, JIRA_EMAIL="bot@acme.example", JIRA_API_TOKEN="jira-token", JIRA_PROJECT_KEY="OPS"
+)
 RAVI = {"accountId": "acc-ravi", "displayName": "Ravi Kumar", "active": True}
 
 
-def build_runtime(
-    tmp_path: Path, http: httpx.AsyncClient, llm: openai.AsyncOpenAI | None = None, **env: object
-) -> AgentRuntime:
-    """Console WhatsApp channel, Jira per ``env``, the offline parser unless ``llm`` is given."""
-    settings = Settings(
-        _env_file=None, DATABASE_PATH=tmp_path / "oncall.db", PUBLIC_BASE_URL="https://oncall.example.com", **env
-    )
-    runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
-    runtime.notifier = Notifier(runtime, backoff_s=0.01)
-    runtime.jira = JiraClient(runtime, backoff_s=0.01)
-    runtime.conversation = ConversationHandler(runtime, llm_client=llm)
-    return runtime
+@dataclass
+class Agent:
+    """The services a reply goes through, on one store."""
+
+    store: Store
+    sender: WhatsAppSender
+    jira: JiraClient
+    conversation: ConversationHandler
+
+
+def build_agent(
+    store: Store, http: httpx.AsyncClient, *, jira: bool = True, llm: openai.AsyncOpenAI | None = None
+) -> Agent:
+    """Console WhatsApp channel, Jira when ``jira`` (else drafts), the offline parser unless ``llm`` is given.
+
+    The model settings (name, temperature, rounds, output cap) are the agent's defaults.
+    """
+    settings = Settings(_env_file=None, PUBLIC_BASE_URL=PUBLIC_BASE, **(JIRA_ENV if jira else {}))
+    sender = WhatsAppSender(store, twilio=None, from_number=None, recipients=[], public_base_url=PUBLIC_BASE)
+    jira_client = JiraClient(store, http, JiraConfig.from_settings(settings), PUBLIC_BASE, backoff_s=0.01)
+    model = None
+    if llm is not None:
+        model = ReplyModel(
+            llm,
+            store,
+            model=settings.openai_model,
+            temperature=settings.llm_temperature,
+            max_rounds=settings.reply_max_rounds,
+            max_output_chars=settings.tool_output_max_chars,
+        )
+    conversation = ConversationHandler(store, sender, jira_client, PUBLIC_BASE, model)
+    return Agent(store, sender, jira_client, conversation)
 
 
 @pytest.fixture
-async def runtime(tmp_path: Path):
+async def agent(store: Store) -> AsyncIterator[Agent]:
     async with httpx.AsyncClient() as http:
-        rt = build_runtime(tmp_path, http, **JIRA_ENV)
-        yield rt
-        rt.db.close()
+        yield build_agent(store, http)
 
 
-def replies_to(runtime: AgentRuntime, number: str = ENGINEER) -> list[str]:
+async def replies_to(store: Store, number: str = ENGINEER) -> list[str]:
     """Bodies of outbound messages to ``number``, oldest first."""
-    return [
-        r["body"]
-        for r in runtime.db.query(
-            "SELECT body FROM messages WHERE direction = 'out' AND to_number = ? ORDER BY id", (number,)
-        )
-    ]
-
-
-def store_inbound(runtime: AgentRuntime, body: str, sid: str) -> None:
-    """The row the webhook writes before handing the message over."""
-    runtime.db.execute(
-        "INSERT INTO messages (direction, channel, from_number, body, message_sid, status, created_at, updated_at) VALUES ('in','twilio',?,?,?,'received',0,0)",
-        (ENGINEER, body, sid),
+    rows = await sql(
+        store, "SELECT body FROM messages WHERE direction = 'out' AND to_number = :to ORDER BY id", to=number
     )
+    return [row["body"] for row in rows]
+
+
+async def store_inbound(store: Store, body: str, sid: str) -> None:
+    """The row the webhook writes before handing the message over."""
+    async with store.write() as conn:
+        stored = await messages.add_inbound(
+            conn, from_number=ENGINEER, to_number=None, body=body, message_sid=sid, now=time.time()
+        )
+    assert stored
 
 
 @pytest.mark.parametrize(
@@ -109,80 +136,91 @@ def test_parser_unknown_text_is_help() -> None:
     assert parsed.action is ReplyAction.help and not parsed.understood
 
 
+async def incident_row(store: Store, incident_id: int) -> dict:
+    """The incident's row as stored."""
+    row = await sql_one(store, "SELECT * FROM incidents WHERE id = :id", id=incident_id)
+    assert row is not None
+    return row
+
+
+async def reply_detail(store: Store) -> dict:
+    """The decoded detail of the one ``reply`` timeline event."""
+    [event] = await sql(store, "SELECT detail FROM timeline WHERE kind = 'reply'")
+    return json.loads(event["detail"])
+
+
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_offline_reply_creates_jira_ticket_and_confirms(
-    runtime: AgentRuntime, respx_mock: respx.MockRouter
-) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_offline_reply_creates_jira_ticket_and_confirms(agent: Agent, respx_mock: respx.MockRouter) -> None:
+    store = agent.store
+    incident_id = await insert_incident(store, sample_diagnosis())
     search = respx_mock.get(SEARCH).respond(200, json=[RAVI])
     create = respx_mock.post(ISSUE).respond(201, json={"id": "10042", "key": "OPS-42", "self": f"{ISSUE}/10042"})
-    store_inbound(runtime, "create a Jira task and assign it to Ravi", "SM1")
+    await store_inbound(store, "create a Jira task and assign it to Ravi", "SM1")
 
-    await runtime.conversation.handle_inbound(ENGINEER, "create a Jira task and assign it to Ravi", "SM1")
+    await agent.conversation.handle_inbound(ENGINEER, "create a Jira task and assign it to Ravi", "SM1")
 
     assert search.calls.last.request.url.params["query"] == "Ravi"
     assert json.loads(create.calls.last.request.content)["fields"]["assignee"] == {"accountId": "acc-ravi"}
-    ticket = runtime.db.query_one("SELECT * FROM tickets")
+    ticket = await sql_one(store, "SELECT * FROM tickets")
+    assert ticket is not None
     assert ticket["incident_id"] == incident_id and ticket["status"] == "created" and ticket["jira_key"] == "OPS-42"
-    [confirmation] = replies_to(runtime)
+    [confirmation] = await replies_to(store)
     assert "OPS-42" in confirmation and "Ravi Kumar" in confirmation and f"{JIRA}/browse/OPS-42" in confirmation
-    assert (
-        runtime.db.query_one("SELECT incident_id FROM messages WHERE message_sid = 'SM1'")["incident_id"] == incident_id
+    inbound = await sql_one(store, "SELECT incident_id FROM messages WHERE message_sid = 'SM1'")
+    assert inbound is not None and inbound["incident_id"] == incident_id
+    reply_event = await sql_one(
+        store, "SELECT detail FROM timeline WHERE incident_id = :id AND kind = 'reply'", id=incident_id
     )
-    reply_event = runtime.db.query_one(
-        "SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'reply'", (incident_id,)
-    )
-    assert json.loads(reply_event["detail"])["action"] == "create_ticket"
+    assert reply_event is not None and json.loads(reply_event["detail"])["action"] == "create_ticket"
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_ambiguous_assignee_is_reported(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    insert_incident(runtime.db, sample_diagnosis())
+async def test_ambiguous_assignee_is_reported(agent: Agent, respx_mock: respx.MockRouter) -> None:
+    await insert_incident(agent.store, sample_diagnosis())
     respx_mock.get(SEARCH).respond(200, json=[RAVI, {**RAVI, "accountId": "acc-2", "displayName": "Ravi Shankar"}])
-    await runtime.conversation.handle_inbound(ENGINEER, "ticket for Ravi", "SM2")
-    [confirmation] = replies_to(runtime)
-    assert "Ravi Kumar, Ravi Shankar" in confirmation and runtime.db.query("SELECT * FROM tickets") == []
+    await agent.conversation.handle_inbound(ENGINEER, "ticket for Ravi", "SM2")
+    [confirmation] = await replies_to(agent.store)
+    assert "Ravi Kumar, Ravi Shankar" in confirmation and await sql(agent.store, "SELECT * FROM tickets") == []
 
 
-async def test_jira_not_configured_keeps_draft(tmp_path: Path) -> None:
+async def test_jira_not_configured_keeps_draft(store: Store) -> None:
     async with httpx.AsyncClient() as http:
-        runtime = build_runtime(tmp_path, http)
-        incident_id = insert_incident(runtime.db, sample_diagnosis())
-        await runtime.conversation.handle_inbound(
+        agent = build_agent(store, http, jira=False)
+        incident_id = await insert_incident(store, sample_diagnosis())
+        await agent.conversation.handle_inbound(
             ENGINEER, f"#{incident_id} create a jira task and assign it to Ravi", "SM3"
         )
-        [confirmation] = replies_to(runtime)
+        [confirmation] = await replies_to(store)
         assert "Jira is not configured" in confirmation
-        assert runtime.db.query_one("SELECT status FROM tickets")["status"] == "draft"
+        assert await sql(store, "SELECT status FROM tickets") == [{"status": "draft"}]
 
 
-async def test_acknowledge_and_resolve(runtime: AgentRuntime) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
-    await runtime.conversation.handle_inbound(ENGINEER, "on it", "SM4")
-    incident = runtime.db.query_one("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+async def test_acknowledge_and_resolve(agent: Agent) -> None:
+    store = agent.store
+    incident_id = await insert_incident(store, sample_diagnosis())
+    await agent.conversation.handle_inbound(ENGINEER, "on it", "SM4")
+    incident = await incident_row(store, incident_id)
     assert incident["acknowledged_by"] == ENGINEER and incident["acknowledged_at"] is not None
-    await runtime.conversation.handle_inbound(ENGINEER, "ack", "SM5")
-    assert (
-        runtime.db.query_one("SELECT acknowledged_at FROM incidents")["acknowledged_at"] == incident["acknowledged_at"]
-    )
-    await runtime.conversation.handle_inbound(ENGINEER, f"resolve #{incident_id}", "SM6")
-    incident = runtime.db.query_one("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+    await agent.conversation.handle_inbound(ENGINEER, "ack", "SM5")
+    assert (await incident_row(store, incident_id))["acknowledged_at"] == incident["acknowledged_at"]
+    await agent.conversation.handle_inbound(ENGINEER, f"resolve #{incident_id}", "SM6")
+    incident = await incident_row(store, incident_id)
     assert incident["status"] == "resolved" and incident["resolved_at"] is not None
-    ack, again, resolved = replies_to(runtime)
+    ack, again, resolved = await replies_to(store)
     assert "acknowledged by" in ack and "already acknowledged" in again and "marked resolved" in resolved
     kinds = [
         r["kind"]
-        for r in runtime.db.query("SELECT kind FROM timeline WHERE incident_id = ? ORDER BY id", (incident_id,))
+        for r in await sql(store, "SELECT kind FROM timeline WHERE incident_id = :id ORDER BY id", id=incident_id)
     ]
     assert kinds.count("acknowledged") == 1 and "resolved" in kinds and kinds.count("reply") == 3
 
 
-async def test_status_and_unknown_and_missing_incident(runtime: AgentRuntime) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
-    await runtime.conversation.handle_inbound(ENGINEER, "status", "SM7")
-    await runtime.conversation.handle_inbound(ENGINEER, "what a day", "SM8")
-    await runtime.conversation.handle_inbound(ENGINEER, "#999 ack", "SM9")
-    status, unknown, missing = replies_to(runtime)
+async def test_status_and_unknown_and_missing_incident(agent: Agent) -> None:
+    incident_id = await insert_incident(agent.store, sample_diagnosis())
+    await agent.conversation.handle_inbound(ENGINEER, "status", "SM7")
+    await agent.conversation.handle_inbound(ENGINEER, "what a day", "SM8")
+    await agent.conversation.handle_inbound(ENGINEER, "#999 ack", "SM9")
+    status, unknown, missing = await replies_to(agent.store)
     assert (
         f"#{incident_id} InventoryHighErrorRate" in status
         and "code_bug" in status
@@ -192,29 +230,25 @@ async def test_status_and_unknown_and_missing_incident(runtime: AgentRuntime) ->
     assert "Incident #999 not found" in missing
 
 
-async def test_reply_without_any_incident(runtime: AgentRuntime) -> None:
-    await runtime.conversation.handle_inbound(ENGINEER, "ack", "SM14")
-    [answer] = replies_to(runtime)
+async def test_reply_without_any_incident(agent: Agent) -> None:
+    await agent.conversation.handle_inbound(ENGINEER, "ack", "SM14")
+    [answer] = await replies_to(agent.store)
     assert answer.startswith("There are no incidents yet.") and "What you can reply" in answer
 
 
-async def test_reply_goes_to_the_senders_latest_open_incident(runtime: AgentRuntime) -> None:
-    mine = insert_incident(runtime.db, sample_diagnosis())
-    other = insert_incident(runtime.db, sample_diagnosis())  # newer, but paged to someone else
-    await runtime.notifier.send("diagnosis of mine", incident_id=mine, to=[ENGINEER])
-    await runtime.notifier.send("diagnosis of other", incident_id=other, to=["whatsapp:+15550001111"])
-    await runtime.conversation.handle_inbound(ENGINEER, "ack", "SM10")
-    assert (
-        runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (mine,))["acknowledged_by"]
-        == ENGINEER
-    )
-    assert (
-        runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (other,))["acknowledged_by"] is None
-    )
+async def test_reply_goes_to_the_senders_latest_open_incident(agent: Agent) -> None:
+    store = agent.store
+    mine = await insert_incident(store, sample_diagnosis())
+    other = await insert_incident(store, sample_diagnosis())  # newer, but paged to someone else
+    await agent.sender.send("diagnosis of mine", incident_id=mine, to=[ENGINEER])
+    await agent.sender.send("diagnosis of other", incident_id=other, to=["whatsapp:+15550001111"])
+    await agent.conversation.handle_inbound(ENGINEER, "ack", "SM10")
+    assert (await incident_row(store, mine))["acknowledged_by"] == ENGINEER
+    assert (await incident_row(store, other))["acknowledged_by"] is None
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_model_path_creates_ticket_via_tool(tmp_path: Path, respx_mock: respx.MockRouter) -> None:
+async def test_model_path_creates_ticket_via_tool(store: Store, respx_mock: respx.MockRouter) -> None:
     # respx patches httpx only; the openai SDK (httpx2) reaches the fake OpenAI server over real loopback HTTP
     respx_mock.get(SEARCH).respond(200, json=[RAVI])
     create = respx_mock.post(ISSUE).respond(201, json={"id": "10042", "key": "OPS-42", "self": f"{ISSUE}/10042"})
@@ -225,14 +259,14 @@ async def test_model_path_creates_ticket_via_tool(tmp_path: Path, respx_mock: re
     with FakeOpenAI(script) as fake:
         llm = openai.AsyncOpenAI(api_key="test-key", base_url=fake.base_url, max_retries=0)
         async with httpx.AsyncClient() as http:
-            runtime = build_runtime(tmp_path, http, llm=llm, OPENAI_BASE_URL=fake.base_url, **JIRA_ENV)
-            incident_id = insert_incident(runtime.db, sample_diagnosis())
-            await runtime.conversation.handle_inbound(ENGINEER, "please get a jira task going for ravi", "SM11")
-            confirmation = replies_to(runtime)
-            audit = runtime.db.query(
-                "SELECT tool, ok, round FROM tool_calls WHERE incident_id = ? ORDER BY id", (incident_id,)
+            agent = build_agent(store, http, llm=llm)
+            incident_id = await insert_incident(store, sample_diagnosis())
+            await agent.conversation.handle_inbound(ENGINEER, "please get a jira task going for ravi", "SM11")
+            confirmation = await replies_to(store)
+            audit = await sql(
+                store, "SELECT tool, ok, round FROM tool_calls WHERE incident_id = :id ORDER BY id", id=incident_id
             )
-            reply_event = json.loads(runtime.db.query_one("SELECT detail FROM timeline WHERE kind = 'reply'")["detail"])
+            reply_event = await reply_detail(store)
         await llm.close()
     assert create.call_count == 1
     assert confirmation == [
@@ -255,32 +289,27 @@ async def test_model_path_creates_ticket_via_tool(tmp_path: Path, respx_mock: re
     assert len(fake.requests) == 2  # the tool results went back, then the model answered
 
 
-async def test_model_text_answer_is_sent(tmp_path: Path) -> None:
+async def test_model_text_answer_is_sent(store: Store) -> None:
     with FakeOpenAI([text_response("Incident #1 is a code bug on inventory-2; nothing else to do yet.")]) as fake:
         llm = openai.AsyncOpenAI(api_key="test-key", base_url=fake.base_url, max_retries=0)
         async with httpx.AsyncClient() as http:
-            runtime = build_runtime(tmp_path, http, llm=llm, OPENAI_BASE_URL=fake.base_url)
-            insert_incident(runtime.db, sample_diagnosis())
-            await runtime.conversation.handle_inbound(ENGINEER, "what's going on?", "SM12")
-            assert replies_to(runtime) == ["Incident #1 is a code bug on inventory-2; nothing else to do yet."]
+            agent = build_agent(store, http, jira=False, llm=llm)
+            await insert_incident(store, sample_diagnosis())
+            await agent.conversation.handle_inbound(ENGINEER, "what's going on?", "SM12")
+            assert await replies_to(store) == ["Incident #1 is a code bug on inventory-2; nothing else to do yet."]
         await llm.close()
 
 
-async def test_model_failure_falls_back_to_offline_parser(tmp_path: Path) -> None:
+async def test_model_failure_falls_back_to_offline_parser(store: Store) -> None:
     error = {"error": {"message": "The server had an error", "type": "server_error", "param": None, "code": None}}
     with FakeOpenAI([Scripted(error, status=500)]) as fake:
         llm = openai.AsyncOpenAI(api_key="test-key", base_url=fake.base_url, max_retries=0)
         async with httpx.AsyncClient() as http:
-            runtime = build_runtime(tmp_path, http, llm=llm, OPENAI_BASE_URL=fake.base_url)
-            incident_id = insert_incident(runtime.db, sample_diagnosis())
-            await runtime.conversation.handle_inbound(ENGINEER, "ack", "SM13")
-            assert (
-                runtime.db.query_one("SELECT acknowledged_by FROM incidents WHERE id = ?", (incident_id,))[
-                    "acknowledged_by"
-                ]
-                == ENGINEER
-            )
-            detail = json.loads(runtime.db.query_one("SELECT detail FROM timeline WHERE kind = 'reply'")["detail"])
+            agent = build_agent(store, http, jira=False, llm=llm)
+            incident_id = await insert_incident(store, sample_diagnosis())
+            await agent.conversation.handle_inbound(ENGINEER, "ack", "SM13")
+            assert (await incident_row(store, incident_id))["acknowledged_by"] == ENGINEER
+            detail = await reply_detail(store)
             assert detail["engine"] == "offline (model failed)" and detail["action"] == "acknowledge"
         await llm.close()
     assert len(fake.requests) == 1
@@ -288,43 +317,45 @@ async def test_model_failure_falls_back_to_offline_parser(tmp_path: Path) -> Non
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_signed_webhook_to_ticket_to_twilio_confirmation(tmp_path: Path, respx_mock: respx.MockRouter) -> None:
-    """End to end: signed Twilio webhook -> background reply -> Jira (respx) -> confirmation through the twilio SDK."""
+    """End to end through the real app: signed Twilio webhook -> background reply -> Jira (respx) -> confirmation
+    through the twilio SDK to the fake Twilio API."""
     respx_mock.get(SEARCH).respond(200, json=[RAVI])
     respx_mock.post(ISSUE).respond(201, json={"id": "10042", "key": "OPS-42", "self": f"{ISSUE}/10042"})
     sid, token = "AC" + "f" * 32, "twilio-token"
     twilio = FakeTwilio(account_sid=sid, auth_token=token).start()
     try:
-        async with httpx.AsyncClient() as http:
-            runtime = build_runtime(
-                tmp_path,
-                http,
-                TWILIO_ACCOUNT_SID=sid,
-                TWILIO_AUTH_TOKEN=token,
-                TWILIO_WHATSAPP_FROM="+14155238886",
-                TWILIO_API_BASE_URL=twilio.base_url,
-                ONCALL_WHATSAPP_NUMBERS=ENGINEER,
-                **JIRA_ENV,
-            )
-            incident_id = insert_incident(runtime.db, sample_diagnosis())
-            app = FastAPI()
-            app.state.runtime = runtime
-            app.include_router(router)
+        settings = Settings(
+            _env_file=None,
+            DATABASE_PATH=tmp_path / "oncall.db",
+            PUBLIC_BASE_URL=PUBLIC_BASE,
+            TWILIO_ACCOUNT_SID=sid,
+            TWILIO_AUTH_TOKEN=token,
+            TWILIO_WHATSAPP_FROM="+14155238886",
+            TWILIO_API_BASE_URL=twilio.base_url,
+            ONCALL_WHATSAPP_NUMBERS=ENGINEER,
+            **JIRA_ENV,
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            services: Services = app.state.services
+            incident_id = await insert_incident(services.store, sample_diagnosis())
             form = {
                 "From": ENGINEER,
                 "To": "whatsapp:+14155238886",
                 "Body": f"#{incident_id} create a Jira task and assign it to Ravi",
                 "MessageSid": "SM" + "a" * 32,
             }
-            signature = RequestValidator(token).compute_signature("https://oncall.example.com/webhook/twilio", form)
+            signature = RequestValidator(token).compute_signature(f"{PUBLIC_BASE}/webhook/twilio", form)
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8088"
             ) as client:
                 response = await client.post("/webhook/twilio", data=form, headers={"X-Twilio-Signature": signature})
             assert response.status_code == 200
-            await asyncio.wait_for(runtime.drain(), 10)
-            row = runtime.db.query_one("SELECT * FROM messages WHERE direction = 'out'")
+            await asyncio.wait_for(services.tasks.drain(), 10)
+            row = await sql_one(services.store, "SELECT * FROM messages WHERE direction = 'out'")
     finally:
         twilio.stop()
     assert [m["to"] for m in twilio.messages] == [ENGINEER]
     assert "OPS-42" in twilio.messages[0]["body"]
+    assert row is not None
     assert row["status"] == "sent" and row["channel"] == "twilio" and row["message_sid"] == twilio.messages[0]["sid"]

@@ -6,17 +6,17 @@ one of them with ``max_alerts: 1``. The bodies are replayed byte-exactly as Aler
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from oncall.db import Database
-from oncall.ingest import IngestResult, ingest_notification
-from tests.support import load_json_fixture
+from oncall.incidents.ingest import IngestResult, ingest_notification
+from oncall.store.database import Store
+from tests.support import load_json_fixture, migrated_store, sql
 
 FP_19557 = "1f29588ab39692c3"  # never up: fires from req_001 until req_010
 FP_19556 = "e3d60c4adbad6964"  # killed then restarted: fires in req_004, resolved in req_006/007
@@ -39,19 +39,14 @@ def captured_bytes(seq: int) -> bytes:
     return webhook_bytes(capture(seq)["body"])
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(tmp_path / "oncall.db")
-    yield database
-    database.close()
+async def alert_statuses(store: Store) -> dict[str, str]:
+    return {
+        row["fingerprint"]: row["status"] for row in await sql(store, "SELECT fingerprint, status FROM incident_alerts")
+    }
 
 
-def alert_statuses(db: Database) -> dict[str, str]:
-    return {row["fingerprint"]: row["status"] for row in db.query("SELECT fingerprint, status FROM incident_alerts")}
-
-
-def only_incident(db: Database) -> dict[str, Any]:
-    rows = db.query("SELECT * FROM incidents")
+async def only_incident(store: Store) -> dict[str, Any]:
+    rows = await sql(store, "SELECT * FROM incidents")
     assert len(rows) == 1
     return rows[0]
 
@@ -61,12 +56,12 @@ def test_replayed_bodies_are_byte_exact() -> None:
         assert len(captured_bytes(seq)) == int(capture(seq)["headers"]["Content-Length"]), seq
 
 
-def test_full_capture_sequence(db: Database) -> None:
+async def test_full_capture_sequence(store: Store) -> None:
     results: dict[int, IngestResult] = {}
     snapshots: dict[int, tuple[dict[str, str], str]] = {}
     for seq in range(1, 12):
-        results[seq] = ingest_notification(db, captured_bytes(seq))
-        snapshots[seq] = (alert_statuses(db), only_incident(db)["status"])
+        results[seq] = await ingest_notification(store, captured_bytes(seq))
+        snapshots[seq] = (await alert_statuses(store), (await only_incident(store))["status"])
 
     outcomes = [results[seq].outcome for seq in range(1, 12)]
     # 002/003 repeat 001's bytes (003 is the retry after our 500); 008/009 repeat them again; 011 = 010.
@@ -84,7 +79,7 @@ def test_full_capture_sequence(db: Database) -> None:
         "duplicate",
     ]
     group_key = capture(1)["body"]["groupKey"]
-    incident = only_incident(db)
+    incident = await only_incident(store)
     assert incident["group_key"] == group_key
     assert {r.incident_id for r in results.values()} == {incident["id"]}
 
@@ -103,14 +98,14 @@ def test_full_capture_sequence(db: Database) -> None:
     assert snapshots[10] == ({FP_19557: "resolved", FP_19556: "resolved"}, "resolved")
     assert incident["status"] == "resolved" and incident["resolved_at"] is not None
 
-    alerts = {row["fingerprint"]: row for row in db.query("SELECT * FROM incident_alerts")}
+    alerts = {row["fingerprint"]: row for row in await sql(store, "SELECT * FROM incident_alerts")}
     assert alerts[FP_19557]["ends_at"] == "2026-11-22T07:11:26.568000+00:00"
     assert alerts[FP_19556]["ends_at"] == "2026-11-22T07:10:30.568000+00:00"
     assert json.loads(alerts[FP_19556]["labels"])["instance"] == "127.0.0.1:19556"
 
     kinds = [
         (row["kind"], json.loads(row["detail"]).get("fingerprint"))
-        for row in db.query("SELECT kind, detail FROM timeline ORDER BY id")
+        for row in await sql(store, "SELECT kind, detail FROM timeline ORDER BY id")
     ]
     assert kinds == [
         ("created", None),
@@ -121,35 +116,37 @@ def test_full_capture_sequence(db: Database) -> None:
         ("resolved", None),
     ]
 
-    raw = db.query("SELECT valid, group_key, incident_id, error FROM raw_alerts ORDER BY id")
+    raw = await sql(store, "SELECT valid, group_key, incident_id, error FROM raw_alerts ORDER BY id")
     assert len(raw) == 11
     assert all(
         row["valid"] == 1 and row["group_key"] == group_key and row["incident_id"] == incident["id"] for row in raw
     )
 
 
-def test_truncated_notification_never_resolves_alone(db: Database) -> None:
+async def test_truncated_notification_never_resolves_alone(store: Store) -> None:
     """Only the max_alerts:1 receiver's view: every tracked alert ends up resolved, yet 19557 was cut."""
-    assert ingest_notification(db, captured_bytes(5)).start_investigation
-    result = ingest_notification(db, captured_bytes(6))
+    assert (await ingest_notification(store, captured_bytes(5))).start_investigation
+    result = await ingest_notification(store, captured_bytes(6))
     assert result.newly_resolved == (FP_19556,)
     assert not result.resolved_now
-    assert alert_statuses(db) == {FP_19556: "resolved"}
-    incident = only_incident(db)
+    assert await alert_statuses(store) == {FP_19556: "resolved"}
+    incident = await only_incident(store)
     assert incident["status"] == "firing" and incident["resolved_at"] is None
     # The complete notification that follows shows 19557 still firing: still open, no second decision.
-    result = ingest_notification(db, captured_bytes(7))
+    result = await ingest_notification(store, captured_bytes(7))
     assert result.new_firing == (FP_19557,)
     assert not result.start_investigation and not result.resolved_now
-    assert only_incident(db)["status"] == "firing"
+    assert (await only_incident(store))["status"] == "firing"
 
 
-def test_stale_firing_copy_does_not_undo_a_resolution(db: Database) -> None:
+async def test_stale_firing_copy_does_not_undo_a_resolution(store: Store) -> None:
     for seq in (1, 4, 7):
-        ingest_notification(db, captured_bytes(seq))
-    late = ingest_notification(db, captured_bytes(5))  # max1 receiver's older view: 19556 firing, same startsAt
+        await ingest_notification(store, captured_bytes(seq))
+    late = await ingest_notification(
+        store, captured_bytes(5)
+    )  # max1 receiver's older view: 19556 firing, same startsAt
     assert late.outcome == "accepted" and late.new_firing == ()
-    assert alert_statuses(db)[FP_19556] == "resolved"
+    assert (await alert_statuses(store))[FP_19556] == "resolved"
 
 
 def refire(seq: int, starts_at: str) -> bytes:
@@ -162,40 +159,42 @@ def refire(seq: int, starts_at: str) -> bytes:
     return webhook_bytes(body)
 
 
-def test_new_episode_after_resolution_is_investigated_and_resolved_once(db: Database) -> None:
-    first = ingest_notification(db, captured_bytes(1))
-    assert ingest_notification(db, captured_bytes(10)).resolved_now
-    assert not ingest_notification(db, captured_bytes(11)).resolved_now  # identical body: duplicate
+async def test_new_episode_after_resolution_is_investigated_and_resolved_once(store: Store) -> None:
+    first = await ingest_notification(store, captured_bytes(1))
+    assert (await ingest_notification(store, captured_bytes(10))).resolved_now
+    assert not (await ingest_notification(store, captured_bytes(11))).resolved_now  # identical body: duplicate
 
-    again = ingest_notification(db, refire(1, "2026-11-22T08:00:00Z"))
+    again = await ingest_notification(store, refire(1, "2026-11-22T08:00:00Z"))
     assert again.incident_id == first.incident_id
     assert again.start_investigation and again.new_firing == (FP_19557,)
-    incident = only_incident(db)
+    incident = await only_incident(store)
     assert incident["status"] == "firing" and incident["resolved_at"] is None
     assert incident["investigation_status"] == "pending"
 
-    assert ingest_notification(db, refire(10, "2026-11-22T08:00:00Z")).resolved_now
-    assert not ingest_notification(db, refire(11, "2026-11-22T08:00:00Z")).resolved_now
-    kinds = [row["kind"] for row in db.query("SELECT kind FROM timeline ORDER BY id")]
+    assert (await ingest_notification(store, refire(10, "2026-11-22T08:00:00Z"))).resolved_now
+    assert not (await ingest_notification(store, refire(11, "2026-11-22T08:00:00Z"))).resolved_now
+    kinds = [row["kind"] for row in await sql(store, "SELECT kind FROM timeline ORDER BY id")]
     assert kinds.count("resolved") == 2 and kinds.count("reopened") == 1
 
 
-def test_new_alert_while_firing_goes_to_timeline_only(db: Database) -> None:
-    ingest_notification(db, captured_bytes(1))
-    result = ingest_notification(db, captured_bytes(4))
+async def test_new_alert_while_firing_goes_to_timeline_only(store: Store) -> None:
+    await ingest_notification(store, captured_bytes(1))
+    result = await ingest_notification(store, captured_bytes(4))
     assert result.new_firing == (FP_19556,) and not result.start_investigation
     detail = json.loads(
-        db.query("SELECT detail FROM timeline WHERE kind = 'alert_firing' ORDER BY id DESC LIMIT 1")[0]["detail"]
+        (await sql(store, "SELECT detail FROM timeline WHERE kind = 'alert_firing' ORDER BY id DESC LIMIT 1"))[0][
+            "detail"
+        ]
     )
     assert detail["labels"]["instance"] == "127.0.0.1:19556"
     assert detail["summary"] == "Target 127.0.0.1:19556 is down"
 
 
-def test_first_seen_resolved_opens_no_investigation(db: Database) -> None:
-    result = ingest_notification(db, captured_bytes(10))
+async def test_first_seen_resolved_opens_no_investigation(store: Store) -> None:
+    result = await ingest_notification(store, captured_bytes(10))
     assert result.outcome == "accepted"
     assert not result.start_investigation and not result.resolved_now
-    assert only_incident(db)["status"] == "resolved"
+    assert (await only_incident(store))["status"] == "resolved"
 
 
 @pytest.mark.parametrize(
@@ -209,41 +208,32 @@ def test_first_seen_resolved_opens_no_investigation(db: Database) -> None:
         (b"[]", "body"),
     ],
 )
-def test_invalid_bodies_are_stored_and_reported(db: Database, body: bytes, reason: str) -> None:
-    result = ingest_notification(db, body)
+async def test_invalid_bodies_are_stored_and_reported(store: Store, body: bytes, reason: str) -> None:
+    result = await ingest_notification(store, body)
     assert result.outcome == "invalid"
     assert reason in result.error
-    raw = db.query("SELECT body, valid, error FROM raw_alerts")
+    raw = await sql(store, "SELECT body, valid, error FROM raw_alerts")
     assert len(raw) == 1 and raw[0]["valid"] == 0 and reason in raw[0]["error"]
     assert raw[0]["body"] == body.decode("utf-8", errors="backslashreplace")
-    assert db.query("SELECT * FROM incidents") == []
+    assert await sql(store, "SELECT * FROM incidents") == []
 
 
-def test_unknown_fields_are_tolerated(db: Database) -> None:
+async def test_unknown_fields_are_tolerated(store: Store) -> None:
     body = copy.deepcopy(capture(1)["body"])
     body["newTopLevelField"] = {"x": 1}
     body["alerts"][0]["silencedBy"] = []
-    assert ingest_notification(db, webhook_bytes(body)).outcome == "accepted"
+    assert (await ingest_notification(store, webhook_bytes(body))).outcome == "accepted"
 
 
-def test_concurrent_identical_posts_from_two_connections(tmp_path: Path) -> None:
-    """Two connections (like two workers) ingesting the same body at once: one accepted, one duplicate."""
-    path = tmp_path / "shared.db"
-    databases = [Database(path), Database(path)]
-    barrier = threading.Barrier(len(databases))
-    results: list[IngestResult] = []
-
-    def post(database: Database) -> None:
-        barrier.wait()
-        results.append(ingest_notification(database, captured_bytes(1)))
-
-    threads = [threading.Thread(target=post, args=(database,)) for database in databases]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=20)
+async def test_concurrent_identical_posts_from_two_connections(tmp_path: Path) -> None:
+    """Two stores on one file (like two agent processes) ingest the same body at once: one accepted, one duplicate."""
+    first = migrated_store(tmp_path / "shared.db")
+    second = migrated_store(tmp_path / "shared.db")
+    results: list[IngestResult] = await asyncio.gather(
+        *(ingest_notification(store, captured_bytes(1)) for store in (first, second))
+    )
     assert sorted(r.outcome for r in results) == ["accepted", "duplicate"]
     assert sum(r.start_investigation for r in results) == 1
-    assert len(databases[0].query("SELECT * FROM incidents")) == 1
-    for database in databases:
-        database.close()
+    assert len(await sql(first, "SELECT * FROM incidents")) == 1
+    for store in (first, second):
+        await store.close()

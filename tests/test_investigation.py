@@ -16,13 +16,14 @@ import pytest
 import respx
 from prometheus_client import REGISTRY
 
-from oncall.db import Database, get_incident
-from oncall.investigation import Investigator
-from oncall.offline_engine import QUERIES
-from oncall.tools import error_rate_queries
+from oncall.investigate.engines.offline.observations import QUERIES
+from oncall.investigate.tools import error_rate_queries
+from oncall.store import incidents
+from oncall.store.database import Store
 from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
-from tests.support import free_port, load_json_fixture
-from tests.test_tools import LB, PM, PROM, clean_env, prom_router, runtime_factory  # noqa: F401 (fixtures)
+from tests.rig import LB, PM, PROM
+from tests.support import free_port, load_json_fixture, sql
+from tests.test_tools import prom_router
 
 REPLICAS = ["inventory-1", "inventory-2", "inventory-3"]
 MiB = 2**20
@@ -68,7 +69,8 @@ def log_entry(
         "status": 500,
         "message": message,
         "exception_type": exception_type,
-        "traceback": f'Traceback (most recent call last):\n  File "/srv/{file}", line {line}, in {function}\n{exception_type}: {message}\n',
+        "traceback": "Traceback (most recent call last):\n"
+        f'  File "/srv/{file}", line {line}, in {function}\n{exception_type}: {message}\n',
         "file": file,
         "line": line,
         "function": function,
@@ -126,10 +128,13 @@ class Stack:
 
     def prom_answers(self) -> dict[str, list]:
         q = error_rate_queries("1m")
-        per = lambda values: [
-            ({"replica": r, "job": "inventory", "instance": f"127.0.0.1:{8001 + REPLICAS.index(r)}"}, v)
-            for r, v in values.items()
-        ]
+
+        def per(values):
+            return [
+                ({"replica": r, "job": "inventory", "instance": f"127.0.0.1:{8001 + REPLICAS.index(r)}"}, v)
+                for r, v in values.items()
+            ]
+
         overall = sum(self.err.values()) / len(self.err)
         return {
             q["overall"]: [({}, overall)],
@@ -417,56 +422,58 @@ def scenario_latency_and_injected() -> Stack:
 
 
 @pytest.fixture
-def make_runtime(tmp_path: Path, runtime_factory):
-    """runtime_factory (tests/test_tools.py) with the buggy service source in CODE_ROOT."""
+def make_rig(tmp_path: Path, rig_factory):
+    """rig_factory (tests/rig.py) with the buggy service source in CODE_ROOT."""
     code = tmp_path / "code"
     code.mkdir()
     (code / "inventory_service.py").write_text(BUGGY_SOURCE)
-    return runtime_factory
+    return rig_factory
 
 
-def insert_incident(db: Database) -> int:
+async def insert_incident(store: Store) -> int:
     """Store an incident with the alert of a real Alertmanager webhook (fixtures/alertmanager/req_002.json)."""
     body = load_json_fixture("alertmanager/req_002.json")["body"]
     now = time.time()
-    incident_id = db.execute(
-        "INSERT INTO incidents (group_key, title, service, severity, group_labels, common_labels, common_annotations, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            body["groupKey"],
-            body["commonAnnotations"]["summary"],
-            "inventory",
-            "critical",
-            json.dumps(body["groupLabels"]),
-            json.dumps(body["commonLabels"]),
-            json.dumps(body["commonAnnotations"]),
-            now,
-            now,
-        ),
-    ).lastrowid
-    for alert in body["alerts"]:
-        db.execute(
-            "INSERT INTO incident_alerts (incident_id, fingerprint, alertname, status, labels, annotations, starts_at, ends_at, generator_url,"
-            " first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                incident_id,
-                alert["fingerprint"],
-                alert["labels"]["alertname"],
-                alert["status"],
-                json.dumps(alert["labels"]),
-                json.dumps(alert["annotations"]),
-                alert["startsAt"],
-                alert["endsAt"],
-                alert["generatorURL"],
-                now,
-                now,
-            ),
+    async with store.write() as conn:
+        incident_id = await incidents.add(
+            conn,
+            {
+                "group_key": body["groupKey"],
+                "title": body["commonAnnotations"]["summary"],
+                "service": "inventory",
+                "severity": "critical",
+                "group_labels": body["groupLabels"],
+                "common_labels": body["commonLabels"],
+                "common_annotations": body["commonAnnotations"],
+                "created_at": now,
+                "updated_at": now,
+            },
         )
+        for alert in body["alerts"]:
+            await incidents.add_alert(
+                conn,
+                {
+                    "incident_id": incident_id,
+                    "fingerprint": alert["fingerprint"],
+                    "alertname": alert["labels"]["alertname"],
+                    "status": alert["status"],
+                    "labels": alert["labels"],
+                    "annotations": alert["annotations"],
+                    "starts_at": alert["startsAt"],
+                    "ends_at": alert["endsAt"],
+                    "generator_url": alert["generatorURL"],
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                },
+            )
     return incident_id
 
 
-def rows(db: Database, sql: str, *params: Any) -> list[dict]:
-    return db.query(sql, params)
+async def stored_incident(store: Store, incident_id: int) -> dict[str, Any]:
+    async with store.read() as conn:
+        row = await incidents.get(conn, incident_id)
+    assert row is not None
+    return row
 
 
 # ---------------------------------------------------------------- offline engine classification
@@ -495,22 +502,22 @@ def rows(db: Database, sql: str, *params: Any) -> list[dict]:
         (scenario_latency_after_an_old_crash, "latency", REPLICAS),
     ],
 )
-async def test_offline_engine_classifies_fault_modes(
-    make_runtime, scenario, fault_type: str, replicas: list[str]
-) -> None:
-    runtime = make_runtime()
-    incident_id = insert_incident(runtime.db)
+async def test_offline_engine_classifies_fault_modes(make_rig, scenario, fault_type: str, replicas: list[str]) -> None:
+    rig = make_rig()
+    incident_id = await insert_incident(rig.store)
     with respx.mock(assert_all_called=False) as router:
         scenario().mock(router)
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
     assert diagnosis.fault_type.value == fault_type, diagnosis.model_dump_json(indent=1)
     assert diagnosis.affected_replicas == replicas
     assert diagnosis.engine == "offline"
     assert diagnosis.evidence and all(e.tool and e.query for e in diagnosis.evidence)
-    stored = get_incident(runtime.db, incident_id)
+    stored = await stored_incident(rig.store, incident_id)
     assert stored["investigation_status"] == "done" and stored["diagnosed_at"] is not None
     assert stored["diagnosis"]["fault_type"] == fault_type
-    calls = rows(runtime.db, "SELECT tool, round, ok FROM tool_calls WHERE incident_id = ? ORDER BY id", incident_id)
+    calls = await sql(
+        rig.store, "SELECT tool, round, ok FROM tool_calls WHERE incident_id = :id ORDER BY id", id=incident_id
+    )
     round1 = [c["tool"] for c in calls if c["round"] == 1]
     assert sorted(set(round1)) == ["compute_error_rate", "fetch_logs", "get_recent_changes", "query_prometheus"]
     assert round1.count("query_prometheus") == len(QUERIES) and all(c["ok"] for c in calls)
@@ -521,31 +528,31 @@ async def test_offline_engine_classifies_fault_modes(
         assert diagnosis.priority in ("P1", "P2", "P3")
 
 
-async def test_offline_null_dereference_names_file_and_line(make_runtime) -> None:
-    runtime = make_runtime()
-    incident_id = insert_incident(runtime.db)
+async def test_offline_null_dereference_names_file_and_line(make_rig) -> None:
+    rig = make_rig()
+    incident_id = await insert_incident(rig.store)
     with respx.mock(assert_all_called=False) as router:
         scenario_code_bug().mock(router)
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
     assert diagnosis.fault_type.value == "code_bug"
     assert (diagnosis.affected_file, diagnosis.affected_line) == ("inventory_service.py", BUG_LINE)
     assert diagnosis.priority == "P1"  # 79 % of requests fail on every replica
     assert "AttributeError" in diagnosis.summary and "apply_discount" in diagnosis.summary
     code_evidence = [e for e in diagnosis.evidence if e.tool == "fetch_code_from_github"]
     assert code_evidence and "reservation.discount" in code_evidence[0].finding
-    code_calls = rows(
-        runtime.db, "SELECT round, arguments, result FROM tool_calls WHERE tool = 'fetch_code_from_github'"
+    code_calls = await sql(
+        rig.store, "SELECT round, arguments, result FROM tool_calls WHERE tool = 'fetch_code_from_github'"
     )
     assert len(code_calls) == 1 and code_calls[0]["round"] == 2
     assert json.loads(code_calls[0]["arguments"])["line"] == BUG_LINE
 
 
-async def test_offline_mentions_the_weaker_second_fault(make_runtime) -> None:
-    runtime = make_runtime()
-    incident_id = insert_incident(runtime.db)
+async def test_offline_mentions_the_weaker_second_fault(make_rig) -> None:
+    rig = make_rig()
+    incident_id = await insert_incident(rig.store)
     with respx.mock(assert_all_called=False) as router:
         scenario_latency_and_injected().mock(router)
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
     # two independent faults: the stronger names the type, both sick replicas are affected
     assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == [
         "inventory-2",
@@ -555,34 +562,34 @@ async def test_offline_mentions_the_weaker_second_fault(make_runtime) -> None:
     assert any("inventory-3" in step for step in diagnosis.next_steps)
 
 
-async def test_offline_stopped_exceptions_are_context_not_the_cause(make_runtime) -> None:
+async def test_offline_stopped_exceptions_are_context_not_the_cause(make_rig) -> None:
     """A code bug's exceptions that stopped minutes ago are still in the log window; the system is healthy now."""
-    runtime = make_runtime()
-    incident_id = insert_incident(runtime.db)
+    rig = make_rig()
+    incident_id = await insert_incident(rig.store)
     stack = scenario_code_bug()
     stack.err = dict.fromkeys(REPLICAS, 0.01)
     for entry in stack.logs:
         entry["ts"] -= 150
     with respx.mock(assert_all_called=False) as router:
         stack.mock(router)
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
     assert diagnosis.fault_type.value == "none" and diagnosis.affected_file is None
     assert any("Earlier errors, stopped" in step and "AttributeError" in step for step in diagnosis.next_steps)
 
 
-async def test_offline_is_unknown_when_tools_fail(make_runtime) -> None:
-    runtime = make_runtime()
-    incident_id = insert_incident(runtime.db)
+async def test_offline_is_unknown_when_tools_fail(make_rig) -> None:
+    rig = make_rig()
+    incident_id = await insert_incident(rig.store)
     with respx.mock(assert_all_called=False) as router:
         router.get(f"{PROM}/api/v1/query").mock(return_value=httpx.Response(503, text="service unavailable"))
         router.get(f"{LB}/logs/tail").mock(side_effect=httpx.ConnectError("connection refused"))
         router.get(f"{PM}/changes").mock(side_effect=httpx.ConnectError("connection refused"))
         router.get(f"{PM}/instances").mock(side_effect=httpx.ConnectError("connection refused"))
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
     assert diagnosis.fault_type.value == "unknown"
     assert diagnosis.confidence <= 0.3
     assert diagnosis.affected_replicas == []
-    failed = rows(runtime.db, "SELECT tool, error FROM tool_calls WHERE ok = 0")
+    failed = await sql(rig.store, "SELECT tool, error FROM tool_calls WHERE ok = 0")
     assert len(failed) == 3 + len(QUERIES)
     assert any("HTTP 503" in f["error"] for f in failed)
 
@@ -618,9 +625,9 @@ def fake():
         yield server
 
 
-async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_runtime, fake: FakeOpenAI) -> None:
-    runtime = make_runtime(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-test-secret-123", OPENAI_MODEL="gpt-4o")
-    incident_id = insert_incident(runtime.db)
+async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_rig, fake: FakeOpenAI) -> None:
+    rig = make_rig(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-test-secret-123", OPENAI_MODEL="gpt-4o")
+    incident_id = await insert_incident(rig.store)
     fake.add(
         tool_calls_response(
             [
@@ -645,14 +652,14 @@ async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_runtime, f
     )
     with respx.mock(assert_all_called=False) as router:
         scenario_injected_errors().mock(router)
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
     after = (
         sample("oncall_llm_tokens_total", kind="prompt"),
         sample("oncall_llm_tokens_total", kind="completion"),
         sample("oncall_investigations_total", engine="openai", outcome="injected_errors"),
         sample("oncall_tool_call_duration_seconds_count", tool="fetch_logs", result="ok"),
     )
-    assert [a - b for a, b in zip(after, before)] == [3000, 270, 1, 1]
+    assert [a - b for a, b in zip(after, before, strict=False)] == [3000, 270, 1, 1]
 
     assert diagnosis.engine == "openai:gpt-4o"
     assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == ["inventory-2"]
@@ -667,13 +674,13 @@ async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_runtime, f
     assert "InjectedFault" in tool_messages[0]["content"]
     assert '"inventory-2":0.47' in tool_messages[1]["content"]
 
-    [inv] = rows(runtime.db, "SELECT * FROM investigations WHERE incident_id = ?", incident_id)
+    [inv] = await sql(rig.store, "SELECT * FROM investigations WHERE incident_id = :id", id=incident_id)
     assert (inv["engine"], inv["status"], inv["rounds"]) == ("openai:gpt-4o", "done", 2)
     assert (inv["prompt_tokens"], inv["completion_tokens"]) == (3000, 270)
-    calls = rows(
-        runtime.db,
-        "SELECT tool, round, ok, investigation_id, duration_s FROM tool_calls WHERE incident_id = ? ORDER BY id",
-        incident_id,
+    calls = await sql(
+        rig.store,
+        "SELECT tool, round, ok, investigation_id, duration_s FROM tool_calls WHERE incident_id = :id ORDER BY id",
+        id=incident_id,
     )
     assert [(c["tool"], c["round"]) for c in calls] == [
         ("fetch_logs", 1),
@@ -682,17 +689,18 @@ async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_runtime, f
         ("send_diagnosis", 2),
     ]
     assert all(c["ok"] and c["investigation_id"] == inv["id"] and c["duration_s"] >= 0 for c in calls)
-    stored = get_incident(runtime.db, incident_id)
+    stored = await stored_incident(rig.store, incident_id)
     assert stored["diagnosis"]["engine"] == "openai:gpt-4o" and stored["investigation_status"] == "done"
     kinds = [
-        r["kind"] for r in rows(runtime.db, "SELECT kind FROM timeline WHERE incident_id = ? ORDER BY id", incident_id)
+        r["kind"]
+        for r in (await sql(rig.store, "SELECT kind FROM timeline WHERE incident_id = :id ORDER BY id", id=incident_id))
     ]
-    assert kinds == ["investigation_started", "diagnosis"]
+    assert kinds == ["investigation_started", "diagnosis", "notified"]  # the scheduler sends the diagnosis too
 
 
-async def test_invalid_model_output_gets_one_retry_then_offline_fallback(make_runtime, fake: FakeOpenAI) -> None:
-    runtime = make_runtime(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-test-secret-123")
-    incident_id = insert_incident(runtime.db)
+async def test_invalid_model_output_gets_one_retry_then_offline_fallback(make_rig, fake: FakeOpenAI) -> None:
+    rig = make_rig(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-test-secret-123")
+    incident_id = await insert_incident(rig.store)
     fake.add(
         text_response("Probably the database. Restart everything."),
         tool_calls_response([("send_diagnosis", diagnosis_args(fault_type="database", confidence=1.7))]),
@@ -700,7 +708,7 @@ async def test_invalid_model_output_gets_one_retry_then_offline_fallback(make_ru
     )
     with respx.mock(assert_all_called=False) as router:
         scenario_memory().mock(router)
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
 
     assert len(fake.requests) == 3
     corrective = fake.requests[1]["messages"][-1]
@@ -710,80 +718,82 @@ async def test_invalid_model_output_gets_one_retry_then_offline_fallback(make_ru
 
     assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "memory_pressure"
     assert diagnosis.affected_replicas == ["inventory-2"]
-    invs = rows(
-        runtime.db,
-        "SELECT engine, status, error, rounds, prompt_tokens FROM investigations WHERE incident_id = ? ORDER BY id",
-        incident_id,
+    invs = await sql(
+        rig.store,
+        "SELECT engine, status, error, rounds, prompt_tokens FROM investigations WHERE incident_id = :id ORDER BY id",
+        id=incident_id,
     )
     assert [(i["engine"], i["status"]) for i in invs] == [("openai:gpt-4o", "failed"), ("offline", "done")]
     assert (
         "without a valid send_diagnosis" in invs[0]["error"] and invs[0]["rounds"] == 3 and invs[0]["prompt_tokens"] > 0
     )
-    fallback = rows(
-        runtime.db, "SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'investigation_fallback'", incident_id
+    fallback = await sql(
+        rig.store,
+        "SELECT detail FROM timeline WHERE incident_id = :id AND kind = 'investigation_fallback'",
+        id=incident_id,
     )
     assert len(fallback) == 1 and "without a valid send_diagnosis" in json.loads(fallback[0]["detail"])["reason"]
 
 
-async def test_model_down_falls_back_to_offline(make_runtime) -> None:
+async def test_model_down_falls_back_to_offline(make_rig) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    runtime = make_runtime(OPENAI_BASE_URL=dead, OPENAI_API_KEY="sk-test-secret-123")
-    incident_id = insert_incident(runtime.db)
+    rig = make_rig(OPENAI_BASE_URL=dead, OPENAI_API_KEY="sk-test-secret-123")
+    incident_id = await insert_incident(rig.store)
     with respx.mock(assert_all_called=False) as router:
         scenario_crash().mock(router)
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
     assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "instance_crash"
     assert diagnosis.affected_replicas == ["inventory-3"]
-    [failed] = rows(runtime.db, "SELECT error FROM investigations WHERE status = 'failed'")
+    [failed] = await sql(rig.store, "SELECT error FROM investigations WHERE status = 'failed'")
     assert "APIConnectionError" in failed["error"]
-    everything = json.dumps(rows(runtime.db, "SELECT * FROM timeline")) + json.dumps(
-        rows(runtime.db, "SELECT * FROM investigations")
+    everything = json.dumps(await sql(rig.store, "SELECT * FROM timeline")) + json.dumps(
+        await sql(rig.store, "SELECT * FROM investigations")
     )
     assert "sk-test-secret-123" not in everything
 
 
-async def test_model_timeout_falls_back_to_offline(make_runtime, fake: FakeOpenAI) -> None:
-    runtime = make_runtime()
-    incident_id = insert_incident(runtime.db)
+async def test_model_timeout_falls_back_to_offline(make_rig, fake: FakeOpenAI) -> None:
+    rig = make_rig()
+    incident_id = await insert_incident(rig.store)
     fake.add(Scripted(text_response("too late"), delay_s=1.5))
     client = openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, timeout=0.3, max_retries=0)
     with respx.mock(assert_all_called=False) as router:
         scenario_latency().mock(router)
-        diagnosis = await Investigator(runtime, llm_client=client).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id, client)
     assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "latency"
-    [failed] = rows(runtime.db, "SELECT engine, error FROM investigations WHERE status = 'failed'")
+    [failed] = await sql(rig.store, "SELECT engine, error FROM investigations WHERE status = 'failed'")
     assert failed["engine"] == "openai:gpt-4o" and "APITimeoutError" in failed["error"]
 
 
-async def test_slow_model_investigation_is_cut_off_and_offline_answers(make_runtime, fake: FakeOpenAI) -> None:
+async def test_slow_model_investigation_is_cut_off_and_offline_answers(make_rig, fake: FakeOpenAI) -> None:
     """A model that keeps calling tools, 0.4 s per round, never finishes within INVESTIGATION_TIMEOUT_S=1."""
-    runtime = make_runtime(INVESTIGATION_TIMEOUT_S="1")
-    incident_id = insert_incident(runtime.db)
+    rig = make_rig(INVESTIGATION_TIMEOUT_S="1")
+    incident_id = await insert_incident(rig.store)
     for _ in range(10):
         fake.add(Scripted(tool_calls_response([("query_prometheus", {"query": "up"})]), delay_s=0.4))
     client = openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, timeout=5, max_retries=0)
     with respx.mock(assert_all_called=False) as router:
         scenario_latency().mock(router)
-        diagnosis = await Investigator(runtime, llm_client=client).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id, client)
     assert diagnosis.engine == "offline" and diagnosis.fault_type.value == "latency"
-    [failed] = rows(runtime.db, "SELECT error FROM investigations WHERE status = 'failed'")
+    [failed] = await sql(rig.store, "SELECT error FROM investigations WHERE status = 'failed'")
     assert failed["error"] == "TimeoutError: no diagnosis within INVESTIGATION_TIMEOUT_S=1 s"
     assert len(fake.requests) < 10
 
 
-async def test_unknown_incident_raises(make_runtime) -> None:
+async def test_unknown_incident_raises(make_rig) -> None:
     with pytest.raises(LookupError):
-        await Investigator(make_runtime()).investigate(999)
+        await make_rig().investigate(999)
 
 
-async def test_offline_code_bug_after_errors_subsided(make_runtime) -> None:
-    runtime = make_runtime()
-    incident_id = insert_incident(runtime.db)
+async def test_offline_code_bug_after_errors_subsided(make_rig) -> None:
+    rig = make_rig()
+    incident_id = await insert_incident(rig.store)
     stack = scenario_code_bug()
     stack.err = dict.fromkeys(REPLICAS, 0.01)  # the failing traffic stopped; the logs still hold the exceptions
     with respx.mock(assert_all_called=False) as router:
         stack.mock(router)
-        diagnosis = await Investigator(runtime).investigate(incident_id)
+        diagnosis = await rig.investigate(incident_id)
     assert diagnosis.fault_type.value == "code_bug" and diagnosis.affected_line == BUG_LINE
     assert "back at baseline" in diagnosis.root_cause
     assert diagnosis.confidence < 0.7

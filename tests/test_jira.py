@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import respx
 from jsonschema import Draft4Validator
 
-from oncall.adf import incident_document
-from oncall.db import Database
-from oncall.jira import JiraClient
+from oncall.channels.jira.adf import incident_document
+from oncall.channels.jira.client import JiraClient
+from oncall.channels.jira.models import JiraConfig
 from oncall.metrics import JIRA_TICKETS
-from oncall.runtime import AgentRuntime
 from oncall.settings import Settings
-from tests.support import load_json_fixture
+from oncall.store.database import Store
+from tests.support import load_json_fixture, sql, sql_exec, sql_one
 from tests.test_whatsapp import insert_incident, sample_diagnosis
 
 JIRA = "https://acme.atlassian.net"
@@ -26,6 +26,7 @@ SEARCH = f"{JIRA}/rest/api/3/user/assignable/search"
 ISSUE = f"{JIRA}/rest/api/3/issue"
 EMAIL = "oncall-bot@acme.example"
 TOKEN = "jira-api-token-secret"
+PUBLIC_BASE = "https://oncall.example.com"
 ADF_VALIDATOR = Draft4Validator(load_json_fixture("adf/adf-schema-v1-full.json"))
 
 
@@ -43,32 +44,33 @@ def assert_valid_adf(document: dict) -> None:
     assert not errors, [f"{list(e.path)}: {e.message[:200]}" for e in errors]
 
 
-@pytest.fixture
-async def runtime(tmp_path: Path):
+def jira_config() -> JiraConfig:
+    """The Jira configuration as the agent reads it from its settings (the base URL's trailing slash dropped)."""
     settings = Settings(
         _env_file=None,
-        DATABASE_PATH=tmp_path / "oncall.db",
-        PUBLIC_BASE_URL="https://oncall.example.com",
+        PUBLIC_BASE_URL=PUBLIC_BASE,
         JIRA_BASE_URL=JIRA + "/",
         JIRA_EMAIL=EMAIL,
         JIRA_API_TOKEN=TOKEN,
         JIRA_PROJECT_KEY="OPS",
     )
-    async with httpx.AsyncClient() as http:
-        rt = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
-        rt.jira = JiraClient(rt, backoff_s=0.01)
-        yield rt
-        rt.db.close()
+    config = JiraConfig.from_settings(settings)
+    assert config is not None
+    return config
 
 
 @pytest.fixture
-async def disabled_runtime(tmp_path: Path):
-    settings = Settings(_env_file=None, DATABASE_PATH=tmp_path / "oncall.db")
+async def jira(store: Store) -> AsyncIterator[JiraClient]:
     async with httpx.AsyncClient() as http:
-        rt = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
-        rt.jira = JiraClient(rt, backoff_s=0.01)
-        yield rt
-        rt.db.close()
+        yield JiraClient(store, http, jira_config(), PUBLIC_BASE, backoff_s=0.01)
+
+
+@pytest.fixture
+async def disabled_jira(store: Store) -> AsyncIterator[JiraClient]:
+    config = JiraConfig.from_settings(Settings(_env_file=None))
+    assert config is None
+    async with httpx.AsyncClient() as http:
+        yield JiraClient(store, http, config, PUBLIC_BASE, backoff_s=0.01)
 
 
 def test_adf_document_validates_against_the_official_schema() -> None:
@@ -101,16 +103,16 @@ def test_schema_rejects_an_invalid_document() -> None:
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_single_match_creates_issue_with_full_payload(
-    runtime: AgentRuntime, respx_mock: respx.MockRouter
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
 ) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+    incident_id = await insert_incident(store, sample_diagnosis())
     search = respx_mock.get(SEARCH).respond(
         200, json=[jira_user("acc-ravi", "Ravi Kumar"), jira_user("acc-old", "Ravi Old", active=False)]
     )
     create = respx_mock.post(ISSUE).respond(201, json={"id": "10042", "key": "OPS-42", "self": f"{ISSUE}/10042"})
     before = JIRA_TICKETS.labels(outcome="created")._value.get()
 
-    result = await runtime.jira.create_ticket(incident_id, assignee="Ravi")
+    result = await jira.create_ticket(incident_id, assignee="Ravi")
 
     assert result.status == "created" and result.key == "OPS-42" and result.url == f"{JIRA}/browse/OPS-42"
     assert "OPS-42" in result.message and "Ravi Kumar" in result.message
@@ -130,69 +132,80 @@ async def test_single_match_creates_issue_with_full_payload(
     assert_valid_adf(fields["description"])
     assert f"https://oncall.example.com/incidents/{incident_id}" in json.dumps(fields["description"])
 
-    row = runtime.db.query_one("SELECT * FROM tickets WHERE id = ?", (result.ticket_id,))
+    row = await sql_one(store, "SELECT * FROM tickets WHERE id = :id", id=result.ticket_id)
+
+    assert row is not None
     assert row["status"] == "created" and row["jira_key"] == "OPS-42" and row["assignee_account_id"] == "acc-ravi"
     assert json.loads(row["payload"])["fields"]["summary"] == fields["summary"]
-    event = runtime.db.query("SELECT kind, detail FROM timeline WHERE incident_id = ?", (incident_id,))[-1]
+    event = (await sql(store, "SELECT kind, detail FROM timeline WHERE incident_id = :id ORDER BY id", id=incident_id))[
+        -1
+    ]
     assert event["kind"] == "ticket" and json.loads(event["detail"])["key"] == "OPS-42"
     assert JIRA_TICKETS.labels(outcome="created")._value.get() == before + 1
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_inactive_users_from_the_published_example_are_not_assignable(
-    runtime: AgentRuntime, respx_mock: respx.MockRouter
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
 ) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+    incident_id = await insert_incident(store, sample_diagnosis())
     respx_mock.get(SEARCH).respond(200, json=load_json_fixture("jira/jira-v3-user-search-200-example.json"))
     create = respx_mock.post(ISSUE)
-    result = await runtime.jira.create_ticket(incident_id, assignee="Mia")
+    result = await jira.create_ticket(incident_id, assignee="Mia")
     assert result.status == "assignee_not_found" and "No assignable Jira user" in result.message
     assert "Mia Krystof" in result.message  # the inactive match is named, not silently dropped
-    assert not create.called and runtime.db.query("SELECT * FROM tickets") == []
+    assert not create.called and await sql(store, "SELECT * FROM tickets") == []
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_no_match_is_reported(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_no_match_is_reported(store: Store, jira: JiraClient, respx_mock: respx.MockRouter) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     respx_mock.get(SEARCH).respond(200, json=[])
-    result = await runtime.jira.create_ticket(incident_id, assignee="Nobody")
+    result = await jira.create_ticket(incident_id, assignee="Nobody")
     assert result.status == "assignee_not_found" and '"Nobody"' in result.message and result.candidates == []
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_several_matches_are_listed_not_guessed(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_several_matches_are_listed_not_guessed(
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
+) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     respx_mock.get(SEARCH).respond(200, json=[jira_user("a1", "Ravi Kumar"), jira_user("a2", "Ravi Shankar")])
     create = respx_mock.post(ISSUE)
-    result = await runtime.jira.create_ticket(incident_id, assignee="Ravi")
+    result = await jira.create_ticket(incident_id, assignee="Ravi")
     assert result.status == "assignee_ambiguous" and result.candidates == ["Ravi Kumar", "Ravi Shankar"]
     assert "Ravi Kumar, Ravi Shankar" in result.message
-    assert not create.called and runtime.db.query("SELECT * FROM tickets") == []
+    assert not create.called and await sql(store, "SELECT * FROM tickets") == []
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_exact_full_name_wins_among_prefix_matches(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_exact_full_name_wins_among_prefix_matches(
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
+) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     respx_mock.get(SEARCH).respond(200, json=[jira_user("a1", "Ravi Kumar"), jira_user("a2", "Ravi Kumaran")])
     create = respx_mock.post(ISSUE).respond(201, json={"id": "1", "key": "OPS-1", "self": f"{ISSUE}/1"})
-    result = await runtime.jira.create_ticket(incident_id, assignee="ravi kumar")
+    result = await jira.create_ticket(incident_id, assignee="ravi kumar")
     assert result.status == "created"
     assert json.loads(create.calls.last.request.content)["fields"]["assignee"] == {"accountId": "a1"}
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_jira_400_error_collection_is_surfaced(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_jira_400_error_collection_is_surfaced(
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
+) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     body = {
         "errorMessages": ["Field 'priority' is required"],
         "errors": {"assignee": "User 'acc-x' cannot be assigned issues."},
     }
     create = respx_mock.post(ISSUE).respond(400, json=body)
-    result = await runtime.jira.create_ticket(incident_id, assignee=None)
+    result = await jira.create_ticket(incident_id, assignee=None)
     assert result.status == "failed" and create.call_count == 1
     assert result.error == "Field 'priority' is required; assignee: User 'acc-x' cannot be assigned issues."
     assert result.error in result.message
-    row = runtime.db.query_one("SELECT * FROM tickets")
+    row = await sql_one(store, "SELECT * FROM tickets")
+    assert row is not None
     assert (
         row["status"] == "failed"
         and row["error"] == result.error
@@ -202,27 +215,29 @@ async def test_jira_400_error_collection_is_surfaced(runtime: AgentRuntime, resp
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_issue_post_5xx_is_not_retried(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_issue_post_5xx_is_not_retried(store: Store, jira: JiraClient, respx_mock: respx.MockRouter) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     create = respx_mock.post(ISSUE).respond(502, text="<html>Bad Gateway</html>")
-    result = await runtime.jira.create_ticket(incident_id, assignee=None)
-    assert result.status == "failed" and create.call_count == 1 and "502" in result.error
+    result = await jira.create_ticket(incident_id, assignee=None)
+    assert result.status == "failed" and create.call_count == 1 and result.error is not None and "502" in result.error
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_issue_post_connect_error_is_retried(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_issue_post_connect_error_is_retried(
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
+) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     create = respx_mock.post(ISSUE).mock(
         side_effect=[httpx.ConnectError("refused"), httpx.Response(201, json={"id": "7", "key": "OPS-7", "self": "x"})]
     )
-    result = await runtime.jira.create_ticket(incident_id, assignee=None)
+    result = await jira.create_ticket(incident_id, assignee=None)
     assert result.status == "created" and result.key == "OPS-7" and create.call_count == 2
     assert "unassigned" in result.message
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_user_search_retries_5xx_and_429(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_user_search_retries_5xx_and_429(store: Store, jira: JiraClient, respx_mock: respx.MockRouter) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     search = respx_mock.get(SEARCH).mock(
         side_effect=[
             httpx.Response(503, json={"errorMessages": ["busy"]}),
@@ -231,78 +246,81 @@ async def test_user_search_retries_5xx_and_429(runtime: AgentRuntime, respx_mock
         ]
     )
     respx_mock.post(ISSUE).respond(201, json={"id": "8", "key": "OPS-8", "self": "x"})
-    result = await runtime.jira.create_ticket(incident_id, assignee="priya")
+    result = await jira.create_ticket(incident_id, assignee="priya")
     assert result.status == "created" and search.call_count == 3 and result.assignee == "Priya Nair"
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_user_search_401_is_reported_without_credentials(
-    runtime: AgentRuntime, respx_mock: respx.MockRouter
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
 ) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+    incident_id = await insert_incident(store, sample_diagnosis())
     search = respx_mock.get(SEARCH).respond(401, text="")
-    result = await runtime.jira.create_ticket(incident_id, assignee="Ravi")
+    result = await jira.create_ticket(incident_id, assignee="Ravi")
     assert result.status == "failed" and search.call_count == 1
     assert "authentication failed" in result.message and TOKEN not in result.message
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_one_ticket_per_incident_unless_forced(runtime: AgentRuntime, respx_mock: respx.MockRouter) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+async def test_one_ticket_per_incident_unless_forced(
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
+) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     create = respx_mock.post(ISSUE).mock(
         side_effect=[
             httpx.Response(201, json={"id": "1", "key": "OPS-1", "self": "x"}),
             httpx.Response(201, json={"id": "2", "key": "OPS-2", "self": "x"}),
         ]
     )
-    first = await runtime.jira.create_ticket(incident_id, assignee=None)
-    again = await runtime.jira.create_ticket(incident_id, assignee=None)
+    first = await jira.create_ticket(incident_id, assignee=None)
+    again = await jira.create_ticket(incident_id, assignee=None)
     assert first.status == "created" and again.status == "exists" and again.key == "OPS-1"
     assert "already has Jira OPS-1" in again.message and create.call_count == 1
-    forced = await runtime.jira.create_ticket(incident_id, assignee=None, force_new=True)
+    forced = await jira.create_ticket(incident_id, assignee=None, force_new=True)
     assert forced.status == "created" and forced.key == "OPS-2" and create.call_count == 2
 
 
-async def test_disabled_jira_keeps_a_draft(disabled_runtime: AgentRuntime) -> None:
-    incident_id = insert_incident(disabled_runtime.db, sample_diagnosis(priority="P1"))
+async def test_disabled_jira_keeps_a_draft(store: Store, disabled_jira: JiraClient) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis(priority="P1"))
     with respx.mock(assert_all_called=False) as mock:
-        result = await disabled_runtime.jira.create_ticket(incident_id, assignee="Ravi")
+        result = await disabled_jira.create_ticket(incident_id, assignee="Ravi")
         assert not mock.calls  # no network at all
     assert (
         result.status == "draft" and "Jira is not configured" in result.message and f"#{incident_id}" in result.message
     )
-    row = disabled_runtime.db.query_one("SELECT * FROM tickets")
+    row = await sql_one(store, "SELECT * FROM tickets")
+    assert row is not None
     assert row["status"] == "draft" and row["assignee_query"] == "Ravi" and row["jira_key"] is None
     fields = json.loads(row["payload"])["fields"]
     assert fields["priority"] == {"name": "Highest"}
     assert_valid_adf(fields["description"])
-    again = await disabled_runtime.jira.create_ticket(incident_id, assignee="Ravi")
+    again = await disabled_jira.create_ticket(incident_id, assignee="Ravi")
     assert again.status == "exists" and "draft" in again.message
-    assert len(disabled_runtime.db.query("SELECT * FROM tickets")) == 1
+    assert len(await sql(store, "SELECT * FROM tickets")) == 1
 
 
-async def test_unknown_incident(disabled_runtime: AgentRuntime) -> None:
-    result = await disabled_runtime.jira.create_ticket(999, assignee=None)
+async def test_unknown_incident(store: Store, disabled_jira: JiraClient) -> None:
+    result = await disabled_jira.create_ticket(999, assignee=None)
     assert result.status == "no_incident" and "#999" in result.message
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
 async def test_description_carries_the_fetched_code_excerpt(
-    runtime: AgentRuntime, respx_mock: respx.MockRouter
+    store: Store, jira: JiraClient, respx_mock: respx.MockRouter
 ) -> None:
-    incident_id = insert_incident(runtime.db, sample_diagnosis())
+    incident_id = await insert_incident(store, sample_diagnosis())
     code = "  211 |     reservation = find_reservation(item_id)\n> 212 |     return reservation.quantity"
-    runtime.db.execute(
-        "INSERT INTO tool_calls (incident_id, tool, arguments, ok, result, started_at, duration_s) VALUES (?, 'fetch_code_from_github', '{}', 1, ?, 0, 0.01)",
-        (
-            incident_id,
-            json.dumps(
-                {"source": "local", "path": "inventory_service.py", "start_line": 211, "end_line": 212, "code": code}
-            ),
+    await sql_exec(
+        store,
+        "INSERT INTO tool_calls (incident_id, tool, arguments, ok, result, started_at, duration_s)"
+        " VALUES (:id, 'fetch_code_from_github', '{}', 1, :result, 0, 0.01)",
+        id=incident_id,
+        result=json.dumps(
+            {"source": "local", "path": "inventory_service.py", "start_line": 211, "end_line": 212, "code": code}
         ),
     )
     create = respx_mock.post(ISSUE).respond(201, json={"id": "3", "key": "OPS-3", "self": "x"})
-    assert (await runtime.jira.create_ticket(incident_id, assignee=None)).status == "created"
+    assert (await jira.create_ticket(incident_id, assignee=None)).status == "created"
     description = json.loads(create.calls.last.request.content)["fields"]["description"]
     assert_valid_adf(description)
     [block] = [node for node in description["content"] if node["type"] == "codeBlock"]

@@ -11,7 +11,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from oncall.toolloop import (
+from oncall.investigate.toolloop import (
     ToolCallRecord,
     ToolSpec,
     execute_tool_calls,
@@ -71,7 +71,7 @@ TOOLS = {
 async def test_round_calls_overlap_in_time() -> None:
     intervals.clear()
     calls = [(f"c{i}", "sleep", '{"seconds": 0.3}') for i in range(3)]
-    records = await execute_tool_calls(calls, TOOLS, round=1, max_output_chars=1000)
+    records = await execute_tool_calls(calls, TOOLS, 1)
     assert [r.ok for r in records] == [True, True, True]
     assert [r.call_id for r in records] == ["c0", "c1", "c2"]
     # every call starts before any call finishes: they ran concurrently, not one after another
@@ -91,7 +91,7 @@ async def test_timeout_and_failures_become_error_records() -> None:
         ("f", "echo", '["a list"]'),
         ("g", "echo", '{"text": "fine"}'),
     ]
-    records = await execute_tool_calls(calls, TOOLS, round=2, max_output_chars=1000)
+    records = await execute_tool_calls(calls, TOOLS, 2)
     by_id = {r.call_id: r for r in records}
     assert "timed out after 0.1 s" in by_id["a"].error
     assert "invalid JSON" in by_id["b"].error
@@ -151,7 +151,7 @@ async def test_loop_feeds_errors_back_and_stops_at_terminal_tool(fake: FakeOpenA
         tools=list(TOOLS.values()),
         max_rounds=5,
         max_output_chars=1000,
-        on_record=seen.append,
+        on_record=collect(seen),
     )
     assert outcome.terminal is not None and outcome.terminal.result == {"verdict": "ok"}
     assert outcome.rounds == 2 and len(fake.requests) == 2
@@ -169,6 +169,15 @@ async def test_loop_feeds_errors_back_and_stops_at_terminal_tool(fake: FakeOpenA
     assert "invalid JSON" in json.loads(tool_msgs[1]["content"])["error"]
 
 
+def collect(into: list[ToolCallRecord]):
+    """An ``on_record`` sink that appends each round's records to ``into``."""
+
+    async def sink(records: list[ToolCallRecord]) -> None:
+        into.extend(records)
+
+    return sink
+
+
 async def test_loop_stops_at_text_answer_and_at_max_rounds(fake: FakeOpenAI) -> None:
     fake.add(text_response("all quiet"))
     outcome = await run_model_loop(
@@ -179,7 +188,7 @@ async def test_loop_stops_at_text_answer_and_at_max_rounds(fake: FakeOpenAI) -> 
         tools=list(TOOLS.values()),
         max_rounds=3,
         max_output_chars=1000,
-        on_record=lambda r: None,
+        on_record=collect([]),
     )
     assert outcome.terminal is None and outcome.final_text == "all quiet" and outcome.rounds == 1
 
@@ -193,7 +202,7 @@ async def test_loop_stops_at_text_answer_and_at_max_rounds(fake: FakeOpenAI) -> 
         tools=list(TOOLS.values()),
         max_rounds=3,
         max_output_chars=1000,
-        on_record=records.append,
+        on_record=collect(records),
         first_round=4,
     )
     assert outcome.terminal is None and outcome.final_text is None and outcome.rounds == 3
@@ -216,5 +225,5 @@ async def test_loop_raises_when_model_is_unreachable() -> None:
             tools=list(TOOLS.values()),
             max_rounds=2,
             max_output_chars=1000,
-            on_record=lambda r: None,
+            on_record=collect([]),
         )

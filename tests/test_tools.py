@@ -7,62 +7,16 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
-import pytest
 import respx
 
-from oncall.db import Database
-from oncall.runtime import AgentRuntime
-from oncall.settings import Settings
-from oncall.toolloop import ToolCallRecord, execute_tool_calls
-from oncall.tools import build_tools, error_rate_queries, summarise_logs
+from oncall.investigate.toolloop import ToolCallRecord, execute_tool_calls
+from oncall.investigate.tools import error_rate_queries
+from oncall.sources.logs import summarise_logs
+from tests.rig import GITHUB, LB, PM, PROM, Rig
 from tests.support import fixture_path, load_json_fixture
-
-PROM = "http://127.0.0.1:19090"
-LB = "http://127.0.0.1:19000"
-PM = "http://127.0.0.1:17070"
-GITHUB = "http://127.0.0.1:18443"
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for tests: tmp database, loopback URLs for the mocked stack, no .env, no model."""
-    values = {
-        "DATABASE_PATH": str(tmp_path / "oncall.db"),
-        "PROMETHEUS_URL": PROM,
-        "LB_URL": LB,
-        "PM_URL": PM,
-        "GITHUB_API_URL": GITHUB,
-        "CODE_ROOT": str(tmp_path / "code"),
-        "TOOL_TIMEOUT_S": "2",
-        **overrides,
-    }
-    return Settings(_env_file=None, **values)
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "GITHUB_REPO", "GITHUB_TOKEN", "CODE_ROOT"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-async def runtime_factory(tmp_path: Path, clean_env: None):
-    """Build AgentRuntime objects directly (settings overrides as keyword arguments); closed at the end."""
-    made: list[AgentRuntime] = []
-
-    def make(**overrides: Any) -> AgentRuntime:
-        settings = make_settings(tmp_path, **overrides)
-        runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=httpx.AsyncClient())
-        made.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in made:
-        await runtime.http.aclose()
-        runtime.db.close()
 
 
 def prom_vector(series: list[tuple[dict[str, str], float | str]]) -> dict:
@@ -85,16 +39,15 @@ def prom_router(answers: dict[str, list[tuple[dict[str, str], float | str]]]):
     return answer
 
 
-async def run_tool(runtime: AgentRuntime, name: str, args: dict | str) -> ToolCallRecord:
-    tools = build_tools(runtime, "offline")
+async def run_tool(rig: Rig, name: str, args: dict | str) -> ToolCallRecord:
     raw = args if isinstance(args, str) else json.dumps(args)
-    [record] = await execute_tool_calls([("t1", name, raw)], tools, round=1, max_output_chars=6000)
+    [record] = await execute_tool_calls([("t1", name, raw)], rig.tools(), 1)
     return record
 
 
 @respx.mock
-async def test_compute_error_rate_overall_per_replica_and_route(runtime_factory) -> None:
-    runtime = runtime_factory()
+async def test_compute_error_rate_overall_per_replica_and_route(rig_factory) -> None:
+    rig = rig_factory()
     q = error_rate_queries("1m")
     respx.get(f"{PROM}/api/v1/query").mock(
         side_effect=prom_router(
@@ -110,7 +63,7 @@ async def test_compute_error_rate_overall_per_replica_and_route(runtime_factory)
             }
         )
     )
-    record = await run_tool(runtime, "compute_error_rate", {"window": "1m"})
+    record = await run_tool(rig, "compute_error_rate", {"window": "1m"})
     assert record.ok, record.error
     result = record.result
     assert result["overall_error_ratio"] == 0.1613
@@ -122,13 +75,13 @@ async def test_compute_error_rate_overall_per_replica_and_route(runtime_factory)
     )
     assert len(respx.calls) == 4
 
-    bad = await run_tool(runtime, "compute_error_rate", {"window": "1 minute"})
+    bad = await run_tool(rig, "compute_error_rate", {"window": "1 minute"})
     assert not bad.ok and "window" in bad.error
 
 
 @respx.mock
-async def test_query_prometheus_compact_result_and_prometheus_error(runtime_factory) -> None:
-    runtime = runtime_factory()
+async def test_query_prometheus_compact_result_and_prometheus_error(rig_factory) -> None:
+    rig = rig_factory()
     up = load_json_fixture("prometheus/prom_api_v1_query_up.json")
     route = respx.get(f"{PROM}/api/v1/query")
     route.side_effect = lambda request: (
@@ -136,22 +89,22 @@ async def test_query_prometheus_compact_result_and_prometheus_error(runtime_fact
         if request.url.params["query"] == "up"
         else httpx.Response(400, json=load_json_fixture("prometheus/prom_api_v1_query_error.json"))
     )
-    ok = await run_tool(runtime, "query_prometheus", {"query": "up"})
+    ok = await run_tool(rig, "query_prometheus", {"query": "up"})
     assert ok.ok
     assert ok.result["resultType"] == "vector"
     assert ok.result["result"][0] == {
         "labels": {"env": "test", "instance": "127.0.0.1:19556", "job": "demo", "service": "checkout"},
         "value": 0.0,
     }
-    bad = await run_tool(runtime, "query_prometheus", {"query": "up{job="})
+    bad = await run_tool(rig, "query_prometheus", {"query": "up{job="})
     assert not bad.ok
     assert "Prometheus rejected the query (bad_data)" in bad.error
     assert "parse error: unexpected end of input inside braces" in bad.error
 
 
 @respx.mock
-async def test_fetch_logs_summarises_and_retries_connect_errors(runtime_factory) -> None:
-    runtime = runtime_factory()
+async def test_fetch_logs_summarises_and_retries_connect_errors(rig_factory) -> None:
+    rig = rig_factory()
     entries = [
         {
             "timestamp": "2025-01-01T10:00:05Z",
@@ -164,7 +117,8 @@ async def test_fetch_logs_summarises_and_retries_connect_errors(runtime_factory)
             "status": 500,
             "message": "'NoneType' object has no attribute 'discount'",
             "exception_type": "AttributeError",
-            "traceback": 'Traceback (most recent call last):\n  File "/srv/inventory_service.py", line 212, in random_error\n'
+            "traceback": "Traceback (most recent call last):\n"
+            '  File "/srv/inventory_service.py", line 212, in random_error\n'
             "AttributeError: 'NoneType' object has no attribute 'discount'",
             "file": "inventory_service.py",
             "line": 212,
@@ -196,7 +150,7 @@ async def test_fetch_logs_summarises_and_retries_connect_errors(runtime_factory)
         httpx.ConnectError("connection refused"),
         httpx.Response(200, json={"entries": entries, "count": 10, "seconds": 300, "limit": 200}),
     ]
-    record = await run_tool(runtime, "fetch_logs", {})
+    record = await run_tool(rig, "fetch_logs", {})
     assert record.ok, record.error
     assert route.call_count == 2
     assert (
@@ -222,14 +176,17 @@ async def test_fetch_logs_summarises_and_retries_connect_errors(runtime_factory)
 
 def test_log_groups_say_when_they_were_last_seen() -> None:
     now = 1_800_000_000.0
-    entry = lambda age, kind: {
-        "ts": now - age,
-        "exception_type": kind,
-        "file": "inventory_service.py",
-        "line": 7,
-        "replica": "inventory-1",
-        "route": "/x",
-    }
+
+    def entry(age, kind):
+        return {
+            "ts": now - age,
+            "exception_type": kind,
+            "file": "inventory_service.py",
+            "line": 7,
+            "replica": "inventory-1",
+            "route": "/x",
+        }
+
     summary = summarise_logs(
         [
             entry(5, "InjectedFault"),
@@ -253,17 +210,17 @@ def test_log_groups_say_when_they_were_last_seen() -> None:
 
 
 @respx.mock
-async def test_fetch_logs_gives_up_after_retries(runtime_factory) -> None:
-    runtime = runtime_factory()
+async def test_fetch_logs_gives_up_after_retries(rig_factory) -> None:
+    rig = rig_factory()
     route = respx.get(f"{LB}/logs/tail").mock(side_effect=httpx.ConnectError("connection refused"))
-    record = await run_tool(runtime, "fetch_logs", {"seconds": 60, "limit": 10})
+    record = await run_tool(rig, "fetch_logs", {"seconds": 60, "limit": 10})
     assert not record.ok and "ConnectError" in record.error
     assert route.call_count == 3
 
 
 @respx.mock
-async def test_get_recent_changes(runtime_factory) -> None:
-    runtime = runtime_factory()
+async def test_get_recent_changes(rig_factory) -> None:
+    rig = rig_factory()
     now = time.time()
     changes = respx.get(f"{PM}/changes").mock(
         return_value=httpx.Response(
@@ -308,7 +265,7 @@ async def test_get_recent_changes(runtime_factory) -> None:
             },
         )
     )
-    record = await run_tool(runtime, "get_recent_changes", {"since_seconds": 600})
+    record = await run_tool(rig, "get_recent_changes", {"since_seconds": 600})
     assert record.ok, record.error
     since = float(changes.calls.last.request.url.params["since"])
     assert now - 602 < since < now - 598
@@ -325,8 +282,8 @@ def github_fixture_body() -> str:
 
 
 @respx.mock
-async def test_fetch_code_from_github(runtime_factory) -> None:
-    runtime = runtime_factory(GITHUB_REPO="twitter/bootstrap", GITHUB_REF="v2.3.0", GITHUB_TOKEN="ghp_testtoken")
+async def test_fetch_code_from_github(rig_factory) -> None:
+    rig = rig_factory(GITHUB_REPO="twitter/bootstrap", GITHUB_REF="v2.3.0", GITHUB_TOKEN="ghp_testtoken")
     route = respx.get(f"{GITHUB}/repos/twitter/bootstrap/contents/js/bootstrap-affix.js").mock(
         return_value=httpx.Response(200, text=github_fixture_body(), headers={"content-type": "application/json"})
     )
@@ -341,7 +298,7 @@ async def test_fetch_code_from_github(runtime_factory) -> None:
     respx.get(f"{GITHUB}/repos/twitter/bootstrap/contents/js").mock(return_value=httpx.Response(200, text=dir_body))
 
     record = await run_tool(
-        runtime, "fetch_code_from_github", {"path": "js/bootstrap-affix.js", "line": 29, "context_lines": 2}
+        rig, "fetch_code_from_github", {"path": "js/bootstrap-affix.js", "line": 29, "context_lines": 2}
     )
     assert record.ok, record.error
     request = route.calls.last.request
@@ -353,17 +310,17 @@ async def test_fetch_code_from_github(runtime_factory) -> None:
     assert result["code"].splitlines()[2] == "> 29 |   var Affix = function (element, options) {"
     assert result["focus_text"] == "var Affix = function (element, options) {"
 
-    missing = await run_tool(runtime, "fetch_code_from_github", {"path": "js/missing.js", "line": 3})
+    missing = await run_tool(rig, "fetch_code_from_github", {"path": "js/missing.js", "line": 3})
     assert not missing.ok and "HTTP 404" in missing.error and "Not Found" in missing.error
-    directory = await run_tool(runtime, "fetch_code_from_github", {"path": "js"})
+    directory = await run_tool(rig, "fetch_code_from_github", {"path": "js"})
     assert not directory.ok and "is a directory" in directory.error
-    escape = await run_tool(runtime, "fetch_code_from_github", {"path": "../secrets.txt"})
+    escape = await run_tool(rig, "fetch_code_from_github", {"path": "../secrets.txt"})
     assert not escape.ok and "'..'" in escape.error
     assert "ghp_testtoken" not in (missing.error + directory.error + escape.error)
 
 
-async def test_fetch_code_local_checkout_is_confined(runtime_factory, tmp_path: Path) -> None:
-    runtime = runtime_factory()
+async def test_fetch_code_local_checkout_is_confined(rig_factory, tmp_path: Path) -> None:
+    rig = rig_factory()
     code = tmp_path / "code"
     code.mkdir()
     (code / "svc.py").write_text("\n".join(f"line_{n} = {n}" for n in range(1, 41)) + "\n")
@@ -371,12 +328,12 @@ async def test_fetch_code_local_checkout_is_confined(runtime_factory, tmp_path: 
     (code / "link.txt").symlink_to(tmp_path / "outside.txt")
     (code / "pkg").mkdir()
 
-    ok = await run_tool(runtime, "fetch_code_from_github", {"path": "svc.py", "line": 20, "context_lines": 3})
+    ok = await run_tool(rig, "fetch_code_from_github", {"path": "svc.py", "line": 20, "context_lines": 3})
     assert ok.ok, ok.error
     assert ok.result["source"] == "local"
     lines = ok.result["code"].splitlines()
     assert len(lines) == 7 and lines[3] == "> 20 | line_20 = 20" and lines[0] == "  17 | line_17 = 17"
-    head = await run_tool(runtime, "fetch_code_from_github", {"path": "svc.py", "context_lines": 1})
+    head = await run_tool(rig, "fetch_code_from_github", {"path": "svc.py", "context_lines": 1})
     assert head.result["code"].splitlines() == ["  1 | line_1 = 1", "  2 | line_2 = 2", "  3 | line_3 = 3"]
 
     for path, expected in [
@@ -387,16 +344,16 @@ async def test_fetch_code_local_checkout_is_confined(runtime_factory, tmp_path: 
         ("nope.py", "not found"),
         ("pkg", "not a file"),
     ]:
-        record = await run_tool(runtime, "fetch_code_from_github", {"path": path})
+        record = await run_tool(rig, "fetch_code_from_github", {"path": path})
         assert not record.ok and expected in record.error, (path, record.error)
         assert "top secret" not in record.error
-    past_end = await run_tool(runtime, "fetch_code_from_github", {"path": "svc.py", "line": 99})
+    past_end = await run_tool(rig, "fetch_code_from_github", {"path": "svc.py", "line": 99})
     assert not past_end.ok and "past the end" in past_end.error
 
 
-async def test_send_diagnosis_validates_and_stamps_engine(runtime_factory) -> None:
-    runtime = runtime_factory()
-    tools = build_tools(runtime, "openai:gpt-4o")
+async def test_send_diagnosis_validates_and_stamps_engine(rig_factory) -> None:
+    rig = rig_factory()
+    tools = rig.tools("openai:gpt-4o")
     assert tools["send_diagnosis"].terminal and not tools["fetch_logs"].terminal
     args = {
         "summary": "Injected errors on inventory-2",
@@ -415,8 +372,7 @@ async def test_send_diagnosis_validates_and_stamps_engine(runtime_factory) -> No
             ("b", "send_diagnosis", json.dumps({**args, "fault_type": "database", "confidence": 3})),
         ],
         tools,
-        round=1,
-        max_output_chars=6000,
+        1,
     )
     assert good.ok and good.result["engine"] == "openai:gpt-4o" and good.result["affected_replicas"] == ["inventory-2"]
     assert not bad.ok and "fault_type" in bad.error and "confidence" in bad.error

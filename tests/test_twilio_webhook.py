@@ -1,20 +1,27 @@
-"""POST /webhook/twilio: signature verification with the published vectors, sender allow-list, dedupe, TwiML."""
+"""POST /webhook/twilio: signature verification with the published vectors, sender allow-list, dedupe, TwiML.
+
+The real app (``on_call_agent.create_app``, lifespan included) runs in-process through httpx's ASGI
+transport; only the conversation handler is replaced by a recorder.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
-from oncall.db import Database
-from oncall.runtime import AgentRuntime
+from on_call_agent import build_services, create_app
+from oncall.api.deps import Services
+from oncall.channels.whatsapp.inbound import EMPTY_TWIML
 from oncall.settings import Settings
-from oncall.twilio_webhook import EMPTY_TWIML, router
-from tests.support import load_json_fixture
+from oncall.store.database import Store
+from oncall.tasks import BackgroundTasks
+from tests.support import load_json_fixture, sql, sql_one
 
 VECTOR = load_json_fixture("twilio/whatsapp_inbound_signed_vector.json")
 PUBLIC_BASE = "https://oncall.example.com"
@@ -33,9 +40,9 @@ class RecordingConversation:
         self.done.set()
 
 
-def make_runtime(tmp_path: Path, http: httpx.AsyncClient, **extra: str) -> AgentRuntime:
-    """Runtime with Twilio configured with the vector's token and the vector's sender as on-call number."""
-    values = dict(
+def make_settings(tmp_path: Path, **extra: str) -> Settings:
+    """Twilio configured with the vector's token and the vector's sender as on-call number."""
+    values: dict = dict(
         _env_file=None,
         DATABASE_PATH=tmp_path / "oncall.db",
         PUBLIC_BASE_URL=PUBLIC_BASE,
@@ -45,26 +52,30 @@ def make_runtime(tmp_path: Path, http: httpx.AsyncClient, **extra: str) -> Agent
         ONCALL_WHATSAPP_NUMBERS=VECTOR["params"]["From"],
     )
     values.update(extra)
-    settings = Settings(**values)
-    return AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
+    return Settings(**values)
+
+
+def with_conversation(conversation: RecordingConversation):
+    """A services factory: the agent's own services, with ``conversation`` as the reply handler."""
+
+    def build(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
+        return dataclasses.replace(build_services(settings, store, http, tasks), conversation=conversation)  # type: ignore[arg-type]
+
+    return build
 
 
 @pytest.fixture
-async def app_client(tmp_path: Path):
-    """(runtime, conversation double, httpx client talking to an app with the webhook router)."""
-    async with httpx.AsyncClient() as http:
-        runtime = make_runtime(tmp_path, http)
-        conversation = RecordingConversation()
-        runtime.conversation = conversation  # type: ignore[assignment]
-        app = FastAPI()
-        app.state.runtime = runtime
-        app.include_router(router)
+async def app_client(tmp_path: Path) -> AsyncIterator[tuple[Services, RecordingConversation, httpx.AsyncClient]]:
+    """(services of the running app, conversation double, httpx client talking to the app)."""
+    conversation = RecordingConversation()
+    app = create_app(make_settings(tmp_path), build=with_conversation(conversation))
+    async with app.router.lifespan_context(app):
+        services: Services = app.state.services
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8088"
         ) as client:
-            yield runtime, conversation, client
-        await runtime.drain()
-        runtime.db.close()
+            yield services, conversation, client
+        await services.tasks.drain()
 
 
 def sign(params: dict[str, str], url: str = WEBHOOK_URL, token: str = VECTOR["auth_token"]) -> str:
@@ -82,14 +93,15 @@ def test_published_vectors_match_the_sdk_signing() -> None:
 
 
 async def test_signed_inbound_is_accepted_and_handled_in_background(app_client) -> None:
-    runtime, conversation, client = app_client
+    services, conversation, client = app_client
     params = VECTOR["params"]
     response = await client.post("/webhook/twilio", data=params, headers={"X-Twilio-Signature": sign(params)})
     assert response.status_code == 200
     assert response.text == EMPTY_TWIML and response.headers["content-type"].startswith("application/xml")
     await asyncio.wait_for(conversation.done.wait(), 5)
     assert conversation.calls == [(params["From"], params["Body"], params["MessageSid"])]
-    row = runtime.db.query_one("SELECT * FROM messages WHERE message_sid = ?", (params["MessageSid"],))
+    row = await sql_one(services.store, "SELECT * FROM messages WHERE message_sid = :sid", sid=params["MessageSid"])
+    assert row is not None
     assert row["direction"] == "in" and row["from_number"] == params["From"] and row["body"] == params["Body"]
 
 
@@ -115,10 +127,10 @@ async def test_query_string_is_part_of_the_signed_url(app_client) -> None:
 
 
 async def test_missing_signature_is_403(app_client) -> None:
-    runtime, conversation, client = app_client
+    services, conversation, client = app_client
     response = await client.post("/webhook/twilio", data=VECTOR["params"])
     assert response.status_code == 403
-    assert runtime.db.query("SELECT * FROM messages") == [] and conversation.calls == []
+    assert await sql(services.store, "SELECT * FROM messages") == [] and conversation.calls == []
 
 
 async def test_tampered_body_is_403(app_client) -> None:
@@ -138,38 +150,38 @@ async def test_signature_with_another_token_is_403(app_client) -> None:
 
 
 async def test_without_auth_token_everything_is_403(tmp_path: Path) -> None:
-    async with httpx.AsyncClient() as http:
-        settings = Settings(_env_file=None, DATABASE_PATH=tmp_path / "o.db", PUBLIC_BASE_URL=PUBLIC_BASE)
-        runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
-        app = FastAPI()
-        app.state.runtime = runtime
-        app.include_router(router)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            response = await client.post(
-                "/webhook/twilio", data=VECTOR["params"], headers={"X-Twilio-Signature": sign(VECTOR["params"])}
-            )
+    settings = Settings(_env_file=None, DATABASE_PATH=tmp_path / "o.db", PUBLIC_BASE_URL=PUBLIC_BASE)
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        response = await client.post(
+            "/webhook/twilio", data=VECTOR["params"], headers={"X-Twilio-Signature": sign(VECTOR["params"])}
+        )
+        assert await sql(app.state.services.store, "SELECT * FROM messages") == []
     assert response.status_code == 403 and "TWILIO_AUTH_TOKEN" in response.json()["detail"]
 
 
 async def test_unknown_sender_gets_twiml_and_no_action(app_client, caplog: pytest.LogCaptureFixture) -> None:
-    runtime, conversation, client = app_client
+    services, conversation, client = app_client
     params = {**VECTOR["params"], "From": "whatsapp:+15550001111"}
     response = await client.post("/webhook/twilio", data=params, headers={"X-Twilio-Signature": sign(params)})
     assert response.status_code == 200 and response.text == EMPTY_TWIML
     await asyncio.sleep(0.05)
-    assert conversation.calls == [] and runtime.db.query("SELECT * FROM messages") == []
+    assert conversation.calls == [] and await sql(services.store, "SELECT * FROM messages") == []
     assert any("not an on-call number" in record.getMessage() for record in caplog.records)
 
 
 async def test_repeated_message_sid_is_ignored(app_client) -> None:
-    runtime, conversation, client = app_client
+    services, conversation, client = app_client
     params = VECTOR["params"]
     for _ in range(3):
         response = await client.post("/webhook/twilio", data=params, headers={"X-Twilio-Signature": sign(params)})
         assert response.status_code == 200 and response.text == EMPTY_TWIML
-    await runtime.drain()
+    await services.tasks.drain()
     assert len(conversation.calls) == 1
-    assert len(runtime.db.query("SELECT * FROM messages WHERE direction = 'in'")) == 1
+    assert len(await sql(services.store, "SELECT * FROM messages WHERE direction = 'in'")) == 1
 
 
 @pytest.mark.parametrize("missing", ["Body", "From", "MessageSid"])

@@ -1,4 +1,4 @@
-"""WhatsApp formatting, message splitting, and the Notifier's console and Twilio channels.
+"""WhatsApp formatting, message splitting, and the WhatsAppSender's console and Twilio channels.
 
 The Twilio path runs the real twilio SDK over HTTP against tests/fake_twilio.py on loopback.
 """
@@ -8,23 +8,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
-from oncall.db import Database, dumps
+from oncall.channels.whatsapp.format import format_diagnosis, format_duration, format_resolved, split_message
+from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
 from oncall.diagnosis import Diagnosis, Evidence, FaultType
 from oncall.metrics import WHATSAPP_MESSAGES
-from oncall.notify import Notifier
-from oncall.runtime import AgentRuntime
-from oncall.settings import Settings
-from oncall.whatsapp_format import format_diagnosis, format_duration, format_resolved, split_message
+from oncall.store import incidents
+from oncall.store.database import Store
 from tests.fake_twilio import FakeTwilio
+from tests.support import free_port, sql, sql_exec, sql_one
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "secret-auth-token-do-not-log"
 ONCALL = "whatsapp:+491511234567"
+PUBLIC_BASE = "https://oncall.example.com"
 
 
 def sample_diagnosis(**overrides: object) -> Diagnosis:
@@ -59,39 +59,48 @@ def sample_diagnosis(**overrides: object) -> Diagnosis:
     return Diagnosis(**fields)
 
 
-def insert_incident(
-    db: Database, diagnosis: Diagnosis | None, *, created_at: float | None = None, resolved_at: float | None = None
+async def insert_incident(
+    store: Store, diagnosis: Diagnosis | None, *, created_at: float | None = None, resolved_at: float | None = None
 ) -> int:
     """Insert an incident row as ingest would, with an optional stored diagnosis; returns its id."""
     now = time.time()
-    cursor = db.execute(
-        "INSERT INTO incidents (group_key, status, title, service, severity, group_labels, common_labels, created_at, updated_at, resolved_at, diagnosis)"
-        " VALUES (?, ?, ?, 'inventory', 'critical', ?, ?, ?, ?, ?, ?)",
-        (
-            f'{{}}:{{alertname="InventoryHighErrorRate"}}-{now}',
-            "resolved" if resolved_at else "firing",
-            "InventoryHighErrorRate",
-            dumps({"alertname": "InventoryHighErrorRate"}),
-            dumps({"alertname": "InventoryHighErrorRate", "service": "inventory"}),
-            created_at or now,
-            now,
-            resolved_at,
-            diagnosis.model_dump_json() if diagnosis else None,
-        ),
-    )
-    return int(cursor.lastrowid)
+    async with store.write() as conn:
+        return await incidents.add(
+            conn,
+            {
+                "group_key": f'{{}}:{{alertname="InventoryHighErrorRate"}}-{now}',
+                "status": "resolved" if resolved_at else "firing",
+                "title": "InventoryHighErrorRate",
+                "service": "inventory",
+                "severity": "critical",
+                "group_labels": {"alertname": "InventoryHighErrorRate"},
+                "common_labels": {"alertname": "InventoryHighErrorRate", "service": "inventory"},
+                "common_annotations": {},
+                "created_at": created_at or now,
+                "updated_at": now,
+                "resolved_at": resolved_at,
+                "diagnosis": diagnosis.model_dump(mode="json") if diagnosis else None,
+            },
+        )
 
 
-@pytest.fixture
-async def console_runtime(tmp_path: Path):
-    """A runtime with no Twilio settings (console channel) and a temp database."""
-    settings = Settings(
-        _env_file=None, DATABASE_PATH=tmp_path / "oncall.db", PUBLIC_BASE_URL="https://oncall.example.com"
+def console_sender(store: Store) -> WhatsAppSender:
+    """A sender without Twilio and without on-call numbers: the console channel."""
+    return WhatsAppSender(store, twilio=None, from_number=None, recipients=[], public_base_url=PUBLIC_BASE)
+
+
+def twilio_sender(
+    store: Store, api_base_url: str, *, auth_token: str = AUTH_TOKEN, from_number: str = "+14155238886"
+) -> WhatsAppSender:
+    """A sender whose twilio SDK client talks to ``api_base_url``, paging the on-call number (given without prefix)."""
+    return WhatsAppSender(
+        store,
+        twilio=build_twilio_client(ACCOUNT_SID, auth_token, api_base_url),
+        from_number=from_number,
+        recipients=["+491511234567"],
+        public_base_url=PUBLIC_BASE,
+        backoff_s=0.01,
     )
-    async with httpx.AsyncClient() as http:
-        runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
-        yield runtime
-        runtime.db.close()
 
 
 @pytest.fixture
@@ -103,22 +112,15 @@ def fake_twilio():
 
 
 @pytest.fixture
-async def twilio_runtime(tmp_path: Path, fake_twilio: FakeTwilio):
-    """A runtime whose Twilio settings point the SDK at the fake."""
-    settings = Settings(
-        _env_file=None,
-        DATABASE_PATH=tmp_path / "oncall.db",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_WHATSAPP_FROM="+14155238886",
-        TWILIO_API_BASE_URL=fake_twilio.base_url,
-        ONCALL_WHATSAPP_NUMBERS="+491511234567",
-    )
-    async with httpx.AsyncClient() as http:
-        runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
-        runtime.notifier = Notifier(runtime, backoff_s=0.01)
-        yield runtime
-        runtime.db.close()
+async def console(store: Store) -> AsyncIterator[WhatsAppSender]:
+    """The console-channel sender on the test's store."""
+    yield console_sender(store)
+
+
+@pytest.fixture
+async def twilio(store: Store, fake_twilio: FakeTwilio) -> AsyncIterator[WhatsAppSender]:
+    """A Twilio sender pointed at the fake."""
+    yield twilio_sender(store, fake_twilio.base_url)
 
 
 def test_format_diagnosis_has_every_field() -> None:
@@ -215,89 +217,99 @@ def test_split_marker_width_grows_with_part_count() -> None:
     assert parts[-1].startswith(f"({len(parts)}/{len(parts)})\n")
 
 
-async def test_console_channel_logs_and_stores(console_runtime: AgentRuntime, caplog: pytest.LogCaptureFixture) -> None:
-    incident_id = insert_incident(console_runtime.db, sample_diagnosis())
-    notifier = Notifier(console_runtime)
+async def test_console_channel_logs_and_stores(
+    store: Store, console: WhatsAppSender, caplog: pytest.LogCaptureFixture
+) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
     before = WHATSAPP_MESSAGES.labels(channel="console", status="sent")._value.get()
     with caplog.at_level(logging.INFO, logger="oncall.whatsapp.console"):
-        ids = await notifier.send_diagnosis(incident_id)
-    rows = console_runtime.db.query("SELECT * FROM messages ORDER BY id")
+        ids = await console.send_diagnosis(incident_id)
+    rows = await sql(store, "SELECT * FROM messages ORDER BY id")
     assert [row["id"] for row in rows] == ids
     assert all(row["channel"] == "console" and row["status"] == "sent" and row["direction"] == "out" for row in rows)
     assert rows[0]["to_number"] == "console" and rows[0]["incident_id"] == incident_id
     assert f"#{incident_id} InventoryHighErrorRate" in rows[0]["body"]
     assert any(f"#{incident_id} InventoryHighErrorRate" in record.getMessage() for record in caplog.records)
     assert WHATSAPP_MESSAGES.labels(channel="console", status="sent")._value.get() == before + len(ids)
-    timeline = console_runtime.db.query("SELECT kind, detail FROM timeline WHERE incident_id = ?", (incident_id,))
+    timeline = await sql(store, "SELECT kind, detail FROM timeline WHERE incident_id = :id ORDER BY id", id=incident_id)
     assert timeline[-1]["kind"] == "notified" and json.loads(timeline[-1]["detail"])["message_ids"] == ids
 
 
-async def test_console_long_body_is_split_into_rows(console_runtime: AgentRuntime) -> None:
+async def test_console_long_body_is_split_into_rows(store: Store, console: WhatsAppSender) -> None:
     body = "\n".join(f"line {i}: " + "detail " * 20 for i in range(40))
-    ids = await Notifier(console_runtime).send(body, incident_id=None, to=["+4915000000"])
-    rows = console_runtime.db.query("SELECT body, to_number FROM messages ORDER BY id")
+    ids = await console.send(body, incident_id=None, to=["+4915000000"])
+    rows = await sql(store, "SELECT body, to_number FROM messages ORDER BY id")
     assert len(ids) == len(rows) >= 3
     assert all(len(row["body"]) <= 1600 and row["to_number"] == "whatsapp:+4915000000" for row in rows)
 
 
-async def test_send_resolved(console_runtime: AgentRuntime) -> None:
+async def test_send_resolved(store: Store, console: WhatsAppSender) -> None:
     now = time.time()
-    incident_id = insert_incident(console_runtime.db, None, created_at=now - 90, resolved_at=now)
-    ids = await Notifier(console_runtime).send_resolved(incident_id)
-    body = console_runtime.db.query_one("SELECT body FROM messages WHERE id = ?", (ids[0],))["body"]
-    assert len(ids) == 1 and "resolved after 1m 30s" in body
+    incident_id = await insert_incident(store, None, created_at=now - 90, resolved_at=now)
+    ids = await console.send_resolved(incident_id)
+    row = await sql_one(store, "SELECT body FROM messages WHERE id = :id", id=ids[0])
+    assert row is not None
+    assert len(ids) == 1 and "resolved after 1m 30s" in row["body"]
 
 
-async def test_send_investigation_failed_pages_with_reason_and_link(console_runtime: AgentRuntime) -> None:
-    incident_id = insert_incident(console_runtime.db, None)
-    ids = await Notifier(console_runtime).send_investigation_failed(incident_id, "RuntimeError: Prometheus unreachable")
-    body = console_runtime.db.query_one("SELECT body FROM messages WHERE id = ?", (ids[0],))["body"]
+async def test_send_investigation_failed_pages_with_reason_and_link(store: Store, console: WhatsAppSender) -> None:
+    incident_id = await insert_incident(store, None)
+    ids = await console.send_investigation_failed(incident_id, "RuntimeError: Prometheus unreachable")
+    row = await sql_one(store, "SELECT body FROM messages WHERE id = :id", id=ids[0])
+    assert row is not None
+    body = row["body"]
     assert f"#{incident_id}" in body and "investigation failed" in body and "Prometheus unreachable" in body
     assert f"/incidents/{incident_id}" in body
-    timeline = console_runtime.db.query(
-        "SELECT detail FROM timeline WHERE incident_id = ? AND kind = 'notified'", (incident_id,)
+    timeline = await sql(
+        store, "SELECT detail FROM timeline WHERE incident_id = :id AND kind = 'notified' ORDER BY id", id=incident_id
     )
     assert '"investigation_failed"' in timeline[-1]["detail"]
 
 
-async def test_send_diagnosis_without_diagnosis_raises(console_runtime: AgentRuntime) -> None:
-    incident_id = insert_incident(console_runtime.db, None)
+async def test_send_diagnosis_without_diagnosis_raises(store: Store, console: WhatsAppSender) -> None:
+    incident_id = await insert_incident(store, None)
     with pytest.raises(ValueError, match="no diagnosis"):
-        await Notifier(console_runtime).send_diagnosis(incident_id)
+        await console.send_diagnosis(incident_id)
 
 
-async def test_twilio_send_through_sdk(twilio_runtime: AgentRuntime, fake_twilio: FakeTwilio) -> None:
-    incident_id = insert_incident(twilio_runtime.db, sample_diagnosis())
-    ids = await twilio_runtime.notifier.send_diagnosis(incident_id)
+async def test_twilio_send_through_sdk(store: Store, twilio: WhatsAppSender, fake_twilio: FakeTwilio) -> None:
+    incident_id = await insert_incident(store, sample_diagnosis())
+    ids = await twilio.send_diagnosis(incident_id)
     assert len(fake_twilio.messages) == len(ids) == 1
     sent = fake_twilio.messages[0]
     assert sent["to"] == ONCALL and sent["from"] == "whatsapp:+14155238886"
-    row = twilio_runtime.db.query_one("SELECT * FROM messages WHERE id = ?", (ids[0],))
+    row = await sql_one(store, "SELECT * FROM messages WHERE id = :id", id=ids[0])
+    assert row is not None
     assert row["status"] == "sent" and row["channel"] == "twilio" and row["attempts"] == 1
     assert row["message_sid"] == sent["sid"] and row["body"] == sent["body"]
 
 
-async def test_twilio_retries_5xx_then_succeeds(twilio_runtime: AgentRuntime, fake_twilio: FakeTwilio) -> None:
+async def test_twilio_retries_5xx_then_succeeds(store: Store, twilio: WhatsAppSender, fake_twilio: FakeTwilio) -> None:
     fake_twilio.fail_next(500, 20500, "Internal Server Error")
-    ids = await twilio_runtime.notifier.send("hello", incident_id=None)
-    row = twilio_runtime.db.query_one("SELECT * FROM messages WHERE id = ?", (ids[0],))
+    ids = await twilio.send("hello", incident_id=None)
+    row = await sql_one(store, "SELECT * FROM messages WHERE id = :id", id=ids[0])
+    assert row is not None
     assert row["status"] == "sent" and row["attempts"] == 2 and row["error"] is None
     assert len(fake_twilio.requests) == 2 and len(fake_twilio.messages) == 1
 
 
-async def test_twilio_gives_up_after_three_5xx(twilio_runtime: AgentRuntime, fake_twilio: FakeTwilio) -> None:
+async def test_twilio_gives_up_after_three_5xx(store: Store, twilio: WhatsAppSender, fake_twilio: FakeTwilio) -> None:
     fake_twilio.fail_next(503, 20503, "Service Unavailable", times=3)
-    ids = await twilio_runtime.notifier.send("hello", incident_id=None)
-    row = twilio_runtime.db.query_one("SELECT * FROM messages WHERE id = ?", (ids[0],))
+    ids = await twilio.send("hello", incident_id=None)
+    row = await sql_one(store, "SELECT * FROM messages WHERE id = :id", id=ids[0])
+    assert row is not None
     assert row["status"] == "failed" and row["attempts"] == 3 and "20503" in row["error"]
     assert len(fake_twilio.requests) == 3
 
 
-async def test_twilio_4xx_is_not_retried_and_stored(twilio_runtime: AgentRuntime, fake_twilio: FakeTwilio) -> None:
+async def test_twilio_4xx_is_not_retried_and_stored(
+    store: Store, twilio: WhatsAppSender, fake_twilio: FakeTwilio
+) -> None:
     fake_twilio.fail_next(400, 21211, "The 'To' number whatsapp:+491511234567 is not a valid phone number.")
     before = WHATSAPP_MESSAGES.labels(channel="twilio", status="failed")._value.get()
-    ids = await twilio_runtime.notifier.send("hello", incident_id=None)
-    row = twilio_runtime.db.query_one("SELECT * FROM messages WHERE id = ?", (ids[0],))
+    ids = await twilio.send("hello", incident_id=None)
+    row = await sql_one(store, "SELECT * FROM messages WHERE id = :id", id=ids[0])
+    assert row is not None
     assert row["status"] == "failed" and row["attempts"] == 1
     assert "21211" in row["error"] and "not a valid phone number" in row["error"]
     assert AUTH_TOKEN not in row["error"]
@@ -305,50 +317,44 @@ async def test_twilio_4xx_is_not_retried_and_stored(twilio_runtime: AgentRuntime
     assert WHATSAPP_MESSAGES.labels(channel="twilio", status="failed")._value.get() == before + 1
 
 
-async def test_twilio_wrong_token_is_a_permanent_failure(tmp_path: Path, fake_twilio: FakeTwilio) -> None:
-    settings = Settings(
-        _env_file=None,
-        DATABASE_PATH=tmp_path / "o.db",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN="wrong-token",
-        TWILIO_WHATSAPP_FROM="whatsapp:+14155238886",
-        TWILIO_API_BASE_URL=fake_twilio.base_url,
-        ONCALL_WHATSAPP_NUMBERS=ONCALL,
-    )
-    async with httpx.AsyncClient() as http:
-        runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
-        ids = await Notifier(runtime, backoff_s=0.01).send("hello", incident_id=None)
-        row = runtime.db.query_one("SELECT * FROM messages WHERE id = ?", (ids[0],))
+async def test_twilio_wrong_token_is_a_permanent_failure(store: Store, fake_twilio: FakeTwilio) -> None:
+    sender = twilio_sender(store, fake_twilio.base_url, auth_token="wrong-token", from_number="whatsapp:+14155238886")
+    ids = await sender.send("hello", incident_id=None)
+    row = await sql_one(store, "SELECT * FROM messages WHERE id = :id", id=ids[0])
+    assert row is not None
     assert row["status"] == "failed" and "20003" in row["error"] and "wrong-token" not in row["error"]
 
 
-async def test_twilio_connection_refused_is_retried_then_failed(tmp_path: Path) -> None:
-    from tests.support import free_port
-
-    settings = Settings(
-        _env_file=None,
-        DATABASE_PATH=tmp_path / "o.db",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_WHATSAPP_FROM="+14155238886",
-        TWILIO_API_BASE_URL=f"http://127.0.0.1:{free_port()}",
-        ONCALL_WHATSAPP_NUMBERS=ONCALL,
-    )
-    async with httpx.AsyncClient() as http:
-        runtime = AgentRuntime(settings=settings, db=Database(settings.database_path), http=http)
-        ids = await Notifier(runtime, backoff_s=0.01).send("hello", incident_id=None)
-        row = runtime.db.query_one("SELECT * FROM messages WHERE id = ?", (ids[0],))
+async def test_twilio_connection_refused_is_retried_then_failed(store: Store) -> None:
+    sender = twilio_sender(store, f"http://127.0.0.1:{free_port()}")
+    ids = await sender.send("hello", incident_id=None)
+    row = await sql_one(store, "SELECT * FROM messages WHERE id = :id", id=ids[0])
+    assert row is not None
     assert row["status"] == "failed" and row["attempts"] == 3 and "ConnectionError" in row["error"]
 
 
-async def test_resend_queued_after_restart(twilio_runtime: AgentRuntime, fake_twilio: FakeTwilio) -> None:
-    insert = "INSERT INTO messages (direction, channel, to_number, body, status, created_at, updated_at) VALUES ('out', 'twilio', ?, ?, 'queued', ?, ?)"
-    left_over = twilio_runtime.notifier.started_at - 60  # queued by the previous process
-    twilio_runtime.db.execute(insert, (ONCALL, "left over", left_over, left_over))
+async def test_twilio_without_sender_number_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="TWILIO_WHATSAPP_FROM"):
+        WhatsAppSender(
+            store,
+            twilio=build_twilio_client(ACCOUNT_SID, AUTH_TOKEN, None),
+            from_number=None,
+            recipients=[ONCALL],
+            public_base_url=PUBLIC_BASE,
+        )
+
+
+async def test_resend_queued_after_restart(store: Store, twilio: WhatsAppSender, fake_twilio: FakeTwilio) -> None:
+    insert = (
+        "INSERT INTO messages (direction, channel, to_number, body, status, created_at, updated_at)"
+        " VALUES ('out', 'twilio', :to, :body, 'queued', :at, :at)"
+    )
+    left_over = twilio.started_at - 60  # queued by the previous process
+    await sql_exec(store, insert, to=ONCALL, body="left over", at=left_over)
     in_flight = time.time() + 1  # queued by this process, being delivered by a concurrent send()
-    twilio_runtime.db.execute(insert, (ONCALL, "in flight", in_flight, in_flight))
-    assert await twilio_runtime.notifier.resend_queued() == 1
+    await sql_exec(store, insert, to=ONCALL, body="in flight", at=in_flight)
+    assert await twilio.resend_queued() == 1
     assert [m["body"] for m in fake_twilio.messages] == ["left over"]
-    statuses = {r["body"]: r["status"] for r in twilio_runtime.db.query("SELECT body, status FROM messages")}
+    statuses = {r["body"]: r["status"] for r in await sql(store, "SELECT body, status FROM messages")}
     assert statuses == {"left over": "sent", "in flight": "queued"}
-    assert await twilio_runtime.notifier.resend_queued() == 0
+    assert await twilio.resend_queued() == 0

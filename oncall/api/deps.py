@@ -1,0 +1,45 @@
+"""What the routers depend on: the agent's services (built once by the composition root) and auth."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+
+from oncall.conversation.handler import ConversationHandler
+from oncall.incidents.scheduler import InvestigationScheduler
+from oncall.settings import Settings
+from oncall.store.database import Store
+from oncall.tasks import BackgroundTasks
+
+
+@dataclass(frozen=True)
+class Services:
+    """The long-lived objects the routers use, built in the lifespan of ``on_call_agent.create_app``."""
+
+    settings: Settings
+    store: Store
+    http: httpx.AsyncClient
+    tasks: BackgroundTasks
+    scheduler: InvestigationScheduler
+    conversation: ConversationHandler
+
+
+def get_services(request: Request) -> Services:
+    """The services of the running app (``app.state.services``)."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def bearer_ok(expected: str | None, authorization: str | None) -> bool:
+    """True when no token is expected, or ``authorization`` is ``Bearer <expected>`` (constant-time compare)."""
+    if expected is None:
+        return True
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), expected.encode())

@@ -1,0 +1,64 @@
+"""``/incidents``: list, detail, acknowledge and resolve by HTTP."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from oncall.api.deps import ServicesDep
+from oncall.incidents import actions
+from oncall.store.views import incident_detail, incident_list
+
+router = APIRouter()
+
+
+class ActorBody(BaseModel):
+    """Who acknowledges or resolves an incident by API (a name, a number or a tool name)."""
+
+    by: str = Field(default="api", min_length=1, max_length=200)
+
+
+@router.get("/incidents")
+async def get_incidents(
+    services: ServicesDep,
+    status: Literal["firing", "resolved"] | None = None,
+    limit: int = Query(default=50, ge=1, le=500),
+) -> dict[str, Any]:
+    """Incident summaries, newest first: {"incidents": [...], "count": n}."""
+    async with services.store.read() as conn:
+        incidents = await incident_list(conn, status=status, limit=limit)
+    return {"incidents": incidents, "count": len(incidents)}
+
+
+@router.get("/incidents/{incident_id}")
+async def get_incident_detail(incident_id: int, services: ServicesDep) -> dict[str, Any]:
+    """The incident with its alerts, diagnosis, timeline, investigations, tool calls, messages, tickets; 404 unknown."""
+    async with services.store.read() as conn:
+        detail = await incident_detail(conn, incident_id)
+    if detail is None:
+        raise HTTPException(status_code=404, detail=f"incident {incident_id} not found")
+    return detail
+
+
+@router.post("/incidents/{incident_id}/acknowledge")
+async def post_acknowledge(incident_id: int, services: ServicesDep, body: ActorBody | None = None) -> dict[str, Any]:
+    """Acknowledge the incident (body {"by": name}, optional) as a WhatsApp "ack" would; 404 unknown.
+    Answers {"incident_id", "acknowledged", "already", "message"}."""
+    try:
+        outcome = await actions.acknowledge(services.store, incident_id, (body or ActorBody()).by)
+    except LookupError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    return {"incident_id": incident_id, **outcome}
+
+
+@router.post("/incidents/{incident_id}/resolve")
+async def post_resolve(incident_id: int, services: ServicesDep, body: ActorBody | None = None) -> dict[str, Any]:
+    """Resolve the incident by hand (body {"by": name}, optional) as a WhatsApp "resolve" would; 404 unknown.
+    Answers {"incident_id", "resolved", "already", "message"}."""
+    try:
+        outcome = await actions.resolve(services.store, incident_id, (body or ActorBody()).by)
+    except LookupError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    return {"incident_id": incident_id, **outcome}

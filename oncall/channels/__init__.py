@@ -1,0 +1,1 @@
+"""The agent's outbound and inbound channels: WhatsApp (Twilio) and Jira Cloud."""

@@ -1,0 +1,1 @@
+"""Jira Cloud REST v3: issues for incidents (``client``) with descriptions in Atlassian Document Format (``adf``)."""

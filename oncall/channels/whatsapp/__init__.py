@@ -1,0 +1,1 @@
+"""WhatsApp through Twilio: message text (``format``), delivery (``sender``) and inbound webhooks (``inbound``)."""

@@ -1,0 +1,71 @@
+"""Prompts of the model-driven investigation."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+SYSTEM_PROMPT = """You are an SRE on-call investigator for the `inventory` service: several replicas \
+(named inventory-1, inventory-2, ...) behind a load balancer, scraped by Prometheus (job="inventory", \
+label `replica`), supervised by a process manager. An alert fired; find its root cause from evidence.
+
+How to work:
+- Call tools in parallel whenever calls are independent. Start with fetch_logs, compute_error_rate, \
+get_recent_changes and query_prometheus (p99 latency per replica, `up`, CPU rate, resident memory and its \
+growth) in ONE round.
+- When logs show an exception at a file:line of our code, read it with fetch_code_from_github.
+- Log groups carry last_seen_s_ago: exceptions last logged more than ~60 s ago have stopped; they are \
+context, not the cause of what fires now.
+- Base every conclusion on tool output. Never invent replicas, files, lines or numbers. If the system is \
+healthy now, say fault_type "none"; if the evidence is inconclusive or tools failed, say "unknown".
+- You MUST finish by calling send_diagnosis exactly once. Do not answer in plain text.
+
+fault_type (closed set):
+- code_bug: a real exception (AttributeError, TypeError, KeyError, ...) raised at a file:line of our code; set \
+affected_file and affected_line.
+- injected_errors: requests fail with exception_type InjectedFault (fault injection).
+- latency: p99 latency high on some replicas while their CPU is low.
+- cpu_saturation: a replica burns close to or above 0.8 CPU cores (rate of process_cpu_seconds_total), usually \
+with high latency.
+- memory_pressure: resident memory (process_resident_memory_bytes) grew strongly or is far above the other replicas.
+- instance_crash: a replica is down (up == 0), crashed or restarted recently (process manager changes, restarts).
+- none: nothing wrong now (error ratio at baseline ~1 %, latency normal, all replicas up).
+- unknown: inconclusive.
+
+Diagnosis fields: affected_service "inventory"; affected_replicas = only the replicas whose own evidence \
+deviates (all of them when all deviate; with two independent faults, the replicas of both), as the process \
+manager names them; priority P1 (outage, most \
+requests failing) to P4 (no impact); confidence 0-1, lower when tools failed; evidence = items naming the \
+tool, the exact PromQL query or log line, and the finding; suggested_fix and next_steps concrete."""
+
+CORRECTIVE_MESSAGE = """You ended without a valid send_diagnosis call. Call send_diagnosis now with \
+arguments that match its schema (fault_type from the closed set; say "none" or "unknown" rather than guess). \
+Do not answer in plain text."""
+
+
+def _when(value: Any) -> str:
+    return str(value) if value else "unknown"
+
+
+def user_message(incident: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
+    """The first user message: the incident and its alerts (labels, annotations, startsAt).
+
+    Args:
+        incident: a ``db.get_incident`` row.
+        alerts: ``db.get_incident_alerts`` rows.
+    """
+    lines = [
+        f"Incident #{incident['id']}: {incident['title']} (status {incident['status']}, "
+        f"opened {datetime.fromtimestamp(incident['created_at'], UTC).isoformat(timespec='seconds')}).",
+        f"Group labels: {json.dumps(incident.get('group_labels') or {}, sort_keys=True)}",
+        "Alerts:",
+    ]
+    for alert in alerts:
+        lines.append(
+            f"- {alert['alertname']} [{alert['status']}] startsAt {_when(alert.get('starts_at'))}; "
+            f"labels {json.dumps(alert['labels'], sort_keys=True)}; "
+            f"annotations {json.dumps(alert['annotations'], sort_keys=True)}"
+        )
+    lines.append(f"Now: {datetime.now(UTC).isoformat(timespec='seconds')}. Investigate and call send_diagnosis.")
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""The agent's database: one SQLAlchemy async engine for SQLite (default) or PostgreSQL.
+
+- SQLite (``sqlite:///path``, driver aiosqlite): WAL mode, ``busy_timeout`` 5 s, foreign keys on.
+  Write blocks start with ``BEGIN IMMEDIATE`` so two writers (coroutines or processes) never deadlock
+  on a lock upgrade; reads use a deferred ``BEGIN`` and run beside writers (WAL). SQLAlchemy's
+  documented recipe: the driver's own BEGIN is disabled (``isolation_level = None``) and the
+  ``begin`` event emits ours (SQLAlchemy docs, "Transactions with SQLite and the sqlite3 driver").
+- PostgreSQL (``postgresql://...``, driver psycopg 3): READ COMMITTED; rows that several replicas may
+  write at once are locked with ``SELECT ... FOR UPDATE`` by the store modules.
+
+Text reaching the database is made storable: lone UTF-16 surrogates (valid in JSON, not in UTF-8)
+and NUL characters (refused by PostgreSQL) become U+FFFD, in plain columns and inside JSON columns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+WRITE_OPTION = "oncall_write"
+"""Execution option set on connections of ``Store.write()`` (SQLite: ``BEGIN IMMEDIATE``)."""
+SQLITE_BUSY_TIMEOUT_MS = 5000
+UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+
+
+def storable(text: str) -> str:
+    """Replace lone surrogates and NUL characters (not storable in UTF-8 / PostgreSQL) with U+FFFD."""
+    return UNSTORABLE.sub("\ufffd", text)
+
+
+def json_dumps(value: Any) -> str:
+    """JSON for JSON columns: compact, non-ASCII kept, unstorable characters replaced, unknown types as str."""
+    return storable(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
+
+
+def async_url(url: str) -> URL:
+    """The SQLAlchemy URL with its async driver: ``sqlite`` -> aiosqlite, ``postgresql`` -> psycopg.
+
+    Raises:
+        ValueError: a scheme other than sqlite or postgresql.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://")
+
+
+def sync_url(url: str) -> URL:
+    """The URL with a synchronous driver (Alembic migrations): pysqlite or psycopg."""
+    parsed = make_url(url)
+    return parsed.set(drivername="sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql+psycopg")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for PostgreSQL or an in-memory database)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    write = connection.get_execution_options().get(WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Store:
+    """The async engine and its transactions.
+
+    Args:
+        url: ``sqlite:///relative/or/absolute.db`` or ``postgresql://user:pw@host:port/db``
+            (the async driver is chosen here; see ``async_url``). A SQLite file's folder is created.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine: AsyncEngine = create_async_engine(async_url(url), json_serializer=json_dumps, pool_pre_ping=True)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A read-write transaction: committed when the block ends, rolled back when it raises."""
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(**{WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (a consistent snapshot on both dialects)."""
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

@@ -1,0 +1,215 @@
+"""``incidents`` and ``incident_alerts``: one incident per Alertmanager group key, its alerts by fingerprint.
+
+Only ``oncall.incidents`` (ingest and the lifecycle) writes these tables; everything else reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oncall.store.rows import Row, all_rows, first_row
+from oncall.store.schema import incident_alerts, incidents, messages
+
+IncidentStatus = Literal["firing", "resolved"]
+InvestigationStatus = Literal["pending", "running", "done", "failed", "interrupted"]
+
+
+async def get(conn: AsyncConnection, incident_id: int) -> Row | None:
+    """The incident row (JSON columns decoded; ``diagnosis`` a dict or None), or None."""
+    return first_row(await conn.execute(select(incidents).where(incidents.c.id == incident_id)))
+
+
+async def exists_id(conn: AsyncConnection, incident_id: int) -> bool:
+    """True when the incident exists."""
+    result = await conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id))
+    return result.first() is not None
+
+
+async def by_group_key(conn: AsyncConnection, group_key: str) -> Row | None:
+    """The incident of ``group_key``, locked for the transaction on PostgreSQL (``FOR UPDATE``)."""
+    result = await conn.execute(select(incidents).where(incidents.c.group_key == group_key).with_for_update())
+    return first_row(result)
+
+
+async def add(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    """Insert an incident (``values``: its columns) and return its id."""
+    result = await conn.execute(insert(incidents).values(**values).returning(incidents.c.id))
+    return int(result.scalar_one())
+
+
+async def update_fields(conn: AsyncConnection, incident_id: int, **values: Any) -> int:
+    """Set columns of one incident; returns the number of rows changed (0 or 1).
+
+    Status columns (``status``, ``investigation_status``, ``acknowledged_*``) are changed only by
+    ``oncall.incidents.lifecycle``.
+    """
+    result = await conn.execute(update(incidents).where(incidents.c.id == incident_id).values(**values))
+    return int(result.rowcount)
+
+
+async def acknowledge_once(conn: AsyncConnection, incident_id: int, by: str, now: float) -> bool:
+    """Set ``acknowledged_at/by`` unless the incident was acknowledged before; True when this call set them."""
+    result = await conn.execute(
+        update(incidents)
+        .where(incidents.c.id == incident_id, incidents.c.acknowledged_at.is_(None))
+        .values(acknowledged_at=now, acknowledged_by=by, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def resolve_if_open(conn: AsyncConnection, incident_id: int, now: float) -> bool:
+    """Set ``status='resolved'`` unless it already is; True when this call resolved it."""
+    result = await conn.execute(
+        update(incidents)
+        .where(incidents.c.id == incident_id, incidents.c.status != "resolved")
+        .values(status="resolved", resolved_at=now, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def fail_if_running(conn: AsyncConnection, incident_id: int, now: float) -> bool:
+    """Set ``investigation_status='failed'`` when it is ``pending`` or ``running``; True when it did."""
+    result = await conn.execute(
+        update(incidents)
+        .where(incidents.c.id == incident_id, incidents.c.investigation_status.in_(("pending", "running")))
+        .values(investigation_status="failed", updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def interrupt_resolved_running(conn: AsyncConnection) -> int:
+    """Resolved incidents whose investigation was cut off by a restart become ``interrupted``; returns how many."""
+    result = await conn.execute(
+        update(incidents)
+        .where(incidents.c.status == "resolved", incidents.c.investigation_status == "running")
+        .values(investigation_status="interrupted")
+    )
+    return int(result.rowcount)
+
+
+async def count_firing(conn: AsyncConnection) -> int:
+    """Number of incidents with status ``firing``."""
+    result = await conn.execute(select(func.count()).select_from(incidents).where(incidents.c.status == "firing"))
+    return int(result.scalar_one())
+
+
+async def ids_to_resume(conn: AsyncConnection) -> list[int]:
+    """Firing incidents whose investigation is ``pending`` or ``running`` (cut off by a restart), oldest first."""
+    result = await conn.execute(
+        select(incidents.c.id)
+        .where(incidents.c.status == "firing", incidents.c.investigation_status.in_(("pending", "running")))
+        .order_by(incidents.c.id)
+    )
+    return [int(row.id) for row in result]
+
+
+async def summaries(conn: AsyncConnection, status: IncidentStatus | None, limit: int) -> list[Row]:
+    """Incident summaries newest first, with ``alerts_total``/``alerts_firing`` and the raw ``diagnosis``."""
+    total = (
+        select(func.count())
+        .select_from(incident_alerts)
+        .where(incident_alerts.c.incident_id == incidents.c.id)
+        .scalar_subquery()
+    )
+    firing = (
+        select(func.count())
+        .select_from(incident_alerts)
+        .where(incident_alerts.c.incident_id == incidents.c.id, incident_alerts.c.status == "firing")
+        .scalar_subquery()
+    )
+    query = select(
+        *(
+            incidents.c[name]
+            for name in (
+                "id",
+                "group_key",
+                "title",
+                "status",
+                "service",
+                "severity",
+                "created_at",
+                "updated_at",
+                "resolved_at",
+                "acknowledged_at",
+                "acknowledged_by",
+                "investigation_status",
+                "diagnosis",
+            )
+        ),
+        total.label("alerts_total"),
+        firing.label("alerts_firing"),
+    )
+    if status is not None:
+        query = query.where(incidents.c.status == status)
+    return all_rows(
+        await conn.execute(query.order_by(incidents.c.created_at.desc(), incidents.c.id.desc()).limit(limit))
+    )
+
+
+async def latest_id(conn: AsyncConnection, *, firing_only: bool, paged_number: str | None = None) -> int | None:
+    """The newest incident id: only firing ones with ``firing_only``; with ``paged_number``, only those
+    that number (or the console channel) was messaged about."""
+    query = select(incidents.c.id)
+    if firing_only:
+        query = query.where(incidents.c.status == "firing")
+    if paged_number is not None:
+        query = query.where(
+            exists().where(
+                messages.c.incident_id == incidents.c.id,
+                messages.c.direction == "out",
+                messages.c.to_number.in_((paged_number, "console")),
+            )
+        )
+    result = await conn.execute(query.order_by(incidents.c.id.desc()).limit(1))
+    row = result.first()
+    return int(row.id) if row is not None else None
+
+
+# ---------------------------------------------------------------- incident_alerts
+
+
+async def alerts(conn: AsyncConnection, incident_id: int) -> list[Row]:
+    """The incident's alerts (labels and annotations decoded), oldest first."""
+    result = await conn.execute(
+        select(incident_alerts)
+        .where(incident_alerts.c.incident_id == incident_id)
+        .order_by(incident_alerts.c.first_seen_at, incident_alerts.c.fingerprint)
+    )
+    return all_rows(result)
+
+
+async def alert_states(conn: AsyncConnection, incident_id: int) -> dict[str, Row]:
+    """``{fingerprint: {"status", "starts_at"}}`` of the incident's alerts."""
+    result = await conn.execute(
+        select(incident_alerts.c.fingerprint, incident_alerts.c.status, incident_alerts.c.starts_at).where(
+            incident_alerts.c.incident_id == incident_id
+        )
+    )
+    return {row.fingerprint: {"status": row.status, "starts_at": row.starts_at} for row in result}
+
+
+async def add_alert(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    """Insert an alert seen for the first time in its incident (``values``: its columns)."""
+    await conn.execute(insert(incident_alerts).values(**values))
+
+
+async def update_alert(conn: AsyncConnection, incident_id: int, fingerprint: str, values: dict[str, Any]) -> None:
+    """Set columns of one alert of an incident."""
+    await conn.execute(
+        update(incident_alerts)
+        .where(incident_alerts.c.incident_id == incident_id, incident_alerts.c.fingerprint == fingerprint)
+        .values(**values)
+    )
+
+
+async def any_alert_firing(conn: AsyncConnection, incident_id: int) -> bool:
+    """True when at least one of the incident's alerts is firing."""
+    result = await conn.execute(
+        select(incident_alerts.c.fingerprint)
+        .where(incident_alerts.c.incident_id == incident_id, incident_alerts.c.status == "firing")
+        .limit(1)
+    )
+    return result.first() is not None

@@ -1,0 +1,45 @@
+"""``raw_alerts``: every body POSTed to ``/alerts``, committed before it is parsed or applied."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oncall.store.database import storable
+from oncall.store.schema import raw_alerts
+
+
+async def add(conn: AsyncConnection, body: str, sha256: str, received_at: float) -> int:
+    """Store a body (``valid=0`` until applied) and return its id. ``sha256``: hex digest of the exact bytes."""
+    result = await conn.execute(
+        insert(raw_alerts)
+        .values(received_at=received_at, body_sha256=sha256, body=storable(body), valid=0)
+        .returning(raw_alerts.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def set_error(conn: AsyncConnection, raw_id: int, error: str) -> None:
+    """Record why a body was rejected or failed to apply."""
+    await conn.execute(update(raw_alerts).where(raw_alerts.c.id == raw_id).values(error=storable(error)))
+
+
+async def mark_applied(conn: AsyncConnection, raw_id: int, group_key: str, incident_id: int | None) -> None:
+    """Mark a body valid and applied to ``incident_id`` (its group key's incident)."""
+    await conn.execute(
+        update(raw_alerts)
+        .where(raw_alerts.c.id == raw_id)
+        .values(valid=1, group_key=storable(group_key), incident_id=incident_id)
+    )
+
+
+async def applied_copy_incident(conn: AsyncConnection, sha256: str, other_than: int) -> tuple[bool, int | None]:
+    """Whether a byte-identical body (same ``sha256``) other than ``other_than`` was already applied,
+    and the incident it was applied to."""
+    result = await conn.execute(
+        select(raw_alerts.c.incident_id)
+        .where(raw_alerts.c.body_sha256 == sha256, raw_alerts.c.valid == 1, raw_alerts.c.id != other_than)
+        .limit(1)
+    )
+    row = result.first()
+    return (row is not None, row.incident_id if row is not None else None)

@@ -1,0 +1,159 @@
+"""The agent's tables (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Times are Unix epoch seconds (float); JSON columns hold dicts/lists (decoded by SQLAlchemy). The
+Alembic migrations in ``migrations/versions`` create exactly this schema (a test compares them).
+
+- ``raw_alerts``: every body POSTed to /alerts, stored before anything else, valid or not.
+- ``incidents``: one per Alertmanager group key; status ``firing``/``resolved``; investigation state.
+- ``incident_alerts``: alerts of an incident by fingerprint, with their latest status.
+- ``timeline``: what happened to an incident, in order.
+- ``investigations``: one row per engine run (engine, rounds, tokens, outcome).
+- ``tool_calls``: audit trail of every tool call (arguments, capped result, timing).
+- ``messages``: WhatsApp conversation and outbox (direction ``out``/``in``).
+- ``tickets``: Jira issues created, or drafts kept when Jira is not configured.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+"""JSON column type: TEXT holding JSON on SQLite, JSONB on PostgreSQL."""
+
+raw_alerts = Table(
+    "raw_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("received_at", Float, nullable=False),
+    Column("body_sha256", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("valid", Integer, nullable=False),
+    Column("error", Text),
+    Column("group_key", Text),
+    Column("incident_id", Integer),
+    Index("raw_alerts_sha", "body_sha256"),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("group_key", Text, nullable=False, unique=True),
+    Column("status", Text, nullable=False, server_default="firing"),
+    Column("title", Text, nullable=False),
+    Column("service", Text),
+    Column("severity", Text),
+    Column("group_labels", Json, nullable=False),
+    Column("common_labels", Json, nullable=False),
+    Column("common_annotations", Json, nullable=False),
+    Column("external_url", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("resolved_at", Float),
+    Column("acknowledged_at", Float),
+    Column("acknowledged_by", Text),
+    Column("investigation_status", Text, nullable=False, server_default="pending"),
+    Column("diagnosis", Json),
+    Column("diagnosed_at", Float),
+)
+
+incident_alerts = Table(
+    "incident_alerts",
+    metadata,
+    Column("incident_id", Integer, ForeignKey("incidents.id"), primary_key=True),
+    Column("fingerprint", Text, primary_key=True),
+    Column("alertname", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("labels", Json, nullable=False),
+    Column("annotations", Json, nullable=False),
+    Column("starts_at", Text),
+    Column("ends_at", Text),
+    Column("generator_url", Text),
+    Column("first_seen_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("resolved_at", Float),
+)
+
+timeline = Table(
+    "timeline",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("detail", Json, nullable=False),
+    Index("timeline_incident", "incident_id", "id"),
+)
+
+investigations = Table(
+    "investigations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("status", Text, nullable=False, server_default="running"),
+    Column("engine", Text),
+    Column("rounds", Integer, nullable=False, server_default="0"),
+    Column("prompt_tokens", Integer, nullable=False, server_default="0"),
+    Column("completion_tokens", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Index("investigations_incident", "incident_id"),
+)
+
+tool_calls = Table(
+    "tool_calls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, nullable=False),
+    Column("investigation_id", Integer),
+    Column("round", Integer, nullable=False, server_default="0"),
+    Column("call_id", Text),
+    Column("tool", Text, nullable=False),
+    Column("arguments", Text, nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("result", Text),
+    Column("error", Text),
+    Column("started_at", Float, nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Index("tool_calls_incident", "incident_id", "id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer),
+    Column("direction", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("to_number", Text),
+    Column("from_number", Text),
+    Column("body", Text, nullable=False),
+    Column("message_sid", Text, unique=True),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("messages_incident", "incident_id", "id"),
+)
+
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("status", Text, nullable=False),
+    Column("jira_key", Text),
+    Column("url", Text),
+    Column("summary", Text, nullable=False),
+    Column("assignee_query", Text),
+    Column("assignee_account_id", Text),
+    Column("payload", Json, nullable=False),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Index("tickets_incident", "incident_id"),
+)

@@ -1,0 +1,31 @@
+"""``tickets``: Jira issues created for incidents, drafts kept when Jira is not configured, and failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oncall.store.rows import Row, all_rows, first_row
+from oncall.store.schema import tickets
+
+
+async def add(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    """Insert a ticket row (``values``: its columns but ``id``) and return its id."""
+    result = await conn.execute(insert(tickets).values(**values).returning(tickets.c.id))
+    return int(result.scalar_one())
+
+
+async def latest(conn: AsyncConnection, incident_id: int, statuses: tuple[str, ...] | None = None) -> Row | None:
+    """The incident's newest ticket row (only with one of ``statuses`` when given), or None."""
+    query = select(tickets).where(tickets.c.incident_id == incident_id)
+    if statuses is not None:
+        query = query.where(tickets.c.status.in_(statuses))
+    return first_row(await conn.execute(query.order_by(tickets.c.id.desc()).limit(1)))
+
+
+async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+    """The incident's ticket rows, oldest first."""
+    result = await conn.execute(select(tickets).where(tickets.c.incident_id == incident_id).order_by(tickets.c.id))
+    return all_rows(result)

@@ -1,0 +1,87 @@
+"""The agent's services assembled for unit tests: settings, a migrated store, one HTTP client,
+the investigation tools, an investigator and a scheduler with the console WhatsApp channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from on_call_agent import build_engines, build_sender, investigation_tools
+from oncall.channels.whatsapp.sender import WhatsAppSender
+from oncall.diagnosis import Diagnosis
+from oncall.incidents.scheduler import InvestigationScheduler
+from oncall.investigate.investigator import Investigator
+from oncall.investigate.toolloop import ToolSpec
+from oncall.redaction import Redactor
+from oncall.settings import Settings
+from oncall.store.database import Store
+from oncall.tasks import BackgroundTasks
+
+PROM = "http://127.0.0.1:19090"
+LB = "http://127.0.0.1:19000"
+PM = "http://127.0.0.1:17070"
+GITHUB = "http://127.0.0.1:18443"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for tests: tmp database, loopback URLs for the mocked stack, no .env, no model."""
+    values = {
+        "DATABASE_PATH": str(tmp_path / "oncall.db"),
+        "PROMETHEUS_URL": PROM,
+        "LB_URL": LB,
+        "PM_URL": PM,
+        "GITHUB_API_URL": GITHUB,
+        "CODE_ROOT": str(tmp_path / "code"),
+        "TOOL_TIMEOUT_S": "2",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)
+
+
+@dataclass
+class Rig:
+    """Settings, store and HTTP client of one test, and the services built from them."""
+
+    settings: Settings
+    store: Store
+    http: httpx.AsyncClient
+    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+
+    def tools(self, engine: str = "offline") -> dict[str, ToolSpec]:
+        """The investigation tool specs, stamping diagnoses with ``engine``."""
+        return investigation_tools(self.settings, self.http).specs(engine)
+
+    def investigator(self, llm_client: openai.AsyncOpenAI | None = None) -> Investigator:
+        """The investigator the agent would build (the model engine with ``llm_client`` when given)."""
+        s = self.settings
+        engines = build_engines(s, investigation_tools(s, self.http), llm_client)
+        redact = Redactor([s.openai_api_key, s.github_token])
+        return Investigator(
+            self.store,
+            engines,
+            timeout_s=s.investigation_timeout_s,
+            tool_output_max_chars=s.tool_output_max_chars,
+            redact=redact,
+        )
+
+    def sender(self) -> WhatsAppSender:
+        """The WhatsApp sender the agent would build (the console channel without Twilio settings)."""
+        return build_sender(self.settings, self.store)
+
+    def scheduler(self, llm_client: openai.AsyncOpenAI | None = None) -> InvestigationScheduler:
+        """A scheduler over ``investigator(llm_client)`` and ``sender()``."""
+        return InvestigationScheduler(
+            self.store,
+            self.investigator(llm_client),
+            self.sender(),
+            self.tasks,
+            self.settings.max_concurrent_investigations,
+        )
+
+    async def investigate(self, incident_id: int, llm_client: openai.AsyncOpenAI | None = None) -> Diagnosis | None:
+        """Investigate the incident now as the agent would: diagnosis stored and sent."""
+        return await self.scheduler(llm_client).investigate_now(incident_id)
