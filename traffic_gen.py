@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Open-loop HTTP traffic generator for the inventory demo stack.
+"""Open-loop HTTP traffic generator for the demo stack (inventory through the load balancer, or payments).
 
 Usage::
 
     python traffic_gen.py --url http://127.0.0.1:9000 --profile spike --rps 50 --duration 60
     python traffic_gen.py --url http://127.0.0.1:9000 --profile agentic \\
         --normal-rps 20 --normal-duration 20 --error-rps 40 --error-duration 60 --json out.json
+    python traffic_gen.py --mix payments --url http://127.0.0.1:8201 --url http://127.0.0.1:8202 --rps 20
 
 Rate profiles (t = seconds since the start, D = --duration in seconds, R = --rps in requests/s):
 
@@ -16,11 +17,19 @@ Rate profiles (t = seconds since the start, D = --duration in seconds, R = --rps
 * ``ramp-spike`` first half: ramp 0 -> R over D/2; second half: the spike profile over the
   remaining D/2 (R, then 5R in its middle third, then R).
 * ``agentic``    normal phase at --normal-rps for --normal-duration s, then an error phase at
-  --error-rps for --error-duration s in which 80% of requests are GET /random-endpoint/error
-  (the rest keep the normal mix). D defaults to normal + error duration.
+  --error-rps for --error-duration s in which 80% of requests are the mix's error request
+  (see the mixes below; the rest keep the normal mix). D defaults to normal + error duration.
 
-Normal request mix (stack contract): GET /items/{id 1..100} 75%, PUT /items/{id} 5%,
-GET /random-endpoint 20%.
+Request mixes (--mix, stack contract):
+
+* ``inventory`` (default): GET /items/{id 1..100} 75%, PUT /items/{id} 5%, GET /random-endpoint 20%;
+  in the agentic error phase 80% of requests are GET /random-endpoint/error (null-dereference bug).
+* ``payments``: POST /payments 80% (amount 1.00-500.00 in USD 50%, EUR 30%, GBP 20%; customer
+  cus-1..cus-1000), GET /payments/{id 1..100} 20%; in the agentic error phase 80% of requests are
+  POST /payments in JPY, which hits the service's currency-conversion bug.
+
+--url may be given several times (e.g. every payments instance, which has no load balancer):
+request i goes to URL i mod n (client-side round robin).
 
 Measurement model (open loop, no coordinated omission): a scheduler computes the intended send
 time of request i from the rate function (the time at which the integral of rate(t) reaches i)
@@ -61,12 +70,19 @@ from rich.table import Table
 
 Profile = Literal["constant", "spike", "ramp", "sine", "ramp-spike", "agentic"]
 PROFILES: tuple[str, ...] = get_args(Profile)
+Mix = Literal["inventory", "payments"]
+MIXES: tuple[str, ...] = get_args(Mix)
 Phase = Literal["normal", "error"]
 
 SPIKE_FACTOR = 5.0
 SINE_AMPLITUDE = 0.5
 ERROR_PHASE_ERROR_SHARE = 0.8
 ITEM_IDS = (1, 100)
+PAYMENT_IDS = (1, 100)
+CUSTOMER_IDS = (1, 1000)
+# Charge currencies of the payments normal mix, with their cumulative shares.
+PAYMENT_CURRENCIES = (("USD", 0.5), ("EUR", 0.8), ("GBP", 1.0))
+BUGGY_CURRENCY = "JPY"
 CANCELLED = "timeout/cancelled"
 # HdrHistogram range in microseconds: 1 us .. 60 s, 3 significant digits.
 HIST_MIN_US = 1
@@ -85,6 +101,8 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: str
+    extra_urls: tuple[str, ...] = ()
+    mix: Mix = "inventory"
     profile: Profile = "constant"
     rps: float = Field(50.0, gt=0, le=100_000)
     duration: float = Field(60.0, gt=0, le=86_400)
@@ -100,9 +118,24 @@ class RunConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
-        return value.rstrip("/")
+        return _base_url(value)
+
+    @field_validator("extra_urls")
+    @classmethod
+    def _http_urls(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_base_url(value) for value in values)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every base URL requests rotate over: ``url`` first, then ``extra_urls``."""
+        return (self.url, *self.extra_urls)
+
+
+def _base_url(value: str) -> str:
+    """``value`` without a trailing slash. Raises ValueError unless it is an http(s) URL."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("url must start with http:// or https://")
+    return value.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -182,8 +215,15 @@ def send_offsets(config: RunConfig, step: float = SCHEDULE_STEP_S) -> Iterator[f
         t, rate_start = t_end, rate_at(config.profile, t_end, config)
 
 
-def choose_request(rng: random.Random, phase: Phase) -> RequestSpec:
-    """Draw one request from the mix of ``phase`` using ``rng``.
+def choose_request(rng: random.Random, phase: Phase, mix: Mix = "inventory") -> RequestSpec:
+    """Draw one request of ``mix`` (``inventory`` or ``payments``) in ``phase`` using ``rng``."""
+    if mix == "payments":
+        return choose_payments_request(rng, phase)
+    return choose_inventory_request(rng, phase)
+
+
+def choose_inventory_request(rng: random.Random, phase: Phase) -> RequestSpec:
+    """Draw one inventory request of ``phase`` using ``rng``.
 
     normal: GET /items/{id} 75%, PUT /items/{id} 5%, GET /random-endpoint 20% (id uniform 1..100).
     error:  GET /random-endpoint/error 80%, otherwise the normal mix.
@@ -198,6 +238,28 @@ def choose_request(rng: random.Random, phase: Phase) -> RequestSpec:
         body = {"name": f"item-{item_id}", "quantity": rng.randint(0, 1000), "price": round(rng.uniform(1, 500), 2)}
         return RequestSpec("PUT", f"/items/{item_id}", "/items/{item_id}", body)
     return RequestSpec("GET", "/random-endpoint", "/random-endpoint")
+
+
+def _payment_body(rng: random.Random, currency: str) -> dict[str, Any]:
+    """POST /payments body: amount 1.00-500.00 (2 decimals, sent as a string), ``currency``, a customer id."""
+    amount = f"{rng.randint(100, 50_000) / 100:.2f}"
+    return {"amount": amount, "currency": currency, "customer_id": f"cus-{rng.randint(*CUSTOMER_IDS)}"}
+
+
+def choose_payments_request(rng: random.Random, phase: Phase) -> RequestSpec:
+    """Draw one payments request of ``phase`` using ``rng``.
+
+    normal: POST /payments 80% (USD 50%, EUR 30%, GBP 20%), GET /payments/{id} 20% (id uniform 1..100).
+    error:  POST /payments in JPY (the currency-conversion bug) 80%, otherwise the normal mix.
+    """
+    if phase == "error" and rng.random() < ERROR_PHASE_ERROR_SHARE:
+        return RequestSpec("POST", "/payments", "/payments", _payment_body(rng, BUGGY_CURRENCY))
+    if rng.random() < 0.80:
+        draw = rng.random()
+        currency = next(code for code, cumulative in PAYMENT_CURRENCIES if draw < cumulative)
+        return RequestSpec("POST", "/payments", "/payments", _payment_body(rng, currency))
+    payment_id = rng.randint(*PAYMENT_IDS)
+    return RequestSpec("GET", f"/payments/{payment_id}", "/payments/{payment_id}")
 
 
 def _new_histogram() -> HdrHistogram:
@@ -232,6 +294,8 @@ class Summary(BaseModel):
     """
 
     url: str
+    urls: list[str]
+    mix: str
     profile: str
     duration_s: float
     elapsed_s: float
@@ -309,6 +373,8 @@ class Recorder:
         errors = sum(n for outcome, n in self.outcomes.items() if is_error(outcome))
         return Summary(
             url=config.url,
+            urls=list(config.urls),
+            mix=config.mix,
             profile=config.profile,
             duration_s=config.duration,
             elapsed_s=round(elapsed_s, 3),
@@ -356,17 +422,20 @@ async def _schedule(
 
     Every offset < duration is dispatched: a request that is already due (the generator fell
     behind) is sent at once and its lateness shows as schedule lag, never silently dropped.
+    Request i goes to ``config.urls[i % len(config.urls)]``.
     """
     loop = asyncio.get_running_loop()
-    rng = random.Random(config.seed)
-    for offset in send_offsets(config):
+    rng = random.Random(config.seed)  # noqa: S311 - a reproducible request mix, not security
+    urls = config.urls
+    for index, offset in enumerate(send_offsets(config)):
         due = start + offset
         while (delay := due - time.perf_counter()) > 0 and not stop.is_set():
             await asyncio.sleep(min(delay, 0.1))
         if stop.is_set():
             return
         phase = phase_at(config, offset)
-        task = loop.create_task(_send_one(session, config.url, choose_request(rng, phase), phase, due, recorder))
+        spec = choose_request(rng, phase, config.mix)
+        task = loop.create_task(_send_one(session, urls[index % len(urls)], spec, phase, due, recorder))
         inflight.add(task)
         task.add_done_callback(inflight.discard)
 
@@ -428,7 +497,9 @@ async def run(config: RunConfig, stop: asyncio.Event | None = None, console: Con
 
 def print_summary(summary: Summary, console: Console) -> None:
     """Render ``summary`` as rich tables on ``console``."""
-    table = Table(title=f"traffic_gen summary: {summary.profile} -> {summary.url}", show_header=False)
+    targets = ", ".join(summary.urls)
+    table = Table(title=f"traffic_gen summary: {summary.mix} {summary.profile} -> {targets}", show_header=False)
+    latency, lag = summary.latency_ms, summary.schedule_lag_ms
     rows = [
         ("elapsed", f"{summary.elapsed_s:.2f} s" + (" (interrupted)" if summary.interrupted else "")),
         ("sent", str(summary.sent)),
@@ -437,9 +508,9 @@ def print_summary(summary: Summary, console: Console) -> None:
         ("errors / error ratio", f"{summary.errors} / {summary.error_ratio:.2%}"),
         (
             "latency p50 / p95 / p99 / max",
-            f"{summary.latency_ms.p50:.1f} / {summary.latency_ms.p95:.1f} / {summary.latency_ms.p99:.1f} / {summary.latency_ms.max:.1f} ms",
+            f"{latency.p50:.1f} / {latency.p95:.1f} / {latency.p99:.1f} / {latency.max:.1f} ms",
         ),
-        ("schedule lag p99 / max", f"{summary.schedule_lag_ms.p99:.1f} / {summary.schedule_lag_ms.max:.1f} ms"),
+        ("schedule lag p99 / max", f"{lag.p99:.1f} / {lag.max:.1f} ms"),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -460,7 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Rate profiles" + __doc__.split("Rate profiles", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:9000")
+    parser.add_argument(
+        "--url",
+        required=True,
+        action="append",
+        help="base URL, e.g. http://127.0.0.1:9000; repeat it to spread requests round-robin over several",
+    )
+    parser.add_argument("--mix", choices=MIXES, default="inventory", help="request mix (default inventory)")
     parser.add_argument("--profile", choices=PROFILES, default="constant", help="rate profile (see below)")
     parser.add_argument("--rps", type=float, default=50.0, help="base rate R in requests/s (default 50)")
     parser.add_argument(
@@ -497,7 +574,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if duration is None:
         duration = args.normal_duration + args.error_duration if args.profile == "agentic" else 60.0
     return RunConfig(
-        url=args.url,
+        url=args.url[0],
+        extra_urls=tuple(args.url[1:]),
+        mix=args.mix,
         profile=args.profile,
         rps=args.rps,
         duration=duration,

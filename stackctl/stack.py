@@ -1,8 +1,9 @@
 """Start and stop the whole demo stack as child processes on 127.0.0.1, one log file each.
 
-Order: process manager -> replicas (``POST /scale``) -> load balancer -> Alertmanager ->
-Prometheus -> agent; each is waited for until healthy. ``stop()`` stops them by PID, newest
-first; the process manager stops its replicas itself on SIGTERM.
+Order: process manager -> replicas (``POST /scale``) -> load balancer -> payments instances ->
+Alertmanager -> Prometheus -> agent; each is waited for until healthy. ``stop()`` stops them by
+PID, newest first; the process manager stops its replicas itself on SIGTERM. The payments
+instances have no supervisor: they are started directly and stopped by their own PIDs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import httpx
 
-from stackctl.config import StackPorts, render_alertmanager, render_prometheus, render_rules
+from stackctl.config import (
+    MAX_PAYMENTS_INSTANCES,
+    PAYMENTS_INSTANCES,
+    StackPorts,
+    payments_instance_name,
+    render_alertmanager,
+    render_prometheus,
+    render_rules,
+)
 from stackctl.processes import (
     REPO_ROOT,
     ProcessGroup,
@@ -60,6 +69,12 @@ class Stack:
         agent_env: extra environment for the agent (a ``None`` value removes a variable).
         isolated: when True the agent ignores ``.env`` and every integration variable (offline engine,
             console channel), so tests and benchmarks never reach real accounts.
+        payments_instances: payments_service.py instances to start, 0..9 (0: none, and no ``payments``
+            scrape job). Instance N is named ``payments-N``, listens on ``ports.payments_base + N`` and
+            writes its plain-text log to ``run_dir/logs/payments/payments-N.log``.
+
+    Raises:
+        ValueError: for ``payments_instances`` outside 0..9.
     """
 
     run_dir: Path
@@ -67,16 +82,28 @@ class Stack:
     timing: dict | None = None
     agent_env: dict[str, str | None] = field(default_factory=dict)
     isolated: bool = False
+    payments_instances: int = PAYMENTS_INSTANCES
 
     def __post_init__(self) -> None:
+        if not 0 <= self.payments_instances <= MAX_PAYMENTS_INSTANCES:
+            raise ValueError(f"payments_instances must be 0..{MAX_PAYMENTS_INSTANCES}, got {self.payments_instances}")
         self.run_dir = self.run_dir.resolve()
         self.log_dir = self.run_dir / "logs"
+        self.payments_log_dir = self.log_dir / "payments"
         self.procs = ProcessGroup(self.log_dir)
         self.targets_file = self.run_dir / "inventory_targets.json"
 
     def url(self, component: str) -> str:
         """Base URL of ``pm``, ``lb``, ``prometheus``, ``alertmanager`` or ``agent``."""
         return f"http://127.0.0.1:{getattr(self.ports, component)}"
+
+    def payments_urls(self) -> list[str]:
+        """Base URLs of the payments instances, instance 1 first (empty without payments)."""
+        return [f"http://127.0.0.1:{self.ports.payments_port(n)}" for n in range(1, self.payments_instances + 1)]
+
+    def payments_log_file(self, number: int) -> Path:
+        """Current plain-text log of payments instance ``number`` (rotated copies: ``.1``, ``.2`` ...)."""
+        return self.payments_log_dir / f"{payments_instance_name(number)}.log"
 
     def preflight(self) -> dict[str, str]:
         """Find the Prometheus and Alertmanager binaries and check every port is free.
@@ -94,7 +121,9 @@ class Stack:
                 "`sudo apt-get install prometheus prometheus-alertmanager` (Debian/Ubuntu) or from prometheus.io, "
                 "or run `make deps`."
             )
-        busy = [port for port in self.ports.all_ports() if not port_is_free(port)]
+        busy = [
+            port for port in self.ports.all_ports(payments_instances=self.payments_instances) if not port_is_free(port)
+        ]
         if busy:
             raise StackError(
                 f"ports already in use on 127.0.0.1: {busy}. Another stack (or an old demo) is running: "
@@ -109,6 +138,7 @@ class Stack:
         try:
             self._start_pm(replicas, step)
             self._start_lb(step)
+            self._start_payments(step)
             self._start_alertmanager(binaries["alertmanager"], step)
             self._start_prometheus(binaries["prometheus"], step)
             self._start_agent(step)
@@ -130,7 +160,7 @@ class Stack:
             ) from exc
 
     def _start_pm(self, replicas: int, step: Callable[[str], None]) -> None:
-        env = {
+        env: dict[str, str | None] = {
             "PM_BASE_PORT": str(self.ports.replica_base),
             "TARGETS_FILE": str(self.targets_file),
             "INVENTORY_DB": str(self.run_dir / "inventory.db"),
@@ -144,12 +174,11 @@ class Stack:
         response = httpx.post(f"{self.url('pm')}/scale", json={"replicas": replicas}, timeout=60.0)
         if not response.is_success:
             raise StackError(f"scaling to {replicas} replicas failed: {response.status_code} {response.text}")
-        step(
-            f"{replicas} inventory replicas healthy on :{self.ports.replica_base + 1}-{self.ports.replica_base + replicas}"
-        )
+        first, last = self.ports.replica_base + 1, self.ports.replica_base + replicas
+        step(f"{replicas} inventory replicas healthy on :{first}-{last}")
 
     def _start_lb(self, step: Callable[[str], None]) -> None:
-        env = {
+        env: dict[str, str | None] = {
             "PM_URL": self.url("pm"),
             "LB_REFRESH_SEC": "1",
             "LB_ACCESS_LOG": str(self.log_dir / "loadbalancer_access.log"),
@@ -172,6 +201,28 @@ class Stack:
         self._wait("loadbalancer", f"{self.url('lb')}/items/1")
         step(f"load balancer up on :{self.ports.lb}")
 
+    def _start_payments(self, step: Callable[[str], None]) -> None:
+        """Start every payments instance directly (no supervisor), then wait until each is healthy.
+
+        The service's own log goes to ``payments_log_dir``; its console output (uvicorn) to
+        ``logs/payments-N.out.log``.
+        """
+        numbers = range(1, self.payments_instances + 1)
+        for number in numbers:
+            env: dict[str, str | None] = {
+                "PORT": str(self.ports.payments_port(number)),
+                "INSTANCE": payments_instance_name(number),
+                "LOG_DIR": str(self.payments_log_dir),
+                "PAYMENTS_DB": str(self.run_dir / "payments.db"),
+            }
+            args = [sys.executable, "payments_service.py", "--port", str(self.ports.payments_port(number))]
+            self.procs.start(f"{payments_instance_name(number)}.out", args, env=env)
+        for number, url in zip(numbers, self.payments_urls(), strict=True):
+            self._wait(f"{payments_instance_name(number)}.out", f"{url}/healthz")
+        if self.payments_instances:
+            ports = ", ".join(f":{self.ports.payments_port(number)}" for number in numbers)
+            step(f"{self.payments_instances} payments instances healthy on {ports}")
+
     def _start_alertmanager(self, binary: str, step: Callable[[str], None]) -> None:
         config = render_alertmanager(self.run_dir, self.ports, self.timing)
         args = [
@@ -187,7 +238,9 @@ class Stack:
 
     def _start_prometheus(self, binary: str, step: Callable[[str], None]) -> None:
         rules = render_rules(self.run_dir, self.timing)
-        config = render_prometheus(self.run_dir, self.ports, self.targets_file, rules, self.timing)
+        config = render_prometheus(
+            self.run_dir, self.ports, self.targets_file, rules, self.timing, payments_instances=self.payments_instances
+        )
         args = [
             binary,
             f"--config.file={config}",
@@ -240,12 +293,28 @@ class Stack:
 
 
 def free_stack_ports() -> StackPorts:
-    """Ports for an isolated stack (tests, benchmarks): random free ones, replicas in a free block."""
+    """Ports for an isolated stack (tests, benchmarks): random free ones; inventory replicas and
+    payments instances each in their own free block (the two blocks never overlap)."""
+    replica_base = free_port_block(10)
     return StackPorts(
         pm=free_port(),
         lb=free_port(),
         prometheus=free_port(),
         alertmanager=free_port(),
         agent=free_port(),
-        replica_base=free_port_block(10),
+        replica_base=replica_base,
+        payments_base=_free_block_beside(replica_base, 10, MAX_PAYMENTS_INSTANCES),
     )
+
+
+def _free_block_beside(other_base: int, other_size: int, size: int, attempts: int = 50) -> int:
+    """Base B of a free block B+1..B+size that does not overlap the block ``other_base``+1..+``other_size``.
+
+    Raises:
+        RuntimeError: when no such block is found in ``attempts`` tries.
+    """
+    for _ in range(attempts):
+        base = free_port_block(size)
+        if base + size <= other_base or base >= other_base + other_size:
+            return base
+    raise RuntimeError(f"no block of {size} free ports found beside {other_base + 1}-{other_base + other_size}")

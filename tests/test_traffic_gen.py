@@ -24,8 +24,19 @@ from aiohttp import web
 from pydantic import ValidationError
 
 import traffic_gen
+from payments_service import PaymentRequest
+from tests.payments_support import PaymentsInstance, metric, start_instances
 from tests.support import PYTHON, REPO_ROOT, free_port, wait_http_ok, wait_until
-from traffic_gen import RunConfig, choose_request, config_from_args, phase_at, rate_at, send_offsets
+from traffic_gen import (
+    RunConfig,
+    choose_inventory_request,
+    choose_payments_request,
+    choose_request,
+    config_from_args,
+    phase_at,
+    rate_at,
+    send_offsets,
+)
 
 SERVER_SOURCE = """
 import asyncio, os, re, sys
@@ -166,6 +177,53 @@ def test_seed_makes_the_mix_reproducible() -> None:
     assert [choose_request(rng_a, "error") for _ in range(200)] == [choose_request(rng_b, "error") for _ in range(200)]
 
 
+def test_inventory_mix_is_the_default() -> None:
+    rng_a, rng_b, rng_c = random.Random(8), random.Random(8), random.Random(8)
+    default = [choose_request(rng_a, "error") for _ in range(300)]
+    assert default == [choose_request(rng_b, "error", "inventory") for _ in range(300)]
+    assert default == [choose_inventory_request(rng_c, "error") for _ in range(300)]
+    assert RunConfig(url="http://127.0.0.1:1").mix == "inventory"
+
+
+def test_payments_normal_mix_shares() -> None:
+    rng = random.Random(21)
+    draws = [choose_payments_request(rng, "normal") for _ in range(20_000)]
+    shares = Counter(f"{spec.method} {spec.route}" for spec in draws)
+    assert set(shares) == {"POST /payments", "GET /payments/{payment_id}"}
+    assert shares["POST /payments"] / len(draws) == pytest.approx(0.80, abs=0.015)
+    currencies = Counter(spec.body["currency"] for spec in draws if spec.body)
+    assert set(currencies) == {"USD", "EUR", "GBP"}
+    assert currencies["USD"] / shares["POST /payments"] == pytest.approx(0.5, abs=0.02)
+    assert currencies["EUR"] / shares["POST /payments"] == pytest.approx(0.3, abs=0.02)
+    ids = {int(spec.path.rsplit("/", 1)[1]) for spec in draws if spec.method == "GET"}
+    assert min(ids) == 1 and max(ids) == 100
+
+
+def test_payments_bodies_match_the_service_model() -> None:
+    rng = random.Random(22)
+    for phase in ("normal", "error"):
+        for _ in range(2000):
+            spec = choose_payments_request(rng, phase)
+            if spec.method == "POST":
+                assert spec.path == "/payments" and spec.body is not None
+                PaymentRequest.model_validate(spec.body)  # valid for the real service's request model
+            else:
+                assert spec.body is None
+
+
+def test_payments_error_phase_sends_80_percent_jpy_charges() -> None:
+    rng = random.Random(4)
+    draws = [choose_request(rng, "error", "payments") for _ in range(20_000)]
+    jpy = [spec for spec in draws if spec.body and spec.body["currency"] == "JPY"]
+    assert len(jpy) / len(draws) == pytest.approx(0.8, abs=0.015)
+    assert all(spec.method == "POST" and spec.path == "/payments" for spec in jpy)
+    # the remaining 20% keep the normal mix, which never charges in JPY
+    rest = Counter(spec.route for spec in draws if not (spec.body and spec.body["currency"] == "JPY"))
+    assert set(rest) == {"/payments", "/payments/{payment_id}"}
+    normal = [choose_payments_request(rng, "normal") for _ in range(2000)]
+    assert not [spec for spec in normal if spec.body and spec.body["currency"] == "JPY"]
+
+
 # ---------------------------------------------------------------- config
 
 
@@ -180,7 +238,16 @@ def test_config_validation_and_agentic_default_duration() -> None:
     )
     config = config_from_args(args)
     assert config.duration == 12 and config.url == "http://127.0.0.1:9"
+    assert config.urls == ("http://127.0.0.1:9",) and config.mix == "inventory"
     assert config_from_args(parser.parse_args(["--url", "http://127.0.0.1:9"])).duration == 60
+    several = config_from_args(
+        parser.parse_args(["--mix", "payments", "--url", "http://127.0.0.1:8201/", "--url", "http://127.0.0.1:8202"])
+    )
+    assert several.urls == ("http://127.0.0.1:8201", "http://127.0.0.1:8202") and several.mix == "payments"
+    with pytest.raises(ValidationError, match="http"):
+        RunConfig(url="http://127.0.0.1", extra_urls=("ftp://127.0.0.1",))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--url", "http://127.0.0.1:9", "--mix", "orders"])
 
 
 # ---------------------------------------------------------------- open loop, in process
@@ -226,6 +293,15 @@ async def test_latency_counts_from_scheduled_time_when_server_is_slow() -> None:
     assert summary.latency_ms.p99 > 10 * 50  # queueing behind the single connection is visible
     assert summary.schedule_lag_ms.p99 < summary.latency_ms.p99 / 5  # the scheduler never waited
     assert summary.error_ratio == 0 and not summary.interrupted
+
+
+async def test_requests_rotate_over_every_url() -> None:
+    async with _slow_app(delay_s=0) as (first, first_counts), _slow_app(delay_s=0) as (second, second_counts):
+        config = RunConfig(url=first, extra_urls=(second,), rps=40, duration=1.0, seed=2)
+        summary = await traffic_gen.run(config)
+    assert summary.sent == 40 and summary.outcomes == {"200": 40}
+    assert sum(first_counts.values()) == sum(second_counts.values()) == 20
+    assert summary.urls == [first, second] and summary.url == first
 
 
 async def test_in_flight_requests_are_cancelled_after_grace() -> None:
@@ -328,7 +404,8 @@ def test_cli_progress_lines_are_printed(counting_server: str, tmp_path: Path) ->
     assert len(progress) >= 2, result.stderr
     pattern = r"t=\s+1s sent\s+\d+/s done\s+\d+/s p50\s+[\d.]+ p95\s+[\d.]+ p99\s+[\d.]+ ms err\s+0\.0% in-flight \d+"
     assert re.fullmatch(pattern, progress[0]), progress[0]
-    sent_per_second = [int(re.search(r"sent\s+(\d+)/s", line).group(1)) for line in progress]
+    sent_per_second = [int(sent) for line in progress for sent in re.findall(r"sent\s+(\d+)/s", line)]
+    assert len(sent_per_second) == len(progress)
     assert sum(sent_per_second) <= 50 and max(sent_per_second) >= 15
 
 
@@ -359,3 +436,43 @@ def test_cli_sigint_still_writes_summary(counting_server: str, procs, tmp_path: 
     assert summary["elapsed_s"] < 60
     _assert_summary_matches_server(summary, _server_counts(counting_server))
     assert "interrupted" in procs.log_text("traffic_gen")
+
+
+def test_cli_payments_mix_against_two_real_instances(procs, tmp_path: Path) -> None:
+    """The payments mix, agentic profile, spread over two real payments_service.py instances: the
+    summary matches what the instances counted, and every 5xx is the JPY conversion bug."""
+    instances = start_instances(procs, tmp_path, ["payments-g1", "payments-g2"])
+    out = tmp_path / "payments.json"
+    urls = [arg for instance in instances for arg in ("--url", instance.url)]
+    args = ["--mix", "payments", "--profile", "agentic", "--normal-rps", "40", "--normal-duration", "1.5"]
+    args += ["--error-rps", "40", "--error-duration", "1.5", "--seed", "11", "--json", str(out), "--quiet"]
+    result = subprocess.run(
+        [PYTHON, str(REPO_ROOT / "traffic_gen.py"), *urls, *args], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["mix"] == "payments" and summary["urls"] == [instance.url for instance in instances]
+    assert summary["sent"] == summary["completed"] == 120 and summary["phases"] == {"normal": 60, "error": 60}
+    assert set(summary["outcomes"]) <= {"200", "201", "404", "500"} and summary["outcomes"]["500"] >= 36
+    per_instance = [_served_by_status(instance) for instance in instances]
+    assert [sum(counts.values()) for counts in per_instance] == [60, 60]  # round robin
+    outcomes = summary["outcomes"]
+    assert sum(counts["5xx"] for counts in per_instance) == outcomes["500"] == summary["errors"]
+    assert sum(counts["4xx"] for counts in per_instance) == outcomes.get("404", 0)
+    assert sum(counts["2xx"] for counts in per_instance) == outcomes.get("200", 0) + outcomes.get("201", 0)
+    assert 0.6 <= outcomes["500"] / summary["phases"]["error"] <= 1.0  # the error phase sends 80% JPY charges
+
+
+def _served_by_status(instance: PaymentsInstance) -> dict[str, float]:
+    """Business requests an instance counted by grouped status; asserts each 5xx logged the JPY bug."""
+    samples = instance.metrics()
+    counts = {
+        status: sum(
+            metric(samples, "http_requests_total", handler=handler, status=status)
+            for handler in ("/payments", "/payments/{payment_id}")
+        )
+        for status in ("2xx", "4xx", "5xx")
+    }
+    bug_records = [r for r in instance.records() if r.message == "unhandled KeyError in POST /payments: 'JPY'"]
+    assert len(bug_records) == counts["5xx"]
+    return counts
