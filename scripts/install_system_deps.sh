@@ -9,6 +9,7 @@ packages=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have prometheus && have promtool || packages+=(prometheus)
 { have prometheus-alertmanager || have alertmanager; } && have amtool || packages+=(prometheus-alertmanager)
+have chromium || packages+=(chromium fonts-liberation)  # browser tests (tests/browser.py): Chromium, readable fonts
 if [[ "${1:-}" == "--bench" ]]; then
   have nginx || [[ -x /usr/sbin/nginx ]] || packages+=(nginx)
   have wrk || packages+=(wrk)
