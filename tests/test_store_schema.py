@@ -1,0 +1,53 @@
+"""The Alembic migrations and ``oncall.store.schema`` describe the same database, with one head, and a
+database written by the agent's first (SQLite-only) version is adopted, not recreated."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect
+
+from oncall.store.migrate import FIRST_VERSION_REVISION, MIGRATIONS, alembic_config, migrate
+from oncall.store.schema import metadata
+from tests.support import LOCAL_FIXTURES
+
+FIRST_VERSION_SCHEMA = (LOCAL_FIXTURES / "store" / "v1_schema.sql").read_text()
+OLD_INCIDENT = (
+    "INSERT INTO incidents (group_key, title, created_at, updated_at) VALUES ('{}:{alertname=\"Old\"}', 'Old', 1, 1)"
+)
+
+
+def test_migrations_have_one_head() -> None:
+    with create_engine("sqlite://").connect() as connection:
+        heads = ScriptDirectory.from_config(alembic_config(connection)).get_heads()
+    assert len(heads) == 1, f"several Alembic heads {heads}: chain the newest revision onto the previous head"
+    assert MIGRATIONS.is_dir()
+
+
+def test_migrated_database_matches_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    migrate(url)
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    engine.dispose()
+    assert differences == [], differences
+
+
+def test_a_first_version_database_is_stamped_and_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(FIRST_VERSION_SCHEMA)
+        connection.execute(OLD_INCIDENT)
+    migrate(f"sqlite:///{path}")
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        version = MigrationContext.configure(connection).get_current_revision()
+        assert set(metadata.tables) <= set(inspect(connection).get_table_names())
+        assert connection.exec_driver_sql("SELECT title FROM incidents").scalar_one() == "Old"
+    engine.dispose()
+    assert version is not None and version >= FIRST_VERSION_REVISION
