@@ -101,10 +101,10 @@ class HAStack(Stack):
         """True when the replicas share PostgreSQL; False while each has its own SQLite file (TEMPORARY)."""
         return agent_reads_database_url()
 
-    def all_ports(self) -> list[int]:
-        """Every port on 127.0.0.1 the stack binds: ``StackPorts.all_ports()``, every peer's web and cluster port,
-        every agent replica's port, and PostgreSQL's once it was chosen (at start)."""
-        ports = self.ports.all_ports()
+    def all_ports(self, inventory_replicas: int = 10) -> list[int]:
+        """Every port on 127.0.0.1 the stack binds: ``StackPorts.all_ports(inventory_replicas)``, every peer's web
+        and cluster port, every agent replica's port, and PostgreSQL's once it was chosen (at start)."""
+        ports = self.ports.all_ports(inventory_replicas)
         ports += [port for peer in self.alertmanager_peers for port in (peer.web_port, peer.cluster_port)]
         ports += [replica.port for replica in self.agent_replicas]
         if self.postgres.port:
