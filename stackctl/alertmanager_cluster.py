@@ -61,7 +61,7 @@ class ClusterTiming:
     """Gossip timing for peers on one host (Go durations, e.g. ``"200ms"``, ``"2s"``).
 
     The defaults of Alertmanager 0.25 are tuned for a data-centre network (peer timeout 15 s, push-pull
-    1 m, settle up to 1 m); on loopback much shorter values converge in about a second. ``peer_timeout``
+    1 m, settle up to 1 m); on loopback much shorter values form a cluster in ~3 s (settling). ``peer_timeout``
     must stay well above the gossip delay of a notification-log entry (a few ``gossip_interval``), or
     the second peer notifies again before it hears that the first one did.
     """
