@@ -4,10 +4,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: demo test lint reply deps system-deps venv bench accuracy clean stop-demo
+.PHONY: demo demo-ha test lint reply deps system-deps venv bench accuracy clean stop-demo
 
 demo: deps  ## start the stack, trigger an incident, print the agent's WhatsApp diagnosis
 	$(PY) -m stackctl.demo
+
+demo-ha: deps  ## the demo on a highly available stack: PostgreSQL, 2 clustered Alertmanagers, 2 agent replicas
+	$(PY) -m stackctl.demo_ha
 
 test: deps  ## unit, config and end-to-end tests (real Prometheus and Alertmanager)
 	@$(PY) -m pytest -q; rc=$$?; \
