@@ -18,10 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inventory_service import FaultSpec, iter_lines_reversed
+from tests.e2e_support import bug_line
 from tests.support import PYTHON, REPO_ROOT, ProcessGroup, free_port, wait_http_ok
 
 SERVICE_FILE = REPO_ROOT / "inventory_service.py"
-BUG_MARKER = "# NULL-DEREFERENCE BUG"
 ITEM_ROUTE = "/items/{item_id}"
 
 
@@ -86,15 +86,6 @@ def start_replicas(procs: ProcessGroup, tmp_path: Path, names: list[str], **env:
         except TimeoutError:
             pytest.fail(f"{replica.name} did not start:\n{procs.log_text(replica.name)}")
     return replicas
-
-
-def buggy_statement_line() -> int:
-    """Line number (1-based) of the deliberate null dereference: the statement carrying the marker comment."""
-    source = SERVICE_FILE.read_text().splitlines()
-    markers = [index for index, text in enumerate(source) if BUG_MARKER in text]
-    assert len(markers) == 1, f"expected exactly one {BUG_MARKER!r} comment, found {len(markers)}"
-    assert "promotion.percent_off" in source[markers[0]]
-    return markers[0] + 1
 
 
 def test_items_read_update_not_found_and_validation(procs, tmp_path):
@@ -165,7 +156,7 @@ def test_concurrent_writes_through_two_replicas_all_succeed(procs, tmp_path):
 
 def test_random_endpoint_error_is_a_null_dereference_at_a_stable_line(procs, tmp_path):
     (replica,) = start_replicas(procs, tmp_path, ["inventory-bug"])
-    line = buggy_statement_line()
+    line = bug_line()
     for _ in range(3):
         response = replica.http.get("/random-endpoint/error")
         assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
