@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e_support import bug_line
 from tests.support import (
     PYTHON,
     REPO_ROOT,
@@ -102,6 +103,11 @@ def replica_get(port: int, path: str) -> dict[str, Any]:
     response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5.0, trust_env=False)
     response.raise_for_status()
     return response.json()
+
+
+def item_status(port: int, item_id: int) -> int:
+    """Status code of GET /items/{item_id} straight from the replica on ``port``."""
+    return httpx.get(f"http://127.0.0.1:{port}/items/{item_id}", timeout=5.0, trust_env=False).status_code
 
 
 def test_scale_up_down_updates_instances_backends_targets_and_changes(pm: PM) -> None:
@@ -298,3 +304,191 @@ def test_children_die_when_the_manager_is_killed(pm: PM) -> None:
     pm.proc.wait(timeout=5)
     wait_until(lambda: pid_gone(pid), timeout=10, what=f"replica pid {pid} to exit after PR_SET_PDEATHSIG")
     wait_until(lambda: port_is_free(pm.base_port + 1), timeout=5, what="replica port freed")
+
+
+def test_deploy_rolls_replicas_one_at_a_time_and_rollback_heals_the_regression(pm: PM) -> None:
+    assert pm.scale(2).status_code == 200
+    ports = {f"inventory-{n}": pm.base_port + n for n in (1, 2)}
+    history = pm.client.get("/deploys").json()
+    assert history == {
+        "current_version": "1.4.0",
+        "previous_version": None,
+        "versions": ["1.3.2", "1.4.0", "1.4.1"],
+        "deploys": [],
+    }
+    before = pm.instances()
+    assert {i["version"] for i in before.values()} == {"1.4.0"}
+    list_price = replica_get(ports["inventory-1"], "/items/42")["price"]  # item 42 has a 25 % promotion
+    assert all(item_status(port, 1) == 200 for port in ports.values())
+
+    response = pm.client.post("/deploy", json={"version": "1.4.1"})
+    assert response.status_code == 200, response.text
+    record = response.json()
+    assert {k: record[k] for k in ("id", "from_version", "to_version", "replicas", "status", "error")} == {
+        "id": 1,
+        "from_version": "1.4.0",
+        "to_version": "1.4.1",
+        "replicas": ["inventory-1", "inventory-2"],
+        "status": "succeeded",
+        "error": None,
+    }
+    assert record["started_at"] <= record["finished_at"]
+    after = pm.instances()
+    for name, port in ports.items():
+        assert after[name]["version"] == "1.4.1" and after[name]["state"] == "running"
+        assert after[name]["pid"] != before[name]["pid"] and pid_gone(before[name]["pid"])
+        assert after[name]["restarts"] == 0  # a deploy is not a crash restart
+        assert replica_get(port, "/version") == {"service": "inventory", "version": "1.4.1", "replica": name}
+        assert (
+            'inventory_build_info{service="inventory",version="1.4.1"} 1.0'
+            in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
+        )
+    deploy_changes = sorted((c for c in pm.changes() if c["kind"] == "deploy"), key=lambda c: c["ts"])
+    assert [
+        (c["replica"], c["detail"]["from_version"], c["detail"]["to_version"], c["detail"]["deploy_id"])
+        for c in deploy_changes
+    ] == [("inventory-1", "1.4.0", "1.4.1", 1), ("inventory-2", "1.4.0", "1.4.1", 1)]
+    # One at a time: inventory-2 was only replaced after inventory-1's new process was healthy.
+    assert after["inventory-2"]["started_at"] > deploy_changes[0]["ts"]
+    assert pm.client.get("/backends").json()["backends"] == [f"http://127.0.0.1:{p}" for p in ports.values()]
+
+    # 1.4.1 regression: GET /items/{id} for an item without a promotion is a null dereference.
+    for port in ports.values():
+        assert item_status(port, 1) == 500
+    assert replica_get(ports["inventory-1"], "/items/42")["price"] == round(list_price * 0.75, 2)
+    entries = replica_get(ports["inventory-1"], "/logs/tail?seconds=120")["entries"]
+    regression = [e for e in entries if e["route"] == "/items/{item_id}"]
+    assert {e["replica"] for e in regression} == set(ports)
+    assert all(
+        (e["exception_type"], e["file"], e["line"], e["function"], e["version"])
+        == ("AttributeError", "inventory_service.py", bug_line(), "discounted_price", "1.4.1")
+        for e in regression
+    )
+    assert regression[0]["message"] == "'NoneType' object has no attribute 'percent_off'"
+
+    # Replicas started later run the current version.
+    assert pm.scale(3).status_code == 200
+    assert pm.instances()["inventory-3"]["version"] == "1.4.1"
+    history = pm.client.get("/deploys").json()
+    assert (history["current_version"], history["previous_version"]) == ("1.4.1", "1.4.0")
+
+    rollback = pm.client.post("/deploy", json={"version": history["previous_version"]})
+    assert rollback.status_code == 200, rollback.text
+    assert rollback.json()["replicas"] == ["inventory-1", "inventory-2", "inventory-3"]
+    assert all(item_status(pm.base_port + n, 1) == 200 for n in (1, 2, 3))
+    assert {i["version"] for i in pm.instances().values()} == {"1.4.0"}
+    history = pm.client.get("/deploys").json()
+    assert (history["current_version"], history["previous_version"]) == ("1.4.0", "1.4.1")
+    assert [(d["id"], d["to_version"], d["status"]) for d in history["deploys"]] == [
+        (2, "1.4.0", "succeeded"),
+        (1, "1.4.1", "succeeded"),
+    ]
+
+
+def test_restart_of_one_replica_and_operations_exclude_each_other(pm: PM) -> None:
+    assert pm.scale(2).status_code == 200
+    before = pm.instances()
+    assert pm.client.get("/instances").json()["operation"] is None
+
+    response = pm.client.post("/instances/inventory-2/restart")
+    assert response.status_code == 200, response.text
+    restarted = response.json()
+    assert restarted["name"] == "inventory-2" and restarted["state"] == "running"
+    assert restarted["pid"] != before["inventory-2"]["pid"] and pid_gone(before["inventory-2"]["pid"])
+    assert restarted["version"] == "1.4.0" and restarted["restarts"] == 0
+    assert replica_get(pm.base_port + 2, "/healthz")["pid"] == restarted["pid"]
+    assert pm.instances()["inventory-1"]["pid"] == before["inventory-1"]["pid"]
+    change = next(c for c in pm.changes() if c["kind"] == "restart")
+    assert change["replica"] == "inventory-2" and change["detail"]["reason"] == "requested"
+    assert change["detail"]["ok"] and change["detail"]["pid"] == restarted["pid"]
+    assert 'pm_replica_restarts_total{replica="inventory-2"} 0.0' in pm.client.get("/metrics").text
+
+    for name in ("inventory-3", "inventory-7", "db-1"):
+        missing = pm.client.post(f"/instances/{name}/restart")
+        assert missing.status_code == 404 and "unknown replica" in missing.json()["detail"], name
+    for body in ({"version": "9.9.9"}, {"version": "1.4"}, {}, {"version": "1.4.1", "colour": "red"}):
+        invalid = pm.client.post("/deploy", json=body)
+        assert invalid.status_code == 422, body
+    assert "'1.3.2', '1.4.0' or '1.4.1'" in json.dumps(pm.client.post("/deploy", json={"version": "9.9.9"}).json())
+    assert pm.client.get("/deploys").json()["deploys"] == []
+
+    started = pm.client.post("/deploy", json={"version": "1.4.1", "wait": False})
+    assert started.status_code == 202 and started.json()["status"] == "running"
+    operation = pm.client.get("/instances").json()["operation"]
+    assert operation["kind"] == "deploy" and operation["deploy_id"] == started.json()["id"]
+    assert operation["to_version"] == "1.4.1" and operation["started_at"] > 0
+    for method, path, body in (
+        ("POST", "/instances/inventory-1/restart", None),
+        ("POST", "/deploy", {"version": "1.4.0"}),
+        ("POST", "/scale", {"replicas": 3}),
+        ("POST", "/start", None),
+        ("POST", "/stop", None),
+    ):
+        conflict = pm.client.request(method, path, json=body)
+        assert conflict.status_code == 409, (path, conflict.text)
+        assert conflict.json()["operation"]["kind"] == "deploy", path
+
+    def finished() -> dict[str, Any] | None:
+        latest = pm.client.get("/deploys").json()["deploys"][0]
+        return latest if latest["status"] != "running" else None
+
+    assert wait_until(finished, timeout=40, what="background deploy finished")["status"] == "succeeded"
+    assert pm.client.get("/instances").json()["operation"] is None
+    assert len([c for c in pm.changes() if c["kind"] == "deploy"]) == 2
+
+    # A crash restart by the supervisor starts the replica on the current version.
+    assert pm.client.post("/fault", json={"mode": "crash", "replica": "inventory-1"}).status_code == 200
+
+    def back() -> dict[str, Any] | None:
+        inst = pm.instances()["inventory-1"]
+        return inst if inst["state"] == "running" and inst["restarts"] == 1 else None
+
+    assert wait_until(back, timeout=15, what="inventory-1 restarted")["version"] == "1.4.1"
+    assert item_status(pm.base_port + 1, 1) == 500
+
+
+def test_sigterm_during_a_deploy_stops_every_child(pm: PM) -> None:
+    assert pm.scale(2).status_code == 200
+    pids = [i["pid"] for i in pm.instances().values()]
+    assert pm.client.post("/deploy", json={"version": "1.3.2", "wait": False}).status_code == 202
+    pm.proc.send_signal(signal.SIGTERM)
+    assert pm.proc.wait(timeout=20) in (0, -signal.SIGTERM)
+    assert all(pid_gone(pid) for pid in pids)
+    assert all(port_is_free(pm.base_port + n) for n in (1, 2))
+    assert pm.targets() == []
+
+
+def test_failed_deploy_and_restart_leave_the_replica_to_the_supervisor(pm: PM, tmp_path: Path) -> None:
+    assert pm.scale(1).status_code == 200
+    db = tmp_path / "inventory.db"
+    parked = tmp_path / "parked"
+    parked.mkdir()
+    for path in tmp_path.glob("inventory.db*"):  # a directory in its place: a new replica cannot open it
+        path.rename(parked / path.name)
+    db.mkdir()
+
+    response = pm.client.post("/deploy", json={"version": "1.4.1"})
+    assert response.status_code == 503, response.text
+    record = response.json()
+    assert record["status"] == "failed" and record["replicas"] == [] and "exited with code" in record["error"]
+    change = next(c for c in pm.changes() if c["kind"] == "deploy")
+    assert change["replica"] == "inventory-1" and change["detail"]["ok"] is False
+    assert pm.instances()["inventory-1"]["state"] in ("crashed", "restarting")
+    # Like a stuck rollout, the deploy's version stays the one new replicas start on.
+    assert pm.client.get("/deploys").json()["current_version"] == "1.4.1"
+
+    wait_until(lambda: pm.instances()["inventory-1"]["state"] == "crashed", timeout=15, what="retry between tries")
+    failed = pm.client.post("/instances/inventory-1/restart")
+    assert failed.status_code == 503, failed.text
+    assert "exited with code" in failed.json()["error"] and failed.json()["instance"]["name"] == "inventory-1"
+    assert next(c for c in pm.changes() if c["kind"] == "restart" and "reason" in c["detail"])["detail"]["ok"] is False
+
+    db.rmdir()
+    for path in parked.iterdir():
+        path.rename(tmp_path / path.name)
+
+    def recovered() -> dict[str, Any] | None:
+        inst = pm.instances()["inventory-1"]
+        return inst if inst["state"] == "running" else None
+
+    assert wait_until(recovered, timeout=40, what="supervisor brings inventory-1 back")["version"] == "1.4.1"
