@@ -7,7 +7,9 @@ INVENTORY_DB and LOG_DIR; the ``procs`` fixture stops them by PID.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -90,6 +92,11 @@ def start_replicas(procs: ProcessGroup, tmp_path: Path, names: list[str], **env:
 
 def test_items_read_update_not_found_and_validation(procs, tmp_path):
     (replica,) = start_replicas(procs, tmp_path, ["inventory-t1"])
+    assert replica.http.get("/version").json() == {
+        "service": "inventory",
+        "version": "1.4.0",
+        "replica": "inventory-t1",
+    }
     item = replica.http.get("/items/7").json()
     assert set(item) == {"id", "name", "quantity", "price"} and item["id"] == 7 and item["quantity"] >= 0
 
@@ -177,6 +184,65 @@ def test_random_endpoint_error_is_a_null_dereference_at_a_stable_line(procs, tmp
     samples = replica.metrics()
     assert metric(samples, "http_errors_total", route="/random-endpoint/error", method="GET", status="500") == 3
     assert metric(samples, "http_request_duration_seconds_count", route="/random-endpoint/error") == 3
+
+
+def test_version_is_exposed_and_1_4_1_prices_items_through_the_null_dereference(procs, tmp_path):
+    (old,) = start_replicas(procs, tmp_path / "a", ["inventory-old"], SERVICE_VERSION="1.3.2")
+    (new,) = start_replicas(procs, tmp_path / "b", ["inventory-new"], SERVICE_VERSION="1.4.1")
+    for replica, version in ((old, "1.3.2"), (new, "1.4.1")):
+        assert replica.http.get("/version").json() == {
+            "service": "inventory",
+            "version": version,
+            "replica": replica.name,
+        }
+        assert replica.http.get("/healthz").json()["version"] == version
+        samples = replica.metrics()
+        assert metric(samples, "inventory_build_info", service="inventory", version=version) == 1
+        assert [labels for name, labels in samples if name == "inventory_build_info"] == [
+            frozenset({("service", "inventory"), ("version", version)})
+        ]
+
+    # 1.3.2 answers list prices, like 1.4.0; 1.4.1 answers promotional prices and fails for unpromoted items.
+    list_price = old.http.get("/items/42").json()["price"]
+    assert new.http.get("/items/42").json()["price"] == round(list_price * 0.75, 2)  # 25 % off
+    assert old.http.get("/items/1").status_code == 200
+    for item_id in (1, 2, 3):
+        response = new.http.get(f"/items/{item_id}")
+        assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+    assert new.http.get("/items/100000").status_code == 404  # unknown items fail before the pricing path
+    assert new.http.put("/items/5", json={"name": "x", "quantity": 1, "price": 2.0}).status_code == 200
+
+    entries = new.logs(seconds=60)
+    assert len(entries) == 3
+    line = bug_line()
+    for entry in entries:
+        assert (entry["route"], entry["method"], entry["status"]) == (ITEM_ROUTE, "GET", 500)
+        assert (entry["exception_type"], entry["message"]) == (
+            "AttributeError",
+            "'NoneType' object has no attribute 'percent_off'",
+        )
+        assert (entry["file"], entry["line"], entry["function"]) == ("inventory_service.py", line, "discounted_price")
+        assert entry["version"] == "1.4.1" and entry["replica"] == "inventory-new"
+        assert "in quote_item" in entry["traceback"] and "in get_item" in entry["traceback"]
+    assert old.logs(seconds=60) == []
+    assert metric(new.metrics(), "http_errors_total", route=ITEM_ROUTE, status="500") == 3
+    assert metric(old.metrics(), "http_errors_total") == 0
+
+
+def test_unknown_service_version_refuses_to_start(tmp_path):
+    env = {**os.environ, "SERVICE_VERSION": "2.0.0", "LOG_DIR": str(tmp_path), "INVENTORY_DB": str(tmp_path / "db")}
+    result = subprocess.run(
+        [PYTHON, str(SERVICE_FILE), "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert "service_version" in result.stderr and "'1.3.2', '1.4.0' or '1.4.1'" in result.stderr
+
+
+def test_bug_line_is_the_promotion_dereference_in_discounted_price():
+    source = SERVICE_FILE.read_text().splitlines()
+    assert "promotion.percent_off" in source[bug_line() - 1]
+    answer_keys = ("NULL-DEREFERENCE", "referenced by tests", "deliberate", "demo bug")
+    assert not [text for text in source if any(key in text.lower() for key in map(str.lower, answer_keys))]
 
 
 def test_random_endpoint_fails_with_the_configured_ratio(procs, tmp_path):
