@@ -122,8 +122,11 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
         assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
 
         detail = wait_for_diagnosis(stack, incident_for(stack, "InventoryHighErrorRate")["id"])
-        assert detail["diagnosis"]["fault_type"] == "injected_errors"
-        assert sorted(detail["diagnosis"]["affected_replicas"]) == ["inventory-1", "inventory-2"]
+        diagnosis = detail["diagnosis"]
+        assert (diagnosis["fault_type"], sorted(diagnosis["affected_replicas"])) == (
+            "injected_errors",
+            ["inventory-1", "inventory-2"],
+        )
         assert any(a["labels"]["alertname"] == "InventoryHighErrorRate" for a in detail["alerts"])
         sent = wait_until(
             lambda: [m for m in incident_detail(stack, detail["id"])["messages"] if m["direction"] == "out"],

@@ -90,6 +90,25 @@ def start_replicas(procs: ProcessGroup, tmp_path: Path, names: list[str], **env:
     return replicas
 
 
+INVALID_BODIES = {
+    "quantity": {"name": "x", "quantity": -1, "price": 1},
+    "price": {"name": "x", "quantity": 1, "price": -0.01},
+    "name": {"name": "", "quantity": 1, "price": 1},
+    "colour": {"name": "x", "quantity": 1, "price": 1, "colour": "red"},
+}
+
+
+def assert_invalid_requests_rejected(replica: Replica) -> None:
+    """PUT bodies of INVALID_BODIES and ids 0 / abc answer 422 naming the offending field."""
+    for field, body in INVALID_BODIES.items():
+        response = replica.http.put("/items/7", json=body)
+        assert response.status_code == 422, body
+        assert any(field in error["loc"] for error in response.json()["detail"]), response.text
+    for bad_id in ("0", "abc"):
+        response = replica.http.get(f"/items/{bad_id}")
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["path", "item_id"]
+
+
 def test_items_read_update_not_found_and_validation(procs, tmp_path):
     (replica,) = start_replicas(procs, tmp_path, ["inventory-t1"])
     assert replica.http.get("/version").json() == {
@@ -108,27 +127,16 @@ def test_items_read_update_not_found_and_validation(procs, tmp_path):
     assert replica.http.get("/items/100000").status_code == 404
     missing = replica.http.put("/items/100000", json={"name": "x", "quantity": 1, "price": 1})
     assert missing.status_code == 404 and "not found" in missing.json()["detail"]
-
-    invalid_bodies = {
-        "quantity": {"name": "x", "quantity": -1, "price": 1},
-        "price": {"name": "x", "quantity": 1, "price": -0.01},
-        "name": {"name": "", "quantity": 1, "price": 1},
-        "colour": {"name": "x", "quantity": 1, "price": 1, "colour": "red"},
-    }
-    for field, body in invalid_bodies.items():
-        response = replica.http.put("/items/7", json=body)
-        assert response.status_code == 422, body
-        assert any(field in error["loc"] for error in response.json()["detail"]), response.text
-    for bad_id in ("0", "abc"):
-        response = replica.http.get(f"/items/{bad_id}")
-        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["path", "item_id"]
+    assert_invalid_requests_rejected(replica)
     assert replica.http.get("/items/7").json()["quantity"] == 42
 
     samples = replica.metrics()
-    assert metric(samples, "inventory_items") == 100
-    assert metric(samples, "http_requests_total", route=ITEM_ROUTE, method="PUT", status="422") == len(invalid_bodies)
-    assert metric(samples, "http_requests_total", route=ITEM_ROUTE, method="GET", status="404") == 1
-    assert metric(samples, "http_errors_total") == 0
+    assert {
+        "items": metric(samples, "inventory_items"),
+        "put 422": metric(samples, "http_requests_total", route=ITEM_ROUTE, method="PUT", status="422"),
+        "get 404": metric(samples, "http_requests_total", route=ITEM_ROUTE, method="GET", status="404"),
+        "errors": metric(samples, "http_errors_total"),
+    } == {"items": 100, "put 422": len(INVALID_BODIES), "get 404": 1, "errors": 0}
     assert replica.http.get("/no-such-path").status_code == 404
     samples = replica.metrics()
     assert metric(samples, "http_requests_total", route="unmatched", status="404") == 1
@@ -186,44 +194,55 @@ def test_random_endpoint_error_is_a_null_dereference_at_a_stable_line(procs, tmp
     assert metric(samples, "http_request_duration_seconds_count", route="/random-endpoint/error") == 3
 
 
+def assert_reports_version(replica: Replica, version: str) -> None:
+    """GET /version, /healthz and inventory_build_info (one series) all name ``version``."""
+    assert replica.http.get("/version").json() == {"service": "inventory", "version": version, "replica": replica.name}
+    assert replica.http.get("/healthz").json()["version"] == version
+    build_info = [
+        (labels, value) for (name, labels), value in replica.metrics().items() if name == "inventory_build_info"
+    ]
+    assert build_info == [(frozenset({("service", "inventory"), ("version", version)}), 1.0)]
+
+
+def assert_is_the_regression(entry: dict, replica: str) -> None:
+    """``entry`` is the 1.4.1 AttributeError of GET /items/{item_id}, at bug_line() in discounted_price."""
+    assert pick(entry, "route", "method", "status", "exception_type", "message", "version", "replica") == {
+        "route": ITEM_ROUTE,
+        "method": "GET",
+        "status": 500,
+        "exception_type": "AttributeError",
+        "message": "'NoneType' object has no attribute 'percent_off'",
+        "version": "1.4.1",
+        "replica": replica,
+    }
+    assert (entry["file"], entry["line"], entry["function"]) == ("inventory_service.py", bug_line(), "discounted_price")
+    assert "in quote_item" in entry["traceback"] and "in get_item" in entry["traceback"]
+
+
+def pick(record: dict, *keys: str) -> dict:
+    """The ``keys`` of ``record`` (to compare several fields in one assertion)."""
+    return {key: record[key] for key in keys}
+
+
 def test_version_is_exposed_and_1_4_1_prices_items_through_the_null_dereference(procs, tmp_path):
     (old,) = start_replicas(procs, tmp_path / "a", ["inventory-old"], SERVICE_VERSION="1.3.2")
     (new,) = start_replicas(procs, tmp_path / "b", ["inventory-new"], SERVICE_VERSION="1.4.1")
-    for replica, version in ((old, "1.3.2"), (new, "1.4.1")):
-        assert replica.http.get("/version").json() == {
-            "service": "inventory",
-            "version": version,
-            "replica": replica.name,
-        }
-        assert replica.http.get("/healthz").json()["version"] == version
-        samples = replica.metrics()
-        assert metric(samples, "inventory_build_info", service="inventory", version=version) == 1
-        assert [labels for name, labels in samples if name == "inventory_build_info"] == [
-            frozenset({("service", "inventory"), ("version", version)})
-        ]
+    assert_reports_version(old, "1.3.2")
+    assert_reports_version(new, "1.4.1")
 
     # 1.3.2 answers list prices, like 1.4.0; 1.4.1 answers promotional prices and fails for unpromoted items.
     list_price = old.http.get("/items/42").json()["price"]
     assert new.http.get("/items/42").json()["price"] == round(list_price * 0.75, 2)  # 25 % off
     assert old.http.get("/items/1").status_code == 200
-    for item_id in (1, 2, 3):
-        response = new.http.get(f"/items/{item_id}")
-        assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+    failed = [new.http.get(f"/items/{item_id}") for item_id in (1, 2, 3)]
+    assert [(r.status_code, r.json()) for r in failed] == [(500, {"detail": "internal server error"})] * 3
     assert new.http.get("/items/100000").status_code == 404  # unknown items fail before the pricing path
     assert new.http.put("/items/5", json={"name": "x", "quantity": 1, "price": 2.0}).status_code == 200
 
     entries = new.logs(seconds=60)
     assert len(entries) == 3
-    line = bug_line()
     for entry in entries:
-        assert (entry["route"], entry["method"], entry["status"]) == (ITEM_ROUTE, "GET", 500)
-        assert (entry["exception_type"], entry["message"]) == (
-            "AttributeError",
-            "'NoneType' object has no attribute 'percent_off'",
-        )
-        assert (entry["file"], entry["line"], entry["function"]) == ("inventory_service.py", line, "discounted_price")
-        assert entry["version"] == "1.4.1" and entry["replica"] == "inventory-new"
-        assert "in quote_item" in entry["traceback"] and "in get_item" in entry["traceback"]
+        assert_is_the_regression(entry, "inventory-new")
     assert old.logs(seconds=60) == []
     assert metric(new.metrics(), "http_errors_total", route=ITEM_ROUTE, status="500") == 3
     assert metric(old.metrics(), "http_errors_total") == 0

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,6 +105,14 @@ def lb_samples(lb: str, name: str) -> list[tuple[dict[str, str], float]]:
     ]
 
 
+def by_label(lb: str, name: str, label: str) -> dict[str, float]:
+    """Samples of ``name`` from the LB's /lb/metrics summed by the value of ``label``."""
+    sums: dict[str, float] = {}
+    for labels, value in lb_samples(lb, name):
+        sums[labels[label]] = sums.get(labels[label], 0) + value
+    return sums
+
+
 def requests_to(lb: str, backend: str) -> float:
     """lb_requests_total summed over codes for ``backend``."""
     return sum(value for labels, value in lb_samples(lb, "lb_requests_total") if labels["backend"] == backend)
@@ -163,11 +172,17 @@ def test_round_robin_access_log_and_own_endpoints(echo_lb: tuple[str, str, str],
     health = lb_health(lb)
     assert health["status"] == "ok"
     assert [(x["url"], x["state"]) for x in health["backends"]] == [(a, "up"), (b, "up")]
-    assert requests_to(lb, a) == 10 and requests_to(lb, b) == 10
-    durations = {labels["backend"]: value for labels, value in lb_samples(lb, "lb_request_duration_seconds_count")}
-    assert durations == {a: 10, b: 10}
-    assert {labels["state"]: value for labels, value in lb_samples(lb, "lb_backends")} == {"up": 2, "down": 0}
-    assert {labels["backend"]: value for labels, value in lb_samples(lb, "lb_upstream_in_flight")} == {a: 0, b: 0}
+    assert {
+        "requests": by_label(lb, "lb_requests_total", "backend"),
+        "durations": by_label(lb, "lb_request_duration_seconds_count", "backend"),
+        "in flight": by_label(lb, "lb_upstream_in_flight", "backend"),
+        "backends": by_label(lb, "lb_backends", "state"),
+    } == {
+        "requests": {a: 10, b: 10},
+        "durations": {a: 10, b: 10},
+        "in flight": {a: 0, b: 0},
+        "backends": {"up": 2, "down": 0},
+    }
 
     log = tmp_path / "lb_access.log"
     lines = wait_until(
@@ -392,15 +407,8 @@ def test_killed_replica_costs_no_failed_get_and_comes_back(kind: str, procs: Pro
     for url in (a, b, lb):
         wait_http_ok(f"{url}/healthz", timeout=30)
 
-    failures: list[str] = []
     with httpx.Client(timeout=10) as client:
-        for i in range(300):
-            if i == 100:
-                kill_started(procs, b)
-            response = client.get(f"{lb}/items/1")
-            if response.status_code != 200:
-                failures.append(f"{i}: {response.status_code} {response.text[:200]}")
-        assert failures == []
+        assert failed_gets(client, lb, 300, kill_at=100, kill=lambda: kill_started(procs, b)) == []
         assert backend_states(lb) == {a: "up", b: "down"}
         assert lb_health(lb)["status"] == "degraded"
         assert lb_samples(lb, "lb_failovers_total")[0][1] >= 1
@@ -409,10 +417,23 @@ def test_killed_replica_costs_no_failed_get_and_comes_back(kind: str, procs: Pro
 
         start(2, int(b.rsplit(":", 1)[1]))
         wait_until(lambda: backend_states(lb)[b] == "up", 30, what=f"{b} up again in /healthz")
-        for _ in range(20):
-            assert client.get(f"{lb}/items/1").status_code == 200
+        assert failed_gets(client, lb, 20) == []
     assert requests_to(lb, b) - served_by_b == 10
     assert lb_health(lb)["status"] == "ok"
+
+
+def failed_gets(
+    client: httpx.Client, lb: str, count: int, kill_at: int | None = None, kill: Callable[[], None] = lambda: None
+) -> list[str]:
+    """Send ``count`` GET /items/1 through ``lb`` (calling ``kill`` before number ``kill_at``); the non-200 ones."""
+    failures = []
+    for i in range(count):
+        if i == kill_at:
+            kill()
+        response = client.get(f"{lb}/items/1")
+        if response.status_code != 200:
+            failures.append(f"{i}: {response.status_code} {response.text[:200]}")
+    return failures
 
 
 # ---- backends from the process manager --------------------------------------------------------
