@@ -34,10 +34,18 @@ class DemoLogTail:
         timeout_s: timeout of one request, seconds.
     """
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, timeout_s: float) -> None:
+    name = "http_tail"
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, timeout_s: float, path: str = "/logs/tail") -> None:
         self.http = http
         self.base_url = base_url
+        self.path = path
         self.timeout_s = timeout_s
+
+    @property
+    def where(self) -> str:
+        """The tail's URL, for tool descriptions and evidence."""
+        return f"GET {self.base_url}{self.path}"
 
     async def errors(self, seconds: int, limit: int, replica: str | None = None) -> list[dict[str, Any]]:
         """ERROR entries of the last ``seconds``, at most ``limit``, newest first (one replica's when given).
@@ -48,7 +56,7 @@ class DemoLogTail:
         params: dict[str, Any] = {"seconds": seconds, "limit": limit}
         if replica:
             params["replica"] = replica
-        body = await get_json(self.http, f"{self.base_url}/logs/tail", self.timeout_s, params)
+        body = await get_json(self.http, f"{self.base_url}{self.path}", self.timeout_s, params)
         return list(body.get("entries", []))
 
 
