@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from oncall.api import alerts, health, incidents, twilio
 from oncall.api.deps import Services
+from oncall.catalog.loader import CatalogError
 from oncall.channels.jira.client import JiraClient
 from oncall.channels.jira.models import JiraConfig
 from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
@@ -31,14 +32,11 @@ from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
 from oncall.investigate.engines.offline.engine import OfflineEngine
 from oncall.investigate.investigator import Investigator
-from oncall.investigate.tools import InvestigationTools
+from oncall.investigate.setup import build_tool_factory, load_service_catalog
+from oncall.investigate.tools import ToolFactory
 from oncall.metrics import INCIDENTS_OPEN
 from oncall.redaction import Redactor
 from oncall.settings import Settings, get_settings
-from oncall.sources.changes import ProcessManagerChanges
-from oncall.sources.code import CodeSource, GitHubCode, LocalCode
-from oncall.sources.logs import DemoLogTail
-from oncall.sources.prometheus import PrometheusSource
 from oncall.store import incidents as incident_rows
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
@@ -52,25 +50,12 @@ DRAIN_TIMEOUT_S = 10.0
 ServicesFactory = Callable[[Settings, Store, httpx.AsyncClient, BackgroundTasks], Services]
 
 
-def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> InvestigationTools:
-    """The investigation tools over the configured sources."""
-    timeout = settings.tool_timeout_s
-    code: CodeSource = LocalCode(settings.code_root)
-    if settings.github_repo:
-        token = settings.github_token.get_secret_value() if settings.github_token else None
-        code = GitHubCode(http, settings.github_api_url, settings.github_repo, settings.github_ref, token, timeout)
-    return InvestigationTools(
-        PrometheusSource(http, settings.prometheus_url, timeout),
-        DemoLogTail(http, settings.lb_url, timeout),
-        ProcessManagerChanges(http, settings.pm_url, timeout),
-        code,
-        timeout,
-    )
+def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> ToolFactory:
+    """The investigation tools of the catalog's services (``SERVICES_FILE``) over the configured sources."""
+    return build_tool_factory(settings, http)
 
 
-def build_engines(
-    settings: Settings, tools: InvestigationTools, client: openai.AsyncOpenAI | None = None
-) -> list[Engine]:
+def build_engines(settings: Settings, tools: ToolFactory, client: openai.AsyncOpenAI | None = None) -> list[Engine]:
     """The model engine first when a model is configured (or ``client`` is given), then the offline engine."""
     engines: list[Engine] = []
     if client is not None or settings.llm_enabled:
@@ -80,10 +65,10 @@ def build_engines(
             temperature=settings.llm_temperature,
             max_rounds=settings.llm_max_rounds,
             max_output_chars=settings.tool_output_max_chars,
-            tools=tools.specs(f"openai:{settings.openai_model}"),
+            tools=tools,
         )
         engines.append(model)
-    engines.append(OfflineEngine(tools.specs(OfflineEngine.name)))
+    engines.append(OfflineEngine(tools))
     return engines
 
 
@@ -159,6 +144,11 @@ def load_settings() -> Settings:
         raise SystemExit(2) from None
     except ValueError as exc:
         log.critical("invalid agent settings: LOG_LEVEL: %s", exc)
+        raise SystemExit(2) from None
+    try:
+        load_service_catalog(settings)
+    except CatalogError as exc:
+        log.critical("invalid service catalog: %s", exc)
         raise SystemExit(2) from None
     return settings
 

@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     alerts_bearer_token: SecretStr | None = Field(default=None, alias="ALERTS_BEARER_TOKEN")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
-    # The demo stack the agent investigates
+    # The services the agent investigates: the catalog, and the demo stack's URLs it may name
+    services_file: Path = Field(default=REPO_ROOT / "services.yaml", alias="SERVICES_FILE")
     lb_url: str = Field(default="http://127.0.0.1:9000", alias="LB_URL")
     prometheus_url: str = Field(default="http://127.0.0.1:9090", alias="PROMETHEUS_URL")
     pm_url: str = Field(default="http://127.0.0.1:7070", alias="PM_URL")
@@ -169,6 +170,7 @@ class Settings(BaseSettings):
             if self.github_enabled
             else f"disabled (local checkout {self.code_root})",
             "alerts_bearer_token": "required" if self.alerts_bearer_token else "not required",
+            "services_file": str(self.services_file),
         }
 
 

@@ -69,13 +69,8 @@ def parse_traceback(text: str) -> dict[str, Any]:
     return out
 
 
-def _complete(record: dict[str, Any], fmt: LineFormat) -> dict[str, Any] | None:
-    """Fill exception, frame, extracted and classified fields; None when the level is not read."""
-    level = str(record.get("level") or "").upper()
-    if level not in {lv.upper() for lv in fmt.levels}:
-        return None
-    record["level"] = level
-    message = str(record.get("message") or "")
+def _extract(record: dict[str, Any], fmt: LineFormat, message: str) -> None:
+    """Add the named groups of ``fmt.extract`` found in ``message`` (never overriding a field) and an int status."""
     for pattern in fmt.extract:
         found = re.search(pattern, message)
         if found:
@@ -85,14 +80,30 @@ def _complete(record: dict[str, Any], fmt: LineFormat) -> dict[str, Any] | None:
             record["status"] = int(record["status"])
         except (TypeError, ValueError):
             record["status"] = None
+
+
+def _exception(record: dict[str, Any], message: str) -> None:
+    """Take the exception and innermost frame from the record's traceback when the record does not name them."""
     parsed = parse_traceback(str(record.get("traceback") or ""))
-    if parsed:
-        record["frames"] = parsed["frames"]
-        if not record.get("exception_type") and parsed.get("exception_type"):
-            record["exception_type"] = parsed["exception_type"]
-            record["message"] = parsed["exception_message"] or message
-        if not record.get("file"):
-            record["file"], record["line"], record["function"] = parsed["frames"][-1]
+    if not parsed:
+        return
+    record["frames"] = parsed["frames"]
+    if not record.get("exception_type") and parsed.get("exception_type"):
+        record["exception_type"] = parsed["exception_type"]
+        record["message"] = parsed["exception_message"] or message
+    if not record.get("file"):
+        record["file"], record["line"], record["function"] = parsed["frames"][-1]
+
+
+def _complete(record: dict[str, Any], fmt: LineFormat) -> dict[str, Any] | None:
+    """Fill exception, frame, extracted and classified fields; None when the level is not read."""
+    level = str(record.get("level") or "").upper()
+    if level not in {lv.upper() for lv in fmt.levels}:
+        return None
+    record["level"] = level
+    message = str(record.get("message") or "")
+    _extract(record, fmt, message)
+    _exception(record, message)
     if not record.get("exception_type"):
         record["exception_type"] = next((t for t, p in fmt.classify.items() if re.search(p, message)), None)
     if record.get("ts") is None:

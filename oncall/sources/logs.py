@@ -83,6 +83,8 @@ def _new_group(key: tuple[Any, ...], entry: dict[str, Any], now: float, ts: floa
         "replicas": Counter(),
         "recent_replicas": Counter(),
         "routes": Counter(),
+        "versions": Counter(),
+        "statuses": Counter(),
         "example": log_line(entry),
         "traceback": entry.get("traceback") or "",
     }
@@ -103,11 +105,17 @@ def _group_entries(entries: list[dict[str, Any]], now: float) -> list[dict[str, 
             group["recent_replicas"][entry.get("replica")] += 1
         group["replicas"][entry.get("replica")] += 1
         group["routes"][entry.get("route")] += 1
+        if entry.get("version"):
+            group["versions"][str(entry["version"])] += 1
+        if isinstance(entry.get("status"), int):
+            group["statuses"][str(entry["status"])] += 1
     ranked = sorted(groups.values(), key=lambda g: -g["count"])
     for group in ranked:
         group["replicas"] = dict(sorted(group["replicas"].items(), key=lambda kv: str(kv[0])))
         group["recent_replicas"] = dict(sorted(group["recent_replicas"].items(), key=lambda kv: str(kv[0])))
         group["routes"] = dict(group["routes"].most_common())
+        group["versions"] = dict(group["versions"].most_common())
+        group["statuses"] = dict(group["statuses"].most_common())
     return ranked
 
 

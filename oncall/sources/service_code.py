@@ -81,6 +81,11 @@ class ServiceCode:
         at = f" at git ref {self.spec.ref}" if self.spec.ref else " (working tree)"
         return f"local checkout {self.root}{at}"
 
+    @property
+    def uses_version(self) -> bool:
+        """True when the file read depends on the version (the ref is a ``{version}`` template)."""
+        return "{version}" in (self.spec.ref or "")
+
     def _github(self, ref: str) -> CodeSource:
         assert isinstance(self.spec, GitHubCodeSpec)
         return GitHubCode(self.http, self.spec.api_url.rstrip("/"), self.spec.repo, ref, self.token, self.timeout_s)

@@ -10,8 +10,6 @@ from oncall.investigate.engines.offline.observations import (
     CHANGES_WINDOW_S,
     CRASH_EVENT_S,
     CRASH_RECENT_S,
-    QUERIES,
-    SERVICE,
     UNRESPONSIVE_SCORE,
     Candidate,
     Observations,
@@ -25,7 +23,7 @@ def _down(obs: Observations) -> tuple[list[str], list[Evidence]]:
     down = sorted(r for r, v in obs.metrics.get("up", {}).items() if v == 0)
     if not down:
         return [], []
-    return down, [Evidence(tool="query_prometheus", query=QUERIES["up"], finding=f"up == 0 for {', '.join(down)}")]
+    return down, [Evidence(tool="query_prometheus", query=obs.query("up"), finding=f"up == 0 for {', '.join(down)}")]
 
 
 def _crashed_now(obs: Observations) -> tuple[list[str], list[Evidence]]:
@@ -74,7 +72,7 @@ def _restarted(obs: Observations) -> tuple[list[str], list[Evidence]]:
     if not restarted:
         return [], []
     finding = f"process restarted in the last 3 min: {', '.join(restarted)}"
-    return restarted, [Evidence(tool="query_prometheus", query=QUERIES["restarts"], finding=finding)]
+    return restarted, [Evidence(tool="query_prometheus", query=obs.query("restarts"), finding=finding)]
 
 
 def detect_crash(obs: Observations) -> list[Candidate]:
@@ -95,7 +93,11 @@ def detect_crash(obs: Observations) -> list[Candidate]:
         # recorded: the replica is alive but not answering scrapes (busy or hung), which is weaker
         # evidence of a crash than of whatever keeps it busy (CPU, latency evidence outranks it).
         return [_unresponsive(names, evidence)]
-    return [_crashed(names, evidence, recent, down_now=bool(down or crashed_now), recorded=bool(recent or crashed_now))]
+    candidate = _crashed(
+        names, evidence, recent, down_now=bool(down or crashed_now), recorded=bool(recent or crashed_now)
+    )
+    candidate.next_steps[1] = f"Confirm it serves again: {obs.query('up')} == 1 and /healthz ok"
+    return [candidate]
 
 
 def _crashed(
@@ -119,7 +121,7 @@ def _crashed(
         "path; keep the process manager's restart backoff so a crash loop does not take the fleet down.",
         next_steps=[
             f"Check the crashed replica's stderr and recent changes for {joined}",
-            f'Confirm it serves again: up{{job="{SERVICE}"}} == 1 and /healthz ok',
+            "Confirm it serves again: up == 1 and /healthz ok",
             "Watch for repeated crashes (restart count, crash loop)",
         ],
         evidence=evidence,
