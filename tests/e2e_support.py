@@ -37,6 +37,23 @@ def attribute_access_line(path: Path, function: str, name: str) -> int:
     return lines.pop()
 
 
+def subscript_line(path: Path, function: str, name: str) -> int:
+    """1-based line of the one subscript ``<name>[...]`` inside ``function`` of the file ``path`` (ast, no marker).
+
+    Raises AssertionError unless exactly one function has that name and exactly one line of it subscripts ``name``.
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == function]
+    assert len(functions) == 1, f"expected one function {function!r} in {path}, found {len(functions)}"
+    lines = {
+        node.lineno
+        for node in ast.walk(functions[0])
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == name
+    }
+    assert len(lines) == 1, f"expected one line subscripting {name}[...] in {function}(), found {sorted(lines)}"
+    return lines.pop()
+
+
 def bug_line() -> int:
     """Line of inventory_service.py where ``discounted_price`` dereferences ``promotion``, the row its query
     returns (None for an item without a promotion): the null dereference the diagnosis must name."""
