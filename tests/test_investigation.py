@@ -432,9 +432,10 @@ def make_rig(tmp_path: Path, rig_factory):
     return rig_factory
 
 
-async def insert_incident(store: Store, service: str = "inventory") -> int:
+async def insert_incident(store: Store, service: str = "inventory", starts_at: str | None = None) -> int:
     """Store an incident with the alert of a real Alertmanager webhook (fixtures/alertmanager/req_002.json),
-    relabelled as an alert of the catalog's inventory service (``service="inventory"``)."""
+    relabelled as an alert of the catalog's ``service`` (``service`` and ``job`` labels), started at ``starts_at``
+    (RFC 3339) when given."""
     body = load_json_fixture("alertmanager/req_002.json")["body"]
     for labels in [body["groupLabels"], body["commonLabels"], *(a["labels"] for a in body["alerts"])]:
         labels.update(service=service, job=service)
@@ -464,7 +465,7 @@ async def insert_incident(store: Store, service: str = "inventory") -> int:
                     "status": alert["status"],
                     "labels": alert["labels"],
                     "annotations": alert["annotations"],
-                    "starts_at": alert["startsAt"],
+                    "starts_at": starts_at or alert["startsAt"],
                     "ends_at": alert["endsAt"],
                     "generator_url": alert["generatorURL"],
                     "first_seen_at": now,

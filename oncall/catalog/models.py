@@ -336,13 +336,14 @@ class Catalog(_Strict):
 
     services: list[ServiceEntry] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique(self) -> Catalog:
-        names = [s.name for s in self.services]
+    @field_validator("services")
+    @classmethod
+    def _unique(cls, services: list[ServiceEntry]) -> list[ServiceEntry]:
+        names = [s.name for s in services]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"service names must be unique: {', '.join(duplicates)}")
-        return self
+        return services
 
     def match(self, alert_labels: list[dict[str, str]]) -> ServiceEntry | None:
         """The first service one of whose alert routes matches any of ``alert_labels``, or None."""

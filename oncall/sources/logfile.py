@@ -106,8 +106,9 @@ class FileLogSource:
                     continue
                 seen.add(key)
                 found.append(record)
-        found.sort(key=lambda r: -r["ts"])
-        return found[:limit]
+        # newest first; records of one millisecond keep their written order reversed
+        ordered = sorted(enumerate(found), key=lambda pair: (-pair[1]["ts"], -pair[0]))
+        return [record for _, record in ordered[:limit]]
 
     async def errors(self, seconds: int, limit: int, replica: str | None = None) -> list[dict[str, Any]]:
         """ERROR records of the last ``seconds``, newest first, at most ``limit``.
