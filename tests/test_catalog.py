@@ -3,14 +3,16 @@ reason) for each kind of mistake, also when the real agent process starts with a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from oncall.catalog import models as m
 from oncall.catalog.loader import CatalogError, load_catalog, parse_catalog
 from oncall.catalog.matchers import parse_matcher
 from tests.catalog_support import SHIPPED_CATALOG, service_queries
-from tests.support import free_port
+from tests.support import REPO_ROOT, free_port
 from tests.test_agent_api import agent_env, uvicorn_args
 
 VALID = """services:
@@ -133,3 +135,15 @@ def test_agent_with_a_broken_catalog_stops_at_start_with_one_line(tmp_path: Path
     lines = [line for line in procs.log_text("agent").splitlines() if "invalid service catalog" in line]
     assert len(lines) == 1, procs.log_text("agent")
     assert f"{path}:7: services[0].prometheus.preset: Input should be" in lines[0]
+
+
+def test_readme_examples_are_valid_catalog_entries() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Describe your own service") :]
+    fastapi, loki = re.findall(r"```yaml\n(.*?)```", section, re.S)[:2]
+    orders = parse_catalog(fastapi, "README", {}).services[0]
+    assert orders.prometheus is not None and orders.prometheus.preset == "instrumentator"
+    assert isinstance(orders.logs, m.FileLogs) and isinstance(orders.code, m.GitHubCodeSpec)
+    checkout = parse_catalog("services:\n" + loki, "README", {}).services[0]
+    assert isinstance(checkout.logs, m.LokiLogs) and checkout.logs.tenant == "shop"
+    assert checkout.matches({"alertname": "CheckoutSlow"}) and not checkout.matches({"alertname": "Slow"})
