@@ -260,23 +260,23 @@ class Bench:
         """Run one scenario from a healthy state and return its score row."""
         self.reset(scenario)
         duration = scenario.observe_s + WARMUP_S + 30
-        log = open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab")
         mix = scenario.setup.traffic.mix
         urls = [self.stack.url("lb")] if mix == "inventory" else self.stack.payments_urls()
-        traffic = subprocess.Popen(
-            [
-                sys.executable,
-                "traffic_gen.py",
-                "--mix",
-                mix,
-                *[arg for url in urls for arg in ("--url", url)],
-                "--quiet",
-                *traffic_args(scenario.setup.traffic, duration),
-            ],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab") as log:  # the child keeps its own handle
+            traffic = subprocess.Popen(
+                [
+                    sys.executable,
+                    "traffic_gen.py",
+                    "--mix",
+                    mix,
+                    *[arg for url in urls for arg in ("--url", url)],
+                    "--quiet",
+                    *traffic_args(scenario.setup.traffic, duration),
+                ],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         synthetic_started = None
         try:
             time.sleep(
@@ -299,7 +299,6 @@ class Bench:
         finally:
             traffic.terminate()
             traffic.wait(timeout=15)
-            log.close()
             self.http.post(f"{self.stack.url('pm')}/fault", json={"mode": "none"})
             if synthetic_started:
                 self.post_alert(scenario.alert.synthetic, "resolved", synthetic_started, scenario.truth.service)
@@ -312,8 +311,10 @@ def deploy_named(truth: Truth, diagnosis: dict) -> bool:
         return False
     if truth.version is None:
         return True
-    remediation = diagnosis.get("remediation") or {}
-    rollback = remediation.get("action") == "rollback" and remediation.get("to_version") == truth.rollback_to
+    rollback = any(
+        a.get("action") == "rollback" and (a.get("params") or {}).get("version") == truth.rollback_to
+        for a in diagnosis.get("proposed_actions") or []
+    )
     return truth.version in diagnosis.get("summary", "") and rollback
 
 
@@ -460,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 row = bench.run(scenario)
                 console.print(
-                    f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: {'correct' if row['correct'] else 'WRONG'}"
+                    f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: "
+                    f"{'correct' if row['correct'] else 'WRONG'}"
                 )
                 rows.append(row)
     finally:

@@ -157,7 +157,8 @@ def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
         summary = json.loads(json_out.read_text())
         console.print()
         console.print(
-            f"[dim]traffic: {json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'outcomes')})}[/dim]"
+            "[dim]traffic: "
+            f"{json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'outcomes')})}[/dim]"
         )
 
 
@@ -260,12 +261,10 @@ def main() -> int:
             console.print(f"  {name}: {state}")
         stack.start(replicas=2, step=lambda message: console.print(f"[green]✓[/green] {message}"))
         json_out = run_dir / "traffic.json"
-        traffic = subprocess.Popen(
-            traffic_command(stack, fault or scenario, json_out),
-            cwd=REPO_ROOT,
-            stdout=open(stack.log_dir / "traffic_gen.log", "ab"),
-            stderr=subprocess.STDOUT,
-        )
+        with open(stack.log_dir / "traffic_gen.log", "ab") as log:  # the child keeps its own handle
+            traffic = subprocess.Popen(  # noqa: S603 - our own traffic generator
+                traffic_command(stack, fault or scenario, json_out), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
         start_incident(stack, fault, scenario)
         incident = wait_for_diagnosis(stack, float(os.environ.get("DEMO_TIMEOUT_S", "170")))
         stop_traffic(traffic, json_out)

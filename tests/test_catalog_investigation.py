@@ -69,9 +69,9 @@ async def test_a_deploy_before_the_onset_is_named_with_the_rollback(make_rig) ->
     assert (
         "1.4.1" in diagnosis.summary and "from 1.4.0" in diagnosis.summary and "before the onset" in diagnosis.summary
     )
-    assert diagnosis.remediation is not None
-    assert (diagnosis.remediation.action, diagnosis.remediation.to_version) == ("rollback", "1.4.0")
-    assert diagnosis.remediation.from_version == "1.4.1" and diagnosis.remediation.service == "inventory"
+    [action] = diagnosis.proposed_actions
+    assert (action.action, action.target, action.params) == ("rollback", "all", {"version": "1.4.0"})
+    assert "1.4.1" in action.rationale
     assert "Roll back to 1.4.0" in diagnosis.suggested_fix
     assert [c.kind for c in diagnosis.changes] == ["scale", "deploy", "deploy", "deploy"]  # time order
     offsets = [c.offset_s for c in diagnosis.changes]
@@ -114,7 +114,7 @@ async def test_a_deploy_is_not_blamed_when_something_else_explains_the_errors(
 ) -> None:
     now = time.time()
     diagnosis = await investigate(make_rig(), scenario(now), starts_at=now - 60)
-    assert diagnosis.fault_type.value == fault_type and diagnosis.remediation is None
+    assert diagnosis.fault_type.value == fault_type and diagnosis.proposed_actions == []
     assert any(c.kind == "deploy" for c in diagnosis.changes)  # still listed in the timeline
 
 

@@ -86,14 +86,8 @@ def test_bad_deploy_is_named_with_its_version_and_the_rollback(stack: Stack) -> 
     assert sorted(diagnosis["affected_replicas"]) == ["inventory-1", "inventory-2"]
     assert (diagnosis["affected_file"], diagnosis["affected_line"]) == ("inventory_service.py", bug_line())
     assert "1.4.1" in diagnosis["summary"] and "1.4.0" in diagnosis["suggested_fix"]
-    assert diagnosis["remediation"] == {
-        "action": "rollback",
-        "service": "inventory",
-        "replicas": ["inventory-1", "inventory-2"],
-        "from_version": "1.4.1",
-        "to_version": "1.4.0",
-        "reason": "",
-    }
+    [action] = diagnosis["proposed_actions"]
+    assert (action["action"], action["target"], action["params"]) == ("rollback", "all", {"version": "1.4.0"})
     deploys = [c for c in diagnosis["changes"] if c["kind"] == "deploy"]
     assert [c["replica"] for c in deploys] == ["inventory-1", "inventory-2"]  # time order
     assert all(c["offset_s"] is not None and c["offset_s"] < 60 for c in deploys)

@@ -20,7 +20,7 @@ the failing replicas run).
 - Log groups carry last_seen_s_ago: exceptions last logged more than ~60 s ago have stopped; they are \
 context, not the cause of what fires now.
 - Changes carry offset_s from the alert's onset: a deploy shortly before the onset, on the replicas that then \
-fail or slow down, is the likely cause (fault_type deploy_regression; remediation rollback to the previous version).
+fail or slow down, is the likely cause (fault_type deploy_regression; propose a rollback to the previous version).
 - For a service outside the catalog, evaluate_alert_rule shows the alert's own expression per instance.
 - Base every conclusion on tool output. Never invent replicas, files, lines or numbers. If the system is \
 healthy now, say fault_type "none"; if the evidence is inconclusive or tools failed, say "unknown".
@@ -30,8 +30,8 @@ fault_type (closed set):
 - code_bug: a real exception (AttributeError, TypeError, KeyError, ...) raised at a file:line of our code; set \
 affected_file and affected_line.
 - deploy_regression: a deploy shortly before the onset introduced the failure or slowdown on the replicas it \
-reached; name the version, set affected_file/affected_line when an exception shows where, and remediation \
-{"action": "rollback", "from_version": <bad>, "to_version": <previous>}.
+reached; name the version, set affected_file/affected_line when an exception shows where, and propose \
+{"action": "rollback", "target": "all", "params": {"version": <previous version>}}.
 - injected_errors: requests fail with exception_type InjectedFault (fault injection).
 - latency: p99 latency high on some replicas while their CPU is low.
 - cpu_saturation: a replica burns close to or above 0.8 CPU cores (rate of process_cpu_seconds_total), usually \

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from oncall.diagnosis import Diagnosis
+from oncall.diagnosis import AGENT_FIELDS, Diagnosis
 from oncall.investigate import descriptions
 from oncall.investigate.context import ServiceContext, Toolbox
 from oncall.investigate.rules import evaluate_rule
@@ -100,12 +100,12 @@ class AlertRuleArgs(BaseModel):
 
 
 _DIAGNOSIS_FIELDS: dict[str, Any] = {
-    name: (field.annotation, field) for name, field in Diagnosis.model_fields.items() if name != "engine"
+    name: (field.annotation, field) for name, field in Diagnosis.model_fields.items() if name not in AGENT_FIELDS
 }
 SendDiagnosisArgs: type[BaseModel] = create_model(
     "SendDiagnosisArgs",
     __config__=ConfigDict(extra="ignore"),
-    __doc__="Arguments of send_diagnosis: the Diagnosis fields except `engine` (set by the agent).",
+    __doc__="Arguments of send_diagnosis: the Diagnosis fields except those the agent sets (AGENT_FIELDS).",
     **_DIAGNOSIS_FIELDS,
 )
 

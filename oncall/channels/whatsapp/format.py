@@ -83,7 +83,7 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
 
 
 def _service_sections(diagnosis: Diagnosis) -> list[str]:
-    """The change timeline around the onset, the suggested remediation and what the catalog is missing."""
+    """The change timeline around the onset, the proposed actions and what the catalog is missing."""
     sections = []
     if diagnosis.changes:
         lines = [
@@ -91,11 +91,10 @@ def _service_sections(diagnosis: Diagnosis) -> list[str]:
             for c in diagnosis.changes[-MAX_CHANGES:]
         ]
         sections.append("*Changes* (seconds from onset)\n" + "\n".join(lines))
-    remedy = diagnosis.remediation
-    if remedy is not None:
-        versions = f" {remedy.from_version} -> {remedy.to_version}" if remedy.to_version else ""
-        where = f" on {', '.join(remedy.replicas)}" if remedy.replicas else ""
-        sections.append(f"*Remediation:* {remedy.action} {remedy.service}{versions}{where} (needs your approval)")
+    for action in diagnosis.proposed_actions:
+        params = " ".join(f"{k}={v}" for k, v in sorted(action.params.items()))
+        where = f" {action.target}" if action.target else ""
+        sections.append(f"*Proposed action:* {action.action}{where} {params} ({action.risk} risk, needs your approval)")
     if diagnosis.catalog_gaps:
         gaps = "\n".join(f"• {_truncate(gap, 200)}" for gap in diagnosis.catalog_gaps)
         sections.append("*Missing from the service catalog*\n" + gaps)

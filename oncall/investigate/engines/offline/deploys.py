@@ -5,7 +5,7 @@ A deploy is named the likely cause when (1) it finished at most ``DEPLOY_SUSPECT
 replicas (a code exception's, else those with a deviating error ratio or p99) all run what it deployed,
 (3) the exception's log entries, where they carry a version, name the deployed version, and (4) no
 injected fault or crash explains the symptoms instead. It then takes over the code-bug or latency
-finding it explains (keeping its file and line) and suggests a rollback to the version before.
+finding it explains (keeping its file and line) and proposes a ``rollback`` action to the version before.
 """
 
 from __future__ import annotations
@@ -112,9 +112,18 @@ def _candidate(
         evidence=[*evidence, *(finding.evidence if finding else [])],
         affected_file=finding.affected_file if finding else None,
         affected_line=finding.affected_line if finding else None,
-        remediation={"action": "rollback", "replicas": sick, "from_version": to_version, "to_version": from_version}
+        actions=[
+            {
+                "action": "rollback",
+                "target": "all",
+                "params": {"version": from_version},
+                "risk": "medium",
+                "rationale": f"{obs.service} {to_version} was deployed {when} to the replicas that fail ({where})",
+                "expected_effect": f"the replicas run {from_version} again and the error ratio and p99 recover",
+            }
+        ]
         if from_version
-        else None,
+        else [],
     )
 
 

@@ -123,7 +123,7 @@ class Candidate:
     evidence: list[Evidence]
     affected_file: str | None = None
     affected_line: int | None = None
-    remediation: dict[str, Any] | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def split_log_groups(logs: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[str]]:

@@ -70,7 +70,7 @@ def from_candidate(chosen: Candidate, others: list[Candidate], obs: Observations
         "evidence": [e.model_dump() for e in evidence],
         "suggested_fix": chosen.suggested_fix,
         "next_steps": next_steps,
-        "remediation": {**chosen.remediation, "service": obs.service} if chosen.remediation else None,
+        "proposed_actions": list(chosen.actions),
     }
 
 
