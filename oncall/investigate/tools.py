@@ -134,11 +134,11 @@ class InvestigationTools:
         if code is None:
             return entries
         for entry in entries:
-            frames = entry.get("frames") or [[entry.get("file"), entry.get("line"), entry.get("function")]]
-            ours = [(code.repository_path(f), line, fn) for f, line, fn in frames if code.repository_path(f)]
+            frames = entry.pop("frames", None) or [[entry.get("file"), entry.get("line"), entry.get("function")]]
+            mapped = [(code.repository_path(path), line, function) for path, line, function in frames]
+            ours = [frame for frame in mapped if frame[0]]
             if ours:
                 entry["file"], entry["line"], entry["function"] = ours[-1]
-            entry.pop("frames", None)
         return entries
 
     async def fetch_logs(self, args: FetchLogsArgs) -> dict[str, Any]:
