@@ -164,3 +164,19 @@ async def test_the_model_sees_the_service_from_the_catalog(make_rig) -> None:  #
     assert "/*.log" in tools["fetch_logs"] and "payments" in tools["fetch_logs"]
     assert 'status="5xx"' in tools["compute_error_rate"] and "`instance`" in tools["compute_error_rate"]
     assert "http_request_duration_highr_seconds_bucket" in tools["query_prometheus"]
+
+
+async def test_the_time_ordered_timeline_still_names_the_newest_crash(make_rig) -> None:  # noqa: F811
+    """The changes reach the detectors oldest first; a replica that crashed twice is reported by its newest crash."""
+    now = time.time()
+    stack = Stack()
+    stack.restarts["inventory-2"] = 1.0
+    stack.changes = [
+        {"ts": now - 20, "kind": "crash", "replica": "inventory-2", "detail": {"exit_code": 3}},
+        {"ts": now - 50, "kind": "crash", "replica": "inventory-2", "detail": {"exit_code": 3}},
+    ]
+    diagnosis = await investigate(make_rig(), stack, starts_at=now - 15)
+    assert diagnosis.fault_type.value == "instance_crash" and diagnosis.affected_replicas == ["inventory-2"]
+    crash = [e.finding for e in diagnosis.evidence if e.finding.startswith("crash of inventory-2")]
+    assert crash and crash[0].startswith("crash of inventory-2 20 s ago"), crash
+    assert [c.offset_s for c in diagnosis.changes] == [-35.0, -5.0]

@@ -44,11 +44,17 @@ def _crashed_now(obs: Observations) -> tuple[list[str], list[Evidence]]:
 def _recent_crashes(obs: Observations) -> tuple[dict[str, dict[str, Any]], list[Evidence]]:
     """The newest crash event (crashes within ``CRASH_EVENT_S`` of the newest one, in the last
     ``CRASH_RECENT_S`` seconds) by replica; earlier crash events are listed as context."""
-    crashes = [
-        c
-        for c in (obs.changes or {}).get("changes", [])
-        if c.get("kind") == "crash" and c.get("replica") and c.get("age_s") is not None and c["age_s"] <= CRASH_RECENT_S
-    ]
+    crashes = sorted(  # newest first (the change timeline is in time order)
+        (
+            c
+            for c in (obs.changes or {}).get("changes", [])
+            if c.get("kind") == "crash"
+            and c.get("replica")
+            and c.get("age_s") is not None
+            and c["age_s"] <= CRASH_RECENT_S
+        ),
+        key=lambda c: c["age_s"],
+    )
     newest = min((c["age_s"] for c in crashes), default=0.0)
     recent: dict[str, dict[str, Any]] = {}
     evidence: list[Evidence] = []
