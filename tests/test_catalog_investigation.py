@@ -22,6 +22,7 @@ from tests.test_investigation import (
     insert_incident,
     make_rig,  # noqa: F401 - the fixture
     scenario_code_bug,
+    scenario_cpu_saturated_scrapes_failing,
     scenario_injected_errors,
 )
 from tests.test_tools import prom_router, prom_vector
@@ -180,3 +181,18 @@ async def test_the_time_ordered_timeline_still_names_the_newest_crash(make_rig) 
     crash = [e.finding for e in diagnosis.evidence if e.finding.startswith("crash of inventory-2")]
     assert crash and crash[0].startswith("crash of inventory-2 20 s ago"), crash
     assert [c.offset_s for c in diagnosis.changes] == [-35.0, -5.0]
+
+
+async def test_restarts_of_a_deploy_are_not_crashes(make_rig) -> None:  # noqa: F811
+    """CPU saturation right after a rolling deploy: the deploy's new processes (Prometheus sees them start)
+    are planned, so the saturated replicas' failing scrapes are not taken for a crash."""
+    now = time.time()
+    stack = scenario_cpu_saturated_scrapes_failing()
+    stack.restarts = dict.fromkeys(REPLICAS, 1.0)
+    stack.changes = [
+        *deploys(now, ago=100, to_version="1.4.0"),
+        *[{"ts": now - 30, "kind": "fault", "replica": r, "detail": {"mode": "cpu", "cpu_ms": 70}} for r in REPLICAS],
+    ]
+    diagnosis = await investigate(make_rig(), stack, starts_at=now - 10)
+    assert diagnosis.fault_type.value == "cpu_saturation", diagnosis.model_dump_json(indent=1)
+    assert diagnosis.affected_replicas == REPLICAS

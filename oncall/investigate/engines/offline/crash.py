@@ -72,9 +72,22 @@ def _recent_crashes(obs: Observations) -> tuple[dict[str, dict[str, Any]], list[
     return recent, evidence
 
 
+def _planned_restarts(obs: Observations) -> set[str]:
+    """Replicas restarted on purpose in the last ``CRASH_RECENT_S`` seconds: a deploy, a requested restart or
+    a start recorded in the change log (their new process is not a crash)."""
+    planned = set()
+    for change in (obs.changes or {}).get("changes", []):
+        kind, detail = change.get("kind"), change.get("detail") or {}
+        on_purpose = kind in ("deploy", "start") or (kind == "restart" and detail.get("reason") == "requested")
+        if on_purpose and change.get("replica") and (change.get("age_s") or 0.0) <= CRASH_RECENT_S:
+            planned.add(change["replica"])
+    return planned
+
+
 def _restarted(obs: Observations) -> tuple[list[str], list[Evidence]]:
-    """Replicas whose process started again in the last 3 minutes (Prometheus' view)."""
-    restarted = sorted(r for r, v in obs.metrics.get("restarts", {}).items() if v >= 1)
+    """Replicas whose process started again in the last 3 minutes (Prometheus' view), planned restarts excluded."""
+    planned = _planned_restarts(obs)
+    restarted = sorted(r for r, v in obs.metrics.get("restarts", {}).items() if v >= 1 and r not in planned)
     if not restarted:
         return [], []
     finding = f"process restarted in the last 3 min: {', '.join(restarted)}"
