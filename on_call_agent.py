@@ -31,12 +31,14 @@ from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
 from oncall.investigate.engines.offline.engine import OfflineEngine
 from oncall.investigate.investigator import Investigator
+from oncall.investigate.toolloop import with_redactor
 from oncall.investigate.tools import InvestigationTools
 from oncall.metrics import INCIDENTS_OPEN
-from oncall.redaction import Redactor
+from oncall.redaction import Redactor, install_log_redaction
 from oncall.settings import Settings, get_settings
 from oncall.sources.changes import ProcessManagerChanges
 from oncall.sources.code import CodeSource, GitHubCode, LocalCode
+from oncall.sources.code_policy import CodeReadPolicy
 from oncall.sources.logs import DemoLogTail
 from oncall.sources.prometheus import PrometheusSource
 from oncall.store import incidents as incident_rows
@@ -53,12 +55,13 @@ ServicesFactory = Callable[[Settings, Store, httpx.AsyncClient, BackgroundTasks]
 
 
 def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> InvestigationTools:
-    """The investigation tools over the configured sources."""
+    """The investigation tools over the configured sources (code reads limited by ``CODE_READ_GLOBS``)."""
     timeout = settings.tool_timeout_s
-    code: CodeSource = LocalCode(settings.code_root)
-    if settings.github_repo:
-        token = settings.github_token.get_secret_value() if settings.github_token else None
-        code = GitHubCode(http, settings.github_api_url, settings.github_repo, settings.github_ref, token, timeout)
+    s, globs = settings, settings.code_read_globs
+    code: CodeSource = LocalCode(s.code_root, CodeReadPolicy.for_checkout(s.code_root, globs))
+    if s.github_repo:
+        token = s.github_token.get_secret_value() if s.github_token else None
+        code = GitHubCode(http, s.github_api_url, s.github_repo, s.github_ref, token, timeout, CodeReadPolicy(globs))
     return InvestigationTools(
         PrometheusSource(http, settings.prometheus_url, timeout),
         DemoLogTail(http, settings.lb_url, timeout),
@@ -71,7 +74,9 @@ def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> Investig
 def build_engines(
     settings: Settings, tools: InvestigationTools, client: openai.AsyncOpenAI | None = None
 ) -> list[Engine]:
-    """The model engine first when a model is configured (or ``client`` is given), then the offline engine."""
+    """The model engine first when a model is configured (or ``client`` is given), then the offline engine;
+    every tool's output is redacted with the configured secrets."""
+    redact = Redactor(settings.secret_values())
     engines: list[Engine] = []
     if client is not None or settings.llm_enabled:
         model = ModelEngine(
@@ -80,10 +85,10 @@ def build_engines(
             temperature=settings.llm_temperature,
             max_rounds=settings.llm_max_rounds,
             max_output_chars=settings.tool_output_max_chars,
-            tools=tools.specs(f"openai:{settings.openai_model}"),
+            tools=with_redactor(tools.specs(f"openai:{settings.openai_model}"), redact),
         )
         engines.append(model)
-    engines.append(OfflineEngine(tools.specs(OfflineEngine.name)))
+    engines.append(OfflineEngine(with_redactor(tools.specs(OfflineEngine.name), redact)))
     return engines
 
 
@@ -107,15 +112,7 @@ def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
 
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
-    redact = Redactor(
-        [
-            settings.openai_api_key,
-            settings.github_token,
-            settings.twilio_auth_token,
-            settings.jira_api_token,
-            settings.alerts_bearer_token,
-        ]
-    )
+    redact = Redactor(settings.secret_values())
     investigator = Investigator(
         store,
         build_engines(settings, investigation_tools(settings, http)),
@@ -187,8 +184,10 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
         active = settings or load_settings()
         for integration, state in active.integration_report().items():
             log.info("integration %-19s %s", integration, state)
+        redact = Redactor(active.secret_values())
+        install_log_redaction(redact)
         await asyncio.to_thread(migrate, active.store_url)
-        store = Store(active.store_url)
+        store = Store(active.store_url, redact)
         log.info("database %s", store.engine.url.render_as_string(hide_password=True))
         tasks = BackgroundTasks()
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:

@@ -10,6 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,6 +28,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, alias="DATABASE_URL", pattern=r"^(sqlite|postgresql)(\+\w+)?://")
     public_base_url: str = Field(default="http://127.0.0.1:8088", alias="PUBLIC_BASE_URL")
     alerts_bearer_token: SecretStr | None = Field(default=None, alias="ALERTS_BEARER_TOKEN")
+    oncall_api_token: SecretStr | None = Field(default=None, alias="ONCALL_API_TOKEN", min_length=16)
+    raw_alert_retention_days: float = Field(default=14.0, gt=0, alias="RAW_ALERT_RETENTION_DAYS")
+    confirmation_ttl_s: float = Field(default=600.0, gt=0, le=86400, alias="CONFIRMATION_TTL_S")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
     # The demo stack the agent investigates
@@ -53,6 +57,9 @@ class Settings(BaseSettings):
     github_ref: str = Field(default="main", alias="GITHUB_REF")
     github_api_url: str = Field(default="https://api.github.com", alias="GITHUB_API_URL")
     code_root: Path = Field(default=REPO_ROOT, alias="CODE_ROOT")
+    code_read_globs: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*.py"], alias="CODE_READ_GLOBS", min_length=1
+    )
 
     # WhatsApp through Twilio
     twilio_account_sid: str | None = Field(default=None, alias="TWILIO_ACCOUNT_SID")
@@ -70,10 +77,10 @@ class Settings(BaseSettings):
     jira_project_key: str | None = Field(default=None, alias="JIRA_PROJECT_KEY")
     jira_issue_type: str = Field(default="Task", alias="JIRA_ISSUE_TYPE")
 
-    @field_validator("oncall_whatsapp_numbers", mode="before")
+    @field_validator("oncall_whatsapp_numbers", "code_read_globs", mode="before")
     @classmethod
     def _split_numbers(cls, value: object) -> object:
-        """Accept ``whatsapp:+1555...,whatsapp:+4915...`` (comma separated) from the environment."""
+        """Accept comma-separated lists from the environment (``whatsapp:+1555...,whatsapp:+49...``, ``*.py,*.go``)."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -134,6 +141,20 @@ class Settings(BaseSettings):
         """The database: ``DATABASE_URL`` when set, else the SQLite file ``DATABASE_PATH``."""
         return self.database_url or f"sqlite:///{self.database_path}"
 
+    def secret_values(self) -> list[str]:
+        """Every configured secret: the ``SecretStr`` settings and the password in ``DATABASE_URL``.
+
+        The redactor masks these values wherever text leaves the agent (``oncall.redaction``).
+        """
+        values = [
+            value.get_secret_value()
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr)
+        ]
+        if self.database_url and (password := urlsplit(self.database_url).password):
+            values.append(unquote(password))
+        return [value for value in values if value]
+
     @property
     def llm_enabled(self) -> bool:
         """True when a model endpoint is configured (an API key, or a base URL for a local server)."""
@@ -169,6 +190,7 @@ class Settings(BaseSettings):
             if self.github_enabled
             else f"disabled (local checkout {self.code_root})",
             "alerts_bearer_token": "required" if self.alerts_bearer_token else "not required",
+            "api_token": "required" if self.oncall_api_token else "not set (the /incidents API answers 403)",
         }
 
 

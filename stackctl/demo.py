@@ -115,7 +115,10 @@ def wait_for_diagnosis(stack: Stack, timeout: float) -> dict:
     Raises TimeoutError after ``timeout`` seconds.
     """
     started = time.monotonic()
-    with httpx.Client(timeout=5.0) as client, Live(console=console, refresh_per_second=2) as live:
+    with (
+        httpx.Client(timeout=5.0, headers=stack.api_headers()) as client,
+        Live(console=console, refresh_per_second=2) as live,
+    ):
         while time.monotonic() - started < timeout:
             ratio, alerts = prometheus_state(client, stack)
             incident = latest_diagnosed_incident(client, stack)
@@ -138,6 +141,7 @@ def show_diagnosis(stack: Stack, incident: dict) -> None:
             )
         )
     console.print(f"[bold]Incident:[/bold] {stack.url('agent')}/incidents/{incident['id']}")
+    console.print(f"[bold]API token:[/bold] {stack.api_token}  (ONCALL_API_TOKEN; send it as a Bearer token)")
 
 
 def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
@@ -163,6 +167,7 @@ def explore(stack: Stack) -> None:
             "\n".join(
                 [
                     f"agent        {stack.url('agent')}/incidents",
+                    f"API token    curl -H 'Authorization: Bearer {stack.api_token}' {stack.url('agent')}/incidents",
                     f"Prometheus   {stack.url('prometheus')}/alerts",
                     f"Alertmanager {stack.url('alertmanager')}",
                     f"LB           {stack.url('lb')}/healthz",
@@ -199,6 +204,13 @@ def demo_agent_env(settings: Settings) -> dict[str, str | None]:
     return env
 
 
+def demo_api_token(settings: Settings) -> str:
+    """The agent's ONCALL_API_TOKEN for this run: the user's own, else a new random one (printed by the demo)."""
+    if settings.oncall_api_token is not None:
+        return settings.oncall_api_token.get_secret_value()
+    return secrets.token_urlsafe(24)
+
+
 def main() -> int:
     """Run the demo; exit code 0 when a diagnosis was shown, 1 otherwise."""
     fault = os.environ.get("DEMO_FAULT") or None
@@ -214,12 +226,19 @@ def main() -> int:
     (run_dir / "demo.pid").write_text(str(os.getpid()))  # `make stop-demo` stops the demo by this PID
     signal.signal(signal.SIGTERM, interrupt)  # SIGTERM shuts down as cleanly as Ctrl-C
     agent_env = demo_agent_env(settings)
-    stack = Stack(run_dir=run_dir, ports=StackPorts(), timing=load_timing(), agent_env=agent_env)
+    stack = Stack(
+        run_dir=run_dir,
+        ports=StackPorts(),
+        timing=load_timing(),
+        agent_env=agent_env,
+        api_token=demo_api_token(settings),
+    )
     reply = {
         "agent_url": stack.url("agent"),
         "public_base_url": settings.public_base_url,
         "from": (settings.oncall_whatsapp_numbers or [DEMO_ENGINEER])[0],
         "token": agent_env.get("TWILIO_AUTH_TOKEN"),
+        "api_token": stack.api_token,
     }
     (run_dir / "reply.json").write_text(json.dumps(reply))
     traffic = None
@@ -228,6 +247,7 @@ def main() -> int:
         console.print(f"run folder: {run_dir}")
         for name, state in settings.integration_report().items():
             console.print(f"  {name}: {state}")
+        console.print(f"  incident API token (ONCALL_API_TOKEN): {stack.api_token}")
         stack.start(replicas=2, step=lambda message: console.print(f"[green]✓[/green] {message}"))
         json_out = run_dir / "traffic.json"
         traffic = subprocess.Popen(

@@ -14,6 +14,7 @@ from tests.e2e_support import (
     ONCALL_NUMBER,
     bug_line,
     incident_detail,
+    incident_list,
     inject,
     needs_prometheus,
     start_stack,
@@ -79,7 +80,7 @@ def test_agentic_traffic_fires_error_rate_alert_and_agent_finds_the_bug(tmp_path
         assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
 
         incidents = wait_until(
-            lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"],
+            lambda: incident_list(stack),
             30,
             interval=0.5,
             what="an incident",
@@ -109,7 +110,7 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
         assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
 
         incidents = wait_until(
-            lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"],
+            lambda: incident_list(stack),
             30,
             interval=0.5,
             what="an incident at the agent",
