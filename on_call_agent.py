@@ -131,6 +131,7 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
             temperature=settings.llm_temperature,
             max_rounds=settings.reply_max_rounds,
             max_output_chars=settings.tool_output_max_chars,
+            redact=redact,
         )
     return Services(
         settings=settings,
@@ -138,7 +139,9 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         http=http,
         tasks=tasks,
         scheduler=InvestigationScheduler(store, investigator, sender, tasks, settings.max_concurrent_investigations),
-        conversation=ConversationHandler(store, sender, jira, settings.public_base_url, reply_model),
+        conversation=ConversationHandler(
+            store, sender, jira, settings.public_base_url, reply_model, settings.confirmation_ttl_s
+        ),
     )
 
 

@@ -45,7 +45,7 @@ from pydantic import SecretStr
 
 MASK = "***"
 MIN_SECRET_CHARS = 8
-"""Known values shorter than this are not masked (they would mask ordinary words and numbers); no real key is that short."""
+"""Known values shorter than this are not masked (they would mask words and numbers); no real key is that short."""
 
 _DETECTORS = (
     AWSKeyDetector,

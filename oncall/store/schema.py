@@ -3,7 +3,8 @@
 Times are Unix epoch seconds (float); JSON columns hold dicts/lists (decoded by SQLAlchemy). The
 Alembic migrations in ``migrations/versions`` create exactly this schema (a test compares them).
 
-- ``raw_alerts``: every body POSTed to /alerts, stored before anything else, valid or not.
+- ``raw_alerts``: every body POSTed to /alerts: a valid one whole, an invalid one as its SHA-256,
+  size, reason and first KiB; deleted after ``RAW_ALERT_RETENTION_DAYS``.
 - ``incidents``: one per Alertmanager group key; status ``firing``/``resolved``; investigation state.
 - ``incident_alerts``: alerts of an incident by fingerprint, with their latest status.
 - ``timeline``: what happened to an incident, in order.
@@ -11,6 +12,7 @@ Alembic migrations in ``migrations/versions`` create exactly this schema (a test
 - ``tool_calls``: audit trail of every tool call (arguments, capped result, timing).
 - ``messages``: WhatsApp conversation and outbox (direction ``out``/``in``).
 - ``tickets``: Jira issues created, or drafts kept when Jira is not configured.
+- ``confirmations``: side-effecting actions the agent proposed to an engineer and waits for a YES on.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ raw_alerts = Table(
     Column("error", Text),
     Column("group_key", Text),
     Column("incident_id", Integer),
+    Column("body_bytes", Integer),
     Index("raw_alerts_sha", "body_sha256"),
+    Index("raw_alerts_received", "received_at"),
 )
 
 incidents = Table(
@@ -156,4 +160,21 @@ tickets = Table(
     Column("error", Text),
     Column("created_at", Float, nullable=False),
     Index("tickets_incident", "incident_id"),
+)
+
+confirmations = Table(
+    "confirmations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sender", Text, nullable=False),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("action", Text, nullable=False),
+    Column("arguments", Json, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("proposed_by", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("decided_at", Float),
+    Index("confirmations_sender", "sender", "status", "id"),
 )
