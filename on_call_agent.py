@@ -21,11 +21,13 @@ from pydantic import ValidationError
 
 from oncall.api import alerts, health, incidents, twilio
 from oncall.api.deps import Services
+from oncall.api.schemas import install_components
 from oncall.channels.jira.client import JiraClient
 from oncall.channels.jira.models import JiraConfig
 from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
+from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
@@ -120,8 +122,8 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         tool_output_max_chars=settings.tool_output_max_chars,
         redact=redact,
     )
-    sender = build_sender(settings, store)
-    jira = JiraClient(store, http, JiraConfig.from_settings(settings), settings.public_base_url)
+    sender, url = build_sender(settings, store), settings.public_base_url
+    jira = JiraClient(store, http, JiraConfig.from_settings(settings), url)
     reply_model = None
     if settings.llm_enabled:
         reply_model = ReplyModel(
@@ -139,9 +141,7 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         http=http,
         tasks=tasks,
         scheduler=InvestigationScheduler(store, investigator, sender, tasks, settings.max_concurrent_investigations),
-        conversation=ConversationHandler(
-            store, sender, jira, settings.public_base_url, reply_model, settings.confirmation_ttl_s
-        ),
+        conversation=ConversationHandler(store, sender, jira, url, reply_model, settings.confirmation_ttl_s),
     )
 
 
@@ -199,17 +199,20 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             await services.scheduler.resume_interrupted()
             async with store.read() as conn:
                 INCIDENTS_OPEN.set(await incident_rows.count_firing(conn))
+            retention = asyncio.create_task(RawAlertRetention(store, active.raw_alert_retention_days).run())
             gc.collect()
             gc.freeze()  # start-up objects leave the collector's generations: shorter full-collection pauses
             try:
                 yield
             finally:
+                retention.cancel()
                 await tasks.drain(DRAIN_TIMEOUT_S)
                 await store.close()
 
     app = FastAPI(title="AI on-call agent", lifespan=lifespan)
     for router in (alerts.router, incidents.router, twilio.router, health.router):
         app.include_router(router)
+    install_components(app)
     return app
 
 

@@ -100,9 +100,15 @@ def parse_notification(raw_body: bytes) -> WebhookNotification:
     try:
         return WebhookNotification.model_validate(document)
     except ValidationError as exc:
-        errors = [
-            {"loc": ".".join(str(part) for part in err["loc"]) or "body", "msg": err["msg"], "type": err["type"]}
-            for err in exc.errors(include_url=False, include_context=False, include_input=False)
-        ]
+        errors = validation_errors(exc)
         reason = "; ".join(f"{err['loc']}: {err['msg']}" for err in errors)
         raise PayloadError(f"not an Alertmanager webhook v4 payload: {reason}", errors) from exc
+
+
+def validation_errors(exc: ValidationError) -> list[dict]:
+    """``[{"loc": "alerts.0.labels", "msg", "type"}]`` of a validation failure (no input values: they may be huge
+    or secret)."""
+    return [
+        {"loc": ".".join(str(part) for part in err["loc"]) or "body", "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]

@@ -37,11 +37,20 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 
 
+class StorableText(Redacted):
+    """Text already redacted and made storable by its producer (piece by piece, e.g. a large webhook body):
+    neither ``storable`` nor the store's redaction hook scan it again."""
+
+    __slots__ = ()
+
+
 def storable(text: str) -> str:
     """Replace lone surrogates and NUL characters (not storable in UTF-8 / PostgreSQL) with U+FFFD.
 
-    A ``Redacted`` text stays ``Redacted``.
+    A ``Redacted`` text stays ``Redacted``; a ``StorableText`` is returned as it is.
     """
+    if isinstance(text, StorableText):
+        return text
     clean = UNSTORABLE.sub("\ufffd", text)
     return Redacted(clean) if isinstance(text, Redacted) and not isinstance(clean, Redacted) else clean
 
