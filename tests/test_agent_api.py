@@ -23,9 +23,9 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from on_call_agent import build_sender, build_services, create_app
-from oncall.incidents.body import MAX_ALERT_BODY_BYTES
 from oncall.api.deps import Services
 from oncall.diagnosis import Diagnosis, FaultType
+from oncall.incidents.body import MAX_ALERT_BODY_BYTES
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store import investigations
