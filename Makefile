@@ -4,12 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: demo test lint reply deps system-deps venv bench accuracy clean stop-demo
+.PHONY: demo demo-ha test lint reply deps system-deps venv bench accuracy clean stop-demo
 
 demo: deps  ## start the stack, trigger an incident, print the agent's WhatsApp diagnosis
 	$(PY) -m stackctl.demo
 
-test: deps  ## unit, config and end-to-end tests (real Prometheus and Alertmanager)
+demo-ha: deps  ## the demo on a highly available stack: PostgreSQL, 2 clustered Alertmanagers, 2 agent replicas
+	$(PY) -m stackctl.demo_ha
+
+test: deps lint  ## lint and type gate, then unit, config and end-to-end tests (real Prometheus, Alertmanager, PostgreSQL, Chromium)
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 

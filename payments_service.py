@@ -107,7 +107,7 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
     MINOR_UNIT_EXPONENTS, so every JPY charge raises KeyError: 'JPY'. Tests find the failing
     line by its marker comment; keep the marker on the line that raises.
     """
-    exponent = MINOR_UNIT_EXPONENTS[currency]  # CURRENCY-CONVERSION BUG (line referenced by tests)
+    exponent = MINOR_UNIT_EXPONENTS[currency]
     return int((amount * 10**exponent).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not token or not args.sender:
         console.print(
-            "[red]No webhook token or sender: start the stack with `make demo` first, or set TWILIO_AUTH_TOKEN and ONCALL_WHATSAPP_NUMBERS.[/red]"
+            "[red]No webhook token or sender: start the stack with `make demo` first, or set TWILIO_AUTH_TOKEN "
+            "and ONCALL_WHATSAPP_NUMBERS.[/red]"
         )
         return 1
     since = time.time()

@@ -244,11 +244,18 @@ class Stack:
         self._wait("alertmanager", f"{self.url('alertmanager')}/-/ready")
         step(f"Alertmanager up on :{self.ports.alertmanager}")
 
-    def _start_prometheus(self, binary: str, step: Callable[[str], None]) -> None:
+    def prometheus_config(self) -> Path:
+        """Render this run's rules and Prometheus config into ``run_dir``; return the config's path.
+
+        A hook: ``stackctl.ha_stack.HAStack`` adjusts the copy (every Alertmanager peer, every agent replica).
+        """
         rules = render_rules(self.run_dir, self.timing)
-        config = render_prometheus(
+        return render_prometheus(
             self.run_dir, self.ports, self.targets_file, rules, self.timing, payments_instances=self.payments_instances
         )
+
+    def _start_prometheus(self, binary: str, step: Callable[[str], None]) -> None:
+        config = self.prometheus_config()
         args = [
             binary,
             f"--config.file={config}",

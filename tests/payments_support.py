@@ -8,6 +8,7 @@ read oldest first, so the records come out in the order they were written.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import PYTHON, REPO_ROOT, ProcessGroup, free_port, wait_http_ok
 
 SERVICE_FILE = REPO_ROOT / "payments_service.py"
-BUG_MARKER = "# CURRENCY-CONVERSION BUG"
 HEADER = re.compile(
     r"^(?P<timestamp>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z) (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) "
     r"(?P<instance>\S+) (?P<logger>payments(?:\.\w+)?): (?P<message>.*)$"
@@ -28,12 +28,17 @@ HEADER = re.compile(
 
 
 def bug_line() -> int:
-    """Line (1-based) of payments_service.py that raises KeyError for JPY, found by its marker comment."""
-    lines = SERVICE_FILE.read_text().splitlines()
-    markers = [number for number, text in enumerate(lines, start=1) if BUG_MARKER in text]
-    assert len(markers) == 1, f"expected exactly one {BUG_MARKER!r} comment, found {len(markers)}"
-    assert "MINOR_UNIT_EXPONENTS[currency]" in lines[markers[0] - 1]
-    return markers[0]
+    """Line (1-based) of payments_service.py that raises KeyError for JPY: the ``MINOR_UNIT_EXPONENTS[...]``
+    lookup inside ``to_minor_units`` (found in the syntax tree, so the source carries no answer key)."""
+    tree = ast.parse(SERVICE_FILE.read_text())
+    function = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "to_minor_units")
+    lookups = [
+        n.lineno
+        for n in ast.walk(function)
+        if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == "MINOR_UNIT_EXPONENTS"
+    ]
+    assert len(lookups) == 1, lookups
+    return lookups[0]
 
 
 @dataclass
