@@ -44,7 +44,7 @@ def group(alerts: int, description_chars: int, key: str) -> bytes:
     """A group of ``alerts`` firing alerts of one rule over many instances (captured webhook as template)."""
     body = json.loads(CAPTURE.read_text())["body"]
     template = body["alerts"][0]
-    body["groupKey"] = f"{{}}:{{alertname=\"{key}\"}}"
+    body["groupKey"] = f'{{}}:{{alertname="{key}"}}'
     body["alerts"] = [
         {
             **template,
