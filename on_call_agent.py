@@ -46,7 +46,7 @@ from oncall.sources.prometheus import PrometheusSource
 from oncall.store import incidents as incident_rows
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
-from oncall.tasks import BackgroundTasks
+from oncall.tasks import BackgroundTasks, watch_loop_lag
 
 log = logging.getLogger("oncall.agent")
 
@@ -199,13 +199,13 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             await services.scheduler.resume_interrupted()
             async with store.read() as conn:
                 INCIDENTS_OPEN.set(await incident_rows.count_firing(conn))
-            retention = asyncio.create_task(RawAlertRetention(store, active.raw_alert_retention_days).run())
+            tasks.spawn_daemon(RawAlertRetention(store, active.raw_alert_retention_days).run(), "raw-alert-retention")
+            tasks.spawn_daemon(watch_loop_lag(), "event-loop-lag")
             gc.collect()
             gc.freeze()  # start-up objects leave the collector's generations: shorter full-collection pauses
             try:
                 yield
             finally:
-                retention.cancel()
                 await tasks.drain(DRAIN_TIMEOUT_S)
                 await store.close()
 

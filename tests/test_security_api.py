@@ -162,6 +162,7 @@ async def test_incident_api_needs_the_api_token(tmp_path: Path) -> None:
         assert "integrations" in (await client.get("/healthz", headers=AUTH)).json()
         metrics = (await client.get("/metrics")).text
         assert "oncall_alert_notifications_total" in metrics and API_TOKEN not in metrics
+        assert "oncall_event_loop_lag_seconds_bucket" in metrics  # the agent watches its own loop
         security = (await client.get("/openapi.json")).json()["components"]["securitySchemes"]
         assert security["ApiToken"] == {
             "type": "http",
@@ -203,15 +204,21 @@ async def test_odd_input_gets_4xx_never_5xx(tmp_path: Path) -> None:
         assert paths["/webhook/twilio"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
 
 
-def large_group(alerts: int) -> bytes:
-    """A realistic group: ``alerts`` firing alerts of one rule over many instances, long annotations."""
+def large_group(alerts: int, description_chars: int = 400, key: str = "Large") -> bytes:
+    """A realistic group: ``alerts`` firing alerts of one rule over many instances, annotations of
+    ``description_chars`` characters (four of them when that is more than 400)."""
     body = capture(1)["body"]
+    body["groupKey"] = f'{{}}:{{alertname="{key}"}}'
     template = body["alerts"][0]
     body["alerts"] = [
         {
             **template,
             "labels": {**template["labels"], "instance": f"10.1.{n // 250}.{n % 250}:9100", "pod": f"web-{n:05d}"},
-            "annotations": {**template["annotations"], "description": f"instance {n} is down " + "x" * 400},
+            "annotations": {
+                **template["annotations"],
+                "description": f"instance {n} is down " + "x" * description_chars,
+                **({f"detail_{k}": "y" * description_chars for k in range(3)} if description_chars > 400 else {}),
+            },
             "fingerprint": f"{n:016x}",
         }
         for n in range(alerts)
@@ -234,10 +241,10 @@ async def test_large_groups_are_ingested_and_summarised(tmp_path: Path) -> None:
         page = await client.get(f"/incidents/{incident_id}", headers=AUTH)
         detail = page.json()
         listed = (await client.get(f"/incidents/{incident_id}/alerts?offset=9990&limit=50", headers=AUTH)).json()
-        # a 50 MB body (a small group with a 50 MB annotation) is accepted too
-        padded = capture(2)["body"]
-        padded["commonAnnotations"]["description"] = "y" * (50 * 1024 * 1024)
-        big = await client.post("/alerts", content=json.dumps(padded).encode())
+        # a 50 MB group (2,000 alerts with 26 KB of annotations each) is accepted too
+        big_body = large_group(2_000, description_chars=6_500, key="Big")
+        assert len(big_body) > 50 * 1024 * 1024
+        big = await client.post("/alerts", content=big_body)
     assert len(page.content) < 300_000
     assert detail["alert_summary"]["total"] == 10_000 and len(detail["alerts"]) == 50
     assert detail["alert_summary"]["varying_labels"]["pod"]["distinct"] == 10_000

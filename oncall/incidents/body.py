@@ -8,12 +8,15 @@ thousands of levels deep makes recursive parsers fail. So ``receive_notification
   larger -> ``BodyTooLarge``, HTTP 413), hashing it (SHA-256) as it comes;
 - feeds it in slices of ``FEED_BYTES`` to ijson's C (yajl2) parser, which builds the document
   incrementally, yielding to the event loop between slices;
-- refuses JSON nested deeper than ``MAX_JSON_DEPTH`` before the parser sees it (``DepthGuard``; a
-  v4 payload is 4 levels deep, and ijson's memory grows with the square of the depth);
+- refuses JSON nested deeper than ``MAX_JSON_DEPTH``, or holding a string longer than
+  ``MAX_JSON_STRING_BYTES``, before the parser sees it (``JsonGuard``; a v4 payload is 4 levels deep,
+  ijson's memory grows with the square of the depth, and yajl re-reads a string that spans pieces
+  each time a piece arrives, so one huge string costs quadratic time);
 - validates the alerts in batches of ``VALIDATE_BATCH`` (yielding between batches), then the rest.
 
 Lone UTF-16 surrogates (``"\\ud800"``) come out of yajl as ``?``, so no unstorable text reaches the
-store. Invalid bodies are not kept whole: ``ReceivedBody.head`` is their first ``KEPT_INVALID_BYTES``.
+store. Invalid bodies are not kept whole: ``ReceivedBody.head`` is their first ``KEPT_INVALID_BYTES``;
+valid ones are kept up to ``KEPT_VALID_BYTES`` (16 MiB).
 """
 
 from __future__ import annotations
@@ -36,14 +39,19 @@ MAX_ALERT_BODY_BYTES = 64 * 1024 * 1024
 """Largest accepted ``/alerts`` body, bytes (documented in the README)."""
 MAX_JSON_DEPTH = 32
 """Deepest JSON nesting accepted (objects and arrays); an Alertmanager v4 payload has 4 levels."""
+MAX_JSON_STRING_BYTES = 1024 * 1024
+"""Longest JSON string accepted, bytes (annotations are templated texts of a few hundred bytes)."""
 FEED_BYTES = 256 * 1024
 """Bytes parsed between two yields to the event loop (~2-4 ms of parsing)."""
 VALIDATE_BATCH = 500
 """Alerts validated between two yields to the event loop (~1 ms)."""
-TEXT_SLICE_BYTES = 512 * 1024
+TEXT_SLICE_BYTES = 256 * 1024
 """Bytes decoded and redacted between two yields when a valid body is prepared for storage."""
 KEPT_INVALID_BYTES = 1024
 """How much of an invalid body is stored (with its hash, size and the reason)."""
+KEPT_VALID_BYTES = 16 * 1024 * 1024
+"""How much of a valid body is stored as its raw text (a 10,000-alert group is ~6 MB; every alert of a
+larger one is stored in its incident anyway). Building one text of 50 MB would hold the loop ~70 ms."""
 _ALERTS = TypeAdapter(list[WebhookAlert])
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
@@ -55,27 +63,32 @@ class BodyTooLarge(Exception):
     """The body exceeds ``MAX_ALERT_BODY_BYTES``."""
 
 
-class DepthExceeded(ValueError):
-    """The JSON is nested deeper than allowed."""
+class GuardError(ValueError):
+    """The JSON is nested deeper, or holds a longer string, than allowed."""
 
 
-class DepthGuard:
-    """Tracks the nesting depth of a JSON text fed in pieces, using only C-speed bytes operations.
+class JsonGuard:
+    """Tracks the nesting depth and string lengths of a JSON text fed in pieces, with C-speed bytes
+    operations only.
 
-    Escapes are dropped, then complete strings, then everything but brackets; adjacent
-    opener-closer pairs are removed ``limit`` times; a pair left means deeper nesting, and so do more
-    than ``limit`` openers still open. State between pieces: inside a string, a pending backslash,
-    the openers still open.
+    Escapes are dropped, then complete strings (a string of ``max_string`` bytes or more is refused),
+    then everything but brackets; adjacent opener-closer pairs are removed pass by pass. The bound
+    checked is conservative (it may count up to twice the true depth, still far below ``limit`` for any
+    real payload). State between pieces: inside a string (and its length so far), a pending
+    backslash, the openers still open.
     """
 
-    def __init__(self, limit: int = MAX_JSON_DEPTH) -> None:
+    def __init__(self, limit: int = MAX_JSON_DEPTH, max_string: int = MAX_JSON_STRING_BYTES) -> None:
         self.limit = limit
+        self.max_string = max_string
+        self.long_string = re.compile(rb'"[^"]{%d}' % max_string)
         self.in_string = False
+        self.string_run = 0
         self.pending_escape = False
         self.open = b""
 
     def feed(self, piece: bytes) -> None:
-        """Account for the next piece of the text; raises ``DepthExceeded``."""
+        """Account for the next piece of the text; raises ``GuardError``."""
         if self.pending_escape:
             piece, self.pending_escape = piece[1:], False
         piece = _ESCAPE.sub(b"", piece)
@@ -83,27 +96,40 @@ class DepthGuard:
             piece, self.pending_escape = piece[:-1], True
         if self.in_string:
             end = piece.find(b'"')
+            self._string_grows(len(piece) if end < 0 else end)
             if end < 0:
                 return
             piece, self.in_string = piece[end + 1 :], False
+        if self.long_string.search(piece):
+            raise GuardError(f"a JSON string is longer than {self.max_string} bytes")
         piece = _STRING.sub(b"", piece)
         if piece.count(b'"') % 2:
-            piece, self.in_string = piece[: piece.rfind(b'"')], True
-        self._brackets(self.open + piece.translate(None, _NOT_BRACKETS))
+            start = piece.rfind(b'"')
+            tail = len(piece) - start - 1
+            piece, self.in_string, self.string_run = piece[:start], True, 0
+            self._string_grows(tail)
+        self._brackets(piece.translate(None, _NOT_BRACKETS))
+
+    def _string_grows(self, by: int) -> None:
+        self.string_run += by
+        if self.string_run >= self.max_string:
+            raise GuardError(f"a JSON string is longer than {self.max_string} bytes")
 
     def _brackets(self, brackets: bytes) -> None:
-        for _ in range(self.limit):
-            reduced = brackets
+        """Account for one piece's brackets. Its depth is at most the openers carried in, plus the passes
+        that remove its matched pairs (one nesting level each), plus the openers it leaves open."""
+        passes = 0
+        while any(pair in brackets for pair in _PAIRS):
+            passes += 1
+            if len(self.open) + passes > self.limit:
+                raise GuardError(f"JSON nested deeper than {self.limit} levels")
             for pair in _PAIRS:
-                reduced = reduced.replace(pair, b"")
-            if reduced == brackets:
-                break
-            brackets = reduced
-        if any(pair in brackets for pair in _PAIRS):
-            raise DepthExceeded(f"JSON nested deeper than {self.limit} levels")
-        self.open = brackets.lstrip(b"]}")  # closers left over close nothing: the parser reports that
-        if len(self.open) > self.limit:
-            raise DepthExceeded(f"JSON nested deeper than {self.limit} levels")
+                brackets = brackets.replace(pair, b"")
+        openers = brackets.lstrip(b"]}")
+        closers = len(brackets) - len(openers)  # they close carried openers (more: the parser reports it)
+        if len(self.open) + passes + len(openers) > self.limit:
+            raise GuardError(f"JSON nested deeper than {self.limit} levels")
+        self.open = self.open[: max(0, len(self.open) - closers)] + openers
 
 
 @dataclass(frozen=True)
@@ -131,7 +157,7 @@ async def _parse(parts: list[bytes]) -> Any:
     """The JSON document of the body ``parts``, parsed slice by slice; raises ``PayloadError``."""
     documents: Any = ijson.sendable_list()
     builder = ijson.items_coro(documents, "", use_float=True)
-    guard = DepthGuard()
+    guard = JsonGuard()
     try:
         for part in parts:
             for start in range(0, len(part), FEED_BYTES):
@@ -140,7 +166,7 @@ async def _parse(parts: list[bytes]) -> Any:
                 builder.send(piece)
                 await asyncio.sleep(0)
         builder.close()
-    except DepthExceeded as exc:
+    except GuardError as exc:
         raise PayloadError(f"body is not valid JSON: {exc}") from exc
     except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(f"body is not valid JSON: {_first_line(exc)}") from exc
@@ -205,13 +231,15 @@ async def receive_notification(chunks: AsyncIterator[bytes], limit: int = MAX_AL
     return ReceivedBody(digest.hexdigest(), size, raw, notification=notification)
 
 
-async def storable_text(raw: bytes, redact: Callable[[str], str]) -> StorableText:
-    """The body as text for the ``raw_alerts`` row: decoded (undecodable bytes as ``\\xNN``), made storable
-    and redacted slice by slice, yielding between slices. Slices end after a ``",`` (between two JSON
-    members), so a secret inside a string value is never cut in two."""
+async def storable_text(raw: bytes, redact: Callable[[str], str], limit: int = KEPT_VALID_BYTES) -> StorableText:
+    """The body as text for the ``raw_alerts`` row: its first ``limit`` bytes (then ``...[cut N bytes]``),
+    decoded (undecodable bytes as ``\\xNN``), made storable and redacted slice by slice, yielding
+    between slices. Slices end after a ``",`` (between two JSON members), so a secret inside a string
+    value is never cut in two."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
     done: list[str] = []
     carry = ""
+    kept, raw = raw, raw[:limit]
     for start in range(0, len(raw), TEXT_SLICE_BYTES):
         text = carry + decoder.decode(raw[start : start + TEXT_SLICE_BYTES])
         cut = text.rfind('",')
@@ -220,4 +248,6 @@ async def storable_text(raw: bytes, redact: Callable[[str], str]) -> StorableTex
         carry = text[cut:]
         await asyncio.sleep(0)
     done.append(redact(storable(carry + decoder.decode(b"", final=True))))
+    if len(kept) > limit:
+        done.append(f"...[cut {len(kept) - limit} bytes]")
     return StorableText("".join(done))

@@ -11,6 +11,8 @@ from oncall.store.alert_summary import summarise_alerts
 
 PROMPT_ALERTS = 20
 """Alerts listed one by one in the first message; a larger group is summarised (counts + the most telling)."""
+PROMPT_VALUE_CHARS = 500
+"""Characters of one label or annotation value shown in the first message (longer ones are cut)."""
 
 SYSTEM_PROMPT = (
     """You are an SRE on-call investigator for the `inventory` service: several replicas \
@@ -59,11 +61,17 @@ def _when(value: Any) -> str:
     return str(value) if value else "unknown"
 
 
+def _short(values: dict[str, Any]) -> str:
+    """``values`` as JSON, each value cut to ``PROMPT_VALUE_CHARS`` characters."""
+    limit = PROMPT_VALUE_CHARS
+    cut = {key: str(value)[:limit] + ("..." if len(str(value)) > limit else "") for key, value in values.items()}
+    return json.dumps(cut, sort_keys=True)
+
+
 def _alert_line(alert: dict[str, Any]) -> str:
     return (
         f"- {alert['alertname']} [{alert['status']}] startsAt {_when(alert.get('starts_at'))}; "
-        f"labels {json.dumps(alert['labels'], sort_keys=True)}; "
-        f"annotations {json.dumps(alert['annotations'], sort_keys=True)}"
+        f"labels {_short(alert['labels'])}; annotations {_short(alert['annotations'])}"
     )
 
 
@@ -71,8 +79,8 @@ def alerts_text(incident: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
     """The incident title, group labels and alerts as the alert sender wrote them (untrusted): every
     alert when there are at most ``PROMPT_ALERTS``, else the counts and the most telling alerts."""
     lines = [
-        f"Title: {incident['title']}",
-        f"Group labels: {json.dumps(incident.get('group_labels') or {}, sort_keys=True)}",
+        f"Title: {incident['title'][:PROMPT_VALUE_CHARS]}",
+        f"Group labels: {_short(incident.get('group_labels') or {})}",
     ]
     if len(alerts) <= PROMPT_ALERTS:
         lines.append("Alerts:")
