@@ -68,7 +68,7 @@ def replica_rows(client: httpx.Client, stack: HAStack) -> list[dict]:
             metrics = client.get(f"{replica.url}/metrics").text
             row["notifications"] = metric_total(metrics, "oncall_alert_notifications_total")
             row["investigations"] = metric_total(metrics, "oncall_investigations_total")
-            incidents = client.get(f"{replica.url}/incidents").json()["incidents"]
+            incidents = client.get(f"{replica.url}/incidents", headers=stack.api_headers()).json()["incidents"]
             row["incidents"] = {i["id"]: i["fault_type"] or i["investigation_status"] for i in incidents}
         rows.append(row)
     return rows
