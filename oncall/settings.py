@@ -11,8 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from oncall.roster.config import load_roster
+from oncall.roster.models import Roster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,6 +72,13 @@ class Settings(BaseSettings):
     jira_api_token: SecretStr | None = Field(default=None, alias="JIRA_API_TOKEN")
     jira_project_key: str | None = Field(default=None, alias="JIRA_PROJECT_KEY")
     jira_issue_type: str = Field(default="Task", alias="JIRA_ISSUE_TYPE")
+    jira_done_status: str = Field(default="Done", min_length=1, alias="JIRA_DONE_STATUS")
+    jira_reopen_status: str = Field(default="To Do", min_length=1, alias="JIRA_REOPEN_STATUS")
+    jira_reopen_window_s: float = Field(default=86400.0, ge=0, alias="JIRA_REOPEN_WINDOW_S")
+
+    # On-call roster (people, rotations, escalation policies, service ownership)
+    oncall_file: Path | None = Field(default=None, alias="ONCALL_FILE")
+    _roster: Roster | None = PrivateAttr(default=None)
 
     @field_validator("oncall_whatsapp_numbers", mode="before")
     @classmethod
@@ -125,9 +135,22 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{name} is partly configured: set {', '.join(missing)} too, or unset {', '.join(present)}"
                 )
-        if self.twilio_enabled and not self.oncall_whatsapp_numbers:
-            raise ValueError("Twilio is configured but ONCALL_WHATSAPP_NUMBERS is empty: nobody would be paged")
+        if self.twilio_enabled and not self.oncall_whatsapp_numbers and self.oncall_file is None:
+            raise ValueError(
+                "Twilio is configured but neither ONCALL_FILE nor ONCALL_WHATSAPP_NUMBERS is set: nobody would be paged"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _load_roster(self) -> Settings:
+        """Read and validate ``ONCALL_FILE`` at start; a problem stops the agent with file, line and reason."""
+        self._roster = load_roster(self.oncall_file) if self.oncall_file is not None else None
+        return self
+
+    @property
+    def roster(self) -> Roster | None:
+        """The validated on-call roster, or None when ``ONCALL_FILE`` is unset (``ONCALL_WHATSAPP_NUMBERS`` only)."""
+        return self._roster
 
     @property
     def store_url(self) -> str:
@@ -169,6 +192,10 @@ class Settings(BaseSettings):
             if self.github_enabled
             else f"disabled (local checkout {self.code_root})",
             "alerts_bearer_token": "required" if self.alerts_bearer_token else "not required",
+            "oncall_roster": f"enabled ({self.oncall_file}: {len(self._roster.people)} people, "
+            f"{len(self._roster.teams)} teams)"
+            if self._roster is not None
+            else "disabled (ONCALL_WHATSAPP_NUMBERS are paged)",
         }
 
 

@@ -16,8 +16,9 @@ PACKAGE = REPO_ROOT / "oncall"
 MAX_MODULE_LINES = 400
 MAX_COMPLEXITY = 15
 LAYERS = [
-    {"settings", "diagnosis", "metrics", "redaction", "tasks"},
+    {"settings", "diagnosis", "metrics", "redaction", "tasks", "roster"},
     {"store"},
+    {"history", "paging"},
     {"sources"},
     {"channels"},
     {"investigate"},

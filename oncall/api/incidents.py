@@ -1,17 +1,21 @@
-"""``/incidents``: list, detail, acknowledge and resolve by HTTP."""
+"""``/incidents``: list, detail, acknowledge, resolve and the post-mortem draft by HTTP."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from oncall.api.deps import ServicesDep
+from oncall.channels.whatsapp.format import incident_url
+from oncall.history.postmortem import postmortem_markdown
 from oncall.incidents import actions
 from oncall.store.views import incident_detail, incident_list
 
 router = APIRouter()
+MARKDOWN = "text/markdown; charset=utf-8"
 
 
 class ActorBody(BaseModel):
@@ -62,3 +66,20 @@ async def post_resolve(incident_id: int, services: ServicesDep, body: ActorBody 
     except LookupError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     return {"incident_id": incident_id, **outcome}
+
+
+@router.get(
+    "/incidents/{incident_id}/postmortem",
+    response_class=Response,
+    responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}, "description": "Markdown"}},
+)
+async def get_postmortem(services: ServicesDep, incident_id: int = PathParam(ge=1, le=2**63 - 1)) -> Response:
+    """The incident's post-mortem draft (Markdown): the one stored when it resolved, else drafted now
+    from what is known so far; 404 unknown."""
+    async with services.store.read() as conn:
+        markdown = await postmortem_markdown(
+            conn, incident_id, incident_url=incident_url(services.settings.public_base_url, incident_id)
+        )
+    if markdown is None:
+        raise HTTPException(status_code=404, detail=f"incident {incident_id} not found")
+    return Response(markdown, media_type=MARKDOWN)

@@ -11,11 +11,13 @@ Alembic migrations in ``migrations/versions`` create exactly this schema (a test
 - ``tool_calls``: audit trail of every tool call (arguments, capped result, timing).
 - ``messages``: WhatsApp conversation and outbox (direction ``out``/``in``).
 - ``tickets``: Jira issues created, or drafts kept when Jira is not configured.
+- ``pages``: the escalation chain of an incident episode, one row per level (its timer, who was paged).
+- ``postmortems``: the post-mortem draft (Markdown) of an incident episode, written on resolution.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
@@ -156,4 +158,39 @@ tickets = Table(
     Column("error", Text),
     Column("created_at", Float, nullable=False),
     Index("tickets_incident", "incident_id"),
+)
+
+pages = Table(
+    "pages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("episode", Integer, nullable=False, server_default="1"),
+    Column("level", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("episode_started_at", Float, nullable=False),
+    Column("service", Text),
+    Column("team", Text),
+    Column("policy", Text),
+    Column("paged_at", Float),
+    Column("recipients", Json, nullable=False),
+    Column("reason", Text),
+    Column("stopped_at", Float),
+    Column("stop_reason", Text),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("incident_id", "episode", "level", name="pages_level_once"),
+    Index("pages_due", "status", "due_at"),
+)
+
+postmortems = Table(
+    "postmortems",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("episode", Integer, nullable=False, server_default="1"),
+    Column("markdown", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("incident_id", "episode", name="postmortems_episode_once"),
 )
