@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 InlineKind = Literal["text", "code", "strong", "link"]
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~!#])")
-BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([-+=])")
-"""What turns the start of a line into a list item or heading underline (CommonMark 4.3, 5.2)."""
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+"""Characters that start inline markup anywhere in a line (GFM adds ``~`` strikethrough and ``|`` tables)."""
+BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([-+=#>])")
+"""What turns the start of a line into a list item, heading, block quote or setext underline (CommonMark 4-5)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Inline:
 
 def text(value: str) -> Inline:
     """Plain (untrusted-safe) text; whitespace runs and newlines become one space."""
-    return Inline("text", " ".join(value.split()))
+    return Inline("text", re.sub(r"\s+", " ", value))
 
 
 def code(value: str) -> Inline:
@@ -99,14 +100,14 @@ def inline_markdown(runs: Runs) -> str:
 
 
 def block_markdown(runs: Runs) -> str:
-    """``inline_markdown`` with a leading list marker (``-``, ``+``, ``1.``) escaped so it stays text."""
+    """``inline_markdown`` with a leading block marker (``-``, ``+``, ``1.``, ``#``, ``>``) escaped so it stays text."""
     line = inline_markdown(runs)
     return BLOCK_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[1] else f"\\{m[3]}", line, count=1)
 
 
 def to_markdown(document: Document) -> str:
     """CommonMark: ``# title``, then ``## section`` with paragraphs and ``-`` bullet lists."""
-    blocks = [f"# {escape(document.title)}"]
+    blocks = [f"# {escape(document.title)}"]  # after "# " a "#" is text
     for section in document.sections:
         blocks.append(f"## {escape(section.title)}")
         blocks += [block_markdown(runs) for runs in section.paragraphs if inline_markdown(runs)]

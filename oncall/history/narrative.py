@@ -213,6 +213,16 @@ def went_badly(facts: Facts) -> list[Runs]:
     return lines
 
 
+def _regression_test(d: dict[str, Any]) -> list[Runs]:
+    """A regression test for a code bug's location, unless the diagnosis' next steps already ask for one."""
+    if d.get("fault_type") != "code_bug" or not d.get("affected_file"):
+        return []
+    if any("test" in str(step).lower() for step in d.get("next_steps") or []):
+        return []
+    where = f"{d['affected_file']}:{d['affected_line']}" if d.get("affected_line") else str(d["affected_file"])
+    return [[text("Add a regression test covering "), code(where), text(".")]]
+
+
 def action_items(facts: Facts) -> list[Runs]:
     """Follow-ups: the diagnosis' fix and next steps, a regression test for a code bug, the ticket,
     and fixes for what went badly (escalation, failing tools, recurrence)."""
@@ -221,9 +231,7 @@ def action_items(facts: Facts) -> list[Runs]:
     if d.get("suggested_fix"):
         items.append([text(str(d["suggested_fix"]))])
     items += [[text(str(step))] for step in d.get("next_steps") or []]
-    if d.get("fault_type") == "code_bug" and d.get("affected_file"):
-        where = f"{d['affected_file']}:{d['affected_line']}" if d.get("affected_line") else d["affected_file"]
-        items.append([text("Add a regression test covering "), code(where), text(".")])
+    items += _regression_test(d)
     ticket = facts.created_ticket()
     items.append(
         [text("Track the fix in Jira "), code(str(ticket["jira_key"]))]

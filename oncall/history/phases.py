@@ -8,10 +8,13 @@ Phases, in order, each from the end of the one before:
   the time spent in each tool (calls, total and longest seconds).
 - ``notification``: the diagnosis -> the first ``notified`` or ``paged`` event.
 - ``acknowledgement``: notified -> ``acknowledged``.
-- ``action``: acknowledged (or notified) -> the first action (``ticket``, remediation, ...).
+- ``action``: acknowledged (or notified, when the action came first) -> the first action (``ticket``,
+  remediation, ...).
 - ``resolution``: the last of those -> ``resolved``.
 
-A phase whose end has not happened has ``ended_at`` None (and no duration). ``time_to_acknowledge_s``
+Acknowledgement and resolution times are the incident's own columns (``acknowledged_at``,
+``resolved_at``) when they fall in the episode. A phase whose end has not happened has ``ended_at``
+None (and no duration). ``time_to_acknowledge_s``
 and ``time_to_resolve_s`` count from detection (the alert firing), as incident metrics usually do.
 The episode is the part of the timeline after the last ``reopened`` event (all of it otherwise).
 """
@@ -85,6 +88,12 @@ def _first(events: list[Row], kinds: tuple[str, ...], after: float | None = None
     )
 
 
+def _column(detail: Row, name: str, since: float) -> float | None:
+    """The incident's ``name`` time (the authoritative one) when it belongs to the episode begun at ``since``."""
+    value = detail.get(name)
+    return float(value) if value is not None and float(value) >= since else None
+
+
 def _is_action(event: Row) -> bool:
     if event["kind"] not in ACTION_KINDS:
         return False
@@ -114,11 +123,14 @@ def phase_timings(detail: Row) -> PhaseTimings:
     investigating = _first(events, ("investigation_started",))
     diagnosed = _first(events, ("diagnosis", "investigation_failed"), investigating)
     notified = _first(events, ("notified", "paged"), diagnosed)
-    acknowledged = _first(events, ("acknowledged",))
+    acknowledged = _column(detail, "acknowledged_at", started) or _first(events, ("acknowledged",))
     actions = [float(e["at"]) for e in events if _is_action(e)]
     acted = min(actions) if actions else None
-    resolved = _first(events, ("resolved",))
-    before_action = acknowledged or notified
+    resolved = _column(detail, "resolved_at", started) if detail.get("status") == "resolved" else None
+    # an action taken before the acknowledgement (a ticket first, "ack" later) counts from the notification
+    before_action = max(
+        (t for t in (notified, acknowledged) if t is not None and (acted is None or t <= acted)), default=None
+    )
     before_resolution = max((t for t in (acted, acknowledged, notified) if t is not None), default=diagnosed)
     phases = (
         Phase("ingest", detected, started),

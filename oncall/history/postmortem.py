@@ -176,7 +176,7 @@ def contributing_section(detail: Row, phases: PhaseTimings, similar: Sequence[Si
         [code(str(e.get("tool"))), text(f": {e.get('finding')}")] for e in (d.get("evidence") or [])[:MAX_EVIDENCE]
     ]
     bullets += _changes(detail, phases)
-    names = sorted({str(a["alertname"]) for a in detail.get("alerts", [])})
+    names = sorted({str(a.get("alertname")) for a in detail.get("alerts", [])})
     if len(detail.get("alerts", [])) > 1:
         bullets.append([text(f"{len(detail['alerts'])} alerts fired in this group: "), code(", ".join(names))])
     bullets += [[text("Similar earlier incident: " + s.summary())] for s in similar]
