@@ -6,6 +6,7 @@ timings, the stored draft and ``GET /incidents/{id}/postmortem``."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from datetime import UTC, datetime
@@ -14,11 +15,14 @@ from typing import Any
 import pytest
 import respx
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
-from on_call_agent import build_services
+from on_call_agent import build_services, create_app
 from oncall.channels.jira.client import JiraClient
+from oncall.diagnosis import Diagnosis, FaultType, Hypothesis, ProposedAction
+from oncall.diagnosis import Impact as DiagnosisImpact
 from oncall.history.document import Document, Section, code, link, text, to_markdown
-from oncall.history.impact import Slo
+from oncall.history.impact import Slo, episode_impact
 from oncall.history.phases import PHASES, phase_timings
 from oncall.history.postmortem import build_postmortem, postmortem_markdown, write_postmortem
 from oncall.incidents import actions
@@ -26,11 +30,14 @@ from oncall.incidents.ingest import ingest_notification
 from oncall.paging.escalation import Escalations
 from oncall.roster.config import parse_roster
 from oncall.store import pages, views
-from tests.test_agent_api import agent
+from tests.api_fuzz import fuzz_asgi_app
+from tests.support import migrated_store
+from tests.test_agent_api import agent, make_settings
 from tests.test_ingest import capture, webhook_bytes
 from tests.test_investigation import BUG_LINE, make_rig, scenario_code_bug  # noqa: F401  (make_rig: a fixture)
 from tests.test_jira import ISSUE, jira_config
 from tests.test_roster import FALLBACK, ROSTER
+from tests.test_whatsapp import insert_incident
 
 CHECKOUT_ROSTER = parse_roster(ROSTER.replace("services:\n", "services:\n  checkout: inventory\n"))
 NAMES = {person.whatsapp: person.name for person in CHECKOUT_ROSTER.people.values()}
@@ -60,6 +67,23 @@ def replayed(seq: int, starts_at: float, ends_at: float | None = None) -> bytes:
         if ends_at is not None:
             alert["endsAt"] = rfc3339(ends_at)
     return webhook_bytes(body)
+
+
+def block_texts(tokens: list[Token], opening: str, tag: str | None = None) -> list[str]:
+    """The inline source of each block opened by ``opening`` (and ``tag``): headings, paragraphs."""
+    return [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == opening and tag in (None, t.tag)]
+
+
+def inline_children(tokens: list[Token]) -> list[Token]:
+    return [child for token in tokens for child in token.children or []]
+
+
+def token_types(tokens: list[Token]) -> set[str]:
+    return {t.type for t in tokens} | {c.type for c in inline_children(tokens)}
+
+
+def links(tokens: list[Token]) -> list[str | None]:
+    return [str(c.attrGet("href")) for c in inline_children(tokens) if c.type == "link_open"]
 
 
 @pytest.fixture
@@ -111,13 +135,10 @@ async def test_postmortem_of_a_resolved_incident(resolved_incident) -> None:
         markdown = await write_postmortem(conn, incident_id, 1, incident_url=url, names=NAMES)
     assert markdown is not None
     tokens = MarkdownIt("commonmark").parse(markdown)
-    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h2"]
-    assert headings == SECTIONS
-    title = next(tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open" and t.tag == "h1")
-    assert title == f"Post-mortem: #{incident_id} TargetDown"
-    inline = [child for t in tokens if t.type == "inline" for child in t.children or []]
-    assert [c.attrGet("href") for c in inline if c.type == "link_open"] == [url]  # only the agent's own link
-    assert not [c for c in inline if c.type in ("html_inline", "image")]
+    assert block_texts(tokens, "heading_open", "h2") == SECTIONS
+    assert block_texts(tokens, "heading_open", "h1") == [f"Post-mortem: #{incident_id} TargetDown"]
+    assert links(tokens) == [url]  # only the agent's own link
+    assert not token_types(tokens) & {"html_inline", "html_block", "image"}
 
     level_one = paged[0].recipients[0].name
     facts = [
@@ -209,16 +230,14 @@ def test_untrusted_text_cannot_become_markup() -> None:
     )
     markdown = to_markdown(document)
     tokens = MarkdownIt("commonmark").parse(markdown)
-    kinds = {t.type for t in tokens} | {c.type for t in tokens for c in t.children or []}
+    kinds = token_types(tokens)
     assert "bullet_list_open" in kinds and "ordered_list_open" not in kinds
     assert not kinds & {"image", "html_inline", "html_block"}
-    links = [c.attrGet("href") for t in tokens for c in t.children or [] if c.type == "link_open"]
-    assert links == ["https://oncall.example.com/incidents/1"]
-    paragraphs = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "paragraph_open"]
-    rendered = MarkdownIt("commonmark").renderInline(paragraphs[0])
+    assert block_texts(tokens, "heading_open", "h2") == ["S"]  # "# heading" inside the text stayed text
+    assert links(tokens) == ["https://oncall.example.com/incidents/1"]
+    rendered = MarkdownIt("commonmark").renderInline(block_texts(tokens, "paragraph_open")[0])
     assert rendered.startswith("- not a list [click](http://evil.example) &lt;img")
-    code_spans = [c.content for t in tokens for c in t.children or [] if c.type == "code_inline"]
-    assert code_spans == ["a `tick` b"]
+    assert [c.content for c in inline_children(tokens) if c.type == "code_inline"] == ["a `tick` b"]
 
 
 def test_open_incident_draft_says_so_and_counts_duration_so_far() -> None:
@@ -262,3 +281,73 @@ def test_open_incident_draft_says_so_and_counts_duration_so_far() -> None:
     assert "Error budget: 2.5% of the 30-day budget of the 99.900% SLO burned" in markdown
     assert "- acknowledgement: not reached" in markdown and "Nobody acknowledged the incident." in markdown
     assert "No diagnosis was recorded for this incident." in markdown
+
+
+def test_counted_impact_alternatives_and_proposed_actions_from_the_diagnosis_contract() -> None:
+    now = 1_790_000_000.0
+    found = Diagnosis(
+        summary="1.4.1 breaks GET /items",
+        root_cause="the 1.4.1 pricing path dereferences a missing promotion",
+        fault_type=FaultType.code_bug,
+        affected_service="inventory",
+        affected_replicas=["inventory-1"],
+        priority="P1",
+        confidence=0.9,
+        hypotheses=[
+            Hypothesis(fault_type=FaultType.code_bug, summary="1.4.1 regression", confidence=0.9),
+            Hypothesis(fault_type=FaultType.latency, summary="slow disk", confidence=0.2, explains_alert=False),
+        ],
+        proposed_actions=[
+            ProposedAction(
+                action="rollback", target="all", params={"version": "1.4.0"}, risk="low", rationale="1.4.0 was healthy"
+            )
+        ],
+        impact=DiagnosisImpact(
+            requests=12_000, failed_requests=3_000, affected_routes=["/items/{item_id}"], error_budget_burned=0.125
+        ),
+    )
+    detail = {
+        "id": 7,
+        "title": "InventoryHighErrorRate",
+        "status": "resolved",
+        "service": "inventory",
+        "created_at": now - 600,
+        "resolved_at": now,
+        "common_labels": {"alertname": "InventoryHighErrorRate"},
+        "diagnosis": found.model_dump(mode="json"),
+        "alerts": [],
+        "timeline": [{"at": now - 600, "kind": "created", "detail": {}}, {"at": now, "kind": "resolved", "detail": {}}],
+        "tool_calls": [],
+        "tickets": [],
+    }
+    markdown = to_markdown(build_postmortem(detail, now=now))
+    assert "≈ 3,000 of ≈ 12,000 requests failed, 25.0% of requests (counted by the investigation)" in markdown
+    assert "Affected routes: `/items/{item_id}`" in markdown
+    assert "Error budget: no SLO defined for service inventory" in markdown  # no SLO given: not claimed
+    assert "Alternative considered: `latency` slow disk (confidence 20%, does not explain the alert)" in markdown
+    assert "Proposed remediation `rollback all version 1.4.0` (risk low): 1.4.0 was healthy" in markdown
+    impact = episode_impact(detail, now - 600, now, Slo(0.99))
+    assert (impact.source, impact.failed_share, impact.budget_burned) == ("diagnosis", 0.25, 0.125)
+    contract = impact.to_contract()
+    assert (contract.requests, contract.failed_ratio, contract.duration_s) == (12_000, 0.25, 600)
+
+
+def test_postmortem_route_survives_fuzzing(tmp_path) -> None:
+    settings = make_settings(tmp_path)
+    for pinned in (None, {"incident_id": asyncio.run(an_incident(tmp_path / "oncall.db"))}):
+        report = fuzz_asgi_app(
+            create_app(settings),
+            max_examples=10,
+            path_parameters=pinned,
+            include=lambda operation: operation.path == "/incidents/{incident_id}/postmortem",
+        )
+        assert report.ok and report.operations == ["GET /incidents/{incident_id}/postmortem"], report.format()
+    assert "200" in report.format()  # the existing incident's draft, checked against the documented response
+
+
+async def an_incident(path) -> int:
+    store = migrated_store(path)
+    try:
+        return await insert_incident(store, None)
+    finally:
+        await store.close()

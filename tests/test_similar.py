@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from oncall.diagnosis import FaultType
 from oncall.history.similar import WEIGHTS, Features, error_signature, find_similar, score
 from oncall.store import incidents, investigations, tickets
 from oncall.store.database import Store
@@ -184,6 +185,20 @@ async def test_ranking_on_a_seeded_history(store: Store, history: dict[str, int]
         "error signature, alert name, replica): code_bug at inventory_service.py:212; "
         "resolved by Ravi Kumar: rolled back to 1.4.0 after 14m 00s; Jira OPS-41"
     )
+
+
+async def test_a_match_as_diagnosis_entry_and_evidence(store: Store, history: dict[str, int]) -> None:
+    async with store.read() as conn:
+        best = (await find_similar(conn, history["current"]))[0]
+    entry = best.to_contract()  # Diagnosis.similar_incidents
+    assert (entry.incident_id, entry.score, entry.fault_type, entry.ticket, entry.duration_s) == (
+        best.incident_id,
+        1.0,
+        FaultType.code_bug,
+        "OPS-41",
+        840,
+    )
+    assert entry.resolution == best.resolution and entry.action == "Jira OPS-41 created"
     evidence = best.evidence()
     assert (evidence.tool, evidence.query, evidence.finding) == (
         "similar_incidents",

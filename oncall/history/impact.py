@@ -1,11 +1,12 @@
 """The impact of an incident episode: how long it lasted, how many requests failed and what share,
 which routes and replicas were hit, and how much of the SLO error budget it burned.
 
-Numbers come from the diagnosis when it carries an ``impact`` object (``failed_requests``,
-``total_requests``, ``affected_routes``: what clients saw, counted by the investigation); otherwise
-they are estimated from the investigation's ``compute_error_rate`` calls: the highest overall error
-ratio observed times the request rate at that observation times the duration so far (an estimate,
-labelled as such: traffic and the ratio change during an incident).
+Numbers come from the diagnosis' ``impact`` (``oncall.diagnosis.Impact``: ``requests``,
+``failed_requests``, ``failed_ratio``, ``affected_routes``, ``error_budget_burned``, set by the agent
+from what clients saw) when it has them; otherwise they are estimated from the investigation's
+``compute_error_rate`` calls: the highest overall error ratio observed times the request rate at that
+observation times the duration so far (an estimate, labelled as such: traffic and the ratio change
+during an incident). ``EpisodeImpact.to_contract`` gives the estimate in the diagnosis' shape.
 
 Error budget: with an SLO ``target`` (e.g. 0.999 of requests succeed) over ``period_s`` (e.g. 30
 days), the budget is ``(1 - target) x requests in the period``; an episode failing a share ``f`` of
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from oncall.diagnosis import Impact
 from oncall.store.rows import Row
 
 
@@ -33,7 +35,7 @@ class Slo:
 
 
 @dataclass(frozen=True)
-class Impact:
+class EpisodeImpact:
     """The impact of one episode (times epoch s, ratios 0-1, counts of requests).
 
     ``source``: ``diagnosis`` (counted) or ``estimate`` (from ``compute_error_rate``) or ``none``.
@@ -50,6 +52,19 @@ class Impact:
     replicas: tuple[str, ...]
     source: Literal["diagnosis", "estimate", "none"]
     budget_burned: float | None
+
+    def to_contract(self) -> Impact:
+        """The diagnosis' ``impact`` (``oncall.diagnosis.Impact``) with these numbers."""
+        return Impact(
+            onset_at=self.onset_at,
+            duration_s=self.duration_s,
+            requests=self.total_requests,
+            failed_requests=self.failed_requests,
+            failed_ratio=min(1.0, self.failed_share) if self.failed_share is not None else None,
+            affected_routes=list(self.routes),
+            affected_replicas=list(self.replicas),
+            error_budget_burned=self.budget_burned,
+        )
 
 
 def parse_time(value: str | None) -> float | None:
@@ -119,12 +134,17 @@ def _estimate(rates: list[dict[str, Any]], duration_s: float) -> Counts:
     return (share * total if total is not None else None), total, share
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _counted(counted: dict[str, Any]) -> Counts:
-    """(failed, total, share) as the diagnosis counted them."""
-    failed = float(counted["failed_requests"])
-    total = counted.get("total_requests")
-    total_f = float(total) if isinstance(total, int | float) else None
-    return failed, total_f, failed / total_f if total_f else None
+    """(failed, total, share) as the diagnosis' ``impact`` counted them."""
+    failed, total = _number(counted.get("failed_requests")), _number(counted.get("requests"))
+    share = _number(counted.get("failed_ratio"))
+    if share is None and failed is not None and total:
+        share = failed / total
+    return failed, total, share
 
 
 def budget_burned(share: float | None, duration_s: float, slo: Slo | None) -> float | None:
@@ -134,7 +154,23 @@ def budget_burned(share: float | None, duration_s: float, slo: Slo | None) -> fl
     return share * duration_s / ((1 - slo.target) * slo.period_s)
 
 
-def episode_impact(detail: Row, episode_started_at: float, now: float, slo: Slo | None = None) -> Impact:
+def _where(
+    counted: dict[str, Any], diagnosis: dict[str, Any], rates: list[dict[str, Any]], logs: list[dict[str, Any]]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(affected routes, affected replicas): counted ones first, then those with errors in the tool results."""
+    routes = _union(
+        [counted.get("affected_routes") or []]
+        + [_positive_keys(r.get("per_route_error_ratio")) for r in rates]
+        + [list((log.get("by_route") or {}).keys()) for log in logs]
+    )
+    replicas = _union(
+        [counted.get("affected_replicas") or [], diagnosis.get("affected_replicas") or []]
+        + [_positive_keys(r.get("per_replica_error_ratio")) for r in rates]
+    )
+    return routes, replicas
+
+
+def episode_impact(detail: Row, episode_started_at: float, now: float, slo: Slo | None = None) -> EpisodeImpact:
     """The impact of the episode that began at ``episode_started_at`` (epoch s) of the incident
     ``detail`` (``oncall.store.views.incident_detail``), measured until its resolution or ``now``."""
     start = onset(detail, episode_started_at)
@@ -145,19 +181,12 @@ def episode_impact(detail: Row, episode_started_at: float, now: float, slo: Slo 
     diagnosis = detail.get("diagnosis") or {}
     counted: dict[str, Any] = diagnosis["impact"] if isinstance(diagnosis.get("impact"), dict) else {}
     source: Literal["diagnosis", "estimate", "none"] = "diagnosis"
-    if isinstance(counted.get("failed_requests"), int | float):
-        failed, total, share = _counted(counted)
-    else:
+    failed, total, share = _counted(counted)
+    if share is None:
         failed, total, share = _estimate(rates, duration)
         source = "estimate" if share is not None else "none"
-    routes = _union(
-        [counted.get("affected_routes") or []]
-        + [_positive_keys(r.get("per_route_error_ratio")) for r in rates]
-        + [list((log.get("by_route") or {}).keys()) for log in logs]
-    )
-    replicas = _union(
-        [diagnosis.get("affected_replicas") or []] + [_positive_keys(r.get("per_replica_error_ratio")) for r in rates]
-    )
-    return Impact(
-        start, ended, duration, failed, total, share, routes, replicas, source, budget_burned(share, duration, slo)
-    )
+    routes, replicas = _where(counted, diagnosis, rates, logs)
+    burned = _number(counted.get("error_budget_burned")) if source == "diagnosis" else None
+    if burned is None:
+        burned = budget_burned(share, duration, slo)
+    return EpisodeImpact(start, ended, duration, failed, total, share, routes, replicas, source, burned)

@@ -10,7 +10,7 @@ from typing import Any
 
 from oncall.history.document import Runs, code, strong, text
 from oncall.history.phases import PhaseTimings
-from oncall.history.similar import SimilarIncident
+from oncall.history.similar import SimilarMatch
 from oncall.store.rows import Row
 
 REPLY_CHARS = 120
@@ -48,7 +48,7 @@ class Facts:
     detail: Row
     phases: PhaseTimings
     pages: list[Row]
-    similar: list[SimilarIncident]
+    similar: list[SimilarMatch]
     names: Mapping[str, str]
 
     @property
@@ -71,7 +71,7 @@ class Facts:
         """The newest created Jira ticket."""
         return next((t for t in reversed(self.detail.get("tickets", [])) if t["status"] == "created"), None)
 
-    def recurring(self) -> list[SimilarIncident]:
+    def recurring(self) -> list[SimilarMatch]:
         """Similar incidents with the same fault type and location: the same failure seen before."""
         return [s for s in self.similar if {"fault type", "file:line"} <= set(s.matched)]
 
@@ -223,6 +223,14 @@ def _regression_test(d: dict[str, Any]) -> list[Runs]:
     return [[text("Add a regression test covering "), code(where), text(".")]]
 
 
+def _proposed(action: dict[str, Any]) -> Runs:
+    """A remediation the diagnosis proposed (``Diagnosis.proposed_actions``), with its risk."""
+    params = ", ".join(f"{key} {value}" for key, value in (action.get("params") or {}).items())
+    what = " ".join(part for part in (str(action.get("action")), action.get("target") or "", params) if part)
+    why = f": {action['rationale']}" if action.get("rationale") else ""
+    return [text("Proposed remediation "), code(what), text(f" (risk {action.get('risk', 'medium')}){why}")]
+
+
 def action_items(facts: Facts) -> list[Runs]:
     """Follow-ups: the diagnosis' fix and next steps, a regression test for a code bug, the ticket,
     and fixes for what went badly (escalation, failing tools, recurrence)."""
@@ -232,6 +240,7 @@ def action_items(facts: Facts) -> list[Runs]:
         items.append([text(str(d["suggested_fix"]))])
     items += [[text(str(step))] for step in d.get("next_steps") or []]
     items += _regression_test(d)
+    items += [_proposed(action) for action in d.get("proposed_actions") or []]
     ticket = facts.created_ticket()
     items.append(
         [text("Track the fix in Jira "), code(str(ticket["jira_key"]))]

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.history.document import Document, Runs, Section, code, link, text, to_markdown
-from oncall.history.impact import Impact, Slo, episode_impact
+from oncall.history.impact import EpisodeImpact, Slo, episode_impact
 from oncall.history.narrative import Facts, action_items, clock, duration, event_line, went_badly, went_well
 from oncall.history.phases import PhaseTimings, episode_events, phase_timings
-from oncall.history.similar import SimilarIncident, find_similar
+from oncall.history.similar import SimilarMatch, find_similar
 from oncall.store import pages, postmortems, views
 from oncall.store.rows import Row
 
@@ -56,7 +57,7 @@ def summary_section(detail: Row, phases: PhaseTimings, incident_url: str | None,
     return section
 
 
-def impact_section(impact: Impact, service: str | None, slo: Slo | None) -> Section:
+def impact_section(impact: EpisodeImpact, service: str | None, slo: Slo | None) -> Section:
     """Duration, failed requests and share, routes, replicas and error budget."""
     ongoing = "" if impact.ended_at else " so far"
     bullets: list[Runs] = [[text(f"Duration{ongoing}: {duration(impact.duration_s)} (from the alert firing)")]]
@@ -169,12 +170,29 @@ def _changes(detail: Row, phases: PhaseTimings) -> list[Runs]:
     return list(seen.values())[:MAX_CHANGES]
 
 
-def contributing_section(detail: Row, phases: PhaseTimings, similar: Sequence[SimilarIncident]) -> Section:
+def _alternatives(d: dict[str, Any]) -> list[Runs]:
+    """The diagnosis' other ranked hypotheses (``Diagnosis.hypotheses`` after the first)."""
+    lines: list[Runs] = []
+    for hypothesis in (d.get("hypotheses") or [])[1:]:
+        explains = "explains the alert" if hypothesis.get("explains_alert", True) else "does not explain the alert"
+        confidence = round(float(hypothesis.get("confidence") or 0) * 100)
+        lines.append(
+            [
+                text("Alternative considered: "),
+                code(str(hypothesis.get("fault_type"))),
+                text(f" {hypothesis.get('summary') or ''} (confidence {confidence}%, {explains})"),
+            ]
+        )
+    return lines
+
+
+def contributing_section(detail: Row, phases: PhaseTimings, similar: Sequence[SimilarMatch]) -> Section:
     """The evidence the diagnosis rests on, recent changes, the group's other alerts and past incidents."""
     d = detail.get("diagnosis") or {}
     bullets: list[Runs] = [
         [code(str(e.get("tool"))), text(f": {e.get('finding')}")] for e in (d.get("evidence") or [])[:MAX_EVIDENCE]
     ]
+    bullets += _alternatives(d)
     bullets += _changes(detail, phases)
     names = sorted({str(a.get("alertname")) for a in detail.get("alerts", [])})
     if len(detail.get("alerts", [])) > 1:
@@ -189,7 +207,7 @@ def build_postmortem(
     detail: Row,
     *,
     pages: Sequence[Row] = (),
-    similar: Sequence[SimilarIncident] = (),
+    similar: Sequence[SimilarMatch] = (),
     slo: Slo | None = None,
     incident_url: str | None = None,
     names: Mapping[str, str] | None = None,

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.diagnosis import Evidence
+from oncall.diagnosis import Evidence, FaultType, SimilarIncident
 from oncall.store import history
 from oncall.store.rows import Row
 
@@ -63,8 +63,8 @@ class Features:
 
 
 @dataclass(frozen=True)
-class SimilarIncident:
-    """An earlier incident like the current one.
+class SimilarMatch:
+    """An earlier incident like the current one (``to_contract`` gives the diagnosis' ``SimilarIncident``).
 
     ``score`` 0-1 and ``matched`` (the features that matched); ``duration_s`` from its last episode's
     start to its resolution; ``resolution`` how it ended (``alerts cleared`` or ``resolved by NAME: note``);
@@ -99,6 +99,20 @@ class SimilarIncident:
     def evidence(self) -> Evidence:
         """The incident as diagnosis evidence (tool ``similar_incidents``)."""
         return Evidence(tool="similar_incidents", query=f"incident #{self.incident_id}", finding=self.summary())
+
+    def to_contract(self) -> SimilarIncident:
+        """The entry of ``Diagnosis.similar_incidents`` (``oncall.diagnosis.SimilarIncident``)."""
+        fault = self.fault_type if self.fault_type in FaultType.__members__ else None
+        return SimilarIncident(
+            incident_id=self.incident_id,
+            title=self.title,
+            score=min(1.0, self.score),
+            fault_type=FaultType(fault) if fault else None,
+            resolution=self.resolution,
+            duration_s=max(0.0, self.duration_s) if self.duration_s is not None else None,
+            action=self.action,
+            ticket=self.ticket_key,
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -205,8 +219,8 @@ def action_text(row: Row) -> str | None:
     return None
 
 
-def similar_incident(row: Row, value: float, matched: tuple[str, ...]) -> SimilarIncident:
-    """A candidate row as a ``SimilarIncident``."""
+def similar_incident(row: Row, value: float, matched: tuple[str, ...]) -> SimilarMatch:
+    """A candidate row as a ``SimilarMatch``."""
     diagnosis = row.get("diagnosis") or {}
     location = diagnosis.get("affected_file")
     if location and diagnosis.get("affected_line"):
@@ -215,7 +229,7 @@ def similar_incident(row: Row, value: float, matched: tuple[str, ...]) -> Simila
     started = row.get("episode_started_at") or row.get("created_at")
     ticket = row.get("ticket") or {}
     created = ticket.get("status") == "created"
-    return SimilarIncident(
+    return SimilarMatch(
         incident_id=int(row["id"]),
         title=str(row.get("title") or "incident"),
         score=value,
@@ -233,7 +247,7 @@ def similar_incident(row: Row, value: float, matched: tuple[str, ...]) -> Simila
 
 def rank(
     current: Features, candidates: Iterable[Row], top: int = TOP, min_score: float = MIN_SCORE
-) -> list[SimilarIncident]:
+) -> list[SimilarMatch]:
     """The ``top`` candidates scoring at least ``min_score``, best first (ties: most recently resolved)."""
     scored = []
     for row in candidates:
@@ -246,7 +260,7 @@ def rank(
 
 async def find_similar(
     conn: AsyncConnection, incident_id: int, *, diagnosis: dict[str, Any] | None = None, top: int = TOP
-) -> list[SimilarIncident]:
+) -> list[SimilarMatch]:
     """The ``top`` resolved incidents most similar to ``incident_id``.
 
     Args:
