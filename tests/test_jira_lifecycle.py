@@ -5,6 +5,7 @@ stateful fake speaking Jira Cloud REST v3 (tests/fake_jira.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pydantic import SecretStr
 
 from oncall.channels.jira.comments import MAX_BULLETS, document_adf, marker_text, refire_document
 from oncall.channels.jira.lifecycle import JiraLifecycle, LifecycleConfig, decide_refire
@@ -146,7 +148,7 @@ async def test_jira_errors_surface_with_jira_text(jira) -> None:
     with pytest.raises(JiraError, match="Transition id '31' is not valid"):
         await lifecycle.move_to("OPS-42", "Done")
     async with httpx.AsyncClient() as http:
-        wrong = jira_config().__class__(JIRA, EMAIL, type(jira_config().api_token)("wrong"), "OPS", "Task")
+        wrong = dataclasses.replace(jira_config(), api_token=SecretStr("wrong"))
         with pytest.raises(JiraError) as denied:
             await JiraLifecycle(http, wrong, LIFECYCLE, backoff_s=0.01).status("OPS-42")
     assert denied.value.status == 401 and "JIRA_API_TOKEN" in denied.value.text and "wrong" not in str(denied.value)
