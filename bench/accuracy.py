@@ -225,20 +225,20 @@ class Bench:
         """Run one scenario from a healthy state and return its score row."""
         self.reset(scenario)
         duration = scenario.observe_s + WARMUP_S + 30
-        log = open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab")
-        traffic = subprocess.Popen(
-            [
-                sys.executable,
-                "traffic_gen.py",
-                "--url",
-                self.stack.url("lb"),
-                "--quiet",
-                *traffic_args(scenario.setup.traffic, duration),
-            ],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab") as log:  # the child keeps its own handle
+            traffic = subprocess.Popen(
+                [
+                    sys.executable,
+                    "traffic_gen.py",
+                    "--url",
+                    self.stack.url("lb"),
+                    "--quiet",
+                    *traffic_args(scenario.setup.traffic, duration),
+                ],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         synthetic_started = None
         try:
             time.sleep(
@@ -412,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 row = bench.run(scenario)
                 console.print(
-                    f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: {'correct' if row['correct'] else 'WRONG'}"
+                    f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: "
+                    f"{'correct' if row['correct'] else 'WRONG'}"
                 )
                 rows.append(row)
     finally:

@@ -51,7 +51,8 @@ def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.skip(
-            f"{name} is not installed (Debian package: {'prometheus' if name == 'promtool' else 'prometheus-alertmanager'})"
+            f"{name} is not installed "
+            f"(Debian package: {'prometheus' if name == 'promtool' else 'prometheus-alertmanager'})"
         )
     return path
 
