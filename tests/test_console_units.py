@@ -248,30 +248,58 @@ def test_slots_stay_empty_without_their_data() -> None:
 def test_slots_render_hypotheses_impact_actions_and_postmortem_when_present() -> None:
     detail = bare_detail(
         hypotheses=[
-            {"summary": "null dereference", "confidence": 0.8, "evidence": [evidence("query_prometheus", P99)]},
-            {"fault_type": "latency", "confidence": 0.1, "status": "ruled_out"},
+            {
+                "fault_type": "code_bug",
+                "summary": "null dereference",
+                "confidence": 0.8,
+                "evidence_for": [evidence("query_prometheus", P99)],
+                "evidence_against": [evidence("fetch_logs", LOG_LINE)],
+            },
+            {"fault_type": "latency", "summary": "slow database", "confidence": 0.1, "explains_alert": False},
         ],
-        impact={"error_ratio": "37%", "replicas": ["inventory-1"]},
+        impact={"failed_requests": 1234.0, "failed_ratio": 0.37, "duration_s": 125.0, "affected_routes": ["/items"]},
+        similar_incidents=[{"incident_id": 3, "title": "InventoryHighErrorRate", "score": 0.9, "action": "rollback"}],
         proposed_actions=[
-            {"id": "a1", "kind": "rollback", "description": "Roll back to 1.4.0", "status": "proposed"},
-            {"id": "a2", "kind": "restart", "status": "verified", "verification": "error ratio 0.4%"},
+            {"action": "rollback", "target": "all", "params": {"version": "1.4.0"}, "risk": "medium"},
+            {"action": "restart_replica", "target": "inventory-2", "status": "verified", "verification": "ok 0.4%"},
         ],
         postmortem={"summary": "Bad deploy", "url": "https://wiki.example.com/pm/7"},
     )
     html = fragment("_incident_body.html", slot_context(detail, responder=True, remediation=True))
     hypotheses = html[html.index("slot-hypotheses") : html.index("</section>", html.index("slot-hypotheses"))]
-    assert hypotheses.index("null dereference") < hypotheses.index("latency") and "ruled out" in hypotheses
-    assert 'href="/ui/incidents/7/tool-calls/4"' in hypotheses and "80%" in hypotheses
-    assert "slot-impact" in html and "error ratio" in html
+    assert hypotheses.index("null dereference") < hypotheses.index("slow database")
+    assert "does not explain the alert" in hypotheses and "confidence 80%" in hypotheses
+    evidence_for, evidence_against = hypotheses.split("Evidence against")
+    assert 'href="/ui/incidents/7/tool-calls/4"' in evidence_for.split("Evidence for")[1]
+    assert 'href="/ui/incidents/7/tool-calls/2"' in evidence_against
+    assert "1,234 (37%)" in html and "2m 05s" in html and "/items" in html
+    assert 'href="/ui/incidents/3"' in html and "similarity 90%" in html
     assert re.findall(r'action="(/ui/incidents/7/actions/[^"]+)"', html) == [
-        "/ui/incidents/7/actions/a1/approve",
-        "/ui/incidents/7/actions/a1/reject",
-    ]  # the verified action a2 waits for nothing
-    assert "error ratio 0.4%" in html and "https://wiki.example.com/pm/7" in html
+        "/ui/incidents/7/actions/1/approve",
+        "/ui/incidents/7/actions/1/reject",
+    ]  # action 2 is verified: it waits for nothing
+    assert "Approve rollback on all" in html and "version 1.4.0" in html and "ok 0.4%" in html
+    assert "https://wiki.example.com/pm/7" in html
     viewer = fragment("_incident_body.html", slot_context(detail, responder=False, remediation=True))
     no_service = fragment("_incident_body.html", slot_context(detail, responder=True, remediation=False))
     for page in (viewer, no_service):
-        assert "Roll back to 1.4.0" in page and "/actions/a1/approve" not in page
+        assert "restart replica" in page and "/actions/1/approve" not in page
     assert "/acknowledge" not in viewer and "/resolve" not in viewer and "You are a viewer" in viewer
     waiting = views.pending_approvals([detail])
-    assert [(item["incident"]["id"], item["action"]["id"]) for item in waiting] == [(7, "a1")]
+    assert [(item["incident"]["id"], item["action"]["ref"]) for item in waiting] == [(7, "1")]
+    produced = {link.call_id for link in views.all_evidence_links(detail)}
+    assert produced == {2, 4}
+
+
+def test_demo_makes_a_responder_login_unless_the_user_has_accounts() -> None:
+    from stackctl.demo import DEMO_CONSOLE_USER, demo_console_login
+
+    env, line = demo_console_login(Settings(_env_file=None))
+    password = re.search(r"password (\S+),", line).group(1)  # type: ignore[union-attr]
+    agent = Settings(_env_file=None, **{k: v for k, v in env.items() if v is not None})
+    user = agent.console_users[0]
+    assert (user.name, user.role) == (DEMO_CONSOLE_USER, "responder") and len(password) >= 12
+    assert argon2.PasswordHasher().verify(user.password_hash.get_secret_value(), password)
+    assert agent.console_session_secret is not None and password not in json.dumps(env)
+    own, own_line = demo_console_login(Settings(_env_file=None, CONSOLE_USERS=f"ravi:viewer:{HASH}"))
+    assert "CONSOLE_USERS" not in own and "your CONSOLE_USERS account" in own_line

@@ -147,7 +147,7 @@ async def get_tool_call_page(
     call = next((c for c in (detail or {}).get("tool_calls", []) if c["id"] == call_id), None)
     if detail is None or call is None:
         return not_found(request, session, f"Tool call {call_id} of incident #{incident_id}")
-    produced = [link for link in views.evidence_links(detail) if link.call_id == call_id]
+    produced = [link for link in views.all_evidence_links(detail) if link.call_id == call_id]
     context = {**base_context(session, "incidents"), "incident": detail, "call": call, "produced": produced}
     return render(request, "tool_call.html", context)
 

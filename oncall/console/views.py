@@ -12,7 +12,10 @@ import re
 from collections import Counter
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from oncall.console.evidence import EvidenceLink, link_evidence
+from oncall.diagnosis import Hypothesis, Impact, SimilarIncident
 from oncall.settings import Settings
 from oncall.tasks import BackgroundTasks
 
@@ -102,30 +105,45 @@ def paged(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def proposed_actions(detail: dict[str, Any]) -> list[dict[str, Any]]:
-    """The incident's proposed remediation actions: ``detail["proposed_actions"]`` when the incident detail
-    carries them, else ``diagnosis["proposed_actions"]``; [] when neither does.
+    """The incident's proposed remediation actions (``oncall.diagnosis.ProposedAction``: action, target,
+    params, risk, rationale, expected_effect): ``detail["proposed_actions"]`` when the incident detail
+    carries them (the remediation feature's records, with ``id``, ``status``, ``verification``,
+    ``decided_by``), else ``diagnosis["proposed_actions"]``; [] when neither does.
 
-    Each action is shown with what it has of ``id``, ``kind``, ``description``, ``target``, ``risk``,
-    ``status`` and ``verification``; approve and reject appear for an action with an ``id`` whose
-    ``status`` is missing or in ``PENDING_ACTION_STATES`` (``awaits_decision``, added to each copy).
+    Each copy gets ``ref``: its ``id``, else its 1-based number in the list (the numbered choice the
+    engineer is offered), and ``awaits_decision``: True while its ``status`` is missing or in
+    ``PENDING_ACTION_STATES``.
     """
     diagnosis = detail.get("diagnosis") or {}
     actions = detail.get("proposed_actions") or diagnosis.get("proposed_actions") or []
-    return [{**action, "awaits_decision": awaits_decision(action)} for action in actions if isinstance(action, dict)]
+    shown = []
+    for number, action in enumerate(actions, 1):
+        if isinstance(action, dict):
+            ref = str(action.get("id") or number)
+            shown.append({**action, "ref": ref, "awaits_decision": awaits_decision(action)})
+    return shown
 
 
 def awaits_decision(action: dict[str, Any]) -> bool:
     """True when a responder can still approve or reject the action."""
-    return action.get("id") is not None and (action.get("status") or "proposed") in PENDING_ACTION_STATES
+    return (action.get("status") or "proposed") in PENDING_ACTION_STATES
 
 
 def hypotheses(detail: dict[str, Any]) -> list[dict[str, Any]]:
-    """The diagnosis' ranked hypotheses (``diagnosis["hypotheses"]``, best first) with their evidence linked
-    to tool calls (``links``); [] when the diagnosis has none."""
+    """The diagnosis' ranked hypotheses (``oncall.diagnosis.Hypothesis``, best first) with ``links_for`` and
+    ``links_against``: their ``evidence_for`` and ``evidence_against`` linked to tool calls; [] without any.
+    Hypotheses that do not fit the contract are left out."""
     diagnosis = detail.get("diagnosis") or {}
-    ranked = [item for item in diagnosis.get("hypotheses") or [] if isinstance(item, dict)]
+    ranked = [item for item in (conform(Hypothesis, value) for value in diagnosis.get("hypotheses") or []) if item]
     calls = detail.get("tool_calls") or []
-    return [{**item, "links": link_evidence(item.get("evidence") or [], calls, diagnosis)} for item in ranked]
+    return [
+        {
+            **item,
+            "links_for": link_evidence(item.get("evidence_for") or [], calls, diagnosis),
+            "links_against": link_evidence(item.get("evidence_against") or [], calls, diagnosis),
+        }
+        for item in ranked
+    ]
 
 
 def evidence_links(detail: dict[str, Any]) -> list[EvidenceLink]:
@@ -134,10 +152,41 @@ def evidence_links(detail: dict[str, Any]) -> list[EvidenceLink]:
     return link_evidence(diagnosis.get("evidence") or [], detail.get("tool_calls") or [], diagnosis)
 
 
+def conform(model: type[BaseModel], value: Any) -> dict[str, Any] | None:
+    """``value`` validated by ``model`` and dumped with every field present (JSON types), or None when invalid."""
+    try:
+        return model.model_validate(value).model_dump(mode="json")
+    except ValidationError:
+        return None
+
+
+def impact(detail: dict[str, Any]) -> dict[str, Any] | str | None:
+    """The impact (``oncall.diagnosis.Impact``) of the detail or its diagnosis: every field present, or a text
+    impact as it is; None when there is none or it does not fit the contract."""
+    diagnosis = detail.get("diagnosis") or {}
+    value = detail.get("impact") or diagnosis.get("impact")
+    return value if value is None or isinstance(value, str) else conform(Impact, value)
+
+
+def similar_incidents(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    """The diagnosis' similar incidents (``oncall.diagnosis.SimilarIncident``) that fit the contract."""
+    found = ((detail.get("diagnosis") or {}).get("similar_incidents")) or []
+    return [item for item in (conform(SimilarIncident, value) for value in found) if item]
+
+
+def all_evidence_links(detail: dict[str, Any]) -> list[EvidenceLink]:
+    """The diagnosis' evidence and every hypothesis' evidence for and against, linked to tool calls."""
+    links = evidence_links(detail)
+    for hypothesis in hypotheses(detail):
+        links += hypothesis["links_for"] + hypothesis["links_against"]
+    return links
+
+
 def incident_context(detail: dict[str, Any], remediation_enabled: bool) -> dict[str, Any]:
     """Everything the incident page renders besides the session: the detail and its derived sections.
 
-    ``impact`` and ``postmortem`` come from the detail or the diagnosis when present (None otherwise).
+    ``impact`` (``oncall.diagnosis.Impact``) and ``postmortem`` come from the detail or the diagnosis when
+    present (None otherwise); ``similar`` is the diagnosis' ``similar_incidents``.
     """
     diagnosis = detail.get("diagnosis") or {}
     return {
@@ -145,7 +194,8 @@ def incident_context(detail: dict[str, Any], remediation_enabled: bool) -> dict[
         "diagnosis": diagnosis or None,
         "evidence": evidence_links(detail),
         "hypotheses": hypotheses(detail),
-        "impact": detail.get("impact") or diagnosis.get("impact"),
+        "impact": impact(detail),
+        "similar": similar_incidents(detail),
         "actions": proposed_actions(detail),
         "remediation_enabled": remediation_enabled,
         "postmortem": detail.get("postmortem") or diagnosis.get("postmortem"),
