@@ -245,8 +245,9 @@ def test_slots_stay_empty_without_their_data() -> None:
     assert 'action="/ui/incidents/7/acknowledge"' in html and 'value="csrf-1"' in html
 
 
-def test_slots_render_hypotheses_impact_actions_and_postmortem_when_present() -> None:
-    detail = bare_detail(
+def full_detail() -> dict[str, Any]:
+    """An incident detail whose diagnosis has every optional part of the contract."""
+    return bare_detail(
         hypotheses=[
             {
                 "fault_type": "code_bug",
@@ -256,6 +257,7 @@ def test_slots_render_hypotheses_impact_actions_and_postmortem_when_present() ->
                 "evidence_against": [evidence("fetch_logs", LOG_LINE)],
             },
             {"fault_type": "latency", "summary": "slow database", "confidence": 0.1, "explains_alert": False},
+            {"fault_type": "not a fault type", "summary": "left out", "confidence": 0.5},
         ],
         impact={"failed_requests": 1234.0, "failed_ratio": 0.37, "duration_s": 125.0, "affected_routes": ["/items"]},
         similar_incidents=[{"incident_id": 3, "title": "InventoryHighErrorRate", "score": 0.9, "action": "rollback"}],
@@ -265,15 +267,26 @@ def test_slots_render_hypotheses_impact_actions_and_postmortem_when_present() ->
         ],
         postmortem={"summary": "Bad deploy", "url": "https://wiki.example.com/pm/7"},
     )
+
+
+def test_slots_render_hypotheses_impact_and_similar_incidents_when_present() -> None:
+    detail = full_detail()
     html = fragment("_incident_body.html", slot_context(detail, responder=True, remediation=True))
     hypotheses = html[html.index("slot-hypotheses") : html.index("</section>", html.index("slot-hypotheses"))]
     assert hypotheses.index("null dereference") < hypotheses.index("slow database")
     assert "does not explain the alert" in hypotheses and "confidence 80%" in hypotheses
+    assert "left out" not in hypotheses  # outside the contract: not shown
     evidence_for, evidence_against = hypotheses.split("Evidence against")
     assert 'href="/ui/incidents/7/tool-calls/4"' in evidence_for.split("Evidence for")[1]
     assert 'href="/ui/incidents/7/tool-calls/2"' in evidence_against
     assert "1,234 (37%)" in html and "2m 05s" in html and "/items" in html
     assert 'href="/ui/incidents/3"' in html and "similarity 90%" in html
+    assert {link.call_id for link in views.all_evidence_links(detail)} == {2, 4}
+
+
+def test_slots_render_proposed_actions_and_the_postmortem_when_present() -> None:
+    detail = full_detail()
+    html = fragment("_incident_body.html", slot_context(detail, responder=True, remediation=True))
     assert re.findall(r'action="(/ui/incidents/7/actions/[^"]+)"', html) == [
         "/ui/incidents/7/actions/1/approve",
         "/ui/incidents/7/actions/1/reject",
@@ -287,8 +300,6 @@ def test_slots_render_hypotheses_impact_actions_and_postmortem_when_present() ->
     assert "/acknowledge" not in viewer and "/resolve" not in viewer and "You are a viewer" in viewer
     waiting = views.pending_approvals([detail])
     assert [(item["incident"]["id"], item["action"]["ref"]) for item in waiting] == [(7, "1")]
-    produced = {link.call_id for link in views.all_evidence_links(detail)}
-    assert produced == {2, 4}
 
 
 def test_demo_makes_a_responder_login_unless_the_user_has_accounts() -> None:

@@ -147,7 +147,7 @@ class ConsoleAuth:
         self._hasher = argon2.PasswordHasher()
         self._users = {user.name: user for user in settings.console_users}
         # Verified instead of a missing user's hash, so a wrong name costs as long as a wrong password.
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._dummy_hash: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -157,7 +157,9 @@ class ConsoleAuth:
     async def check_password(self, name: str, password: str) -> Session | None:
         """A new session when ``password`` matches ``name``'s Argon2 hash, else None (verified off the event loop)."""
         user = self._users.get(name)
-        stored = user.password_hash.get_secret_value() if user else self._dummy_hash
+        if user is None and self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_urlsafe(16))
+        stored = user.password_hash.get_secret_value() if user else str(self._dummy_hash)
         try:
             await asyncio.to_thread(self._hasher.verify, stored, password)
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
