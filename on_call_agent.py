@@ -24,6 +24,7 @@ from oncall.api.deps import Services
 from oncall.channels.jira.client import JiraClient
 from oncall.channels.jira.models import JiraConfig
 from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
+from oncall.console.routes import router as console_router
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
 from oncall.incidents.scheduler import InvestigationScheduler
@@ -114,6 +115,8 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
             settings.twilio_auth_token,
             settings.jira_api_token,
             settings.alerts_bearer_token,
+            settings.console_token,
+            settings.console_session_secret,
         ]
     )
     investigator = Investigator(
@@ -206,7 +209,7 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
                 await store.close()
 
     app = FastAPI(title="AI on-call agent", lifespan=lifespan)
-    for router in (alerts.router, incidents.router, twilio.router, health.router):
+    for router in (alerts.router, incidents.router, twilio.router, health.router, console_router):
         app.include_router(router)
     return app
 

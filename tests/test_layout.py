@@ -24,7 +24,7 @@ LAYERS = [
     {"investigate"},
     {"incidents"},
     {"conversation"},
-    {"api"},
+    {"api", "console"},
 ]
 """The rooms of ``oncall/`` from the bottom up: a module imports only from its own layer or below."""
 SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+TABLE)\b", re.I | re.S)
