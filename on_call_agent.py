@@ -25,6 +25,7 @@ from oncall.api.schemas import install_components
 from oncall.channels.jira.client import JiraClient
 from oncall.channels.jira.models import JiraConfig
 from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
+from oncall.console.routes import router as console_router
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
 from oncall.incidents.retention import RawAlertRetention
@@ -210,7 +211,7 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
                 await store.close()
 
     app = FastAPI(title="AI on-call agent", lifespan=lifespan)
-    for router in (alerts.router, incidents.router, twilio.router, health.router):
+    for router in (alerts.router, incidents.router, twilio.router, health.router, console_router):
         app.include_router(router)
     install_components(app)
     return app

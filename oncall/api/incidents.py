@@ -1,14 +1,17 @@
-"""``/incidents``: list, detail, alerts, acknowledge and resolve by HTTP; every route needs ``ONCALL_API_TOKEN``."""
+"""``/incidents``: list, detail, alerts, acknowledge, resolve and the post-mortem draft by HTTP; every route
+needs ``ONCALL_API_TOKEN``."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from oncall.api.deps import ApiTokenDep, ServicesDep
+from oncall.channels.whatsapp.format import incident_url
+from oncall.history.postmortem import postmortem_markdown
 from oncall.incidents import actions
 from oncall.store import incidents as incident_rows
 from oncall.store.rows import MAX_ID
@@ -16,6 +19,7 @@ from oncall.store.views import incident_detail, incident_list
 
 router = APIRouter(dependencies=[ApiTokenDep])
 IncidentId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Incident id (a positive 64-bit integer).")]
+MARKDOWN = "text/markdown; charset=utf-8"
 
 
 class ActorBody(BaseModel):
@@ -85,3 +89,20 @@ async def get_incident_alerts(
             raise HTTPException(status_code=404, detail=f"incident {incident_id} not found")
         total, rows = await incident_rows.alerts_page(conn, incident_id, status=status, offset=offset, limit=limit)
     return {"incident_id": incident_id, "total": total, "offset": offset, "alerts": rows}
+
+
+@router.get(
+    "/incidents/{incident_id}/postmortem",
+    response_class=Response,
+    responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}, "description": "Markdown"}},
+)
+async def get_postmortem(incident_id: IncidentId, services: ServicesDep) -> Response:
+    """The incident's post-mortem draft (Markdown): the one stored when it resolved, else drafted now
+    from what is known so far; 404 unknown."""
+    async with services.store.read() as conn:
+        markdown = await postmortem_markdown(
+            conn, incident_id, incident_url=incident_url(services.settings.public_base_url, incident_id)
+        )
+    if markdown is None:
+        raise HTTPException(status_code=404, detail=f"incident {incident_id} not found")
+    return Response(markdown, media_type=MARKDOWN)

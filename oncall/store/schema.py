@@ -13,11 +13,13 @@ Alembic migrations in ``migrations/versions`` create exactly this schema (a test
 - ``messages``: WhatsApp conversation and outbox (direction ``out``/``in``).
 - ``tickets``: Jira issues created, or drafts kept when Jira is not configured.
 - ``confirmations``: side-effecting actions the agent proposed to an engineer and waits for a YES on.
+- ``pages``: the escalation chain of an incident episode, one row per level (its timer, who was paged).
+- ``postmortems``: the post-mortem draft (Markdown) of an incident episode, written on resolution.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
@@ -177,4 +179,39 @@ confirmations = Table(
     Column("expires_at", Float, nullable=False),
     Column("decided_at", Float),
     Index("confirmations_sender", "sender", "status", "id"),
+)
+
+pages = Table(
+    "pages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("episode", Integer, nullable=False, server_default="1"),
+    Column("level", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("episode_started_at", Float, nullable=False),
+    Column("service", Text),
+    Column("team", Text),
+    Column("policy", Text),
+    Column("paged_at", Float),
+    Column("recipients", Json, nullable=False),
+    Column("reason", Text),
+    Column("stopped_at", Float),
+    Column("stop_reason", Text),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("incident_id", "episode", "level", name="pages_level_once"),
+    Index("pages_due", "status", "due_at"),
+)
+
+postmortems = Table(
+    "postmortems",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("episode", Integer, nullable=False, server_default="1"),
+    Column("markdown", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("incident_id", "episode", name="postmortems_episode_once"),
 )

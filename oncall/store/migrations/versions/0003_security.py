@@ -1,7 +1,7 @@
 """Security: pending confirmations of proposed actions; raw alert sizes and a received-at index for retention.
 
-Revision ID: 0002_security
-Revises: 0001
+Revision ID: 0003_security
+Revises: 0002_pages_postmortems
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0002_security"
-down_revision = "0001"
+revision = "0003_security"
+down_revision = "0002_pages_postmortems"
 branch_labels = None
 depends_on = None
 
