@@ -23,6 +23,7 @@ OPERATIONS = {
     "GET /incidents",
     "GET /incidents/{incident_id}",
     "GET /incidents/{incident_id}/alerts",
+    "GET /incidents/{incident_id}/postmortem",
     "POST /incidents/{incident_id}/acknowledge",
     "POST /incidents/{incident_id}/resolve",
     "POST /webhook/twilio",
