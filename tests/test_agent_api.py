@@ -31,11 +31,11 @@ from oncall.settings import Settings
 from oncall.store import investigations
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
+from tests.rig import API_TOKEN
 from tests.support import REPO_ROOT, free_port, migrated_store, sql, sql_exec, wait_http_ok, wait_until
 from tests.test_ingest import FP_19556, FP_19557, capture, captured_bytes
 
 JSON = {"Content-Type": "application/json"}
-API_TOKEN = "api-test-token-5b7d0f1e"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 

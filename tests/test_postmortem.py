@@ -32,7 +32,7 @@ from oncall.roster.config import parse_roster
 from oncall.store import pages, views
 from tests.api_fuzz import fuzz_asgi_app
 from tests.support import migrated_store
-from tests.test_agent_api import agent, make_settings
+from tests.test_agent_api import API, agent, make_settings
 from tests.test_ingest import capture, webhook_bytes
 from tests.test_investigation import BUG_LINE, make_rig, scenario_code_bug  # noqa: F401  (make_rig: a fixture)
 from tests.test_jira import ISSUE, jira_config
@@ -338,6 +338,7 @@ def test_postmortem_route_survives_fuzzing(tmp_path) -> None:
         report = fuzz_asgi_app(
             create_app(settings),
             max_examples=10,
+            headers=API,
             path_parameters=pinned,
             include=lambda operation: operation.path == "/incidents/{incident_id}/postmortem",
         )
