@@ -21,12 +21,15 @@ from pydantic import ValidationError
 
 from oncall.api import alerts, health, incidents, twilio
 from oncall.api.deps import Services
+from oncall.api.schemas import install_components
 from oncall.catalog.loader import CatalogError
 from oncall.channels.jira.client import JiraClient
 from oncall.channels.jira.models import JiraConfig
 from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
+from oncall.console.routes import router as console_router
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
+from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
@@ -35,12 +38,12 @@ from oncall.investigate.investigator import Investigator
 from oncall.investigate.setup import build_tool_factory, load_service_catalog
 from oncall.investigate.tools import ToolFactory
 from oncall.metrics import INCIDENTS_OPEN
-from oncall.redaction import Redactor
+from oncall.redaction import Redactor, install_log_redaction
 from oncall.settings import Settings, get_settings
 from oncall.store import incidents as incident_rows
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
-from oncall.tasks import BackgroundTasks
+from oncall.tasks import BackgroundTasks, watch_loop_lag
 
 log = logging.getLogger("oncall.agent")
 
@@ -51,7 +54,8 @@ ServicesFactory = Callable[[Settings, Store, httpx.AsyncClient, BackgroundTasks]
 
 
 def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> ToolFactory:
-    """The investigation tools of the catalog's services (``SERVICES_FILE``) over the configured sources."""
+    """The investigation tools of the catalog's services (``SERVICES_FILE``) over the configured sources:
+    code reads limited by ``CODE_READ_GLOBS``, every tool's output redacted with the configured secrets."""
     return build_tool_factory(settings, http)
 
 
@@ -92,15 +96,7 @@ def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
 
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
-    redact = Redactor(
-        [
-            settings.openai_api_key,
-            settings.github_token,
-            settings.twilio_auth_token,
-            settings.jira_api_token,
-            settings.alerts_bearer_token,
-        ]
-    )
+    redact = Redactor(settings.secret_values())
     investigator = Investigator(
         store,
         build_engines(settings, investigation_tools(settings, http)),
@@ -108,8 +104,8 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         tool_output_max_chars=settings.tool_output_max_chars,
         redact=redact,
     )
-    sender = build_sender(settings, store)
-    jira = JiraClient(store, http, JiraConfig.from_settings(settings), settings.public_base_url)
+    sender, url = build_sender(settings, store), settings.public_base_url
+    jira = JiraClient(store, http, JiraConfig.from_settings(settings), url)
     reply_model = None
     if settings.llm_enabled:
         reply_model = ReplyModel(
@@ -119,6 +115,7 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
             temperature=settings.llm_temperature,
             max_rounds=settings.reply_max_rounds,
             max_output_chars=settings.tool_output_max_chars,
+            redact=redact,
         )
     return Services(
         settings=settings,
@@ -126,7 +123,7 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         http=http,
         tasks=tasks,
         scheduler=InvestigationScheduler(store, investigator, sender, tasks, settings.max_concurrent_investigations),
-        conversation=ConversationHandler(store, sender, jira, settings.public_base_url, reply_model),
+        conversation=ConversationHandler(store, sender, jira, url, reply_model, settings.confirmation_ttl_s),
     )
 
 
@@ -177,8 +174,10 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
         active = settings or load_settings()
         for integration, state in active.integration_report().items():
             log.info("integration %-19s %s", integration, state)
+        redact = Redactor(active.secret_values())
+        install_log_redaction(redact)
         await asyncio.to_thread(migrate, active.store_url)
-        store = Store(active.store_url)
+        store = Store(active.store_url, redact)
         log.info("database %s", store.engine.url.render_as_string(hide_password=True))
         tasks = BackgroundTasks()
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
@@ -187,6 +186,8 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             await services.scheduler.resume_interrupted()
             async with store.read() as conn:
                 INCIDENTS_OPEN.set(await incident_rows.count_firing(conn))
+            tasks.spawn_daemon(RawAlertRetention(store, active.raw_alert_retention_days).run(), "raw-alert-retention")
+            tasks.spawn_daemon(watch_loop_lag(), "event-loop-lag")
             gc.collect()
             gc.freeze()  # start-up objects leave the collector's generations: shorter full-collection pauses
             try:
@@ -196,8 +197,9 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
                 await store.close()
 
     app = FastAPI(title="AI on-call agent", lifespan=lifespan)
-    for router in (alerts.router, incidents.router, twilio.router, health.router):
+    for router in (alerts.router, incidents.router, twilio.router, health.router, console_router):
         app.include_router(router)
+    install_components(app)
     return app
 
 

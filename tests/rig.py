@@ -25,6 +25,8 @@ PROM = "http://127.0.0.1:19090"
 LB = "http://127.0.0.1:19000"
 PM = "http://127.0.0.1:17070"
 GITHUB = "http://127.0.0.1:18443"
+API_TOKEN = "api-test-token-5b7d0f1e"
+"""ONCALL_API_TOKEN of the test settings (send ``Authorization: Bearer`` with it to reach /incidents)."""
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -37,6 +39,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "GITHUB_API_URL": GITHUB,
         "CODE_ROOT": str(tmp_path / "code"),
         "TOOL_TIMEOUT_S": "2",
+        "ONCALL_API_TOKEN": API_TOKEN,
         **overrides,
     }
     return Settings(_env_file=None, **values)

@@ -56,9 +56,9 @@ def process_environment(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
 
-def replica_has_alert_incident(url: str) -> bool:
-    for summary in httpx.get(f"{url}/incidents", timeout=5).json()["incidents"]:
-        detail = httpx.get(f"{url}/incidents/{summary['id']}", timeout=5).json()
+def replica_has_alert_incident(url: str, headers: dict[str, str]) -> bool:
+    for summary in httpx.get(f"{url}/incidents", headers=headers, timeout=5).json()["incidents"]:
+        detail = httpx.get(f"{url}/incidents/{summary['id']}", headers=headers, timeout=5).json()
         if any(alert["labels"]["alertname"] == ALERT for alert in detail["alerts"]):
             return True
     return False
@@ -94,7 +94,7 @@ def test_replicas_get_the_shared_database_url_and_their_replica_id(stack: HAStac
 def test_alert_fired_by_prometheus_is_notified_by_one_peer_to_every_replica(stack: HAStack):
     inject(stack, {"mode": "errors", "p_error": 0.6})
     wait_until(
-        lambda: all(replica_has_alert_incident(url) for url in stack.agents.urls),
+        lambda: all(replica_has_alert_incident(url, stack.api_headers()) for url in stack.agents.urls),
         timeout=120,
         interval=1,
         what=f"{ALERT} incident at every agent replica",

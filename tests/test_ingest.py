@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -212,9 +213,11 @@ async def test_invalid_bodies_are_stored_and_reported(store: Store, body: bytes,
     result = await ingest_notification(store, body)
     assert result.outcome == "invalid"
     assert reason in result.error
-    raw = await sql(store, "SELECT body, valid, error FROM raw_alerts")
+    raw = await sql(store, "SELECT body, body_bytes, body_sha256, valid, error FROM raw_alerts")
     assert len(raw) == 1 and raw[0]["valid"] == 0 and reason in raw[0]["error"]
-    assert raw[0]["body"] == body.decode("utf-8", errors="backslashreplace")
+    # an invalid body is kept as its hash, size, reason and first KiB only
+    assert raw[0]["body"] == body[:1024].decode("utf-8", errors="backslashreplace")
+    assert (raw[0]["body_bytes"], raw[0]["body_sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
     assert await sql(store, "SELECT * FROM incidents") == []
 
 

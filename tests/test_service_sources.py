@@ -209,6 +209,11 @@ async def test_git_changes_and_code_at_the_deployed_version(repo: Path) -> None:
         assert (await code.read("svc.py", None))[1] == "local"
         with pytest.raises(SourceError, match="'..'"):
             await code.read("../etc/passwd", "1.0.0")
+        git_at_tag = code.sources("1.0.0")[0]
+        assert git_at_tag.name == "git:v1.0.0"
+        for refused in (".env", "deploy/id_rsa", "notes.txt"):  # the code-read policy holds at a git ref too
+            with pytest.raises(SourceError, match="^refused: "):
+                await git_at_tag.read(refused)
     assert code.repository_path("/srv/app/svc.py") == "svc.py"
     assert code.repository_path(f"{repo}/svc.py") == "svc.py"
     assert code.repository_path("/opt/deploy/current/svc.py") == "svc.py"  # the tail that exists in the checkout

@@ -16,6 +16,7 @@ from oncall.catalog.loader import load_catalog
 from oncall.catalog.models import Catalog, GitHubCodeSpec, ServiceEntry
 from oncall.investigate.context import Toolbox
 from oncall.investigate.tools import ToolFactory
+from oncall.redaction import Redactor
 from oncall.settings import Settings
 from oncall.sources.build import SourceEnvironment, build_sources
 from oncall.sources.prometheus import PrometheusSource
@@ -63,8 +64,17 @@ def _with_github_code(entry: ServiceEntry, settings: Settings) -> ServiceEntry:
     return entry.model_copy(update={"code": code})
 
 
+def catalog_secrets(catalog: Catalog, settings: Settings) -> list[str]:
+    """The secret values the catalog's sources use (each ``token_env`` variable's value)."""
+    sections = [section for entry in catalog.services for section in (entry.logs, entry.changes, entry.code)]
+    names = {str(getattr(section, "token_env", None)) for section in sections if getattr(section, "token_env", None)}
+    return [value for value in (_secret(settings, name) for name in sorted(names)) if value]
+
+
 def build_tool_factory(settings: Settings, http: httpx.AsyncClient, catalog: Catalog | None = None) -> ToolFactory:
-    """The investigation tools of every catalog service (and of alerts outside it) over the shared client.
+    """The investigation tools of every catalog service (and of alerts outside it) over the shared client:
+    code reads limited by ``CODE_READ_GLOBS``, every tool's output redacted with the configured secrets and
+    the catalog's tokens.
 
     Raises:
         CatalogError: ``catalog`` is None and ``SERVICES_FILE`` is missing or invalid.
@@ -77,8 +87,10 @@ def build_tool_factory(settings: Settings, http: httpx.AsyncClient, catalog: Cat
         base_dir=settings.services_file.resolve().parent,
         code_root=settings.code_root,
         secret=lambda name: _secret(settings, name),
+        code_read_globs=tuple(settings.code_read_globs),
     )
     toolbox = Toolbox(
         catalog, lambda entry: build_sources(_with_github_code(entry, settings), env), str(settings.services_file)
     )
-    return ToolFactory(toolbox, settings.tool_timeout_s)
+    redact = Redactor([*settings.secret_values(), *catalog_secrets(catalog, settings)])
+    return ToolFactory(toolbox, settings.tool_timeout_s, redact)

@@ -24,7 +24,8 @@ from oncall.investigate import descriptions
 from oncall.investigate.context import ServiceContext, Toolbox
 from oncall.investigate.rules import evaluate_rule
 from oncall.investigate.timeline import change_timeline
-from oncall.investigate.toolloop import ToolSpec
+from oncall.investigate.toolloop import ToolSpec, with_redactor
+from oncall.redaction import Redactor
 from oncall.sources.code import numbered_lines
 from oncall.sources.logs import summarise_logs
 from oncall.sources.prometheus import by_label
@@ -120,10 +121,12 @@ class InvestigationTools:
     Args:
         context: the incident's service, its catalog entry and sources.
         timeout_s: the sources' timeout per request, seconds (a tool's deadline is twice it).
+        redact: cleans every tool's result and error text (None: the tool loop's default, secret shapes only).
     """
 
-    def __init__(self, context: ServiceContext, timeout_s: float) -> None:
+    def __init__(self, context: ServiceContext, timeout_s: float, redact: Redactor | None = None) -> None:
         self.context = context
+        self.redact = redact
         self.sources = context.sources
         self.prometheus = context.sources.prometheus
         self.timeout_s = timeout_s
@@ -263,7 +266,8 @@ class InvestigationTools:
         specs.append(
             ToolSpec("send_diagnosis", text["send_diagnosis"], SendDiagnosisArgs, send_diagnosis, deadline, True)
         )
-        return {spec.name: spec for spec in specs}
+        by_name = {spec.name: spec for spec in specs}
+        return with_redactor(by_name, self.redact) if self.redact is not None else by_name
 
 
 class ToolFactory:
@@ -272,16 +276,18 @@ class ToolFactory:
     Args:
         toolbox: finds the incident's service and its sources.
         timeout_s: the sources' timeout per request, seconds.
+        redact: cleans every tool's result and error text (the configured and the catalog's secrets).
     """
 
-    def __init__(self, toolbox: Toolbox, timeout_s: float) -> None:
+    def __init__(self, toolbox: Toolbox, timeout_s: float, redact: Redactor | None = None) -> None:
         self.toolbox = toolbox
         self.timeout_s = timeout_s
+        self.redact = redact
 
     def for_incident(self, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> InvestigationTools:
         """The tools of ``incident``'s service (an incidents row with its alert rows)."""
-        return InvestigationTools(self.toolbox.context(incident, alerts), self.timeout_s)
+        return InvestigationTools(self.toolbox.context(incident, alerts), self.timeout_s, self.redact)
 
     def for_service(self, name: str) -> InvestigationTools:
         """The tools of the catalog's service ``name``. Raises KeyError when unknown."""
-        return InvestigationTools(self.toolbox.service(name), self.timeout_s)
+        return InvestigationTools(self.toolbox.service(name), self.timeout_s, self.redact)

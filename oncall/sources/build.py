@@ -57,7 +57,8 @@ class SourceEnvironment:
     """What the sources of every service share.
 
     ``base_dir``: folder relative catalog paths are resolved against; ``code_root``: the checkout used
-    when a ``code: local`` section names no root; ``secret``: reads a secret by environment variable name.
+    when a ``code: local`` section names no root; ``secret``: reads a secret by environment variable name;
+    ``code_read_globs``: the files code reads may open (``CODE_READ_GLOBS``, see ``code_policy``).
     """
 
     http: httpx.AsyncClient
@@ -66,6 +67,7 @@ class SourceEnvironment:
     base_dir: Path
     code_root: Path
     secret: Callable[[str], str | None]
+    code_read_globs: tuple[str, ...] = ("*.py",)
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,10 @@ def build_changes(spec: m.ChangesSpec | None, env: SourceEnvironment) -> ChangeS
 def build_code(spec: m.CodeSpec | None, env: SourceEnvironment) -> ServiceCode | None:
     """The code source of a ``code`` section."""
     if isinstance(spec, m.LocalCodeSpec):
-        return ServiceCode(spec, _path(env, spec.root, env.code_root), env.http, None, env.timeout_s)
+        root = _path(env, spec.root, env.code_root)
+        return ServiceCode(spec, root, env.http, None, env.timeout_s, env.code_read_globs)
     if isinstance(spec, m.GitHubCodeSpec):
-        return ServiceCode(spec, None, env.http, env.secret(spec.token_env), env.timeout_s)
+        return ServiceCode(spec, None, env.http, env.secret(spec.token_env), env.timeout_s, env.code_read_globs)
     return None
 
 

@@ -15,6 +15,7 @@ import httpx
 
 from oncall.catalog.models import CodeSpec, GitHubCodeSpec
 from oncall.sources.code import CodeSource, GitHubCode, LocalCode, safe_relative_path
+from oncall.sources.code_policy import DEFAULT_GLOBS, CodeReadPolicy
 from oncall.sources.http import SourceError
 from oncall.sources.repo_changes import run_git
 
@@ -22,18 +23,21 @@ THIRD_PARTY = ("site-packages", "dist-packages")
 
 
 class GitCode:
-    """Files of a local git repository at ``ref`` (``git show <ref>:<path>``).
+    """Files of a local git repository at ``ref`` (``git show <ref>:<path>``): committed files only, and of
+    those only what ``policy`` allows by name (source globs, never dotfiles or keys).
 
     Args:
         root: the repository's folder.
         ref: branch, tag or commit.
         timeout_s: most seconds one ``git show`` may take.
+        policy: which paths may be read (default ``CodeReadPolicy()``: ``*.py``).
     """
 
-    def __init__(self, root: Path, ref: str, timeout_s: float) -> None:
+    def __init__(self, root: Path, ref: str, timeout_s: float, policy: CodeReadPolicy | None = None) -> None:
         self.root = root
         self.ref = ref
         self.timeout_s = timeout_s
+        self.policy = policy or CodeReadPolicy()
 
     @property
     def name(self) -> str:
@@ -44,9 +48,10 @@ class GitCode:
         """The file's text at ``ref``.
 
         Raises:
-            SourceError: unsafe path, unknown ref or path (git's message).
+            SourceError: unsafe path, refused by the policy, unknown ref or path (git's message).
         """
         relative = safe_relative_path(path)
+        await self.policy.check(relative)
         return await run_git(self.root, ["show", f"{self.ref}:{relative}"], self.timeout_s)
 
 
@@ -59,12 +64,20 @@ class ServiceCode:
         http: the shared client (GitHub).
         token: GitHub token (from ``spec.token_env``) or None.
         timeout_s: timeout of one read, seconds.
+        globs: the files reads may open (``CODE_READ_GLOBS``; never dotfiles or keys, see ``code_policy``).
     """
 
     def __init__(
-        self, spec: CodeSpec, root: Path | None, http: httpx.AsyncClient, token: str | None, timeout_s: float
+        self,
+        spec: CodeSpec,
+        root: Path | None,
+        http: httpx.AsyncClient,
+        token: str | None,
+        timeout_s: float,
+        globs: tuple[str, ...] = DEFAULT_GLOBS,
     ) -> None:
         self.spec = spec
+        self.globs = globs
         self.root = root
         self.http = http
         self.token = token
@@ -88,7 +101,8 @@ class ServiceCode:
 
     def _github(self, ref: str) -> CodeSource:
         assert isinstance(self.spec, GitHubCodeSpec)
-        return GitHubCode(self.http, self.spec.api_url.rstrip("/"), self.spec.repo, ref, self.token, self.timeout_s)
+        url, policy = self.spec.api_url.rstrip("/"), CodeReadPolicy(self.globs)
+        return GitHubCode(self.http, url, self.spec.repo, ref, self.token, self.timeout_s, policy)
 
     def sources(self, version: str | None) -> list[CodeSource]:
         """The code sources to try in order: at the version's ref (when the template and version are known),
@@ -101,8 +115,9 @@ class ServiceCode:
         assert self.root is not None
         tried: list[CodeSource] = []
         if self.spec.ref and (version or "{version}" not in self.spec.ref):
-            tried.append(GitCode(self.root, self.spec.ref.format(version=version), self.timeout_s))
-        return [*tried, LocalCode(self.root)]
+            ref = self.spec.ref.format(version=version)
+            tried.append(GitCode(self.root, ref, self.timeout_s, CodeReadPolicy(self.globs)))
+        return [*tried, LocalCode(self.root, CodeReadPolicy.for_checkout(self.root, self.globs))]
 
     async def read(self, path: str, version: str | None) -> tuple[str, str, str | None]:
         """``(text, source name, note)``: the file at the version's ref, else at the default with a note.

@@ -213,3 +213,22 @@ async def any_alert_firing(conn: AsyncConnection, incident_id: int) -> bool:
         .limit(1)
     )
     return result.first() is not None
+
+
+async def alerts_page(
+    conn: AsyncConnection, incident_id: int, *, status: str | None, offset: int, limit: int
+) -> tuple[int, list[Row]]:
+    """``(total, rows)``: the number of the incident's alerts (with ``status`` when given) and ``limit``
+    of them from ``offset``, oldest first."""
+    where = [incident_alerts.c.incident_id == incident_id]
+    if status is not None:
+        where.append(incident_alerts.c.status == status)
+    total = (await conn.execute(select(func.count()).select_from(incident_alerts).where(*where))).scalar_one()
+    result = await conn.execute(
+        select(incident_alerts)
+        .where(*where)
+        .order_by(incident_alerts.c.first_seen_at, incident_alerts.c.fingerprint)
+        .offset(offset)
+        .limit(limit)
+    )
+    return int(total), all_rows(result)
