@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+CPU_PER_REQUEST_WINDOW = "30s"
+"""PromQL range of CPU seconds per request: at least several scrapes (2 s in the demo timing, 5 s shipped)."""
 _PROM_MATCHER = re.compile(r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*')
 
 
@@ -109,7 +111,8 @@ class ServiceQueries:
     def evidence(self) -> dict[str, str]:
         """The per-replica instant queries of the offline engine's first round, by evidence key:
         ``p99`` (seconds), ``cpu`` (cores), ``rss`` (bytes), ``rss_growth`` (bytes in 5 min),
-        ``cpu_per_request`` (CPU seconds per request), ``up`` and ``restarts`` (process starts in 3 min)."""
+        ``cpu_per_request`` (CPU seconds per request over ``CPU_PER_REQUEST_WINDOW``), ``up`` and ``restarts``
+        (process starts in 3 min)."""
         r = self.replica
         cpu = self.of(self.cpu_seconds)
         queries: dict[str, str] = {}
@@ -118,8 +121,11 @@ class ServiceQueries:
         queries["cpu"] = f"rate({cpu}[1m])"
         queries["rss"] = self.of(self.resident_memory)
         queries["rss_growth"] = f"delta({self.of(self.resident_memory)}[5m])"
-        if self.requests:
-            queries["cpu_per_request"] = f"sum by ({r})(rate({cpu}[1m])) / sum by ({r})(rate({self.requests}[1m]))"
+        if self.requests:  # a shorter window: a CPU-heavy code path shows per request before the 1m rates catch up
+            window = CPU_PER_REQUEST_WINDOW
+            queries["cpu_per_request"] = (
+                f"sum by ({r})(rate({cpu}[{window}])) / sum by ({r})(rate({self.requests}[{window}]))"
+            )
         queries["up"] = self.of("up")
         queries["restarts"] = f"changes({self.of(self.start_time)}[3m])"
         return queries
