@@ -22,7 +22,14 @@ import httpx
 import pytest
 
 from stackctl.stack import Stack
-from tests.e2e_support import bug_line, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
+from tests.e2e_support import (
+    bug_line,
+    incident_list,
+    needs_prometheus,
+    start_stack,
+    start_traffic,
+    wait_for_diagnosis,
+)
 from tests.payments_support import bug_line as payments_bug_line
 from tests.support import REPO_ROOT, wait_until
 from tests.test_e2e_faults import notification
@@ -37,8 +44,7 @@ ALERT_TIMEOUT_S = 150.0
 
 def incident_of(stack: Stack, alertname: str) -> dict | None:
     """The agent's incident for ``alertname`` (Alertmanager groups by alertname and service), or None."""
-    incidents = httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"]
-    return next((i for i in incidents if f'alertname="{alertname}"' in (i.get("group_key") or "")), None)
+    return next((i for i in incident_list(stack) if f'alertname="{alertname}"' in (i.get("group_key") or "")), None)
 
 
 def diagnosis_of(stack: Stack, alertname: str) -> dict:
