@@ -19,7 +19,7 @@ import openai
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from oncall.api import alerts, health, incidents, twilio
+from oncall.api import alerts, health, incidents, remediation, twilio
 from oncall.api.deps import Services
 from oncall.api.schemas import install_components
 from oncall.catalog.loader import CatalogError
@@ -29,6 +29,7 @@ from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
 from oncall.console.routes import router as console_router
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
+from oncall.incidents.checks import RemediationDesk
 from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.investigate.engines.base import Engine
@@ -39,6 +40,7 @@ from oncall.investigate.setup import build_tool_factory, load_service_catalog
 from oncall.investigate.tools import ToolFactory
 from oncall.metrics import INCIDENTS_OPEN
 from oncall.redaction import Redactor, install_log_redaction
+from oncall.remediation.setup import build_remediation, proposing
 from oncall.settings import Settings, get_settings
 from oncall.store import incidents as incident_rows
 from oncall.store.database import Store
@@ -96,7 +98,7 @@ def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
 
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
-    redact = Redactor(settings.secret_values())
+    redact, catalog = Redactor(settings.secret_values()), load_service_catalog(settings)
     investigator = Investigator(
         store,
         build_engines(settings, investigation_tools(settings, http)),
@@ -105,6 +107,9 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         redact=redact,
     )
     sender, url = build_sender(settings, store), settings.public_base_url
+    proposer = proposing(investigator, settings, http, catalog)
+    scheduler = InvestigationScheduler(store, proposer, sender, tasks, settings.max_concurrent_investigations)
+    desk = RemediationDesk(store, catalog, scheduler, build_remediation(settings, store, http, tasks, sender, catalog))
     jira = JiraClient(store, http, JiraConfig.from_settings(settings), url)
     reply_model = None
     if settings.llm_enabled:
@@ -122,8 +127,9 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         store=store,
         http=http,
         tasks=tasks,
-        scheduler=InvestigationScheduler(store, investigator, sender, tasks, settings.max_concurrent_investigations),
-        conversation=ConversationHandler(store, sender, jira, url, reply_model, settings.confirmation_ttl_s),
+        scheduler=scheduler,
+        conversation=ConversationHandler(store, sender, jira, url, reply_model, settings.confirmation_ttl_s, desk),
+        remediation=desk,
     )
 
 
@@ -184,6 +190,8 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             services = build(active, store, http, tasks)
             app.state.services = services
             await services.scheduler.resume_interrupted()
+            if services.remediation is not None:
+                await services.remediation.resume()
             async with store.read() as conn:
                 INCIDENTS_OPEN.set(await incident_rows.count_firing(conn))
             tasks.spawn_daemon(RawAlertRetention(store, active.raw_alert_retention_days).run(), "raw-alert-retention")
@@ -197,7 +205,7 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
                 await store.close()
 
     app = FastAPI(title="AI on-call agent", lifespan=lifespan)
-    for router in (alerts.router, incidents.router, twilio.router, health.router, console_router):
+    for router in (alerts.router, incidents.router, remediation.router, twilio.router, health.router, console_router):
         app.include_router(router)
     install_components(app)
     return app

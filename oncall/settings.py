@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     confirmation_ttl_s: float = Field(default=600.0, gt=0, le=86400, alias="CONFIRMATION_TTL_S")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
+    # Remediation: proposed actions run through the control plane only after an on-call engineer's approval
+    safety_mode: Literal["approve", "auto-low-risk", "read-only"] = Field(default="approve", alias="SAFETY_MODE")
+    approval_ttl_s: float = Field(default=900.0, gt=0, le=86400, alias="APPROVAL_TTL_S")
+    verify_s: float = Field(default=120.0, gt=0, le=1800, alias="VERIFY_S")
+    verify_poll_s: float = Field(default=5.0, gt=0, le=60, alias="VERIFY_POLL_S")
+    remediation_max_per_incident: int = Field(default=3, ge=1, le=20, alias="REMEDIATION_MAX_PER_INCIDENT")
+    remediation_max_per_hour: int = Field(default=6, ge=1, le=100, alias="REMEDIATION_MAX_PER_HOUR")
+    scale_min_replicas: int = Field(default=1, ge=1, le=10, alias="SCALE_MIN_REPLICAS")
+    scale_max_replicas: int = Field(default=6, ge=1, le=10, alias="SCALE_MAX_REPLICAS")
+    remediation_lease_s: float = Field(default=30.0, ge=5, le=600, alias="REMEDIATION_LEASE_S")
+
     # The services the agent investigates: the catalog, and the demo stack's URLs it may name
     services_file: Path = Field(default=REPO_ROOT / "services.yaml", alias="SERVICES_FILE")
     lb_url: str = Field(default="http://127.0.0.1:9000", alias="LB_URL")
@@ -204,6 +215,13 @@ class Settings(BaseSettings):
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
+    def _scale_bounds(self) -> Settings:
+        """``SCALE_MIN_REPLICAS`` may not exceed ``SCALE_MAX_REPLICAS``."""
+        if self.scale_min_replicas > self.scale_max_replicas:
+            raise ValueError("SCALE_MIN_REPLICAS must not exceed SCALE_MAX_REPLICAS")
+        return self
+
+    @model_validator(mode="after")
     def _complete_integrations(self) -> Settings:
         """An integration is either fully configured or not at all; half a configuration is an error."""
         # TWILIO_AUTH_TOKEN alone is valid: it verifies inbound webhooks while replies go to the console channel.
@@ -321,6 +339,7 @@ class Settings(BaseSettings):
             else "disabled (ONCALL_WHATSAPP_NUMBERS are paged)",
             "console": self.console_report(),
             "services_file": str(self.services_file),
+            "remediation": f"safety mode {self.safety_mode} (approvals valid {self.approval_ttl_s:g} s)",
         }
 
 

@@ -376,7 +376,7 @@ async def test_status_and_services_pages(console: Console) -> None:
         assert status.status_code == 200
         assert "enabled at /ui (2 account(s))" in status.text and "disabled (offline engine)" in status.text
         assert "1 open incident;" in status.text and "0 investigations running, 0 queued" in status.text
-        assert "Safety mode" not in status.text and "Pending approvals" not in status.text
+        assert "Safety mode" in status.text and "Pending approvals" in status.text  # remediation is enabled
         services = await client.get("/ui/services")
         assert "whatsapp:+1••••••0001" in services.text and "15550100001" not in services.text
         assert 'href="/ui/incidents?service=checkout"' in services.text
@@ -436,6 +436,7 @@ async def test_approve_and_reject_go_to_the_remediation_service_when_there_is_on
     async with console.client() as client:
         csrf = await login(client)
         path = f"/ui/incidents/{incident_id}/actions"
+        object.__setattr__(console.app.state.services, "remediation", None)  # an agent without remediation
         absent = await client.post(f"{path}/a1/approve", data={"csrf_token": csrf})
         assert absent.status_code == 404 and absent.json()["detail"] == "remediation is not enabled on this agent"
         remediation = FakeRemediation()

@@ -20,6 +20,7 @@ LAYERS = [
     {"store"},
     {"history", "paging"},
     {"sources"},
+    {"remediation"},
     {"channels"},
     {"investigate"},
     {"incidents"},

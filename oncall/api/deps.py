@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from oncall.conversation.handler import ConversationHandler
+from oncall.incidents.checks import RemediationDesk
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store.database import Store
@@ -33,6 +34,7 @@ class Services:
     tasks: BackgroundTasks
     scheduler: InvestigationScheduler
     conversation: ConversationHandler
+    remediation: RemediationDesk | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -46,6 +46,15 @@ class SendsMessages(Protocol):
     async def send(self, body: str, *, incident_id: int | None, to: list[str] | None = None) -> list[int]: ...
 
 
+class Remediates(Protocol):
+    """What the handler needs from the remediation feature (``oncall.remediation.decisions.Decisions``) and
+    the on-demand checks (``oncall.incidents.checks``)."""
+
+    async def record(self, incident_id: int, number: int, approve: bool, by: str, *, via: str) -> dict[str, Any]: ...
+
+    async def check(self, service: str, by: str) -> str: ...
+
+
 class ConversationHandler:
     """Handles inbound WhatsApp replies (see module docstring).
 
@@ -56,6 +65,7 @@ class ConversationHandler:
         public_base_url: the agent's public URL, for incident links.
         model: reads unclear replies with the model, or None (deterministic reading only).
         confirmation_ttl_s: seconds a proposal waits for the engineer's YES (``CONFIRMATION_TTL_S``).
+        remediation: approves and rejects proposed actions, runs on-demand checks; None: not enabled.
     """
 
     def __init__(
@@ -66,6 +76,7 @@ class ConversationHandler:
         public_base_url: str,
         model: ReplyModel | None,
         confirmation_ttl_s: float = 600.0,
+        remediation: Remediates | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -73,10 +84,13 @@ class ConversationHandler:
         self.public_base_url = public_base_url
         self.model = model
         self.confirmation_ttl_s = confirmation_ttl_s
+        self.remediation = remediation
         self.executors: dict[Intent, Executor] = {
             Intent.create_ticket: self._create_ticket,
             Intent.acknowledge: self._acknowledge,
             Intent.resolve: self._resolve,
+            Intent.approve: self._approve,
+            Intent.reject: self._reject,
         }
 
     async def handle_inbound(self, from_number: str, body: str, message_sid: str) -> None:
@@ -103,6 +117,9 @@ class ConversationHandler:
         if reading.intent in (Intent.confirm, Intent.decline):
             await self._answer_proposal(reading, from_number, body, message_sid)
             return
+        if reading.intent is Intent.check and reading.service:
+            await self._answer(await self._check(reading.service, from_number), None, from_number)
+            return
         ref = reading.incident_ref
         incident = await self._find_incident(from_number, ref)
         if incident is None:
@@ -124,7 +141,9 @@ class ConversationHandler:
     ) -> str:
         """The answer to one reading (acting first when it is a command); ``event`` gets what was done."""
         incident_id = int(incident["id"])
-        arguments = {"assignee": reading.assignee, "force_new": reading.force_new}
+        arguments: dict[str, Any] = {"assignee": reading.assignee, "force_new": reading.force_new}
+        if reading.option is not None:
+            arguments.update(option=reading.option, named=reading.incident_ref is not None)
         if reading.executable:
             event["done"] = reading.intent.value
             return await self.executors[reading.intent](incident_id, from_number, arguments)
@@ -239,6 +258,31 @@ class ConversationHandler:
 
     async def _resolve(self, incident_id: int, by: str, arguments: dict[str, Any]) -> str:
         return str((await actions.resolve(self.store, incident_id, by))["message"])
+
+    async def _approve(self, incident_id: int, by: str, arguments: dict[str, Any]) -> str:
+        return await self._decide(incident_id, by, arguments, approve=True)
+
+    async def _reject(self, incident_id: int, by: str, arguments: dict[str, Any]) -> str:
+        return await self._decide(incident_id, by, arguments, approve=False)
+
+    async def _decide(self, incident_id: int, by: str, arguments: dict[str, Any], *, approve: bool) -> str:
+        """An approval or rejection names the incident and the option; the remediation feature decides the rest."""
+        verb = "approve" if approve else "reject"
+        option = int(arguments.get("option") or 0)
+        if self.remediation is None:
+            return "Remediation is not enabled on this agent: nothing was run."
+        if not arguments.get("named"):
+            return f"Name the incident with the option, e.g. #{incident_id} {verb} {option or 1}. Nothing was run."
+        try:
+            outcome = await self.remediation.record(incident_id, option, approve, by, via="whatsapp")
+        except LookupError as exc:
+            return f"{exc}. Nothing was run."
+        return str(outcome["message"])
+
+    async def _check(self, service: str, by: str) -> str:
+        if self.remediation is None:
+            return "On-demand checks are not enabled on this agent."
+        return await self.remediation.check(service, by)
 
     async def _answer(self, text: str, incident_id: int | None, to: str) -> None:
         """Send the answer to the engineer who wrote."""

@@ -32,6 +32,7 @@ VOCABULARY = (
     "acknowledge",
     "acknowledged",
     "another",
+    "approve",
     "assign",
     "assigned",
     "assignee",
@@ -41,6 +42,7 @@ VOCABULARY = (
     "details",
     "incident",
     "please",
+    "reject",
     "resolve",
     "resolved",
     "status",
@@ -78,11 +80,22 @@ class Intent(StrEnum):
     help = "help"
     confirm = "confirm"
     decline = "decline"
+    approve = "approve"
+    reject = "reject"
+    check = "check"
     unclear = "unclear"
 
 
-SIDE_EFFECTS = frozenset({Intent.acknowledge, Intent.resolve, Intent.create_ticket})
-"""Intents that change something (an incident, Jira): executed only on a command or a confirmation."""
+SIDE_EFFECTS = frozenset({Intent.acknowledge, Intent.resolve, Intent.create_ticket, Intent.approve, Intent.reject})
+"""Intents that change something (an incident, Jira, a replica): executed only on a command or a confirmation.
+``approve <n>`` / ``reject <n>`` are commands only (``DECISION``): never read from a suggestion."""
+
+DECISION = re.compile(
+    rf"^{POLITE}(?P<verb>approve|reject|deny)(?:\s+(?:option|action|no\.?|number))?\s*#?\s*(?P<option>\d{{1,2}})?\W*$"
+)
+"""``approve 1``, ``please approve option 2``, ``reject 1``: the whole message (after ``#N``) is the decision."""
+CHECK = re.compile(rf"^{POLITE}(?:check|investigate|look at)\s+(?:on\s+)?(?P<service>[a-z][a-z0-9_.-]{{0,62}})\W*$")
+"""``check inventory``: an investigation of a service without an alert."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,8 @@ class Understanding:
     needs_confirmation: bool = False
     negated: bool = False
     question: str | None = None
+    option: int | None = None
+    service: str | None = None
 
     @property
     def executable(self) -> bool:
@@ -278,6 +293,21 @@ def _answer_or_help(rest: str, ref: int | None) -> Understanding | None:
     return Understanding(Intent.help, ref) if not rest else None
 
 
+def _decision_or_check(rest: str, ref: int | None) -> Understanding | None:
+    """``approve <n>`` / ``reject <n>`` (a question back without the number) or ``check <service>``, else None."""
+    decision = DECISION.match(rest)
+    if decision is not None:
+        intent = Intent.approve if decision["verb"] == "approve" else Intent.reject
+        if decision["option"] is None:
+            example = f"#{ref or 12} {intent.value} 1"
+            return Understanding(Intent.unclear, ref, question=f"Which proposed action? Reply e.g. {example}.")
+        return Understanding(intent, ref, option=int(decision["option"]))
+    check = CHECK.match(rest)
+    if check is not None:
+        return Understanding(Intent.check, ref, service=check["service"])
+    return None
+
+
 def _from_rules(rest: str, original: str, ref: int | None) -> Understanding:
     """The understanding from the intent rules: one side effect, or status, or unclear."""
     found = _find(rest)
@@ -303,7 +333,7 @@ def understand(text: str) -> Understanding:
     ref = next(iter(refs), None)
     original = INCIDENT_REF.sub(" ", text)
     rest = normalise(original).strip(" ,.:;-")
-    answer = _answer_or_help(rest, ref)
+    answer = _answer_or_help(rest, ref) or _decision_or_check(rest, ref)
     if answer is not None:
         return answer
     if HEDGE.search(rest):
@@ -321,6 +351,8 @@ def help_text(incident_id: int | None = None) -> str:
         f"• {ref} ack (acknowledge)\n"
         f"• {ref} resolve\n"
         f"• {ref} status\n"
+        f"• {ref} approve 1 / {ref} reject 1 (a proposed action)\n"
+        "• check inventory (investigate a service now)\n"
         "• YES / NO to confirm or cancel what I proposed\n"
         "Without #N the reply applies to your latest open incident."
     )

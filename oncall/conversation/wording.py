@@ -24,6 +24,8 @@ def proposal_question(action: Intent, arguments: dict[str, Any], incident_id: in
         what = f"Acknowledge #{incident_id} {alert}?"
     elif action is Intent.resolve:
         what = f"Mark #{incident_id} {alert} resolved?"
+    elif action in (Intent.approve, Intent.reject):
+        what = f"{action.value.capitalize()} proposed action {arguments.get('option')} of #{incident_id} {alert}?"
     else:
         raise ValueError(f"{action} is not a side-effecting action")
     minutes = max(1, round(ttl_s / 60))

@@ -15,6 +15,8 @@ Alembic migrations in ``migrations/versions`` create exactly this schema (a test
 - ``confirmations``: side-effecting actions the agent proposed to an engineer and waits for a YES on.
 - ``pages``: the escalation chain of an incident episode, one row per level (its timer, who was paged).
 - ``postmortems``: the post-mortem draft (Markdown) of an incident episode, written on resolution.
+- ``remediations``: decisions on the remediation actions a diagnosis proposed (approved, rejected, refused)
+  and each approved action's execution (claimed under a lease), request, result and verification.
 """
 
 from __future__ import annotations
@@ -214,4 +216,32 @@ postmortems = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("incident_id", "episode", name="postmortems_episode_once"),
+)
+
+remediations = Table(
+    "remediations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("proposal_key", Text, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("service", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text),
+    Column("params", Json, nullable=False),
+    Column("risk", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("decided_by", Text, nullable=False),
+    Column("decided_at", Float, nullable=False),
+    Column("reason", Text),
+    Column("claimed_by", Text),
+    Column("lease_until", Float),
+    Column("request", Json),
+    Column("sent_at", Float),
+    Column("result", Json),
+    Column("verification", Json),
+    Column("finished_at", Float),
+    UniqueConstraint("incident_id", "proposal_key", "number", name="remediations_proposal"),
+    Index("remediations_service", "service", "decided_at"),
+    Index("remediations_status", "status", "lease_until"),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from oncall.diagnosis import Diagnosis
+from oncall.remediation.catalogue import describe
 
 WHATSAPP_BODY_LIMIT = 1600
 MAX_EVIDENCE_ITEMS = 3
@@ -71,7 +72,7 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
             for item in diagnosis.evidence[:MAX_EVIDENCE_ITEMS]
         ]
         sections.append("*Evidence*\n" + "\n".join(lines))
-    sections += _service_sections(diagnosis)
+    sections += _service_sections(diagnosis, incident_id)
     if diagnosis.suggested_fix:
         sections.append(f"*Suggested fix*\n{diagnosis.suggested_fix}")
     if diagnosis.next_steps:
@@ -82,7 +83,19 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
     return "\n\n".join(sections)
 
 
-def _service_sections(diagnosis: Diagnosis) -> list[str]:
+def format_options(diagnosis: Diagnosis, incident_id: int) -> str:
+    """The proposed actions as numbered options, each with its risk and the exact reply that approves it:
+    ``1. clear the injected fault on inventory-2 (low risk): reply #3 approve 1``."""
+    lines = [
+        f"{number}. {describe(action)} ({action.risk} risk): reply *#{incident_id} approve {number}*"
+        for number, action in enumerate(diagnosis.proposed_actions, 1)
+    ]
+    first = describe(diagnosis.proposed_actions[0])
+    head = f"*Proposed actions* (nothing runs without your approval)\nReply `#{incident_id} approve 1` to {first}."
+    return head + "\n" + "\n".join(lines) + f"\n(or #{incident_id} reject N)"
+
+
+def _service_sections(diagnosis: Diagnosis, incident_id: int) -> list[str]:
     """The change timeline around the onset, the proposed actions and what the catalog is missing."""
     sections = []
     if diagnosis.changes:
@@ -91,10 +104,8 @@ def _service_sections(diagnosis: Diagnosis) -> list[str]:
             for c in diagnosis.changes[-MAX_CHANGES:]
         ]
         sections.append("*Changes* (seconds from onset)\n" + "\n".join(lines))
-    for action in diagnosis.proposed_actions:
-        params = " ".join(f"{k}={v}" for k, v in sorted(action.params.items()))
-        where = f" {action.target}" if action.target else ""
-        sections.append(f"*Proposed action:* {action.action}{where} {params} ({action.risk} risk, needs your approval)")
+    if diagnosis.proposed_actions:
+        sections.append(format_options(diagnosis, incident_id))
     if diagnosis.catalog_gaps:
         gaps = "\n".join(f"• {_truncate(gap, 200)}" for gap in diagnosis.catalog_gaps)
         sections.append("*Missing from the service catalog*\n" + gaps)

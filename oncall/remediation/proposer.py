@@ -1,0 +1,207 @@
+"""Proposals: 0 to 3 ranked, catalogued actions for a diagnosis, checked against the live fleet.
+
+``propose`` is pure: the diagnosis (its ``proposed_actions`` from the engine or the model come first,
+validated by the catalogue, which also sets their risk) plus the actions its fault calls for, each
+passed through ``guardrails.fleet_check``; duplicates and unsafe ones are dropped. What the fault calls for:
+
+- an injected fault (``injected_errors``, ``latency``, ``cpu_saturation``, ``memory_pressure`` on replicas
+  the process manager shows a fault on): ``clear_fault`` on those replicas (``all`` when every one has it);
+- ``instance_crash``: ``restart_replica`` of the crashed replicas; ``memory_pressure``: also a restart;
+- ``deploy_regression``: ``rollback`` to the process manager's ``previous_version``;
+- overload without an injected fault (``cpu_saturation``, ``latency``, ``capacity``, ``overload``): ``scale``
+  out by one replica within ``SCALE_MIN/MAX_REPLICAS`` (never a restart).
+
+``ProposingInvestigator`` wraps the investigator: after an engine answers, the service's control plane
+(catalog ``control_plane``) is read and the diagnosis' ``proposed_actions`` replaced by ``propose``'s.
+A service without a control plane gets no executable actions, and the diagnosis says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from oncall.catalog.models import Catalog, ServiceEntry
+from oncall.diagnosis import Diagnosis, ProposedAction
+from oncall.remediation.catalogue import ALL, InvalidAction, normalise
+from oncall.remediation.controlplane import ControlPlaneError, Fleet, ProcessManager
+from oncall.remediation.guardrails import fleet_check
+
+log = logging.getLogger("oncall.remediation")
+
+MAX_PROPOSALS = 3
+FAULT_TYPES_OF_INJECTION = frozenset({"injected_errors", "latency", "cpu_saturation", "memory_pressure"})
+OVERLOAD_TYPES = frozenset({"cpu_saturation", "latency", "capacity", "overload"})
+
+
+def _fault_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction]:
+    faulty = fleet.faulty()
+    if diagnosis.fault_type.value not in FAULT_TYPES_OF_INJECTION or not faulty:
+        return []
+    affected = [r for r in diagnosis.affected_replicas if r in faulty] or faulty
+    targets = [ALL] if set(faulty) == set(fleet.names) and len(affected) > 1 else affected
+    return [
+        ProposedAction(
+            action="clear_fault",
+            target=target,
+            rationale=f"the process manager shows an injected fault on {target if target != ALL else 'every replica'}"
+            f" ({_fault_text(fleet, target)})",
+        )
+        for target in targets
+    ]
+
+
+def _fault_text(fleet: Fleet, target: str) -> str:
+    name = fleet.names[0] if target == ALL and fleet.names else target
+    fault = (fleet.instance(name) or {}).get("fault") or {}
+    return ", ".join(f"{k}={v}" for k, v in sorted(fault.items())) or "fault"
+
+
+def _restart_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction]:
+    if diagnosis.fault_type.value not in ("instance_crash", "memory_pressure"):
+        return []
+    actions = []
+    for name in diagnosis.affected_replicas:
+        instance = fleet.instance(name)
+        if instance is None:
+            continue
+        state = instance.get("state")
+        actions.append(
+            ProposedAction(
+                action="restart_replica",
+                target=name,
+                rationale=f"{name} is {state} after {instance.get('restarts', 0)} crash restart(s)"
+                if diagnosis.fault_type.value == "instance_crash"
+                else f"{name} holds growing memory; a restart releases it",
+            )
+        )
+    return actions
+
+
+def _rollback_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction]:
+    previous = fleet.previous_version
+    if diagnosis.fault_type.value != "deploy_regression" or not previous or previous == fleet.current_version:
+        return []
+    return [
+        ProposedAction(
+            action="rollback",
+            target=ALL,
+            params={"version": previous},
+            rationale=f"{fleet.current_version} was deployed last; {previous} ran before it",
+        )
+    ]
+
+
+def _scale_actions(diagnosis: Diagnosis, fleet: Fleet, bounds: tuple[int, int]) -> list[ProposedAction]:
+    if diagnosis.fault_type.value not in OVERLOAD_TYPES or fleet.faulty():
+        return []
+    replicas = min(bounds[1], len(fleet.names) + 1)
+    return [
+        ProposedAction(
+            action="scale",
+            params={"replicas": replicas},
+            rationale=f"no fault is injected: {len(fleet.names)} replica(s) cannot carry the load",
+        )
+    ]
+
+
+def propose(diagnosis: Diagnosis, fleet: Fleet, bounds: tuple[int, int] = (1, 10)) -> list[ProposedAction]:
+    """At most 3 catalogued actions for ``diagnosis`` on ``fleet``, best first (see module docstring).
+
+    Args:
+        diagnosis: an engine's diagnosis (its ``proposed_actions`` are kept first when valid).
+        fleet: the service's replicas and versions from its control plane.
+        bounds: (min, max) replicas a scale may go to (``SCALE_MIN_REPLICAS``, ``SCALE_MAX_REPLICAS``).
+    """
+    candidates = [
+        *diagnosis.proposed_actions,
+        *_fault_actions(diagnosis, fleet),
+        *_rollback_actions(diagnosis, fleet),
+        *_restart_actions(diagnosis, fleet),
+        *_scale_actions(diagnosis, fleet, bounds),
+    ]
+    overload = diagnosis.fault_type.value in OVERLOAD_TYPES and not fleet.faulty()
+    chosen: list[ProposedAction] = []
+    seen: set[tuple[str, str | None, tuple[Any, ...]]] = set()
+    for candidate in candidates:
+        try:
+            action = normalise(candidate, replicas_now=len(fleet.names))
+        except InvalidAction as exc:
+            log.info("proposal dropped: %s", exc)
+            continue
+        key = (action.action, action.target, tuple(sorted(action.params.items())))
+        refusal = fleet_check(fleet.names, action, running=fleet.running, overload=overload, bounds=bounds)
+        if key in seen or refusal is not None:
+            continue
+        seen.add(key)
+        chosen.append(action)
+    return chosen[:MAX_PROPOSALS]
+
+
+def without_control_plane(diagnosis: Diagnosis) -> Diagnosis:
+    """The diagnosis of a service the agent cannot act on: no proposals, and a next step saying why."""
+    note = (
+        f"No executable actions: the service catalog gives {diagnosis.affected_service} no control plane "
+        "(`control_plane` section), so the agent only advises."
+    )
+    return diagnosis.model_copy(update={"proposed_actions": [], "next_steps": [*diagnosis.next_steps, note]})
+
+
+class Investigates(Protocol):
+    """The investigator the proposer wraps (``oncall.investigate.investigator.Investigator``)."""
+
+    @property
+    def first_engine(self) -> str: ...
+
+    async def investigate(self, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> Diagnosis: ...
+
+
+def service_entry(catalog: Catalog, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> ServiceEntry | None:
+    """The catalog entry of an incident: the first whose alert routes match one of its label sets."""
+    labels = [dict(a.get("labels") or {}) for a in alerts]
+    labels += [dict(incident.get(key) or {}) for key in ("common_labels", "group_labels")]
+    return catalog.match(labels)
+
+
+class ProposingInvestigator:
+    """An investigator whose diagnoses carry ``propose``'s actions (see module docstring).
+
+    Args:
+        inner: the investigator that runs the engines.
+        catalog: the service catalog (``control_plane`` per service).
+        control_plane: builds the client of a control plane URL.
+        bounds: (min, max) replicas of a scale.
+    """
+
+    def __init__(
+        self,
+        inner: Investigates,
+        catalog: Catalog,
+        control_plane: Callable[[str], ProcessManager],
+        bounds: tuple[int, int],
+    ) -> None:
+        self.inner = inner
+        self.catalog = catalog
+        self.control_plane = control_plane
+        self.bounds = bounds
+
+    @property
+    def first_engine(self) -> str:
+        """The first engine of the wrapped investigator."""
+        return self.inner.first_engine
+
+    async def investigate(self, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> Diagnosis:
+        """Investigate, then replace the diagnosis' proposals by the checked ones."""
+        diagnosis = await self.inner.investigate(incident, alerts)
+        entry = service_entry(self.catalog, incident, alerts) or self.catalog.get(diagnosis.affected_service)
+        if entry is None or entry.control_plane is None:
+            return without_control_plane(diagnosis)
+        try:
+            fleet = await self.control_plane(entry.control_plane.url).fleet()
+        except ControlPlaneError as exc:
+            log.warning("no proposals for incident %s: %s", incident.get("id"), exc)
+            note = f"No actions proposed: the control plane could not be read ({exc})."
+            return diagnosis.model_copy(update={"proposed_actions": [], "next_steps": [*diagnosis.next_steps, note]})
+        actions = propose(diagnosis, fleet, self.bounds)
+        return diagnosis.model_copy(update={"proposed_actions": actions})
