@@ -33,6 +33,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+import actions  # noqa: E402  (bench/actions.py: action scoring)
 from common import markdown_table, update_readme, write_results  # noqa: E402  (bench/common.py)
 
 from stackctl.config import load_timing  # noqa: E402
@@ -296,7 +297,10 @@ class Bench:
                 )
             except TimeoutError:
                 detail = None
-            return score(scenario, detail, injected_at)
+            return {
+                **score(scenario, detail, injected_at),
+                **actions.score_actions(self, scenario, detail, ONCALL_NUMBER),
+            }
         finally:
             traffic.terminate()
             traffic.wait(timeout=15)
@@ -380,6 +384,7 @@ HEADERS = (
     "false alarm",
     "s to diagnosis",
     "tokens",
+    *actions.HEADERS,
 )
 
 
@@ -396,6 +401,7 @@ def table_cells(row: dict) -> list[str]:
         "yes" if row["false_alarm"] else "no",
         "-" if row["seconds_to_diagnosis"] is None else f"{row['seconds_to_diagnosis']:.1f}",
         str(row["tokens"] or "-"),
+        *actions.cells(row),
     ]
 
 
@@ -448,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         ports=free_stack_ports(),
         timing=load_timing(),
         isolated=True,
-        agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, **model_environment()},
+        agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, **actions.AGENT_ENV, **model_environment()},
     )
     console.print(f"starting the stack in {run_dir} ...")
     stack.start(replicas=2, step=lambda message: console.print(f"  {message}"))

@@ -149,6 +149,18 @@ def show_diagnosis(stack: Stack, incident: dict) -> None:
         )
     console.print(f"[bold]Incident:[/bold] {stack.url('agent')}/ui/incidents/{incident['id']}")
     console.print(f"[bold]API token:[/bold] {stack.api_token}  (ONCALL_API_TOKEN; send it as a Bearer token)")
+    proposed = (incident.get("diagnosis") or {}).get("proposed_actions") or []
+    if proposed:
+        first = proposed[0]
+        what = f"{first['action']} {first.get('target') or ''} {first.get('params') or ''}".strip()
+        console.print(
+            Panel(
+                f"1. {what} ({first.get('risk')} risk)\n\n"
+                f'Approve it as the on-call engineer:  make reply MSG="#{incident["id"]} approve 1"',
+                title="Proposed action (nothing runs without your approval)",
+                border_style="yellow",
+            )
+        )
 
 
 def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -26,6 +27,9 @@ from stackctl.processes import REPO_ROOT, wait_until
 
 console = Console()
 SANDBOX_NUMBER = "whatsapp:+14155238886"  # Twilio's WhatsApp sandbox sender
+APPROVAL = re.compile(r"\bapprove\s+\d", re.IGNORECASE)
+OUTCOME = re.compile(r"recovered in|not recovered|did not run")
+OUTCOME_TIMEOUT_S = 180.0
 
 
 def demo_defaults() -> dict:
@@ -93,6 +97,20 @@ def wait_for_answer(
         return []
 
 
+def wait_for_outcome(agent_url: str, sender: str, since: float, api_token: str | None) -> list[dict]:
+    """After an approval: the answers once one reports the action's outcome (recovered, not recovered, did not
+    run), polled up to ``OUTCOME_TIMEOUT_S``; [] when none came."""
+
+    def outcome() -> list[dict] | None:
+        found = wait_for_answer(agent_url, sender, since, api_token, timeout=1.0)
+        return found if any(OUTCOME.search(m["body"]) for m in found) else None
+
+    try:
+        return wait_until(outcome, OUTCOME_TIMEOUT_S, interval=2.0, what="the action's verified result")
+    except TimeoutError:
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     """Send the reply and print the agent's answer; exit 1 when the agent rejects it or does not answer."""
     defaults = demo_defaults()
@@ -123,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         settings.oncall_api_token.get_secret_value() if settings.oncall_api_token else None
     )
     answers = wait_for_answer(args.agent_url, args.sender, since, api_token)
+    if answers and APPROVAL.search(args.message) and any("Approved option" in m["body"] for m in answers):
+        console.print("[dim]waiting for the verified result (up to VERIFY_S) ...[/dim]")
+        answers = wait_for_outcome(args.agent_url, args.sender, since, api_token) or answers
     for message in answers:
         console.print(Panel(message["body"], title="agent's answer on WhatsApp", border_style="green"))
     if not answers:

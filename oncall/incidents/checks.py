@@ -13,10 +13,11 @@ from typing import Any, Protocol
 
 from oncall.catalog.models import Catalog
 from oncall.incidents import lifecycle
-from oncall.remediation.decisions import proposal_key, proposals
+from oncall.remediation.decisions import proposals
 from oncall.remediation.setup import Remediation
 from oncall.store import incidents, remediations
 from oncall.store.database import Store
+from oncall.store.remediations import proposal_key
 from oncall.store.views import incident_list
 
 CHECK_ALERT = "OnDemandCheck"

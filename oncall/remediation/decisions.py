@@ -31,6 +31,7 @@ from oncall.remediation.catalogue import describe, normalise
 from oncall.remediation.guardrails import HOUR_S, budget_check
 from oncall.store import incidents, remediations, timeline
 from oncall.store.database import Store
+from oncall.store.remediations import proposal_key
 from oncall.store.rows import Row
 
 SafetyMode = str
@@ -51,11 +52,6 @@ class Policy:
     approval_ttl_s: float = 900.0
     max_per_incident: int = 3
     max_per_hour: int = 6
-
-
-def proposal_key(incident: Row) -> str:
-    """The key of the incident's current diagnosis' proposals (its ``diagnosed_at``, epoch s)."""
-    return repr(float(incident.get("diagnosed_at") or 0.0))
 
 
 def proposals(incident: Row) -> list[ProposedAction]:

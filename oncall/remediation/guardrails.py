@@ -1,7 +1,8 @@
 """Guardrails every remediation passes, as pure functions of what the store and the control plane say.
 
-- ``fleet_check``: never remove, stop or restart every replica of a service at once (a restart needs
-  another replica serving; a scale never goes below one replica nor outside ``SCALE_MIN/MAX_REPLICAS``);
+- ``fleet_check``: never remove, stop or restart every replica of a service at once (restarting a serving
+  replica or a rolling rollback needs another replica serving; a scale never goes below one replica nor
+  outside ``SCALE_MIN/MAX_REPLICAS``);
   during overload prefer scaling out: restarting a replica then moves its load onto the others.
 - ``budget_check``: at most ``REMEDIATION_MAX_PER_INCIDENT`` actions per incident and
   ``REMEDIATION_MAX_PER_HOUR`` per service per hour; a circuit breaker stops automation for a service
@@ -22,6 +23,8 @@ BREAKER_UNVERIFIED = 2
 """Actions in a row on one service that did not verify before automation stops for it."""
 UNVERIFIED = frozenset({"not_recovered", "failed"})
 HOUR_S = 3600.0
+MIN_SERVING_FOR_ROLLOUT = 2
+"""A rolling deploy takes one replica out at a time: it needs another one serving meanwhile."""
 
 
 def fleet_check(
@@ -49,15 +52,15 @@ def fleet_check(
         return _restart_check(target, serving, overload)
     if action.action == "scale":
         return _scale_check(int(action.params.get("replicas", 0)), len(fleet), overload, bounds)
-    if action.action == "rollback" and not serving:
-        return "no replica is running to roll back"
+    if action.action == "rollback" and len(serving) < MIN_SERVING_FOR_ROLLOUT:
+        return "a rolling rollback of the only serving replica takes the service out; scale out first"
     return None
 
 
 def _restart_check(target: str | None, serving: set[str], overload: bool) -> str | None:
     if target in (None, ALL):
         return "restarting every replica at once would take the service down"
-    if not serving - {target}:
+    if target in serving and not serving - {target}:
         return f"restarting {target} would leave no replica serving"
     if overload:
         return f"during overload restarting {target} moves its load onto the others; scale out instead"

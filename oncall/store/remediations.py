@@ -28,6 +28,29 @@ EXECUTED = ("approved", "running", "verifying", "recovered", "not_recovered", "f
 FINISHED = ("recovered", "not_recovered", "failed")
 
 
+def proposal_key(incident: Row) -> str:
+    """The key of an incident's current diagnosis' proposals: its ``diagnosed_at`` (epoch s), so a newer
+    diagnosis makes new options."""
+    return repr(float(incident.get("diagnosed_at") or 0.0))
+
+
+async def with_decisions(conn: AsyncConnection, incident: Row) -> list[Row]:
+    """The current diagnosis' proposed actions, each with its ``number`` and its decision: ``status``
+    (``proposed`` while undecided), ``decided_by``, ``decided_at``, ``result``, ``verification``."""
+    proposed = (incident.get("diagnosis") or {}).get("proposed_actions") or []
+    rows = {
+        row["number"]: row
+        for row in await for_incident(conn, int(incident["id"]))
+        if row["proposal_key"] == proposal_key(incident)
+    }
+    out = []
+    for number, action in enumerate(proposed, 1):
+        row = rows.get(number) or {}
+        decided = {k: row.get(k) for k in ("decided_by", "decided_at", "result", "verification")}
+        out.append({**action, "number": number, "status": row.get("status", "proposed"), **decided})
+    return out
+
+
 async def decide(
     conn: AsyncConnection,
     *,
