@@ -107,9 +107,10 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         redact=redact,
     )
     sender, url = build_sender(settings, store), settings.public_base_url
-    proposer = proposing(investigator, settings, http, catalog)
+    remedy = build_remediation(settings, store, http, tasks, sender, catalog)
+    proposer = proposing(investigator, settings, http, catalog, remedy)
     scheduler = InvestigationScheduler(store, proposer, sender, tasks, settings.max_concurrent_investigations)
-    desk = RemediationDesk(store, catalog, scheduler, build_remediation(settings, store, http, tasks, sender, catalog))
+    desk = RemediationDesk(store, catalog, scheduler, remedy)
     jira = JiraClient(store, http, JiraConfig.from_settings(settings), url)
     reply_model = None
     if settings.llm_enabled:

@@ -7,14 +7,16 @@ follow an evidence link to the tool call that produced it, acknowledge; then a v
 who sees everything but cannot act. Every page is screenshotted (``$SCREENSHOT_DIR/<test>`` or the
 stack's run folder, ``screenshots/``) and scanned with axe-core: no serious or critical violation.
 
-The remediation step ("approve the proposed action, see the verified recovery") slots in after
-``acknowledge``: ``approve_first_action(page)`` clicking the "Approve ..." button of
-``#actions-heading``'s section, then waiting for ``.action-status`` to read ``verified``.
+After ``acknowledge`` the responder approves the proposed action (clearing the injected fault) and
+sees its verified recovery on the page: ``approve_first_action``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +51,7 @@ ALERT = "InventoryHighErrorRate"
 FAULT = {"mode": "errors", "p_error": 0.6}
 ALERT_TIMEOUT_MS = 90_000
 DIAGNOSIS_TIMEOUT_MS = 60_000
+RECOVERY_TIMEOUT_S = 150.0
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "CONSOLE_USERS": f"ravi:responder:{HASH};vera:viewer:{HASH}",
         "CONSOLE_SESSION_SECRET": "e2e-console-session-secret-0123456789",
         "CONSOLE_LIVE_INTERVAL_S": "0.5",
+        "VERIFY_POLL_S": "2",
     }
     stack = Stack(run_dir=run_dir, ports=free_stack_ports(), timing=load_timing(), isolated=True, agent_env=agent_env)
     try:
@@ -138,6 +142,20 @@ async def acknowledge(page: Page, incident_id: int) -> None:
     await expect(page.locator("#incident-ack")).to_contain_text("by ravi via console")
 
 
+async def approve_first_action(page: Page, incident_id: int) -> None:
+    """Approve option 1 (clear the injected fault), then reload until its status reads ``recovered``
+    (the agent verifies for up to VERIFY_S) with the before/after figures in its verification."""
+    await page.get_by_role("button", name=re.compile(r"^Approve clear fault")).first.click()
+    await expect(page.locator(".notice")).to_contain_text(f"Approved option 1 of #{incident_id}")
+    status = page.locator("#action-1 .action-status")
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    while "recovered" not in await status.inner_text() and time.monotonic() < deadline:
+        await asyncio.sleep(2)
+        await page.reload()
+    await expect(status).to_have_text("recovered")
+    await expect(page.locator("#verification-1")).to_contain_text("error_ratio")
+
+
 async def viewer_cannot_act(page: Page, base_url: str, incident_id: int, shots: Path) -> None:
     """A viewer (on a phone) sees the incident, no action button, and a forged POST gets 403."""
     await log_in(page, base_url, "vera")
@@ -164,7 +182,7 @@ async def test_console_from_login_to_acknowledged_incident_and_a_read_only_viewe
     base_url = stack.url("agent")
     problems = [watch_console(page), watch_console(phone_page)]
     shots.mkdir(parents=True, exist_ok=True)
-    traffic = start_traffic(stack, ["--profile", "constant", "--rps", "20", "--duration", "120"], shots / "traffic.log")
+    traffic = start_traffic(stack, ["--profile", "constant", "--rps", "20", "--duration", "240"], shots / "traffic.log")
     try:
         await log_in(page, base_url, "ravi", shots)
         incident_id = await watch_incident_arrive(page, stack)
@@ -175,7 +193,8 @@ async def test_console_from_login_to_acknowledged_incident_and_a_read_only_viewe
         await acknowledge(page, incident_id)
         await check_page(page, shots, "incident-acknowledged")
         await screenshot(page, shots, "incident-viewport", full_page=False)  # the README's docs/console.png
-        # Remediation lands here: await approve_first_action(page); await check_page(page, shots, "recovered")
+        await approve_first_action(page, incident_id)
+        await check_page(page, shots, "recovered")
         for path, name in (("/ui/services", "services"), ("/ui/status", "status")):
             await page.goto(f"{base_url}{path}")
             await check_page(page, shots, name)

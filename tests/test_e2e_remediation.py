@@ -155,7 +155,7 @@ def test_approved_remediation_clears_the_fault_and_restarts_a_crashed_replica(tm
         inject(stack, {"mode": "errors", "p_error": 0.7, "replica": "inventory-2"})
         detail = proposed_incident(stack, "clear_fault", "inventory-2")
         incident_id = detail["id"]
-        message = next(m["body"] for m in detail["messages"] if m["direction"] == "out")
+        message = "\n".join(m["body"] for m in detail["messages"] if m["direction"] == "out")  # parts (i/n)
         assert f"Reply `#{incident_id} approve 1` to clear the injected fault on inventory-2." in message
 
         # a read-only agent refuses, a stranger is ignored, a stale approval is refused: the fault stays

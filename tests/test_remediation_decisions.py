@@ -160,3 +160,33 @@ async def test_the_circuit_breaker_stops_automation_after_two_unverified_actions
     fresh = await diagnosed_incident(store)
     outcome = await desk.record(fresh, 1, True, ON_CALL, via="whatsapp")
     assert not outcome["ok"] and "circuit breaker" in outcome["message"] and executor.started == []
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, body: str, *, incident_id: int | None, to: list[str] | None = None) -> list[int]:
+        self.sent.append(body)
+        return []
+
+
+async def test_auto_low_risk_runs_the_first_low_risk_option_and_reports_it(store: Store) -> None:
+    from oncall.remediation.auto import AUTO_APPROVER, AutoApprover
+    from oncall.tasks import BackgroundTasks
+
+    desk, executor = decisions(store, safety_mode="auto-low-risk")
+    outbox = Outbox()
+    auto = AutoApprover(store, desk, outbox, BackgroundTasks())
+    incident_id = await diagnosed_incident(store)
+    assert await auto.approve_when_stored(incident_id, since=0.0) == 1
+    assert len(executor.started) == 1 and "Approved option 1" in outbox.sent[0]
+    rows = await sql(store, "SELECT number, decided_by, status FROM remediations")
+    assert rows == [{"number": 1, "decided_by": AUTO_APPROVER, "status": "approved"}]
+    await sql_exec(store, "DELETE FROM remediations")
+    await sql_exec(
+        store,
+        "UPDATE incidents SET diagnosis = json_set(diagnosis, '$.proposed_actions[0].risk', 'medium') WHERE id = :i",
+        i=incident_id,
+    )
+    assert await auto.approve_when_stored(incident_id, since=0.0) is None  # medium risk waits for an engineer

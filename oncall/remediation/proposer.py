@@ -19,6 +19,7 @@ A service without a control plane gets no executable actions, and the diagnosis 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -172,6 +173,8 @@ class ProposingInvestigator:
         catalog: the service catalog (``control_plane`` per service).
         control_plane: builds the client of a control plane URL.
         bounds: (min, max) replicas of a scale.
+        on_proposed: called with (incident id, epoch s) when a diagnosis with proposals is returned
+            (``SAFETY_MODE=auto-low-risk``: ``auto.AutoApprover.proposed``).
     """
 
     def __init__(
@@ -180,8 +183,10 @@ class ProposingInvestigator:
         catalog: Catalog,
         control_plane: Callable[[str], ProcessManager],
         bounds: tuple[int, int],
+        on_proposed: Callable[[int, float], None] | None = None,
     ) -> None:
         self.inner = inner
+        self.on_proposed = on_proposed
         self.catalog = catalog
         self.control_plane = control_plane
         self.bounds = bounds
@@ -204,4 +209,6 @@ class ProposingInvestigator:
             note = f"No actions proposed: the control plane could not be read ({exc})."
             return diagnosis.model_copy(update={"proposed_actions": [], "next_steps": [*diagnosis.next_steps, note]})
         actions = propose(diagnosis, fleet, self.bounds)
+        if actions and self.on_proposed is not None and incident.get("id") is not None:
+            self.on_proposed(int(incident["id"]), time.time())
         return diagnosis.model_copy(update={"proposed_actions": actions})

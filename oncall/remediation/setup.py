@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from oncall.catalog.models import Catalog
+from oncall.remediation.auto import AutoApprover
 from oncall.remediation.controlplane import ProcessManager
 from oncall.remediation.decisions import Decisions, Policy
 from oncall.remediation.executor import Executor, SendsMessages
@@ -33,6 +34,7 @@ class Remediation:
     executor: Executor
     decisions: Decisions
     settings: Settings
+    auto: AutoApprover | None = None
 
 
 def bounds(settings: Settings) -> tuple[int, int]:
@@ -41,11 +43,13 @@ def bounds(settings: Settings) -> tuple[int, int]:
 
 
 def proposing(
-    inner: Investigates, settings: Settings, http: httpx.AsyncClient, catalog: Catalog
+    inner: Investigates, settings: Settings, http: httpx.AsyncClient, catalog: Catalog, remediation: Remediation
 ) -> ProposingInvestigator:
-    """``inner`` with every diagnosis' proposals checked against the service's control plane."""
+    """``inner`` with every diagnosis' proposals checked against the service's control plane; with
+    ``SAFETY_MODE=auto-low-risk`` the first low-risk option of each then runs at once."""
+    auto = remediation.auto.proposed if remediation.auto is not None else None
     return ProposingInvestigator(
-        inner, catalog, lambda url: ProcessManager(http, url, settings.tool_timeout_s), bounds(settings)
+        inner, catalog, lambda url: ProcessManager(http, url, settings.tool_timeout_s), bounds(settings), auto
     )
 
 
@@ -85,4 +89,6 @@ def build_remediation(
     def senders() -> frozenset[str]:
         return allowed_senders(settings.roster, settings.oncall_whatsapp_numbers)
 
-    return Remediation(executor, Decisions(store, catalog, executor, policy, senders), settings)
+    decisions = Decisions(store, catalog, executor, policy, senders)
+    auto = AutoApprover(store, decisions, sender, tasks) if settings.safety_mode == "auto-low-risk" else None
+    return Remediation(executor, decisions, settings, auto)

@@ -2,7 +2,8 @@
 
 Kinds: ``created``, ``alert_firing``, ``alert_resolved``, ``reopened``, ``investigation_started``,
 ``investigation_fallback``, ``investigation_resumed``, ``diagnosis``, ``investigation_failed``,
-``notified``, ``reply``, ``ticket``, ``acknowledged``, ``resolved``.
+``notified``, ``reply``, ``ticket``, ``acknowledged``, ``resolved``, ``remediation_approved``,
+``remediation_rejected``, ``remediation_refused``, ``remediation_result``.
 """
 
 from __future__ import annotations
