@@ -204,3 +204,20 @@ def test_the_whatsapp_diagnosis_offers_numbered_options_with_the_exact_reply() -
     text = format_diagnosis(d, {"id": 3, "title": "t", "common_labels": {"alertname": "A"}}, "http://x")
     assert options in text
     assert describe(ProposedAction(action="scale", params={"replicas": 3})) == "scale to 3 replicas"
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "option", "service"),
+    [
+        ("#1 approve 1", "approve", 1, None),
+        ("#3 please approve option 2", "approve", 2, None),
+        ("#4 reject 1", "reject", 1, None),
+        ("check inventory", "check", None, "inventory"),
+        ("restart inventory-2", "unclear", None, None),
+    ],
+)
+def test_decisions_carry_their_option_and_checks_their_service(text: str, intent: str, option, service) -> None:
+    from oncall.conversation.intents import understand
+
+    got = understand(text)
+    assert (got.intent.value, got.option, got.service) == (intent, option, service)

@@ -24,11 +24,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from oncall.channels.jira.client import JiraClient
-from oncall.channels.whatsapp.format import alert_name
+from oncall.channels.whatsapp.format import alert_name, format_options
 from oncall.conversation import wording
 from oncall.conversation.intents import SIDE_EFFECTS, Intent, Understanding, help_text, understand
 from oncall.conversation.model import ReplyModel
+from oncall.diagnosis import Diagnosis
 from oncall.incidents import actions
 from oncall.store import confirmations, incidents, messages, timeline
 from oncall.store.database import Store
@@ -165,7 +168,7 @@ class ConversationHandler:
         """Ask back; with a model, let it answer or propose (a proposal still needs the engineer's YES)."""
         incident_id = int(incident["id"])
         if self.model is None or reading.question is not None:
-            return wording.unclear_answer(reading, body, incident_id)
+            return wording.unclear_answer(reading, body, incident_id) + _options_hint(incident)
 
         async def status() -> dict[str, Any]:
             return await actions.status(self.store, incident_id, self.public_base_url)
@@ -287,3 +290,13 @@ class ConversationHandler:
     async def _answer(self, text: str, incident_id: int | None, to: str) -> None:
         """Send the answer to the engineer who wrote."""
         await self.sender.send(text, incident_id=incident_id, to=[to])
+
+
+def _options_hint(incident: Row) -> str:
+    """The incident's proposed actions with the exact replies that approve them ("restart inventory-2" is not
+    a command: the agent only runs a proposed, approved option), or "" without any."""
+    try:
+        diagnosis = Diagnosis.model_validate(incident.get("diagnosis") or {})
+    except ValidationError:
+        return ""
+    return "\n\n" + format_options(diagnosis, int(incident["id"])) if diagnosis.proposed_actions else ""
