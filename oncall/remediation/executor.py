@@ -117,7 +117,10 @@ class Executor:
         if row["sent_at"] is not None:  # a dead replica sent it: never twice, only verify
             before = Figures(**(row["request"] or {}).get("before", {"at": float(row["sent_at"])}))
             return await self._verify(row, entry, alert, before, float(row["sent_at"]), {"resumed": True})
-        fleet = await pm.fleet()
+        try:
+            fleet = await pm.fleet()
+        except ControlPlaneError as exc:
+            return await self._finish(row, "failed", {"error": f"precondition: {exc}"}, None)
         problem = self.precondition(action, fleet)
         if problem is not None:
             return await self._finish(row, "failed", {"error": f"precondition: {problem}"}, None)

@@ -107,8 +107,9 @@ async def decision(conn: AsyncConnection, incident_id: int, proposal_key: str, n
 
 
 def _claimable(now: float) -> Any:
-    stale = and_(remediations.c.status.in_(IN_FLIGHT), remediations.c.lease_until < now)
-    return or_(remediations.c.status == "approved", stale)
+    """Approved or in flight, and nobody holds a live lease on it."""
+    free = or_(remediations.c.lease_until.is_(None), remediations.c.lease_until < now)
+    return and_(remediations.c.status.in_(("approved", *IN_FLIGHT)), free)
 
 
 async def claim(conn: AsyncConnection, remediation_id: int, replica_id: str, now: float, lease_s: float) -> bool:
