@@ -29,6 +29,8 @@ OPERATIONS = {
     "POST /webhook/twilio",
     "GET /healthz",
     "GET /metrics",
+    "GET /status",
+    "POST /investigations",
 }
 
 
