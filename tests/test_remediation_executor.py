@@ -14,7 +14,7 @@ from oncall.remediation.controlplane import ProcessManager
 from oncall.remediation.executor import Executor
 from oncall.remediation.verifier import Verifier
 from oncall.sources.prometheus import PrometheusSource
-from oncall.store import remediations
+from oncall.store import incidents, remediations
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
 from tests.support import REPO_ROOT, free_port, sql, sql_exec
@@ -39,10 +39,12 @@ def executor(store: Store, http: httpx.AsyncClient, replica: str, dead: str, out
 async def approved_row(store: Store) -> int:
     incident_id = await diagnosed_incident(store)
     async with store.write() as conn:
+        incident = await incidents.get(conn, incident_id)
+        assert incident is not None
         row_id = await remediations.decide(
             conn,
             incident_id=incident_id,
-            proposal_key="k",
+            proposal_key=remediations.proposal_key(incident),
             number=1,
             service="inventory",
             action={"action": "clear_fault", "target": "inventory-2", "risk": "low"},
@@ -75,6 +77,7 @@ async def test_a_taken_over_row_whose_request_was_sent_is_only_verified(store: S
     assert (row["status"], row["claimed_by"]) == ("not_recovered", "survivor")
     assert '"resumed":true' in row["result"].replace(" ", "")
     assert len(outbox.sent) == 1 and "not recovered" in outbox.sent[0]
+    assert "Next: option 2 (restart inventory-2)" in outbox.sent[0]  # the next step after an unverified action
 
 
 async def test_a_held_claim_is_not_taken_and_an_unreachable_control_plane_fails_the_row(store: Store) -> None:

@@ -196,6 +196,8 @@ class Executor:
         now = time.time()
         incident_id = int(row["incident_id"])
         text = outcome_text(row, status, result, verification)
+        if status != "recovered":
+            text += await self._next_step(incident_id)
         async with self.store.write() as conn:
             done = await remediations.finish(
                 conn, int(row["id"]), self.replica_id, status, now, result=result, verification=verification
@@ -208,6 +210,21 @@ class Executor:
         to = [row["decided_by"]] if str(row["decided_by"]).startswith("whatsapp:") else None
         await self.sender.send(text, incident_id=incident_id, to=to)
         return status
+
+    async def _next_step(self, incident_id: int) -> str:
+        """The next undecided option of the incident's diagnosis to approve, or the advice to escalate."""
+        async with self.store.read() as conn:
+            incident = await incidents.get(conn, incident_id)
+            if incident is None:
+                return ""
+            rows = await remediations.for_incident(conn, incident_id)
+        decided = {r["number"] for r in rows if r["proposal_key"] == remediations.proposal_key(incident)}
+        options = (incident.get("diagnosis") or {}).get("proposed_actions") or []
+        for number, option in enumerate(options, 1):
+            if number not in decided:
+                action = ProposedAction.model_validate(option)
+                return f" Next: option {number} ({describe(action)}): reply #{incident_id} approve {number}."
+        return " No other option is proposed: escalate, or act by hand."
 
     async def _alert(self, incident_id: int) -> tuple[str, dict[str, str]] | None:
         async with self.store.read() as conn:
@@ -230,12 +247,9 @@ def outcome_text(row: Row, status: str, result: dict[str, Any], verification: di
     )
     ref = f"#{row['incident_id']} option {row['number']} ({describe(action)}, approved by {row['decided_by']})"
     if status == "failed":
-        return f"⚠️ {ref} did not run: {result.get('error')}. Nothing changed; act by hand or escalate."
+        return f"⚠️ {ref} did not run: {result.get('error')}. Nothing changed."
     figures = figures_text(verification or {})
     if status == "recovered":
         return f"✅ {ref}: recovered in {(verification or {}).get('after_s', 0):.0f} s: {figures}."
     waited = (verification or {}).get("after_s", 0)
-    return (
-        f"❌ {ref}: not recovered after {waited:.0f} s: {figures}. Reply #{row['incident_id']} status for the "
-        "other options, or escalate."
-    )
+    return f"❌ {ref}: not recovered after {waited:.0f} s: {figures}."
