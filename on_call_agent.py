@@ -192,7 +192,7 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             app.state.services = services
             await services.scheduler.resume_interrupted()
             if services.remediation is not None:
-                await services.remediation.resume()
+                await services.remediation.resume(tasks)
             async with store.read() as conn:
                 INCIDENTS_OPEN.set(await incident_rows.count_firing(conn))
             tasks.spawn_daemon(RawAlertRetention(store, active.raw_alert_retention_days).run(), "raw-alert-retention")

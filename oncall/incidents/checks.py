@@ -19,6 +19,7 @@ from oncall.store import incidents, remediations
 from oncall.store.database import Store
 from oncall.store.remediations import proposal_key
 from oncall.store.views import incident_list
+from oncall.tasks import BackgroundTasks
 
 CHECK_ALERT = "OnDemandCheck"
 PENDING_SCAN = 50
@@ -81,9 +82,12 @@ class RemediationDesk:
         self.scheduler.investigate(incident_id)
         return incident_id
 
-    async def resume(self) -> list[int]:
-        """At start: run the approved actions nobody executes (a dead replica's, or this one's before a restart)."""
-        return await self.remediation.executor.resume()
+    async def resume(self, tasks: BackgroundTasks) -> list[int]:
+        """At start: run the approved actions nobody executes (a dead replica's, or this one's before a restart),
+        then keep taking over the ones whose replica dies (every half ``REMEDIATION_LEASE_S``)."""
+        executor = self.remediation.executor
+        tasks.spawn_daemon(executor.watch(executor.lease_s / 2), "remediation-takeover")
+        return await executor.resume()
 
     async def check(self, service: str, by: str) -> str:
         """The WhatsApp answer to "check <service>": the check started, or why not."""

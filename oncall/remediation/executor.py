@@ -7,8 +7,8 @@ the request written with ``sent_at`` -> the process manager call -> its answer -
 it started to end -> ``Verifier.watch`` -> ``recovered`` / ``not_recovered`` / ``failed``, with a
 ``remediation_result`` timeline event and a WhatsApp notice to the approver (or the on-call numbers).
 
-A replica that dies mid-action loses its lease; ``resume`` (at start, and ``resume_every_s``) claims rows
-whose lease expired. When the dead replica had already sent the request (``sent_at`` set) the request is
+A replica that dies mid-action loses its lease; ``resume`` (at start, then every half lease in ``watch``)
+claims rows whose lease expired. When the dead replica had already sent the request (``sent_at`` set) the request is
 not sent again: the new owner only verifies, so an action runs at most once.
 """
 
@@ -91,6 +91,16 @@ class Executor:
         for remediation_id in ids:
             self.start(remediation_id)
         return ids
+
+    async def watch(self, every_s: float) -> None:
+        """Forever: every ``every_s`` seconds take over the rows nobody executes (``resume``), so an action whose
+        replica died mid-way is finished by a live one (verified only, when its request was already sent)."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.resume()
+            except Exception:  # noqa: BLE001 - a database outage must not end the watch
+                log.exception("remediation takeover round failed")
 
     async def run(self, remediation_id: int) -> str | None:
         """Claim and execute one row; returns its final status, or None when another replica holds it."""
