@@ -221,3 +221,12 @@ def test_decisions_carry_their_option_and_checks_their_service(text: str, intent
 
     got = understand(text)
     assert (got.intent.value, got.option, got.service) == (intent, option, service)
+
+
+def test_a_fault_the_control_plane_shows_is_cleared_first_whatever_the_diagnosis_says() -> None:
+    fleet = fleet_of(2, fault={"inventory-2": {"mode": "errors"}})
+    crash = propose(diagnosis(FaultType.instance_crash, ["inventory-2"]), fleet)
+    assert [(a.action, a.target) for a in crash] == [("clear_fault", "inventory-2"), ("restart_replica", "inventory-2")]
+    engine = [{"action": "rollback", "params": {"version": "1.4.0"}}]
+    deploy = propose(diagnosis(FaultType.deploy_regression, ["inventory-2"], engine), fleet)
+    assert [a.action for a in deploy] == ["clear_fault", "rollback"]

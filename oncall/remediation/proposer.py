@@ -1,11 +1,13 @@
 """Proposals: 0 to 3 ranked, catalogued actions for a diagnosis, checked against the live fleet.
 
-``propose`` is pure: the diagnosis (its ``proposed_actions`` from the engine or the model come first,
-validated by the catalogue, which also sets their risk) plus the actions its fault calls for, each
-passed through ``guardrails.fleet_check``; duplicates and unsafe ones are dropped. What the fault calls for:
+``propose`` is pure: clearing a fault the control plane shows on an affected replica comes first (a fact, and
+the lowest-risk action), then the diagnosis' own ``proposed_actions`` (from the engine or the model, validated
+by the catalogue, which also sets their risk), then the actions its fault type calls for; each passes
+``guardrails.fleet_check``; duplicates and unsafe ones are dropped. What the fault calls for:
 
-- an injected fault (``injected_errors``, ``latency``, ``cpu_saturation``, ``memory_pressure`` on replicas
-  the process manager shows a fault on): ``clear_fault`` on those replicas (``all`` when every one has it);
+- an injected fault (shown by the process manager on affected replicas; or, for ``injected_errors``,
+  ``latency``, ``cpu_saturation``, ``memory_pressure``, on any replica): ``clear_fault`` on those replicas
+  (``all`` when every one has it);
 - ``instance_crash``: ``restart_replica`` of the crashed replicas; ``memory_pressure``: also a restart;
 - ``deploy_regression``: ``rollback`` to the process manager's ``previous_version``;
 - overload without an injected fault (``cpu_saturation``, ``latency``, ``capacity``, ``overload``): ``scale``
@@ -37,10 +39,15 @@ OVERLOAD_TYPES = frozenset({"cpu_saturation", "latency", "capacity", "overload"}
 
 
 def _fault_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction]:
+    """``clear_fault`` where the control plane shows an injected fault: on the affected replicas that have one
+    (whatever fault type the diagnosis names: the fault is a fact, clearing it the lowest-risk action), else on
+    every faulty replica when the diagnosis names an injectable fault type."""
     faulty = fleet.faulty()
-    if diagnosis.fault_type.value not in FAULT_TYPES_OF_INJECTION or not faulty:
+    affected = [r for r in diagnosis.affected_replicas if r in faulty]
+    if not affected and diagnosis.fault_type.value in FAULT_TYPES_OF_INJECTION:
+        affected = faulty
+    if not affected:
         return []
-    affected = [r for r in diagnosis.affected_replicas if r in faulty] or faulty
     targets = [ALL] if set(faulty) == set(fleet.names) and len(affected) > 1 else affected
     return [
         ProposedAction(
@@ -116,8 +123,8 @@ def propose(diagnosis: Diagnosis, fleet: Fleet, bounds: tuple[int, int] = (1, 10
         bounds: (min, max) replicas a scale may go to (``SCALE_MIN_REPLICAS``, ``SCALE_MAX_REPLICAS``).
     """
     candidates = [
-        *diagnosis.proposed_actions,
         *_fault_actions(diagnosis, fleet),
+        *diagnosis.proposed_actions,
         *_rollback_actions(diagnosis, fleet),
         *_restart_actions(diagnosis, fleet),
         *_scale_actions(diagnosis, fleet, bounds),
