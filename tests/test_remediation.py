@@ -144,7 +144,7 @@ def test_injected_errors_on_one_replica_propose_clearing_that_replica_first() ->
     fleet = fleet_of(3, fault={"inventory-2": {"mode": "errors", "p_error": 0.6}})
     proposed = propose(diagnosis(FaultType.injected_errors, ["inventory-2"]), fleet)
     assert [(a.action, a.target, a.risk) for a in proposed] == [("clear_fault", "inventory-2", "low")]
-    assert "p_error=0.6" in proposed[0].rationale
+    assert "p_error=0.6" in proposed[0].rationale and proposed[0].rationale.startswith("inventory-2: ")
 
 
 def test_a_fault_on_every_replica_is_cleared_everywhere_at_once() -> None:
@@ -169,9 +169,17 @@ def test_a_bad_deploy_proposes_the_rollback_to_the_previous_version_once() -> No
 
 def test_overload_without_a_fault_scales_out_within_bounds_and_never_restarts() -> None:
     engine = [{"action": "restart_replica", "target": "inventory-1"}]
-    proposed = propose(diagnosis(FaultType.cpu_saturation, ["inventory-1"], engine), fleet_of(2), (1, 6))
+    proposed = propose(diagnosis(FaultType.cpu_saturation, NAMES[:2], engine), fleet_of(2), (1, 6))
     assert [(a.action, a.params) for a in proposed] == [("scale", {"replicas": 3})]
     assert propose(diagnosis(FaultType.cpu_saturation, [], []), fleet_of(4), (1, 4)) == []
+
+
+def test_a_fault_on_some_replicas_only_is_local_even_when_the_control_plane_does_not_show_it() -> None:
+    proposed = propose(diagnosis(FaultType.latency, ["inventory-1"]), fleet_of(2))
+    assert [(a.action, a.target) for a in proposed] == [("clear_fault", "inventory-1")]
+    assert "directly" in proposed[0].rationale
+    errors = propose(diagnosis(FaultType.injected_errors, ["inventory-2"]), fleet_of(3))
+    assert [(a.action, a.target) for a in errors] == [("clear_fault", "inventory-2")]
 
 
 def test_a_code_bug_gets_no_action_and_a_service_without_control_plane_says_so() -> None:

@@ -10,8 +10,10 @@ by the catalogue, which also sets their risk), then the actions its fault type c
   (``all`` when every one has it);
 - ``instance_crash``: ``restart_replica`` of the crashed replicas; ``memory_pressure``: also a restart;
 - ``deploy_regression``: ``rollback`` to the process manager's ``previous_version``;
-- overload without an injected fault (``cpu_saturation``, ``latency``, ``capacity``, ``overload``): ``scale``
-  out by one replica within ``SCALE_MIN/MAX_REPLICAS`` (never a restart).
+- overload (``cpu_saturation``, ``latency``, ``capacity``, ``overload`` on every replica, no injected fault):
+  ``scale`` out by one replica within ``SCALE_MIN/MAX_REPLICAS`` (never a restart); the same fault on some
+  replicas only is replica-local: ``clear_fault`` on them (a fault set on a replica directly is not in the
+  control plane's view; clearing is harmless when there is none, and the verification tells).
 
 ``ProposingInvestigator`` wraps the investigator: after an engine answers, the service's control plane
 (catalog ``control_plane``) is read and the diagnosis' ``proposed_actions`` replaced by ``propose``'s.
@@ -44,8 +46,9 @@ def _fault_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction]:
     every faulty replica when the diagnosis names an injectable fault type."""
     faulty = fleet.faulty()
     affected = [r for r in diagnosis.affected_replicas if r in faulty]
-    if not affected and diagnosis.fault_type.value in FAULT_TYPES_OF_INJECTION:
-        affected = faulty
+    injectable = diagnosis.fault_type.value in FAULT_TYPES_OF_INJECTION
+    if not affected and injectable:
+        affected = faulty or _local(diagnosis, fleet)
     if not affected:
         return []
     targets = [ALL] if set(faulty) == set(fleet.names) and len(affected) > 1 else affected
@@ -53,17 +56,31 @@ def _fault_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction]:
         ProposedAction(
             action="clear_fault",
             target=target,
-            rationale=f"the process manager shows an injected fault on {target if target != ALL else 'every replica'}"
-            f" ({_fault_text(fleet, target)})",
+            rationale=f"{target if target != ALL else 'every replica'}: {_fault_text(fleet, target)}",
         )
         for target in targets
     ]
 
 
+def _local(diagnosis: Diagnosis, fleet: Fleet) -> list[str]:
+    """The affected replicas when the diagnosis localises the fault to some of the fleet (a replica-local
+    fault: one set on the replica directly is not in the control plane's view, and clearing it is harmless
+    when there is none), else [] (every replica affected: rather overload)."""
+    affected = [r for r in diagnosis.affected_replicas if r in fleet.names]
+    return affected if affected and set(affected) != set(fleet.names) else []
+
+
+def overloaded(diagnosis: Diagnosis, fleet: Fleet) -> bool:
+    """An overload: a saturation or latency fault on every replica (or none named) with no injected fault."""
+    return diagnosis.fault_type.value in OVERLOAD_TYPES and not fleet.faulty() and not _local(diagnosis, fleet)
+
+
 def _fault_text(fleet: Fleet, target: str) -> str:
     name = fleet.names[0] if target == ALL and fleet.names else target
     fault = (fleet.instance(name) or {}).get("fault") or {}
-    return ", ".join(f"{k}={v}" for k, v in sorted(fault.items())) or "fault"
+    if not fault or fault.get("mode", "none") == "none":
+        return "the diagnosis points at it alone; a fault set on the replica directly is cleared too"
+    return ", ".join(f"{k}={v}" for k, v in sorted(fault.items()))
 
 
 def _restart_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction]:
@@ -102,7 +119,7 @@ def _rollback_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction
 
 
 def _scale_actions(diagnosis: Diagnosis, fleet: Fleet, bounds: tuple[int, int]) -> list[ProposedAction]:
-    if diagnosis.fault_type.value not in OVERLOAD_TYPES or fleet.faulty():
+    if not overloaded(diagnosis, fleet):
         return []
     replicas = min(bounds[1], len(fleet.names) + 1)
     return [
@@ -129,7 +146,7 @@ def propose(diagnosis: Diagnosis, fleet: Fleet, bounds: tuple[int, int] = (1, 10
         *_restart_actions(diagnosis, fleet),
         *_scale_actions(diagnosis, fleet, bounds),
     ]
-    overload = diagnosis.fault_type.value in OVERLOAD_TYPES and not fleet.faulty()
+    overload = overloaded(diagnosis, fleet)
     chosen: list[ProposedAction] = []
     seen: set[tuple[str, str | None, tuple[Any, ...]]] = set()
     for candidate in candidates:
