@@ -19,6 +19,7 @@ from oncall.console.auth import Session
 from oncall.console.deps import AuthDep, PageSession, set_session_cookie
 from oncall.console.templating import fragment, render
 from oncall.store import incidents as incident_rows
+from oncall.store import remediations
 from oncall.store.views import incident_detail, incident_list
 
 router = APIRouter(include_in_schema=False)
@@ -175,6 +176,8 @@ async def get_status_page(request: Request, session: PageSession, auth: AuthDep,
         open_incidents = [
             row for row in [await incident_rows.get(conn, r["id"]) for r in firing[:APPROVALS_SCAN]] if row
         ]
+        for row in open_incidents:  # the options with their decisions: approved ones no longer wait
+            row["proposed_actions"] = await remediations.with_decisions(conn, row)
     context = {
         **base_context(session, "status"),
         "integrations": services.settings.integration_report(),
