@@ -22,10 +22,13 @@ from pydantic import ValidationError
 from oncall.api import alerts, health, incidents, twilio
 from oncall.api.deps import Services
 from oncall.channels.jira.client import JiraClient
+from oncall.channels.jira.delivery import JiraIssueDelivery
 from oncall.channels.jira.models import JiraConfig
+from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
+from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
@@ -91,11 +94,8 @@ def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
     """The WhatsApp sender: Twilio when configured, else the console channel."""
     twilio = None
     if settings.twilio_enabled and settings.twilio_auth_token is not None:
-        twilio = build_twilio_client(
-            settings.twilio_account_sid or "",
-            settings.twilio_auth_token.get_secret_value(),
-            settings.twilio_api_base_url,
-        )
+        token = settings.twilio_auth_token.get_secret_value()
+        twilio = build_twilio_client(settings.twilio_account_sid or "", token, settings.twilio_api_base_url)
     return WhatsAppSender(
         store,
         twilio=twilio,
@@ -107,41 +107,44 @@ def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
 
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
-    redact = Redactor(
-        [
-            settings.openai_api_key,
-            settings.github_token,
-            settings.twilio_auth_token,
-            settings.jira_api_token,
-            settings.alerts_bearer_token,
-        ]
-    )
+    s = settings
+    secrets = [s.openai_api_key, s.github_token, s.twilio_auth_token, s.jira_api_token, s.alerts_bearer_token]
     investigator = Investigator(
         store,
-        build_engines(settings, investigation_tools(settings, http)),
-        timeout_s=settings.investigation_timeout_s,
-        tool_output_max_chars=settings.tool_output_max_chars,
-        redact=redact,
+        build_engines(s, investigation_tools(s, http)),
+        timeout_s=s.investigation_timeout_s,
+        tool_output_max_chars=s.tool_output_max_chars,
+        redact=Redactor(secrets),
+        replica_id=s.agent_replica_id,
     )
-    sender = build_sender(settings, store)
-    jira = JiraClient(store, http, JiraConfig.from_settings(settings), settings.public_base_url)
+    sender = build_sender(s, store)
+    config = JiraConfig.from_settings(s)
+    outbox = OutboxWorker.from_settings(
+        s, store, tasks, {"whatsapp": sender, "jira": JiraIssueDelivery(http, config, sender)}
+    )
+    sender.wake = outbox.wake
+    jira = JiraClient(store, http, config, s.public_base_url, wake=outbox.wake)
     reply_model = None
-    if settings.llm_enabled:
+    if s.llm_enabled:
         reply_model = ReplyModel(
-            build_client(settings),
+            build_client(s),
             store,
-            model=settings.openai_model,
-            temperature=settings.llm_temperature,
-            max_rounds=settings.reply_max_rounds,
-            max_output_chars=settings.tool_output_max_chars,
+            model=s.openai_model,
+            temperature=s.llm_temperature,
+            max_rounds=s.reply_max_rounds,
+            max_output_chars=s.tool_output_max_chars,
         )
+    scheduler = InvestigationScheduler.from_settings(s, store, investigator, tasks, on_outcome=outbox.wake)
+    replay = RawAlertReplay(store, s.lease_s, on_investigation=scheduler.wake, on_notice=outbox.wake)
     return Services(
-        settings=settings,
+        settings=s,
         store=store,
         http=http,
         tasks=tasks,
-        scheduler=InvestigationScheduler(store, investigator, sender, tasks, settings.max_concurrent_investigations),
-        conversation=ConversationHandler(store, sender, jira, settings.public_base_url, reply_model),
+        scheduler=scheduler,
+        conversation=ConversationHandler(store, sender, jira, s.public_base_url, reply_model),
+        outbox=outbox,
+        replay=replay,
     )
 
 
@@ -189,12 +192,14 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             log.info("integration %-19s %s", integration, state)
         await asyncio.to_thread(migrate, active.store_url)
         store = Store(active.store_url)
-        log.info("database %s", store.engine.url.render_as_string(hide_password=True))
+        log.info(
+            "database %s, replica %s", store.engine.url.render_as_string(hide_password=True), active.agent_replica_id
+        )
         tasks = BackgroundTasks()
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
             services = build(active, store, http, tasks)
             app.state.services = services
-            await services.scheduler.resume_interrupted()
+            await services.start()
             async with store.read() as conn:
                 INCIDENTS_OPEN.set(await incident_rows.count_firing(conn))
             gc.collect()
@@ -202,6 +207,7 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             try:
                 yield
             finally:
+                await services.stop()
                 await tasks.drain(DRAIN_TIMEOUT_S)
                 await store.close()
 

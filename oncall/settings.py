@@ -7,6 +7,7 @@ pydantic's message; secrets are ``SecretStr`` so they never print in logs or rep
 from __future__ import annotations
 
 import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_replica_id() -> str:
+    """``<hostname>-<pid>``: unique per agent process on a machine and across machines."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Settings(BaseSettings):
@@ -28,6 +34,16 @@ class Settings(BaseSettings):
     public_base_url: str = Field(default="http://127.0.0.1:8088", alias="PUBLIC_BASE_URL")
     alerts_bearer_token: SecretStr | None = Field(default=None, alias="ALERTS_BEARER_TOKEN")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    # Replicas sharing one database: work claims and the outbox
+    agent_replica_id: str = Field(
+        default_factory=default_replica_id, alias="AGENT_REPLICA_ID", max_length=100, pattern=r"^[\w.@:-]+$"
+    )
+    lease_s: float = Field(default=30.0, ge=1, le=3600, alias="LEASE_S")
+    work_poll_s: float = Field(default=2.0, gt=0, le=60, alias="WORK_POLL_S")
+    outbox_expiry_s: float = Field(default=21600.0, ge=60, alias="OUTBOX_EXPIRY_S")
+    outbox_backoff_max_s: float = Field(default=60.0, ge=1, le=3600, alias="OUTBOX_BACKOFF_MAX_S")
+    outbox_warn_attempts: int = Field(default=5, ge=1, le=1000, alias="OUTBOX_WARN_ATTEMPTS")
 
     # The demo stack the agent investigates
     lb_url: str = Field(default="http://127.0.0.1:9000", alias="LB_URL")

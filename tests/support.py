@@ -6,8 +6,10 @@ SIGKILL after a grace period) so no test leaves an orphan or a busy port behind.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +69,21 @@ async def sql_exec(store: Store, statement: str, **params: Any) -> None:
     """Run a raw SQL write (named ``:params``) in its own transaction: for seeding test states."""
     async with store.write() as conn:
         await conn.execute(text(statement), params)
+
+
+async def until_idle(store: Store, timeout: float = 20.0) -> None:
+    """Wait until the agent's work queues are empty: no investigation queued or running and no outbox row due
+    (rows in backoff are not waited for). Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = await sql_one(
+            store,
+            "SELECT (SELECT count(*) FROM episodes WHERE investigation IN ('queued', 'running'))"
+            " + (SELECT count(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= :now) AS n",
+            now=time.time(),
+        )
+        if busy is not None and busy["n"] == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"agent still busy after {timeout} s: {busy}")
+        await asyncio.sleep(0.02)

@@ -435,7 +435,7 @@ async def insert_incident(store: Store) -> int:
     body = load_json_fixture("alertmanager/req_002.json")["body"]
     now = time.time()
     async with store.write() as conn:
-        incident_id = await incidents.add(
+        incident_id = await incidents.add_if_absent(
             conn,
             {
                 "group_key": body["groupKey"],

@@ -97,7 +97,9 @@ class ConversationHandler:
     async def _perform(self, parsed: ParsedReply, incident_id: int, from_number: str, body: str) -> str:
         """Carry out a parsed reply and return the confirmation text."""
         if parsed.action is ReplyAction.create_ticket:
-            result = await self.jira.create_ticket(incident_id, assignee=parsed.assignee, force_new=parsed.force_new)
+            result = await self.jira.create_ticket(
+                incident_id, assignee=parsed.assignee, force_new=parsed.force_new, notify=[from_number]
+            )
             return result.message
         if parsed.action is ReplyAction.acknowledge:
             return str((await actions.acknowledge(self.store, incident_id, from_number))["message"])
@@ -112,7 +114,9 @@ class ConversationHandler:
         """The actions the model's reply tools perform, bound to the incident and the sender."""
 
         async def create_ticket(assignee: str | None, summary: str | None, force_new: bool) -> dict[str, Any]:
-            result = await self.jira.create_ticket(incident_id, assignee=assignee, summary=summary, force_new=force_new)
+            result = await self.jira.create_ticket(
+                incident_id, assignee=assignee, summary=summary, force_new=force_new, notify=[from_number]
+            )
             return result.model_dump(exclude_none=True)
 
         async def acknowledge(note: str | None) -> dict[str, Any]:

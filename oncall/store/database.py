@@ -14,6 +14,7 @@ and NUL characters (refused by PostgreSQL) become U+FFFD, in plain columns and i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -88,6 +89,20 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+@asynccontextmanager
+async def _transaction(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Begin, then commit or roll back; the end is shielded from task cancellation, so a task cancelled in
+    the middle of a transaction (shutdown, a lost claim) still ends it and never leaves a SQLite write lock
+    or a PostgreSQL transaction open on a pooled connection."""
+    transaction = await conn.begin()
+    try:
+        yield
+    except BaseException:
+        await asyncio.shield(transaction.rollback())
+        raise
+    await asyncio.shield(transaction.commit())
+
+
 class Store:
     """The async engine and its transactions.
 
@@ -112,13 +127,13 @@ class Store:
         """A read-write transaction: committed when the block ends, rolled back when it raises."""
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(**{WRITE_OPTION: True})
-            async with conn.begin():
+            async with _transaction(conn):
                 yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction (a consistent snapshot on both dialects)."""
-        async with self.engine.connect() as conn, conn.begin():
+        async with self.engine.connect() as conn, _transaction(conn):
             yield conn
 
     async def close(self) -> None:

@@ -1,4 +1,9 @@
-"""``raw_alerts``: every body POSTed to ``/alerts``, committed before it is parsed or applied."""
+"""``raw_alerts``: every body POSTed to ``/alerts``, committed before it is parsed or applied.
+
+A row is applied when ``valid = 1``; a row with ``valid = 0`` and no ``error`` was stored but not applied
+(the process died in between, or is applying it right now): ``claim_unapplied`` hands the ones older
+than a grace period to the replay at start and to any replica afterwards.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.store.database import storable
+from oncall.store.rows import Row, first_row
 from oncall.store.schema import raw_alerts
 
 
@@ -43,3 +49,23 @@ async def applied_copy_incident(conn: AsyncConnection, sha256: str, other_than: 
     )
     row = result.first()
     return (row is not None, row.incident_id if row is not None else None)
+
+
+async def lock_is_applied(conn: AsyncConnection, raw_id: int) -> bool:
+    """Lock the row for the transaction and say whether it was applied already (by a replay or another replica)."""
+    result = await conn.execute(select(raw_alerts.c.valid).where(raw_alerts.c.id == raw_id).with_for_update())
+    row = result.first()
+    return row is not None and bool(row.valid)
+
+
+async def claim_unapplied(conn: AsyncConnection, received_before: float) -> Row | None:
+    """The oldest stored-but-unapplied body received before ``received_before`` (epoch s), locked for the
+    transaction (``FOR UPDATE SKIP LOCKED``: two replicas never replay the same row), or None."""
+    result = await conn.execute(
+        select(raw_alerts.c.id, raw_alerts.c.body, raw_alerts.c.body_sha256, raw_alerts.c.received_at)
+        .where(raw_alerts.c.valid == 0, raw_alerts.c.error.is_(None), raw_alerts.c.received_at < received_before)
+        .order_by(raw_alerts.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return first_row(result)
