@@ -85,7 +85,8 @@ class Rig:
 
     def scheduler(self, llm_client: openai.AsyncOpenAI | None = None) -> InvestigationScheduler:
         """A scheduler over ``investigator(llm_client)``."""
-        return InvestigationScheduler.from_settings(self.settings, self.store, self.investigator(llm_client), self.tasks)
+        investigator = self.investigator(llm_client)
+        return InvestigationScheduler.from_settings(self.settings, self.store, investigator, self.tasks)
 
     async def investigate(self, incident_id: int, llm_client: openai.AsyncOpenAI | None = None) -> Diagnosis | None:
         """Investigate the incident now as the agent would: diagnosis stored, then its notice delivered."""
