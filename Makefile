@@ -12,7 +12,7 @@ demo: deps  ## start the stack, trigger an incident, print the agent's WhatsApp 
 demo-ha: deps  ## the demo on a highly available stack: PostgreSQL, 2 clustered Alertmanagers, 2 agent replicas
 	$(PY) -m stackctl.demo_ha
 
-test: deps  ## unit, config and end-to-end tests (real Prometheus and Alertmanager)
+test: deps lint  ## lint and type gate, then unit, config and end-to-end tests (real Prometheus, Alertmanager, PostgreSQL, Chromium)
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 

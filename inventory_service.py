@@ -1,10 +1,11 @@
 """Inventory demo service watched by the on-call agent (FastAPI).
 
 Run: ``python inventory_service.py --port 8001`` or ``uvicorn inventory_service:app``.
-Environment: SERVICE, PORT, REPLICA, INVENTORY_DB, LOG_DIR, RANDOM_FAILURE_RATIO
+Environment: SERVICE, SERVICE_VERSION, PORT, REPLICA, INVENTORY_DB, LOG_DIR, RANDOM_FAILURE_RATIO
 (see ``ServiceSettings``). Every replica shares one SQLite file (WAL mode) and one
 JSON-lines error log; fault-injection state is per replica and in memory.
-The HTTP surface is documented in README.md ("inventory_service.py").
+SERVICE_VERSION picks one of the shipped releases (``SHIPPED_VERSIONS``); the process manager's
+rolling deploys set it. The HTTP surface is documented in README.md ("inventory_service.py").
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import uvicorn
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Query, Response
@@ -37,6 +38,7 @@ from prometheus_client import (
     Gauge,
     GCCollector,
     Histogram,
+    Info,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -49,14 +51,25 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 REPO_ROOT = Path(__file__).resolve().parent
 LOG_FILE_NAME = "inventory_common.log"
 
+# The releases of this service that can run (oldest first). A replica refuses to start on any other.
+ServiceVersion = Literal["1.3.2", "1.4.0", "1.4.1"]
+SHIPPED_VERSIONS: tuple[str, ...] = get_args(ServiceVersion)
+DEFAULT_VERSION: ServiceVersion = "1.4.0"
+# Draws of the simulated failures and fault injection (not security-relevant).
+SIMULATION_RNG = random.Random()  # noqa: S311
+# Releases whose GET /items/{item_id} answers the promotional price (the pricing path added in 1.4.1).
+PROMOTION_PRICING_VERSIONS = frozenset({"1.4.1"})
+
 
 class ServiceSettings(BaseSettings):
     """Replica configuration read from the environment (names are the upper-case field names).
 
-    ``random_failure_ratio`` is the probability (0-1) that GET /random-endpoint fails.
+    ``service_version`` (SERVICE_VERSION) must be one of SHIPPED_VERSIONS (ValidationError at start
+    otherwise); ``random_failure_ratio`` is the probability (0-1) that GET /random-endpoint fails.
     """
 
     service: str = "inventory"
+    service_version: ServiceVersion = DEFAULT_VERSION
     port: int = Field(default=8001, ge=1, le=65535)
     replica: str | None = None
     inventory_db: Path = REPO_ROOT / "data" / "inventory.db"
@@ -92,30 +105,30 @@ class Item(BaseModel):
 
 @dataclass(frozen=True)
 class Promotion:
-    """A price promotion on one item; ``percent_off`` is 0-100."""
+    """A price promotion on one item (a row of the ``promotions`` table); ``percent_off`` is 0-100."""
 
     item_id: int
     percent_off: float
 
 
-# Active promotions by item id. The demo catalogue has none, so every lookup returns None.
-PROMOTIONS: dict[int, Promotion] = {}
-
-
-def find_promotion(item_id: int) -> Promotion | None:
-    """Return the active promotion for ``item_id``, or None when the item has none."""
-    return PROMOTIONS.get(item_id)
+def promotion_from_row(_: sqlite3.Cursor, row: tuple[Any, ...]) -> Promotion:
+    """sqlite3 row factory: a ``promotions`` row (item_id, percent_off) as a Promotion."""
+    return Promotion(item_id=row[0], percent_off=row[1])
 
 
 def discounted_price(item: Item) -> float:
-    """Price of ``item`` after its promotion.
+    """Price of ``item`` after its promotion (``percent_off`` taken off the price), rounded to cents."""
+    with closing(connect(SETTINGS.inventory_db)) as conn:
+        conn.row_factory = promotion_from_row
+        promotion = conn.execute("SELECT item_id, percent_off FROM promotions WHERE item_id = ?", (item.id,)).fetchone()
+    return round(item.price * (1 - promotion.percent_off / 100), 2)
 
-    Deliberate demo bug: the None returned by ``find_promotion`` is dereferenced, raising
-    AttributeError "'NoneType' object has no attribute 'percent_off'". Do not move this
-    function: the line number of its return statement is referenced by tests/diagnosis.
-    """
-    promotion = find_promotion(item.id)
-    return round(item.price * (1 - promotion.percent_off / 100), 2)  # NULL-DEREFERENCE BUG (line referenced by tests)
+
+def quote_item(item: Item) -> Item:
+    """``item`` as GET /items/{item_id} answers it: at its promotional price on PROMOTION_PRICING_VERSIONS."""
+    if SETTINGS.service_version in PROMOTION_PRICING_VERSIONS:
+        return item.model_copy(update={"price": discounted_price(item)})
+    return item
 
 
 class ItemUpdate(BaseModel):
@@ -134,9 +147,9 @@ def call_recommendation_dependency(failure_ratio: float) -> int:
     Raises:
         TimeoutError: with probability ``failure_ratio`` (0-1).
     """
-    if random.random() < failure_ratio:
+    if SIMULATION_RNG.random() < failure_ratio:
         raise TimeoutError("recommendation service did not answer within 2.0 s (simulated flaky dependency)")
-    return random.randint(1, SEED_ITEM_COUNT)
+    return SIMULATION_RNG.randint(1, SEED_ITEM_COUNT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +157,7 @@ def call_recommendation_dependency(failure_ratio: float) -> int:
 # --------------------------------------------------------------------------------------------
 
 SEED_ITEM_COUNT = 100
+SEED_PROMOTIONS = ((17, 10.0), (42, 25.0), (88, 15.0))  # (item_id, percent_off)
 DB_BUSY_TIMEOUT_S = 10.0
 _ADJECTIVES = ("Steel", "Copper", "Oak", "Nylon", "Carbon", "Brass", "Rubber", "Glass", "Cotton", "Titanium")
 _NOUNS = ("Bolt", "Hinge", "Bracket", "Washer", "Valve", "Spring", "Gasket", "Pulley", "Clamp", "Sprocket")
@@ -151,7 +165,7 @@ _NOUNS = ("Bolt", "Hinge", "Bracket", "Washer", "Valve", "Spring", "Gasket", "Pu
 
 def seed_items() -> list[tuple[int, str, int, float]]:
     """The deterministic seed catalogue: ``SEED_ITEM_COUNT`` rows of (id, name, quantity, price)."""
-    rng = random.Random(20240601)
+    rng = random.Random(20240601)  # noqa: S311 - a fixed seed: the same catalogue in every database
     return [
         (
             index + 1,
@@ -177,7 +191,7 @@ def connect(db_path: Path) -> sqlite3.Connection:
     reraise=True,
 )
 def init_db(db_path: Path) -> None:
-    """Create the schema (WAL mode) and seed the catalogue; idempotent and safe when replicas race.
+    """Create the schema (WAL mode), seed the catalogue and its promotions; idempotent and safe when replicas race.
 
     Raises:
         sqlite3.OperationalError: when the file stays locked through every retry.
@@ -197,6 +211,12 @@ def init_db(db_path: Path) -> None:
             conn.executemany(
                 "INSERT OR IGNORE INTO items (id, name, quantity, price) VALUES (?, ?, ?, ?)", seed_items()
             )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS promotions ("
+                " item_id INTEGER PRIMARY KEY REFERENCES items (id),"
+                " percent_off REAL NOT NULL CHECK (percent_off > 0 AND percent_off <= 100))"
+            )
+            conn.executemany("INSERT OR IGNORE INTO promotions (item_id, percent_off) VALUES (?, ?)", SEED_PROMOTIONS)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -207,6 +227,16 @@ def fetch_item(db_path: Path, item_id: int) -> Item | None:
     """Return the item with ``item_id``, or None when it does not exist."""
     with closing(connect(db_path)) as conn:
         row = conn.execute("SELECT id, name, quantity, price FROM items WHERE id = ?", (item_id,)).fetchone()
+    return Item(**dict(row)) if row else None
+
+
+def fetch_random_item_without_promotion(db_path: Path) -> Item | None:
+    """Return a random item that has no promotion, or None when every item has one."""
+    with closing(connect(db_path)) as conn:
+        row = conn.execute(
+            "SELECT id, name, quantity, price FROM items WHERE id NOT IN (SELECT item_id FROM promotions)"
+            " ORDER BY RANDOM() LIMIT 1"
+        ).fetchone()
     return Item(**dict(row)) if row else None
 
 
@@ -303,7 +333,8 @@ class FaultState:
 
     def grow_memory(self) -> None:
         """Retain ``step_mb`` more MiB (pages written so RSS grows), never beyond ``max_mb``."""
-        grow_mb = min(self.spec.step_mb, self.spec.max_mb - self.retained_mb)
+        params = self.spec.params()
+        grow_mb = int(min(params["step_mb"], params["max_mb"] - self.retained_mb))
         if grow_mb > 0:
             self.ballast.append(bytearray(b"\x01") * (grow_mb * MIB))
 
@@ -331,15 +362,15 @@ async def apply_fault() -> None:
     Raises:
         InjectedFault: in mode ``errors`` with probability p_error.
     """
-    spec = FAULTS.spec
-    if spec.mode == "latency":
-        await asyncio.sleep(spec.latency_ms / 1000)
-    elif spec.mode == "cpu":
-        burn_cpu(spec.cpu_ms / 1000)
-    elif spec.mode == "oom_safe":
+    mode, params = FAULTS.spec.mode, FAULTS.spec.params()
+    if mode == "latency":
+        await asyncio.sleep(params["latency_ms"] / 1000)
+    elif mode == "cpu":
+        burn_cpu(params["cpu_ms"] / 1000)
+    elif mode == "oom_safe":
         FAULTS.grow_memory()
-    elif spec.mode == "errors" and random.random() < spec.p_error:
-        raise InjectedFault(f"injected fault: errors (p_error={spec.p_error})")
+    elif mode == "errors" and SIMULATION_RNG.random() < params["p_error"]:
+        raise InjectedFault(f"injected fault: errors (p_error={params['p_error']})")
 
 
 async def exit_after_crash_delay() -> None:
@@ -377,6 +408,8 @@ HTTP_DURATION = Histogram(
     registry=REGISTRY,
 )
 INVENTORY_ITEMS = Gauge("inventory_items", "Items in the inventory database", registry=REGISTRY)
+# Exported as inventory_build_info{service, version} 1 (the value set at start-up by the lifespan).
+BUILD_INFO = Info("inventory_build", "Release of this replica (SERVICE_VERSION)", registry=REGISTRY)
 INVENTORY_ITEMS.set_function(lambda: count_items(SETTINGS.inventory_db))
 
 
@@ -431,6 +464,7 @@ class JsonLineFormatter(logging.Formatter):
             "ts": record.created,
             "level": record.levelname,
             "service": SETTINGS.service,
+            "version": SETTINGS.service_version,
             "replica": SETTINGS.replica_name,
             **getattr(record, "context", {}),
             "message": record.getMessage(),
@@ -594,7 +628,8 @@ class ObservabilityMiddleware:
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    """Start-up: open the shared ERROR log, create and seed the database."""
+    """Start-up: export the build info, open the shared ERROR log, create and seed the database."""
+    BUILD_INFO.info({"service": SETTINGS.service, "version": SETTINGS.service_version})
     configure_error_log(SETTINGS.log_dir)
     await run_in_threadpool(init_db, SETTINGS.inventory_db)
     yield
@@ -607,11 +642,11 @@ business = APIRouter(dependencies=[Depends(apply_fault)])
 
 @business.get("/items/{item_id}", response_model=Item)
 def get_item(item_id: int = PathParam(ge=1, le=2**62)) -> Item:
-    """Return one item. Raises HTTPException 404 for an unknown id."""
+    """Return one item, priced by ``quote_item``. Raises HTTPException 404 for an unknown id."""
     item = fetch_item(SETTINGS.inventory_db, item_id)
     if item is None:
         raise HTTPException(status_code=404, detail=f"item {item_id} not found")
-    return item
+    return quote_item(item)
 
 
 @business.put("/items/{item_id}", response_model=Item)
@@ -632,8 +667,8 @@ def random_endpoint() -> dict[str, Any]:
 
 @business.get("/random-endpoint/error")
 def random_endpoint_error() -> dict[str, Any]:
-    """Quote the promotional price of a random item; always fails 500 through ``discounted_price``."""
-    item = fetch_item(SETTINGS.inventory_db, random.randint(1, SEED_ITEM_COUNT))
+    """Quote the promotional price of a random item without a promotion; always fails 500 in ``discounted_price``."""
+    item = fetch_random_item_without_promotion(SETTINGS.inventory_db)
     if item is None:
         raise HTTPException(status_code=404, detail="item not found")
     return {"id": item.id, "price": item.price, "discounted_price": discounted_price(item)}
@@ -644,14 +679,21 @@ app.include_router(business)
 
 @app.get("/healthz")
 def healthz() -> dict[str, Any]:
-    """Liveness: {"status": "ok", "service", "replica", "pid", "fault": current fault state}."""
+    """Liveness: {"status": "ok", "service", "version", "replica", "pid", "fault": current fault state}."""
     return {
         "status": "ok",
         "service": SETTINGS.service,
+        "version": SETTINGS.service_version,
         "replica": SETTINGS.replica_name,
         "pid": os.getpid(),
         "fault": FAULTS.snapshot(SETTINGS.replica_name),
     }
+
+
+@app.get("/version")
+def version() -> dict[str, str]:
+    """The release this replica runs: {"service", "version" (SERVICE_VERSION), "replica"}."""
+    return {"service": SETTINGS.service, "version": SETTINGS.service_version, "replica": SETTINGS.replica_name}
 
 
 @app.get("/faults")

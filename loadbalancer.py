@@ -9,7 +9,8 @@ Environment (see the demo stack contract, section "loadbalancer.py"):
                            (default http://127.0.0.1:7070)
     LB_REFRESH_SEC         seconds between backend-list refreshes from the PM (default 5)
     LB_BACKENDS            optional comma-separated static backend URLs; when set the PM is not asked
-    LB_UPSTREAM_TIMEOUT_S  total seconds allowed for one upstream attempt (default 30)
+    LB_UPSTREAM_TIMEOUT_S  total seconds allowed for one upstream attempt (default 8: below the 10 s
+                           that traffic_gen.py and typical HTTP clients wait, so a client gets the 504)
     LB_ACCESS_LOG          access log path (default REPO_ROOT/logs/loadbalancer_access.log)
 
 Own endpoints (never proxied): ``GET /healthz`` (backends and their state) and ``GET /lb/metrics``
@@ -19,7 +20,15 @@ X-Forwarded-For is appended, and status, headers and body pass through unchanged
 decompression). On a connection failure or a dropped keep-alive connection an idempotent request
 (RFC 9110 section 9.2.2) is retried once on a distinct alternate backend picked together with the
 primary; the failed backend is marked down until its ``GET /healthz`` answers 2xx again
-(probed every ``PROBE_INTERVAL_S``).
+(probed every ``PROBE_INTERVAL_S``). An attempt that exceeds LB_UPSTREAM_TIMEOUT_S is answered 504
+(the backend may have acted on it, so it is not retried) and leaves the backend up.
+
+Metrics (the clients' view, complete even when the replicas are too busy to be scraped):
+``lb_requests_total{backend, code}`` every answered request by backend URL ("none" for 503 without
+a backend) and status code, the LB's own 502/503/504 included; ``lb_request_duration_seconds{backend}``
+histogram from request received to response sent; ``lb_upstream_errors_total{backend, kind}`` failed
+attempts by kind (``error_kind``); ``lb_upstream_in_flight{backend}`` attempts waiting for or
+streaming a response; ``lb_failovers_total``; ``lb_backends{state}`` backends up and down.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings
 from yarl import URL
@@ -75,23 +84,42 @@ REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-forwarde
 RESPONSE_DROP = HOP_BY_HOP | {b"date", b"server"}
 # Connection failures after which an idempotent request may go to the alternate backend.
 CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
-# Every failure of one upstream attempt that the LB answers itself (502) or fails over from.
+# Every failure of one upstream attempt that the LB answers itself (502/504) or fails over from.
 ATTEMPT_ERRORS = (TimeoutError, *CONNECTION_ERRORS)
+# lb_upstream_errors_total{kind} by exception class, first match wins (aiohttp's exception hierarchy).
+ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, "connect_timeout"),  # no connection within CONNECT_TIMEOUT_S: never sent
+    (TimeoutError, "timeout"),  # no (complete) answer within LB_UPSTREAM_TIMEOUT_S
+    (aiohttp.ClientConnectorError, "connect"),  # connection refused or unreachable
+    (aiohttp.ServerDisconnectedError, "disconnect"),  # closed by the backend (e.g. a stale keep-alive connection)
+    (aiohttp.ClientPayloadError, "payload"),  # response body cut short
+    (aiohttp.ClientConnectionResetError, "reset"),  # ECONNRESET / EPIPE
+    (aiohttp.ClientOSError, "reset"),
+)
 
 logger = logging.getLogger("loadbalancer")
 
-REQUESTS = Counter("lb_requests_total", "Requests answered by the load balancer.", ["backend", "code"])
+REQUESTS = Counter(
+    "lb_requests_total",
+    "Requests answered by the load balancer, by backend (none: no backend up) and status code (own 502/503/504 too).",
+    ["backend", "code"],
+)
 UPSTREAM_ERRORS = Counter(
     "lb_upstream_errors_total",
-    "Failed upstream attempts by kind (connect, disconnect, timeout).",
+    "Failed upstream attempts by kind (connect, connect_timeout, timeout, disconnect, reset, payload, other).",
     ["backend", "kind"],
 )
 FAILOVERS = Counter("lb_failovers_total", "Requests retried on the alternate backend after a connection failure.")
 DURATION = Histogram(
     "lb_request_duration_seconds",
-    "Time from request received to response sent, seconds.",
+    "Time from request received to response sent, seconds, by the backend that answered (none: the LB itself).",
+    ["backend"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+IN_FLIGHT = Gauge(
+    "lb_upstream_in_flight", "Upstream attempts waiting for or streaming a response, by backend.", ["backend"]
+)
+BACKENDS = Gauge("lb_backends", "Backends known to the load balancer, by passive health state (up, down).", ["state"])
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -103,7 +131,7 @@ class LBConfig(BaseSettings):
     pm_url: str = Field(default="http://127.0.0.1:7070", alias="PM_URL")
     refresh_sec: float = Field(default=5.0, gt=0, alias="LB_REFRESH_SEC")
     static_backends: str | None = Field(default=None, alias="LB_BACKENDS")
-    upstream_timeout_s: float = Field(default=30.0, gt=0, alias="LB_UPSTREAM_TIMEOUT_S")
+    upstream_timeout_s: float = Field(default=8.0, gt=0, alias="LB_UPSTREAM_TIMEOUT_S")
     access_log: Path = Field(default=REPO_ROOT / "logs" / "loadbalancer_access.log", alias="LB_ACCESS_LOG")
 
     @field_validator("pm_url")
@@ -159,24 +187,22 @@ class Backend:
 
 
 class UpstreamFailure(Exception):
-    """An upstream attempt failed before any byte of the response was sent to the client."""
+    """An upstream attempt failed before any byte of the response was sent to the client.
+
+    ``retryable``: every kind but ``timeout`` (a timed-out request may have been acted on).
+    """
 
     def __init__(self, backend: Backend, kind: str, detail: str) -> None:
         super().__init__(f"{backend.url}: {kind}: {detail}")
         self.backend = backend
         self.kind = kind
         self.detail = detail
+        self.retryable = kind != "timeout"
 
 
 def error_kind(exc: BaseException) -> str:
-    """Label for ``lb_upstream_errors_total{kind}``: connect, disconnect, timeout or other."""
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect"
-    if isinstance(exc, CONNECTION_ERRORS):
-        return "disconnect"
-    return "other"
+    """Label for ``lb_upstream_errors_total{kind}`` (see ERROR_KINDS), ``other`` for anything else."""
+    return next((kind for cls, kind in ERROR_KINDS if isinstance(exc, cls)), "other")
 
 
 def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -196,7 +222,7 @@ def upstream_request_headers(headers: list[tuple[bytes, bytes]], client_host: st
     drop = REQUEST_DROP
     forwarded: list[str] = []
     out: list[tuple[str, str]] = []
-    for name, value in headers:
+    for name, _ in headers:
         if name == b"connection":
             drop = REQUEST_DROP | connection_tokens(headers)
             break
@@ -297,6 +323,10 @@ class LoadBalancer:
         self._rr = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._request_counters: dict[tuple[str, int], Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._in_flight: dict[str, Any] = {}
+        BACKENDS.labels("up").set_function(lambda: len(self.up))
+        BACKENDS.labels("down").set_function(lambda: len(self.backends) - len(self.up))
         self._timeout = aiohttp.ClientTimeout(
             total=config.upstream_timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, config.upstream_timeout_s)
         )
@@ -318,7 +348,7 @@ class LoadBalancer:
             await send({"type": "websocket.close", "code": 1003})
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
-        """ASGI lifespan protocol: ``startup`` opens the client session and background tasks, ``shutdown`` closes them."""
+        """ASGI lifespan: ``startup`` opens the client session and background tasks, ``shutdown`` closes them."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -399,8 +429,8 @@ class LoadBalancer:
             status = await self.forward(primary, method, target, headers, body, send)
             served_by = primary
         except UpstreamFailure as failure:
-            if alternate is None or failure.kind == "timeout":
-                status = await send_json(send, 502, {"error": "bad gateway", "detail": str(failure)})
+            if alternate is None or not failure.retryable:
+                status = await send_failure(send, failure, str(failure))
                 self.finish(client_host, method, target, status, primary.url, started)
                 return
             FAILOVERS.inc()
@@ -408,13 +438,22 @@ class LoadBalancer:
                 status = await self.forward(alternate, method, target, headers, body, send)
                 served_by = alternate
             except UpstreamFailure as second:
-                detail = f"{failure}; then {second}"
-                status = await send_json(send, 502, {"error": "bad gateway", "detail": detail})
+                status = await send_failure(send, second, f"{failure}; then {second}")
                 self.finish(client_host, method, target, status, alternate.url, started)
                 return
         self.finish(client_host, method, target, status, served_by.url, started)
 
     async def forward(
+        self, backend: Backend, method: str, target: str, headers: list[tuple[str, str]], body: bytes, send: Send
+    ) -> int:
+        """``attempt`` counted in ``lb_upstream_in_flight{backend}`` while it runs; same result and errors."""
+        gauge = self._in_flight.get(backend.url)
+        if gauge is None:
+            gauge = self._in_flight[backend.url] = IN_FLIGHT.labels(backend.url)
+        with gauge.track_inprogress():
+            return await self.attempt(backend, method, target, headers, body, send)
+
+    async def attempt(
         self, backend: Backend, method: str, target: str, headers: list[tuple[str, str]], body: bytes, send: Send
     ) -> int:
         """Send the request to ``backend`` and stream its response to the client; return the status code.
@@ -467,11 +506,12 @@ class LoadBalancer:
         UPSTREAM_ERRORS.labels(backend.url, kind).inc()
         backend.failures += 1
         backend.last_error = f"{kind}: {detail}"
-        if kind != "timeout" and backend.up:
+        failure = UpstreamFailure(backend, kind, detail)
+        if failure.retryable and backend.up:
             backend.up = False
             self.up = [b for b in self.backends if b.up]
             logger.warning("backend %s marked down (%s: %s)", backend.url, kind, detail)
-        return UpstreamFailure(backend, kind, detail)
+        return failure
 
     def finish(self, client: str | None, method: str, target: str, status: int, backend: str, started: float) -> None:
         """Record metrics and the access-log line for one answered request."""
@@ -481,7 +521,10 @@ class LoadBalancer:
         if counter is None:
             counter = self._request_counters[key] = REQUESTS.labels(backend, str(status))
         counter.inc()
-        DURATION.observe(elapsed)
+        duration = self._durations.get(backend)
+        if duration is None:
+            duration = self._durations[backend] = DURATION.labels(backend)
+        duration.observe(elapsed)
         self.access_log.record(client or "-", method, target, status, backend, elapsed)
 
     # ---- own endpoints ----------------------------------------------------------------------
@@ -497,7 +540,7 @@ class LoadBalancer:
         await send_bytes(send, 200, CONTENT_TYPE_LATEST.encode(), generate_latest(REGISTRY))
 
     def health(self) -> dict[str, Any]:
-        """``GET /healthz`` body: {"status": "ok"|"degraded"|"no_backends", "backends": [...], "refreshed_at", "source"}."""
+        """``GET /healthz``: {"status": "ok"|"degraded"|"no_backends", "backends": [...], "refreshed_at", "source"}."""
         up = len(self.up)
         status = "no_backends" if up == 0 else ("ok" if up == len(self.backends) else "degraded")
         return {
@@ -624,6 +667,16 @@ async def send_bytes(send: Send, status: int, content_type: bytes, body: bytes) 
 async def send_json(send: Send, status: int, payload: dict[str, Any]) -> int:
     """Send ``payload`` as an application/json response; returns ``status``."""
     return await send_bytes(send, status, b"application/json", json.dumps(payload).encode())
+
+
+async def send_failure(send: Send, failure: UpstreamFailure, detail: str) -> int:
+    """Answer a failed attempt: 504 {"error": "gateway timeout"} after a timeout, else 502 {"error": "bad gateway"}.
+
+    Both carry ``detail`` (backend URL, kind, message). Returns the status sent.
+    """
+    if failure.kind == "timeout":
+        return await send_json(send, 504, {"error": "gateway timeout", "detail": detail})
+    return await send_json(send, 502, {"error": "bad gateway", "detail": detail})
 
 
 def configure_logging() -> None:

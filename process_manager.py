@@ -2,12 +2,17 @@
 
 Runs ``inventory_service.py`` replicas as child processes (replica ``inventory-N`` listens
 on ``PM_BASE_PORT + N``, N = 1..10), keeps the desired count running, restarts crashed
-replicas with exponential backoff, writes the Prometheus file-SD targets file after every
-change and exposes a small HTTP API (documented in README.md):
+replicas with exponential backoff, rolls deploys of a shipped service version one replica at a
+time, writes the Prometheus file-SD targets file after every change and exposes a small HTTP API
+(documented in README.md):
 
     POST /scale {"replicas": n}       POST /start [{"replicas": n}]      POST /stop
+    POST /deploy {"version": v}       GET  /deploys                      POST /instances/{name}/restart
     GET  /instances                   GET  /backends                     POST /fault
     GET  /changes?since=&limit=       GET  /healthz                      GET  /metrics
+
+Scale, start, stop, deploy and restart are operations: one runs at a time, another one asked for
+meanwhile is refused with 409 (``GET /instances`` shows the one in progress).
 
 Run: ``python process_manager.py --port 7070 --host 127.0.0.1``. Uvicorn handles SIGINT and
 SIGTERM; the lifespan shutdown stops every child (SIGTERM, SIGKILL after 5 s) and writes an
@@ -25,21 +30,22 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import uvicorn
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -53,8 +59,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inventory_service import FaultSpec
-from stackctl.processes import port_is_free
+from inventory_service import DEFAULT_VERSION, SHIPPED_VERSIONS, FaultSpec, ServiceVersion
 
 REPO_ROOT = Path(__file__).resolve().parent
 INVENTORY_SCRIPT = REPO_ROOT / "inventory_service.py"
@@ -62,25 +67,32 @@ SERVICE = "inventory"
 MAX_REPLICAS = 10
 HEALTH_TIMEOUT_S = 20.0
 STOP_GRACE_S = 5.0
+# Seconds a replica is out of GET /backends before it is stopped for a deploy or a requested restart,
+# so the load balancer (which refreshes its list every LB_REFRESH_SEC) sends it fewer new requests.
+DRAIN_S = 1.0
 SUPERVISOR_INTERVAL_S = 0.5
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_AFTER_S = 60.0
 CHANGES_MAXLEN = 1000
+DEPLOYS_MAXLEN = 100
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 log = logging.getLogger("process_manager")
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
-ReplicaState = Literal["starting", "running", "crashed", "restarting", "stopped"]
-ChangeKind = Literal["scale", "start", "stop", "fault", "crash", "restart"]
+ReplicaState = Literal["starting", "running", "draining", "crashed", "restarting", "stopped"]
+ChangeKind = Literal["scale", "start", "stop", "fault", "crash", "restart", "deploy"]
+OperationKind = Literal["scale", "stop", "deploy", "restart"]
+DeployStatus = Literal["running", "succeeded", "failed"]
 
 
 class PMSettings(BaseSettings):
     """Process-manager settings from the environment (no .env file).
 
     Relative paths are resolved against REPO_ROOT, never the working directory.
-    ``inventory_db`` and ``random_failure_ratio`` are passed through to replicas when set.
+    ``inventory_db`` and ``random_failure_ratio`` are passed through to replicas when set;
+    ``service_version`` (SERVICE_VERSION) is the version replicas run until the first deploy.
     """
 
     model_config = SettingsConfigDict(extra="ignore")
@@ -91,6 +103,7 @@ class PMSettings(BaseSettings):
     inventory_db: Path | None = Field(default=None, alias="INVENTORY_DB")
     log_dir: Path = Field(default=REPO_ROOT / "logs", alias="LOG_DIR")
     random_failure_ratio: float | None = Field(default=None, ge=0, le=1, alias="RANDOM_FAILURE_RATIO")
+    service_version: ServiceVersion = Field(default=DEFAULT_VERSION, alias="SERVICE_VERSION")
 
     @field_validator("targets_file", "inventory_db", "log_dir")
     @classmethod
@@ -112,6 +125,18 @@ class StartRequest(BaseModel):
     replicas: int = Field(ge=1, le=MAX_REPLICAS, strict=True)
 
 
+class DeployRequest(BaseModel):
+    """Body of POST /deploy: a shipped ``version`` (inventory_service.SHIPPED_VERSIONS; others -> 422).
+
+    ``wait`` (default true): answer when every replica runs the version; false: answer 202 at once
+    and follow the deploy in GET /deploys.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    version: ServiceVersion
+    wait: bool = True
+
+
 class FaultRequest(FaultSpec):
     """Body of POST /fault: the inventory ``POST /faults`` body plus an optional target replica.
 
@@ -125,13 +150,15 @@ class FaultRequest(FaultSpec):
 class Replica:
     """One replica slot ``inventory-N``; ``proc`` is the live child process, if any.
 
-    Times are epoch seconds; ``backoff_s`` is the delay used before the latest restart.
+    Times are epoch seconds; ``backoff_s`` is the delay used before the latest restart;
+    ``version`` is the service version of the latest process started (None before the first).
     """
 
     index: int
     port: int
     state: ReplicaState = "stopped"
     proc: subprocess.Popen | None = None
+    version: str | None = None
     restarts: int = 0
     fault: dict[str, Any] = field(default_factory=lambda: {"mode": "none"})
     started_at: float | None = None
@@ -148,18 +175,24 @@ class Replica:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """PID of the live child process, or None."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
     def alive(self) -> bool:
         """True while the child process exists and has not exited."""
-        return self.proc is not None and self.proc.poll() is None
+        return self.pid is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """The GET /instances representation."""
+        """The GET /instances representation (``restarts`` counts the supervisor's crash restarts only)."""
         return {
             "name": self.name,
             "port": self.port,
             "url": self.url,
-            "pid": self.proc.pid if self.alive() else None,
+            "pid": self.pid,
             "state": self.state,
+            "version": self.version,
             "restarts": self.restarts,
             "fault": self.fault,
             "started_at": self.started_at,
@@ -168,8 +201,77 @@ class Replica:
         }
 
 
+@dataclass
+class Operation:
+    """The operation in progress: its kind, start time (epoch s) and kind-specific fields."""
+
+    kind: OperationKind
+    started_at: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kind", "started_at", ...detail}`` as in GET /instances ``operation``."""
+        return {"kind": self.kind, "started_at": self.started_at, **self.detail}
+
+
+@dataclass
+class Deploy:
+    """One rolling deploy. ``replicas`` lists the replicas moved to ``to_version`` so far, in order.
+
+    ``status``: running, succeeded, or failed (``error`` says why; the replicas not yet moved keep
+    their version). Times are epoch seconds.
+    """
+
+    id: int
+    started_at: float
+    from_version: str
+    to_version: str
+    finished_at: float | None = None
+    replicas: list[str] = field(default_factory=list)
+    status: DeployStatus = "running"
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The GET /deploys and POST /deploy representation."""
+        return {
+            "id": self.id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "replicas": list(self.replicas),
+            "status": self.status,
+            "error": self.error,
+        }
+
+
 class ReplicaStartError(RuntimeError):
     """A replica could not be started or did not become healthy (message says why)."""
+
+
+class OperationInProgress(RuntimeError):
+    """Another operation (scale, stop, deploy, restart) is running; answered 409 with it."""
+
+    def __init__(self, operation: Operation) -> None:
+        super().__init__(f"another operation is in progress: {operation.kind} since {operation.started_at:.3f}")
+        self.operation = operation
+
+
+class UnknownReplica(KeyError):
+    """``name`` is not one of the desired replicas; answered 404 with the known names."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name)
+        self.detail = f"unknown replica {name!r}; known: {known}"
+
+
+def port_is_free(port: int) -> bool:
+    """True when 127.0.0.1:``port`` can be bound now (what the replica is about to do)."""
+    try:
+        socket.create_server(("127.0.0.1", port)).close()
+    except OSError:
+        return False
+    return True
 
 
 def write_targets_file(path: Path, replicas: list[Replica]) -> None:
@@ -202,10 +304,11 @@ def _child_preexec(parent_pid: int) -> None:
 
 
 class ReplicaManager:
-    """Owns the replica processes, the change log, the targets file and the PM metrics.
+    """Owns the replica processes, the change log, the deploy history, the targets file and the PM metrics.
 
-    Operations that start or stop replicas are serialised by one asyncio lock; the
-    supervisor task (``supervise``) checks children every SUPERVISOR_INTERVAL_S seconds.
+    Every start or stop of a child happens under one asyncio lock (the supervisor task,
+    ``supervise``, takes it every SUPERVISOR_INTERVAL_S seconds). On top of it, at most one
+    operation (scale, stop, deploy, restart) runs at a time: ``operation()`` refuses a second.
     """
 
     def __init__(self, settings: PMSettings) -> None:
@@ -213,9 +316,15 @@ class ReplicaManager:
         self.replicas: dict[int, Replica] = {}
         self.desired = 0
         self.remembered = 0  # last non-zero desired count, used by POST /start
+        self.current_version: str = settings.service_version
+        self.previous_version: str | None = None
         self.changes: deque[dict[str, Any]] = deque(maxlen=CHANGES_MAXLEN)
         self.changes_file = settings.log_dir / "process_manager_changes.log"
+        self.deploys: deque[Deploy] = deque(maxlen=DEPLOYS_MAXLEN)
+        self.deploy_count = 0
         self.lock = asyncio.Lock()
+        self.current_operation: Operation | None = None
+        self.background: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
         self.http: httpx.AsyncClient | None = None
         self.registry = CollectorRegistry()
@@ -270,6 +379,14 @@ class ReplicaManager:
         """The known replica called ``name``, or None."""
         return next((r for r in self.replicas.values() if r.name == name), None)
 
+    def desired_replica(self, name: str) -> Replica:
+        """The desired replica (one of inventory-1..inventory-<desired>) called ``name``. Raises UnknownReplica."""
+        desired = [self.slot(i) for i in range(1, self.desired + 1)]
+        replica = next((r for r in desired if r.name == name), None)
+        if replica is None:
+            raise UnknownReplica(name, [r.name for r in desired])
+        return replica
+
     def instances(self) -> list[dict[str, Any]]:
         """Every replica slot used so far, ordered by N."""
         return [self.replicas[i].to_dict() for i in sorted(self.replicas)]
@@ -288,13 +405,61 @@ class ReplicaManager:
         selected = [c for c in reversed(self.changes) if since is None or c["ts"] > since]
         return selected[:limit]
 
+    def deploy_history(self) -> dict[str, Any]:
+        """GET /deploys: current and previous version, the shipped versions and the deploys newest first."""
+        return {
+            "current_version": self.current_version,
+            "previous_version": self.previous_version,
+            "versions": list(SHIPPED_VERSIONS),
+            "deploys": [d.to_dict() for d in self.deploys],
+        }
+
+    def claim(self, kind: OperationKind, **detail: Any) -> Operation:
+        """Take the single operation slot; give it back with ``release``.
+
+        Raises:
+            OperationInProgress: another operation holds it (checked and taken without awaiting,
+                so two requests can never both get it).
+        """
+        if self.current_operation is not None:
+            raise OperationInProgress(self.current_operation)
+        self.current_operation = Operation(kind, time.time(), detail)
+        return self.current_operation
+
+    def release(self, operation: Operation) -> None:
+        """Give back the slot taken by ``claim`` (a no-op when ``operation`` no longer holds it)."""
+        if self.current_operation is operation:
+            self.current_operation = None
+
+    @contextmanager
+    def operation(self, kind: OperationKind, **detail: Any) -> Iterator[Operation]:
+        """Hold the operation slot for the ``with`` body (``claim`` then ``release``). Raises OperationInProgress."""
+        operation = self.claim(kind, **detail)
+        try:
+            yield operation
+        finally:
+            self.release(operation)
+
+    def set_version(self, version: str) -> None:
+        """Make ``version`` the one new replicas start on; the one it replaces becomes ``previous_version``."""
+        if version != self.current_version:
+            self.previous_version = self.current_version
+            self.current_version = version
+
+    def run_in_background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coroutine`` as a task the manager cancels at shutdown."""
+        task = asyncio.create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     # ----- child processes ---------------------------------------------------------
 
-    def _child_env(self, replica: Replica) -> dict[str, str]:
+    def _child_env(self, replica: Replica, version: str) -> dict[str, str]:
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "SERVICE": SERVICE,
+            "SERVICE_VERSION": version,
             "PORT": str(replica.port),
             "REPLICA": replica.name,
             "LOG_DIR": str(self.settings.log_dir),
@@ -305,8 +470,8 @@ class ReplicaManager:
             env["RANDOM_FAILURE_RATIO"] = str(self.settings.random_failure_ratio)
         return env
 
-    def _spawn(self, replica: Replica) -> subprocess.Popen:
-        """Start the child for ``replica`` (stdout/stderr appended to LOG_DIR/inventory-N.log).
+    def _spawn(self, replica: Replica, version: str) -> subprocess.Popen:
+        """Start the child for ``replica`` on ``version`` (stdout/stderr appended to LOG_DIR/inventory-N.log).
 
         Raises:
             ReplicaStartError: when the manager is shutting down or the port is taken.
@@ -322,12 +487,12 @@ class ReplicaManager:
             )
         parent_pid = os.getpid()
         with open(self.settings.log_dir / f"{replica.name}.log", "ab") as out:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter, the service script, an int port
                 [sys.executable, str(INVENTORY_SCRIPT), "--port", str(replica.port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self._child_env(replica),
+                env=self._child_env(replica, version),
                 cwd=str(REPO_ROOT),
                 start_new_session=True,  # a terminal Ctrl-C reaches only the manager, which stops children itself
                 preexec_fn=lambda: _child_preexec(parent_pid),
@@ -377,12 +542,12 @@ class ReplicaManager:
                     await asyncio.sleep(0.05)
         return proc.returncode
 
-    async def _launch(self, replica: Replica) -> dict[str, Any]:
-        """Spawn ``replica`` and wait until healthy; on success state becomes "running".
+    async def _launch(self, replica: Replica, version: str) -> int:
+        """Spawn ``replica`` on ``version`` and wait until healthy; on success state becomes "running".
 
-        Returns the /healthz body. Raises ReplicaStartError (the child is stopped first).
+        Returns the new PID. Raises ReplicaStartError (the child is stopped first).
         """
-        proc = self._spawn(replica)
+        proc = self._spawn(replica, version)
         try:
             health = await self._wait_healthy(replica, proc)
         except BaseException:
@@ -390,75 +555,202 @@ class ReplicaManager:
             replica.proc = None
             raise
         replica.state = "running"
+        replica.version = health.get("version") or version
         replica.fault = health.get("fault") or {"mode": "none"}
         replica.last_error = None
-        return health
+        return proc.pid
 
     async def _start_replica(self, replica: Replica) -> str | None:
-        """Start a stopped replica; record a "start" change. Returns the error text or None."""
+        """Start a stopped replica on the current version; record a "start" change. Returns the error text or None."""
         replica.state = "starting"
         replica.backoff_s = 0.0
         try:
-            await self._launch(replica)
+            pid = await self._launch(replica, self.current_version)
         except ReplicaStartError as exc:
             replica.state = "stopped"
             replica.last_error = str(exc)
             log.error("start of %s failed: %s", replica.name, exc)
             self.record("start", replica.name, {"ok": False, "port": replica.port, "error": str(exc)})
             return str(exc)
-        self.record("start", replica.name, {"ok": True, "port": replica.port, "pid": replica.proc.pid})
+        self.record("start", replica.name, {"ok": True, "port": replica.port, "pid": pid, "version": replica.version})
         return None
 
     async def _stop_replica(self, replica: Replica, reason: str) -> None:
         """Stop ``replica`` (if it has a child) and record a "stop" change."""
-        pid = replica.proc.pid if replica.proc is not None else None
-        exit_code = await self._terminate(replica.proc) if replica.proc is not None else None
+        proc = replica.proc
+        exit_code = await self._terminate(proc) if proc is not None else None
         replica.proc = None
         replica.state = "stopped"
         replica.last_exit_code = exit_code
         replica.fault = {"mode": "none"}
-        self.record("stop", replica.name, {"pid": pid, "exit_code": exit_code, "reason": reason})
+        self.record("stop", replica.name, {"pid": proc.pid if proc else None, "exit_code": exit_code, "reason": reason})
+
+    async def _replace(self, replica: Replica, version: str) -> tuple[int | None, int]:
+        """Take ``replica`` out of /backends for DRAIN_S, stop it gracefully, start it on ``version``, wait healthy.
+
+        Call with the lock held. Returns (old PID or None, new PID). Raises ReplicaStartError; the
+        replica is then left "crashed" so the supervisor retries it on the current version with backoff.
+        """
+        old_pid = replica.pid
+        if replica.proc is not None:
+            replica.state = "draining"
+            await asyncio.sleep(DRAIN_S)
+            replica.last_exit_code = await self._terminate(replica.proc)
+            replica.proc = None
+        replica.state = "starting"
+        try:
+            return old_pid, await self._launch(replica, version)
+        except ReplicaStartError as exc:
+            replica.state = "crashed"
+            replica.last_error = str(exc)
+            replica.backoff_s = BACKOFF_INITIAL_S
+            replica.next_restart_at = time.time() + BACKOFF_INITIAL_S
+            log.error("replacement of %s failed: %s", replica.name, exc)
+            raise
 
     # ----- operations ----------------------------------------------------------------
 
-    async def scale(self, replicas: int) -> list[dict[str, str]]:
-        """Reconcile to ``replicas`` (0..10): stop the highest N first, start missing ones concurrently.
+    async def _reconcile(self, replicas: int) -> list[dict[str, str]]:
+        """Under the lock: run ``replicas`` (0..10), stopping the highest N first, starting missing ones concurrently.
 
         Returns a list of {"replica", "error"} for replicas that failed to start (empty on success).
         """
         async with self.lock:
-            previous = self.desired
             self.desired = replicas
             if replicas > 0:
                 self.remembered = replicas
-            self.record("scale", None, {"from": previous, "to": replicas})
             self.sync_targets()
             for index in sorted((i for i in self.replicas if i > replicas), reverse=True):
                 replica = self.replicas[index]
                 if replica.proc is not None or replica.state != "stopped":
                     await self._stop_replica(replica, reason="scale down")
-            to_start = [self.slot(i) for i in range(1, replicas + 1)]
-            to_start = [r for r in to_start if r.state == "stopped"]
+            to_start = [r for r in (self.slot(i) for i in range(1, replicas + 1)) if r.state == "stopped"]
             errors = await asyncio.gather(*(self._start_replica(r) for r in to_start))
             self.sync_targets()
-        return [{"replica": r.name, "error": e} for r, e in zip(to_start, errors) if e]
+        return [{"replica": r.name, "error": e} for r, e in zip(to_start, errors, strict=True) if e]
+
+    async def scale(self, replicas: int) -> list[dict[str, str]]:
+        """Operation "scale": set the desired count to ``replicas`` (0..10) and reconcile (see ``_reconcile``).
+
+        Raises OperationInProgress.
+        """
+        with self.operation("scale", from_replicas=self.desired, to_replicas=replicas):
+            self.record("scale", None, {"from": self.desired, "to": replicas})
+            return await self._reconcile(replicas)
+
+    async def start(self, replicas: int | None) -> tuple[int, list[dict[str, str]]]:
+        """Operation "scale" for POST /start: ``replicas`` or the remembered count (or 1).
+
+        Returns (replica count, start errors). Raises OperationInProgress.
+        """
+        count = replicas or self.remembered or 1
+        with self.operation("scale", from_replicas=self.desired, to_replicas=count):
+            self.record("start", None, {"replicas": count})
+            self.record("scale", None, {"from": self.desired, "to": count})
+            return count, await self._reconcile(count)
 
     async def stop_all(self, reason: str) -> None:
-        """Stop every replica (highest N first); desired count 0, the previous count is remembered."""
+        """Operation "stop": stop every replica (highest N first); desired count 0, the previous count is remembered.
+
+        Raises OperationInProgress.
+        """
+        with self.operation("stop", reason=reason):
+            async with self.lock:
+                self.record(
+                    "stop", None, {"replicas_before": self.desired, "remembered": self.remembered, "reason": reason}
+                )
+                self.desired = 0
+                self.sync_targets()
+                for index in sorted(self.replicas, reverse=True):
+                    replica = self.replicas[index]
+                    if replica.proc is not None or replica.state != "stopped":
+                        await self._stop_replica(replica, reason=reason)
+
+    def begin_deploy(self, version: str) -> tuple[Deploy, Operation]:
+        """Start operation "deploy" to ``version``: create the record and make ``version`` current.
+
+        Replicas started from now on (scale, crash restart) run ``version``, also when the deploy
+        fails later (as a stuck Kubernetes rollout keeps its new template: deploy the previous
+        version to roll back). Finish with ``run_deploy``. Raises OperationInProgress.
+        """
+        operation = self.claim("deploy")
+        self.deploy_count += 1
+        deploy = Deploy(self.deploy_count, operation.started_at, self.current_version, version)
+        operation.detail.update(deploy_id=deploy.id, from_version=deploy.from_version, to_version=version)
+        self.deploys.appendleft(deploy)
+        self.set_version(version)
+        return deploy, operation
+
+    async def run_deploy(self, deploy: Deploy, operation: Operation) -> Deploy:
+        """Roll every running desired replica onto ``deploy.to_version``, one at a time, then release ``operation``.
+
+        Each replica is drained, stopped, started and waited healthy before the next (``_replace``)
+        and recorded as a "deploy" change. The first failure stops the deploy with ``status``
+        "failed" and ``error``. Returns ``deploy``, finished.
+        """
+        try:
+            for index in range(1, self.desired + 1):
+                await self._deploy_replica(deploy, self.slot(index))
+            deploy.status = "succeeded"
+        except asyncio.CancelledError:
+            deploy.status, deploy.error = "failed", "cancelled: process manager shutdown"
+            raise
+        except Exception as exc:  # noqa: BLE001 - a deploy in the background must still end as failed
+            log.exception("deploy %s to %s failed", deploy.id, deploy.to_version)
+            deploy.status, deploy.error = "failed", str(exc) or type(exc).__name__
+        finally:
+            deploy.finished_at = time.time()
+            self.release(operation)
+        return deploy
+
+    async def _deploy_replica(self, deploy: Deploy, replica: Replica) -> None:
+        """Move one replica onto ``deploy.to_version`` (skipped unless running) and record the "deploy" change."""
         async with self.lock:
-            self.record(
-                "stop", None, {"replicas_before": self.desired, "remembered": self.remembered, "reason": reason}
-            )
-            self.desired = 0
-            self.sync_targets()
-            for index in sorted(self.replicas, reverse=True):
-                replica = self.replicas[index]
-                if replica.proc is not None or replica.state != "stopped":
-                    await self._stop_replica(replica, reason=reason)
+            if replica.state != "running":
+                return
+            detail: dict[str, Any] = {
+                "from_version": replica.version,
+                "to_version": deploy.to_version,
+                "deploy_id": deploy.id,
+            }
+            try:
+                old_pid, new_pid = await self._replace(replica, deploy.to_version)
+            except ReplicaStartError as exc:
+                self.record("deploy", replica.name, {**detail, "ok": False, "error": str(exc)})
+                raise
+            deploy.replicas.append(replica.name)
+            self.record("deploy", replica.name, {**detail, "ok": True, "old_pid": old_pid, "pid": new_pid})
+
+    async def restart_replica(self, name: str) -> dict[str, Any]:
+        """Operation "restart": drain, stop, start ``name`` again on its version and wait until healthy.
+
+        Recorded as a "restart" change with reason "requested" (the supervisor's crash restarts
+        have an "attempt" instead). Returns the instance (GET /instances shape).
+
+        Raises:
+            UnknownReplica: ``name`` is not a desired replica.
+            OperationInProgress: another operation is running.
+            ReplicaStartError: the replica did not come back (the supervisor keeps retrying it).
+        """
+        replica = self.desired_replica(name)
+        with self.operation("restart", replica=name):
+            async with self.lock:
+                version = replica.version or self.current_version
+                detail: dict[str, Any] = {"reason": "requested", "version": version}
+                try:
+                    old_pid, new_pid = await self._replace(replica, version)
+                except ReplicaStartError as exc:
+                    self.record("restart", name, {**detail, "ok": False, "error": str(exc)})
+                    raise
+                self.record("restart", name, {**detail, "ok": True, "old_pid": old_pid, "pid": new_pid})
+        return replica.to_dict()
 
     async def shutdown(self) -> None:
-        """Stop all children concurrently without waiting for the operation lock; empty targets file."""
+        """Cancel background deploys, stop all children concurrently (no lock, no operation); empty targets file."""
         self.shutting_down = True
+        for task in list(self.background):
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         running = [r for r in self.replicas.values() if r.proc is not None]
         await asyncio.gather(*(self._stop_replica(r, reason="process manager shutdown") for r in running))
         self.desired = 0
@@ -505,10 +797,8 @@ class ReplicaManager:
 
     # ----- supervisor ----------------------------------------------------------------
 
-    def _note_crash(self, replica: Replica, now: float) -> None:
-        """Record an unexpected exit of ``replica`` and schedule its restart with backoff."""
-        proc = replica.proc
-        assert proc is not None
+    def _note_crash(self, replica: Replica, proc: subprocess.Popen, now: float) -> None:
+        """Record the unexpected exit of ``replica``'s ``proc`` and schedule its restart with backoff."""
         uptime = now - (replica.started_at or now)
         if replica.backoff_s == 0.0 or uptime >= BACKOFF_RESET_AFTER_S:
             replica.backoff_s = BACKOFF_INITIAL_S
@@ -530,12 +820,12 @@ class ReplicaManager:
         self.record("crash", replica.name, detail)
 
     async def _restart(self, replica: Replica) -> None:
-        """Restart a crashed replica; on failure it stays "crashed" with a doubled backoff."""
+        """Restart a crashed replica on the current version; on failure it stays "crashed" with a doubled backoff."""
         replica.state = "restarting"
         replica.restarts += 1
         self.restarts_total.labels(replica=replica.name).inc()
         try:
-            await self._launch(replica)
+            pid = await self._launch(replica, self.current_version)
         except ReplicaStartError as exc:
             replica.state = "crashed"
             replica.last_error = str(exc)
@@ -551,7 +841,13 @@ class ReplicaManager:
         self.record(
             "restart",
             replica.name,
-            {"ok": True, "attempt": replica.restarts, "pid": replica.proc.pid, "after_backoff_s": replica.backoff_s},
+            {
+                "ok": True,
+                "attempt": replica.restarts,
+                "pid": pid,
+                "version": replica.version,
+                "after_backoff_s": replica.backoff_s,
+            },
         )
 
     async def supervise_once(self) -> None:
@@ -560,8 +856,8 @@ class ReplicaManager:
             now = time.time()
             desired = [self.slot(i) for i in range(1, self.desired + 1)]
             for replica in desired:
-                if replica.state == "running" and not replica.alive():
-                    self._note_crash(replica, now)
+                if replica.state == "running" and replica.proc is not None and not replica.alive():
+                    self._note_crash(replica, replica.proc, now)
             due = [r for r in desired if r.state == "crashed" and now >= r.next_restart_at]
             if due:
                 await asyncio.gather(*(self._restart(r) for r in due))
@@ -577,98 +873,189 @@ class ReplicaManager:
                 log.exception("supervisor pass failed")
             await asyncio.sleep(SUPERVISOR_INTERVAL_S)
 
-
-def create_app(settings: PMSettings | None = None) -> FastAPI:
-    """Build the process-manager FastAPI app; the lifespan owns the supervisor and the children."""
-    settings = settings or PMSettings()
-    manager = ReplicaManager(settings)
-
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        settings.log_dir.mkdir(parents=True, exist_ok=True)
-        manager.sync_targets()
+    async def running(self) -> AsyncIterator[None]:
+        """Lifespan of the manager: HTTP client, initial replicas, supervisor; on exit stop everything."""
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        self.sync_targets()
         async with httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0), trust_env=False) as client:
-            manager.http = client
-            if settings.pm_initial_replicas:
-                await manager.scale(settings.pm_initial_replicas)
-            supervisor = asyncio.create_task(manager.supervise(), name="supervisor")
+            self.http = client
+            if self.settings.pm_initial_replicas:
+                await self.scale(self.settings.pm_initial_replicas)
+            supervisor = asyncio.create_task(self.supervise(), name="supervisor")
             try:
                 yield
             finally:
                 supervisor.cancel()
                 await asyncio.gather(supervisor, return_exceptions=True)
-                await manager.shutdown()
+                await self.shutdown()
 
+
+# ----- HTTP API ----------------------------------------------------------------------
+
+
+def get_manager(request: Request) -> ReplicaManager:
+    """FastAPI dependency: the app's ReplicaManager (``app.state.manager``, set by ``create_app``)."""
+    manager: ReplicaManager = request.app.state.manager
+    return manager
+
+
+Manager = Annotated[ReplicaManager, Depends(get_manager)]
+router = APIRouter()
+
+
+def scale_response(manager: ReplicaManager, replicas: int, errors: list[dict[str, str]]) -> JSONResponse:
+    """200 {"replicas", "instances"}, or 503 with "errors" [{"replica", "error"}] when a replica failed to start."""
+    body: dict[str, Any] = {"replicas": replicas, "instances": manager.instances()}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=503 if errors else 200)
+
+
+@router.post("/scale")
+async def scale(request: ScaleRequest, manager: Manager) -> JSONResponse:
+    """Set the desired replica count (0..10). 503 with "errors" when a replica failed to start; 409 mid-operation."""
+    errors = await manager.scale(request.replicas)
+    return scale_response(manager, request.replicas, errors)
+
+
+@router.post("/start")
+async def start(manager: Manager, request: Annotated[StartRequest | None, Body()] = None) -> JSONResponse:
+    """Start ``replicas`` (default: the previous desired count, or 1); 409 during another operation."""
+    replicas, errors = await manager.start(request.replicas if request is not None else None)
+    return scale_response(manager, replicas, errors)
+
+
+@router.post("/stop")
+async def stop(manager: Manager) -> dict[str, Any]:
+    """Stop every replica; the desired count is kept for the next POST /start. 409 during another operation."""
+    await manager.stop_all(reason="POST /stop")
+    return {"replicas": 0, "remembered": manager.remembered, "instances": manager.instances()}
+
+
+@router.post("/deploy")
+async def deploy(request: DeployRequest, manager: Manager) -> JSONResponse:
+    """Rolling deploy of ``version`` over the running replicas, one at a time, each waited healthy.
+
+    200 with the deploy record (GET /deploys shape) when it succeeded, 503 with it when a replica
+    failed to start on the version (the deploy stops there), 202 at once with ``"wait": false``;
+    422 for a version that was never shipped, 409 while another operation runs.
+    """
+    record, operation = manager.begin_deploy(request.version)
+    if not request.wait:
+        manager.run_in_background(manager.run_deploy(record, operation))
+        return JSONResponse(record.to_dict(), status_code=202)
+    await manager.run_deploy(record, operation)
+    return JSONResponse(record.to_dict(), status_code=200 if record.status == "succeeded" else 503)
+
+
+@router.get("/deploys")
+async def deploys(manager: Manager) -> dict[str, Any]:
+    """{"current_version", "previous_version" (the rollback target, or null), "versions", "deploys" newest first}."""
+    return manager.deploy_history()
+
+
+@router.post("/instances/{name}/restart")
+async def restart_instance(name: str, manager: Manager) -> JSONResponse:
+    """Restart one replica (drain, graceful stop, start on its version, wait healthy): 200 with the instance.
+
+    404 for a name that is not a desired replica, 409 while another operation runs, 503 with
+    "error" and "instance" when it did not come back.
+    """
+    try:
+        instance = await manager.restart_replica(name)
+    except ReplicaStartError as exc:
+        replica = manager.desired_replica(name)
+        return JSONResponse({"error": str(exc), "instance": replica.to_dict()}, status_code=503)
+    return JSONResponse(instance)
+
+
+@router.get("/instances")
+async def instances(manager: Manager) -> dict[str, Any]:
+    """Every replica slot used so far (name, port, url, pid, state, version, restarts, fault, started_at,
+    last_exit_code, last_error) and the operation in progress (null or {"kind", "started_at", ...})."""
+    operation = manager.current_operation
+    return {"instances": manager.instances(), "operation": operation.to_dict() if operation else None}
+
+
+@router.get("/backends")
+async def backends(manager: Manager) -> dict[str, Any]:
+    """URLs of running, healthy replicas, for the load balancer."""
+    return {"backends": manager.backends()}
+
+
+@router.post("/fault")
+async def fault(request: FaultRequest, manager: Manager) -> dict[str, Any]:
+    """Forward a fault to every running replica, or only to ``replica``; 404 for an unknown name."""
+    spec = request.model_dump(mode="json", exclude={"replica"}, exclude_unset=True)
+    try:
+        results = await manager.send_fault(spec, request.replica)
+    except KeyError:
+        known = [r.name for r in manager.replicas.values()]
+        raise HTTPException(status_code=404, detail=f"unknown replica {request.replica!r}; known: {known}") from None
+    return {"results": results}
+
+
+@router.get("/changes")
+async def changes(
+    manager: Manager,
+    since: Annotated[float | None, Query(ge=0, description="epoch seconds, exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=CHANGES_MAXLEN)] = 200,
+) -> dict[str, Any]:
+    """Change log (scale, start, stop, fault, crash, restart, deploy), newest first."""
+    return {"changes": manager.get_changes(since, limit)}
+
+
+@router.get("/healthz")
+async def healthz(manager: Manager) -> dict[str, Any]:
+    """Liveness of the manager itself with the desired and running replica counts and the current version."""
+    return {
+        "status": "ok",
+        "desired": manager.desired,
+        "running": len(manager.backends()),
+        "version": manager.current_version,
+        "pid": os.getpid(),
+    }
+
+
+@router.get("/metrics")
+async def metrics(manager: Manager) -> Response:
+    """Prometheus text exposition of the manager's own registry (pm_* metrics, process collectors)."""
+    return Response(generate_latest(manager.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def operation_conflict(_: Request, exc: Exception) -> JSONResponse:
+    """409 {"detail", "operation": the one in progress} for OperationInProgress."""
+    assert isinstance(exc, OperationInProgress)
+    return JSONResponse({"detail": str(exc), "operation": exc.operation.to_dict()}, status_code=409)
+
+
+async def unknown_replica(_: Request, exc: Exception) -> JSONResponse:
+    """404 {"detail": "unknown replica ...; known: [...]"} for UnknownReplica."""
+    assert isinstance(exc, UnknownReplica)
+    return JSONResponse({"detail": exc.detail}, status_code=404)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan is the manager's (``ReplicaManager.running``)."""
+    async with get_manager_of(app).running():
+        yield
+
+
+def get_manager_of(app: FastAPI) -> ReplicaManager:
+    """The ReplicaManager ``create_app`` attached to ``app``."""
+    manager: ReplicaManager = app.state.manager
+    return manager
+
+
+def create_app(settings: PMSettings | None = None) -> FastAPI:
+    """Build the process-manager FastAPI app around a new ReplicaManager (settings from the environment by default)."""
     app = FastAPI(title="inventory process manager", lifespan=lifespan)
-    app.state.manager = manager
-
-    def scale_response(replicas: int, errors: list[dict[str, str]]) -> JSONResponse:
-        body: dict[str, Any] = {"replicas": replicas, "instances": manager.instances()}
-        if errors:
-            body["errors"] = errors
-        return JSONResponse(body, status_code=503 if errors else 200)
-
-    @app.post("/scale")
-    async def scale(request: ScaleRequest) -> JSONResponse:
-        """Set the desired replica count; 503 with "errors" when some replica failed to start."""
-        errors = await manager.scale(request.replicas)
-        return scale_response(request.replicas, errors)
-
-    @app.post("/start")
-    async def start(request: StartRequest | None = Body(default=None)) -> JSONResponse:
-        """Start ``replicas`` (default: the previous desired count, or 1)."""
-        replicas = request.replicas if request is not None else (manager.remembered or 1)
-        manager.record("start", None, {"replicas": replicas})
-        errors = await manager.scale(replicas)
-        return scale_response(replicas, errors)
-
-    @app.post("/stop")
-    async def stop() -> dict[str, Any]:
-        """Stop every replica; the desired count is kept for the next POST /start."""
-        await manager.stop_all(reason="POST /stop")
-        return {"replicas": 0, "remembered": manager.remembered, "instances": manager.instances()}
-
-    @app.get("/instances")
-    async def instances() -> dict[str, Any]:
-        """Every replica slot used so far: name, port, url, pid, state, restarts, fault, started_at, last_exit_code."""
-        return {"instances": manager.instances()}
-
-    @app.get("/backends")
-    async def backends() -> dict[str, Any]:
-        """URLs of running, healthy replicas, for the load balancer."""
-        return {"backends": manager.backends()}
-
-    @app.post("/fault")
-    async def fault(request: FaultRequest) -> dict[str, Any]:
-        """Forward a fault to every running replica, or only to ``replica``; 404 for an unknown name."""
-        spec = request.model_dump(mode="json", exclude={"replica"}, exclude_unset=True)
-        try:
-            results = await manager.send_fault(spec, request.replica)
-        except KeyError:
-            known = [r.name for r in manager.replicas.values()]
-            raise HTTPException(
-                status_code=404, detail=f"unknown replica {request.replica!r}; known: {known}"
-            ) from None
-        return {"results": results}
-
-    @app.get("/changes")
-    async def changes(
-        since: float | None = Query(default=None, ge=0, description="epoch seconds, exclusive"),
-        limit: int = Query(default=200, ge=1, le=CHANGES_MAXLEN),
-    ) -> dict[str, Any]:
-        """Change log (scale, start, stop, fault, crash, restart), newest first."""
-        return {"changes": manager.get_changes(since, limit)}
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        """Liveness of the manager itself with the desired and running replica counts."""
-        return {"status": "ok", "desired": manager.desired, "running": len(manager.backends()), "pid": os.getpid()}
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        """Prometheus text exposition of the manager's own registry (pm_* metrics, process collectors)."""
-        return Response(generate_latest(manager.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.state.manager = ReplicaManager(settings or PMSettings())
+    app.add_exception_handler(OperationInProgress, operation_conflict)
+    app.add_exception_handler(UnknownReplica, unknown_replica)
+    app.include_router(router)
     return app
 
 

@@ -38,6 +38,7 @@ from common import markdown_table, update_readme, write_results  # noqa: E402  (
 from stackctl.config import load_timing  # noqa: E402
 from stackctl.processes import wait_until  # noqa: E402
 from stackctl.stack import Stack, free_stack_ports  # noqa: E402
+from tests.e2e_support import attribute_access_line  # noqa: E402
 
 SCENARIO_DIR = REPO_ROOT / "bench" / "scenarios"
 ONCALL_NUMBER = "whatsapp:+15550100001"
@@ -86,12 +87,17 @@ class AlertPlan(BaseModel):
 
 
 class Truth(BaseModel):
-    """Ground truth: accepted fault types, the exact replica set, and for code bugs file and line marker."""
+    """Ground truth: accepted fault types, the exact replica set, and for code bugs the file and line.
+
+    The line is the one in ``affected_function`` that accesses an attribute of ``dereferenced_name``
+    (found with ast by ``tests.e2e_support.attribute_access_line``, so edits above it do not matter).
+    """
 
     fault_type: list[str]
     affected_replicas: list[str]
     affected_file: str | None = None
-    affected_line_marker: str | None = None
+    affected_function: str | None = None
+    dereferenced_name: str | None = None
 
 
 class Scenario(BaseModel):
@@ -115,14 +121,6 @@ def load_scenarios(ids: list[str] | None) -> list[Scenario]:
             raise SystemExit(f"unknown scenario ids: {sorted(unknown)}")
         scenarios = [s for s in scenarios if s.id in ids]
     return scenarios
-
-
-def marker_line(relative_file: str, marker: str) -> int:
-    """1-based line of ``marker`` in ``relative_file`` (ground truth that survives edits above it)."""
-    for number, line in enumerate((REPO_ROOT / relative_file).read_text().splitlines(), start=1):
-        if marker in line:
-            return number
-    raise ValueError(f"marker {marker!r} not found in {relative_file}")
 
 
 def traffic_args(traffic: Traffic, duration: float) -> list[str]:
@@ -227,20 +225,20 @@ class Bench:
         """Run one scenario from a healthy state and return its score row."""
         self.reset(scenario)
         duration = scenario.observe_s + WARMUP_S + 30
-        log = open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab")
-        traffic = subprocess.Popen(
-            [
-                sys.executable,
-                "traffic_gen.py",
-                "--url",
-                self.stack.url("lb"),
-                "--quiet",
-                *traffic_args(scenario.setup.traffic, duration),
-            ],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab") as log:  # the child keeps its own handle
+            traffic = subprocess.Popen(
+                [
+                    sys.executable,
+                    "traffic_gen.py",
+                    "--url",
+                    self.stack.url("lb"),
+                    "--quiet",
+                    *traffic_args(scenario.setup.traffic, duration),
+                ],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         synthetic_started = None
         try:
             time.sleep(
@@ -300,10 +298,11 @@ def score(scenario: Scenario, detail: dict | None, injected_at: float) -> dict:
         investigations = detail.get("investigations", [])
         tokens = sum((i.get("prompt_tokens") or 0) + (i.get("completion_tokens") or 0) for i in investigations)
         line_ok = None
-        if truth.affected_line_marker and truth.affected_file:
-            line_ok = diagnosis.get("affected_file") == truth.affected_file and diagnosis.get(
-                "affected_line"
-            ) == marker_line(truth.affected_file, truth.affected_line_marker)
+        if truth.affected_file and truth.affected_function and truth.dereferenced_name:
+            line = attribute_access_line(
+                REPO_ROOT / truth.affected_file, truth.affected_function, truth.dereferenced_name
+            )
+            line_ok = (diagnosis.get("affected_file"), diagnosis.get("affected_line")) == (truth.affected_file, line)
         row.update(
             got=diagnosis["fault_type"],
             replicas=sorted(diagnosis.get("affected_replicas", [])),
@@ -413,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 row = bench.run(scenario)
                 console.print(
-                    f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: {'correct' if row['correct'] else 'WRONG'}"
+                    f"  -> got {row['got']} {row['replicas']} in {row['seconds_to_diagnosis']} s: "
+                    f"{'correct' if row['correct'] else 'WRONG'}"
                 )
                 rows.append(row)
     finally:

@@ -8,6 +8,7 @@ goes to 127.0.0.1 and is bounded in time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -75,10 +76,8 @@ def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of ``pid`` and its direct children (nginx master + workers); vanished children count 0."""
     total = 0.0
     for one in [pid, *child_pids(pid)]:
-        try:
+        with contextlib.suppress(OSError):
             total += proc_cpu_seconds(one)
-        except OSError:
-            pass
     return total
 
 
@@ -223,7 +222,7 @@ def run_wrk(url: str, threads: int, connections: int, duration_s: float, timeout
         url,
     ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration_s + 30)
-    line = next((l for l in out.stdout.splitlines() if l.startswith(WRK_MARKER)), None)
+    line = next((text for text in out.stdout.splitlines() if text.startswith(WRK_MARKER)), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result (exit {out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
     raw = json.loads(line[len(WRK_MARKER) :])
@@ -315,7 +314,8 @@ def start_replica(procs: ProcessGroup, run_dir: Path, port: int, name: str, wait
 
 
 def start_loadbalancer(procs: ProcessGroup, run_dir: Path, port: int, backends: Sequence[str]) -> subprocess.Popen:
-    """Start loadbalancer.py (uvicorn via ``python loadbalancer.py``) over static ``backends``; wait until it proxies."""
+    """Start loadbalancer.py (uvicorn via ``python loadbalancer.py``) over static ``backends``; wait until it
+    proxies."""
     env = {"LB_BACKENDS": ",".join(backends), "LB_ACCESS_LOG": str(run_dir / "loadbalancer_access.log"), "PM_URL": None}
     proc = procs.start(f"loadbalancer-{port}", [sys.executable, "loadbalancer.py", "--port", str(port)], env=env)
     wait_http_ok(f"http://127.0.0.1:{port}/items/1", timeout=30)

@@ -57,7 +57,8 @@ def alert_state(prometheus: str, alertname: str) -> dict[str, Any] | None:
 
 
 def epoch(rfc3339: str) -> float:
-    """Prometheus ``activeAt`` (RFC 3339 UTC, up to nanoseconds, e.g. 2026-11-22T07:09:50.568123456Z) -> epoch seconds."""
+    """Prometheus ``activeAt`` (RFC 3339 UTC, up to nanoseconds, e.g. 2026-11-22T07:09:50.568123456Z) -> epoch
+    seconds."""
     head, _, frac = rfc3339.rstrip("Z").partition(".")
     base = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     return base + (float(f"0.{frac}") if frac else 0.0)

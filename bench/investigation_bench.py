@@ -296,7 +296,8 @@ def report(live: list[dict[str, Any]], scripted: list[dict[str, Any]], started_l
         rows += [
             [
                 "scripted model, 3 tools x 0.3 s in one round: sum of tool times / round wall time",
-                f"{summary['scripted_round_sum_s_median']:.3f} s / {summary['scripted_round_wall_s_median']:.3f} s = {speedup:.2f}x",
+                f"{summary['scripted_round_sum_s_median']:.3f} s / "
+                f"{summary['scripted_round_wall_s_median']:.3f} s = {speedup:.2f}x",
                 ">= 2.7x",
                 verdict(speedup >= TARGET_SPEEDUP),
             ],

@@ -1,4 +1,6 @@
-"""Run every benchmark (or a subset) one after another: ``python bench/run_all.py [--only lb,gen,ingest,investigation,e2e]``.
+"""Run every benchmark (or a subset) one after another.
+
+    python bench/run_all.py [--only lb,gen,ingest,investigation,e2e]
 
 Each benchmark runs as its own process (bench/<name>_bench.py) so one failing does not stop the
 others; each writes bench/results/<name>.json and its table in bench/README.md. Exit status 1 when

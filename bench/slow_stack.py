@@ -22,7 +22,9 @@ PROM_QUERY_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "prometheus" / "prom_api
 
 
 class SlowStack:
-    """aiohttp server in a thread; ``base_url`` is set once ``start()`` returns. Every answer waits ``delay_s`` seconds."""
+    """aiohttp server in a thread; ``base_url`` is set once ``start()`` returns.
+
+    Every answer waits ``delay_s`` seconds."""
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s

@@ -1,4 +1,11 @@
-"""The structured root-cause diagnosis an investigation ends with."""
+"""The structured root-cause diagnosis an investigation ends with: the contract every engine fills.
+
+The headline (``fault_type``, ``affected_replicas``, ``confidence``, ``summary``) explains the alert that
+paged; ``hypotheses`` ranks it with up to two alternatives, each with evidence for and against;
+``proposed_actions`` are remediation options an engineer may approve (executed only by deterministic
+code after approval); ``impact`` and ``similar_incidents`` are filled by the agent from measurements
+and history, never by a model (see ``AGENT_FIELDS``).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +45,79 @@ class Evidence(BaseModel):
     finding: str = Field(min_length=1)
 
 
+class Hypothesis(BaseModel):
+    """One candidate explanation, ranked by ``confidence`` (0-1, calibrated: how much independent, fresh
+    evidence agrees). ``explains_alert`` says whether it accounts for the signal of the alert that paged."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    fault_type: FaultType
+    summary: str = Field(min_length=1, max_length=300)
+    affected_replicas: list[str] = Field(default_factory=list)
+    confidence: float = Field(ge=0.0, le=1.0)
+    explains_alert: bool = True
+    evidence_for: list[Evidence] = Field(default_factory=list)
+    evidence_against: list[Evidence] = Field(default_factory=list)
+
+
+ActionKind = Literal["clear_fault", "restart_replica", "scale", "rollback"]
+"""The closed catalogue of remediation actions."""
+Risk = Literal["low", "medium", "high"]
+
+
+class ProposedAction(BaseModel):
+    """A remediation option shown to the engineer as a numbered choice.
+
+    ``target`` names a replica (``inventory-2``) or ``all``; ``params`` carries the action's arguments
+    (``{"replicas": 3}`` for scale, ``{"version": "1.4.0"}`` for rollback). ``risk`` is assigned by the
+    agent's action catalogue, not by whoever proposed it.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    action: ActionKind
+    target: str | None = None
+    params: dict[str, str | int | float] = Field(default_factory=dict)
+    risk: Risk = "medium"
+    rationale: str = Field(default="", max_length=500)
+    expected_effect: str = Field(default="", max_length=300)
+
+
+class Impact(BaseModel):
+    """What clients experienced since the onset (epoch seconds; counts of requests; ratios 0-1).
+
+    ``error_budget_burned`` is the share of the service's SLO error budget (over the SLO window) these
+    failures used, when the service has an availability SLO.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    onset_at: float | None = None
+    duration_s: float | None = Field(default=None, ge=0)
+    requests: float | None = Field(default=None, ge=0)
+    failed_requests: float | None = Field(default=None, ge=0)
+    failed_ratio: float | None = Field(default=None, ge=0, le=1)
+    client_timeouts: float | None = Field(default=None, ge=0)
+    affected_routes: list[str] = Field(default_factory=list)
+    affected_replicas: list[str] = Field(default_factory=list)
+    error_budget_burned: float | None = Field(default=None, ge=0)
+
+
+class SimilarIncident(BaseModel):
+    """An earlier incident like this one (``score`` 0-1), with how it ended."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    incident_id: int
+    title: str
+    score: float = Field(ge=0.0, le=1.0)
+    fault_type: FaultType | None = None
+    resolution: str = ""
+    duration_s: float | None = Field(default=None, ge=0)
+    action: str | None = None
+    ticket: str | None = None
+
+
 class Diagnosis(BaseModel):
     """Root-cause diagnosis sent to the on-call engineer.
 
@@ -59,4 +139,12 @@ class Diagnosis(BaseModel):
     evidence: list[Evidence] = Field(default_factory=list)
     suggested_fix: str = ""
     next_steps: list[str] = Field(default_factory=list)
+    hypotheses: list[Hypothesis] = Field(default_factory=list, max_length=3)
+    proposed_actions: list[ProposedAction] = Field(default_factory=list, max_length=3)
+    impact: Impact | None = None
+    similar_incidents: list[SimilarIncident] = Field(default_factory=list, max_length=3)
     engine: str = "offline"
+
+
+AGENT_FIELDS = frozenset({"engine", "impact", "similar_incidents"})
+"""Diagnosis fields the agent sets from its own measurements and history; a model never fills them."""

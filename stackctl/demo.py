@@ -58,7 +58,8 @@ def new_run_dir() -> Path:
 
 
 def traffic_command(stack: Stack, fault: str | None, json_out: Path) -> list[str]:
-    """The traffic_gen invocation: agentic (normal, then 80% to the buggy endpoint), or constant load while a fault is injected."""
+    """The traffic_gen invocation: agentic (normal, then 80% to the buggy endpoint), or constant load while a
+    fault is injected."""
     base = [sys.executable, "traffic_gen.py", "--url", stack.url("lb"), "--quiet", "--json", str(json_out)]
     if fault:
         return base + ["--profile", "constant", "--rps", "30", "--duration", "170"]
@@ -152,7 +153,8 @@ def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
         summary = json.loads(json_out.read_text())
         console.print()
         console.print(
-            f"[dim]traffic: {json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'outcomes')})}[/dim]"
+            "[dim]traffic: "
+            f"{json.dumps({k: summary.get(k) for k in ('sent', 'achieved_rps', 'error_ratio', 'outcomes')})}[/dim]"
         )
 
 
@@ -230,19 +232,18 @@ def main() -> int:
             console.print(f"  {name}: {state}")
         stack.start(replicas=2, step=lambda message: console.print(f"[green]✓[/green] {message}"))
         json_out = run_dir / "traffic.json"
-        traffic = subprocess.Popen(
-            traffic_command(stack, fault, json_out),
-            cwd=REPO_ROOT,
-            stdout=open(stack.log_dir / "traffic_gen.log", "ab"),
-            stderr=subprocess.STDOUT,
-        )
+        with open(stack.log_dir / "traffic_gen.log", "ab") as log:  # the child keeps its own handle
+            traffic = subprocess.Popen(  # noqa: S603 - our own traffic generator
+                traffic_command(stack, fault, json_out), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
         if fault:
             time.sleep(5)
             httpx.post(f"{stack.url('pm')}/fault", json=FAULTS[fault], timeout=10).raise_for_status()
             console.print(f"[yellow]injected fault[/yellow] {FAULTS[fault]}")
         else:
             console.print(
-                "[yellow]traffic:[/yellow] agentic profile, 10 s normal, then 80% of requests hit /random-endpoint/error"
+                "[yellow]traffic:[/yellow] agentic profile, 10 s normal, "
+                "then 80% of requests hit /random-endpoint/error"
             )
         incident = wait_for_diagnosis(stack, float(os.environ.get("DEMO_TIMEOUT_S", "170")))
         stop_traffic(traffic, json_out)

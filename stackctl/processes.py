@@ -40,7 +40,7 @@ class ProcessGroup:
         merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env = {key: value for key, value in merged.items() if value is not None}
         with open(self.log_dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: S603 - argument lists built by the launcher, no shell
                 args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -126,7 +126,7 @@ def free_port() -> int:
 
 def free_port_block(size: int, start: int = 20000, end: int = 60000) -> int:
     """Return a base port B such that B+1 .. B+size are all free on 127.0.0.1."""
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())  # noqa: S311 - spreads port probes, not a secret
     for _ in range(200):
         base = rng.randrange(start, end - size - 1)
         if all(port_is_free(base + i) for i in range(1, size + 1)):

@@ -69,7 +69,8 @@ def send_reply(
 
 
 def wait_for_answer(agent_url: str, sender: str, since: float, timeout: float = 30.0) -> list[dict]:
-    """Outbound messages to ``sender`` stored by the agent after ``since`` (epoch s), polled up to ``timeout`` s ([] if none)."""
+    """Outbound messages to ``sender`` stored by the agent after ``since`` (epoch s), polled up to ``timeout``
+    seconds ([] if none)."""
 
     def answers() -> list[dict]:
         found: list[dict] = []
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not token or not args.sender:
         console.print(
-            "[red]No webhook token or sender: start the stack with `make demo` first, or set TWILIO_AUTH_TOKEN and ONCALL_WHATSAPP_NUMBERS.[/red]"
+            "[red]No webhook token or sender: start the stack with `make demo` first, or set TWILIO_AUTH_TOKEN "
+            "and ONCALL_WHATSAPP_NUMBERS.[/red]"
         )
         return 1
     since = time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +15,32 @@ from stackctl.stack import Stack, free_stack_ports
 from tests.support import REPO_ROOT, wait_until
 
 ONCALL_NUMBER = "whatsapp:+15550100001"
-BUG_MARKER = "# NULL-DEREFERENCE BUG"
 
 needs_prometheus = find_binary("prometheus") is None or find_binary("prometheus-alertmanager", "alertmanager") is None
 
 
+def attribute_access_line(path: Path, function: str, name: str) -> int:
+    """1-based line of the one attribute access ``<name>.<attribute>`` inside ``function`` of the file ``path``.
+
+    Found with ``ast`` (no marker comment in the source). Raises AssertionError unless exactly one
+    function has that name and exactly one line of it accesses an attribute of ``name``.
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == function]
+    assert len(functions) == 1, f"expected one function {function!r} in {path}, found {len(functions)}"
+    lines = {
+        node.lineno
+        for node in ast.walk(functions[0])
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == name
+    }
+    assert len(lines) == 1, f"expected one line accessing {name}.<attribute> in {function}(), found {sorted(lines)}"
+    return lines.pop()
+
+
 def bug_line() -> int:
-    """Line of inventory_service.py that dereferences None (found by its marker, not hard-coded)."""
-    for number, line in enumerate((REPO_ROOT / "inventory_service.py").read_text().splitlines(), start=1):
-        if BUG_MARKER in line:
-            return number
-    raise AssertionError("bug marker not found in inventory_service.py")
+    """Line of inventory_service.py where ``discounted_price`` dereferences ``promotion``, the row its query
+    returns (None for an item without a promotion): the null dereference the diagnosis must name."""
+    return attribute_access_line(REPO_ROOT / "inventory_service.py", "discounted_price", "promotion")
 
 
 def start_stack(run_dir: Path, replicas: int = 2) -> Stack:

@@ -31,7 +31,12 @@ ALERT_NAMES = {
     "InventoryReplicaCrashed",
     "InventoryMemoryGrowth",
     "InventoryHighCPU",
+    "InventoryReplicaHighErrorRate",
+    "InventoryReplicaHighLatencyP99",
+    "InventoryClientErrors",
 }
+# Scrape job each rule reads when it is not the inventory replicas' own metrics.
+RULE_JOBS = {"InventoryClientErrors": "loadbalancer"}
 ERROR_RATE_EXPR = (
     'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m])) > 0.2'
 )
@@ -46,7 +51,8 @@ def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.skip(
-            f"{name} is not installed (Debian package: {'prometheus' if name == 'promtool' else 'prometheus-alertmanager'})"
+            f"{name} is not installed "
+            f"(Debian package: {'prometheus' if name == 'promtool' else 'prometheus-alertmanager'})"
         )
     return path
 
@@ -182,11 +188,14 @@ def test_alert_rules_carry_contract_labels_and_annotations() -> None:
             assert "for" not in rule and 'job="process_manager"' in rule["expr"]
             continue
         assert isinstance(rule["for"], str) and rule["for"].endswith("m"), name  # plain key for the demo override
-        assert 'job="inventory"' in rule["expr"], name
+        assert f'job="{RULE_JOBS.get(name, "inventory")}"' in rule["expr"], name
     assert {name: rules[name]["for"] for name in rules if "for" in rules[name]} == {
         "InventoryHighErrorRate": "1m",
         "InventoryHighLatencyP99": "2m",
         "InventoryReplicaDown": "1m",
         "InventoryMemoryGrowth": "2m",
         "InventoryHighCPU": "2m",
+        "InventoryReplicaHighErrorRate": "1m",
+        "InventoryReplicaHighLatencyP99": "2m",
+        "InventoryClientErrors": "1m",
     }

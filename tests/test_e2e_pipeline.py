@@ -51,6 +51,25 @@ def wait_pending_then_firing(prometheus_url: str, alertname: str, timeout: float
     return seen
 
 
+def incident_for(stack, alertname: str) -> dict:
+    """The agent's incident summary for ``alertname``: Alertmanager groups by alertname and service, so
+    other alerts the same fault fires (per-replica, client-side) are incidents of their own."""
+    key = f'alertname="{alertname}"'
+    return wait_until(
+        lambda: next(
+            (
+                i
+                for i in httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"]
+                if key in i["group_key"]
+            ),
+            None,
+        ),
+        30,
+        interval=0.5,
+        what=f"an incident for {alertname}",
+    )
+
+
 def test_agentic_traffic_fires_error_rate_alert_and_agent_finds_the_bug(tmp_path):
     stack = start_stack(tmp_path)
     traffic = None
@@ -78,13 +97,7 @@ def test_agentic_traffic_fires_error_rate_alert_and_agent_finds_the_bug(tmp_path
         ratio = httpx.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": ERROR_RATIO}, timeout=5).json()
         assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
 
-        incidents = wait_until(
-            lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"],
-            30,
-            interval=0.5,
-            what="an incident",
-        )
-        diagnosis = wait_for_diagnosis(stack, incidents[0]["id"])["diagnosis"]
+        diagnosis = wait_for_diagnosis(stack, incident_for(stack, "InventoryHighErrorRate")["id"])["diagnosis"]
         assert diagnosis["fault_type"] == "code_bug"
         assert (diagnosis["affected_file"], diagnosis["affected_line"]) == ("inventory_service.py", bug_line())
         assert sorted(diagnosis["affected_replicas"]) == ["inventory-1", "inventory-2"]
@@ -108,15 +121,12 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
         ratio = httpx.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": ERROR_RATIO}, timeout=5).json()
         assert float(ratio["data"]["result"][0]["value"][1]) > 0.2
 
-        incidents = wait_until(
-            lambda: httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"],
-            30,
-            interval=0.5,
-            what="an incident at the agent",
+        detail = wait_for_diagnosis(stack, incident_for(stack, "InventoryHighErrorRate")["id"])
+        diagnosis = detail["diagnosis"]
+        assert (diagnosis["fault_type"], sorted(diagnosis["affected_replicas"])) == (
+            "injected_errors",
+            ["inventory-1", "inventory-2"],
         )
-        detail = wait_for_diagnosis(stack, incidents[0]["id"])
-        assert detail["diagnosis"]["fault_type"] == "injected_errors"
-        assert sorted(detail["diagnosis"]["affected_replicas"]) == ["inventory-1", "inventory-2"]
         assert any(a["labels"]["alertname"] == "InventoryHighErrorRate" for a in detail["alerts"])
         sent = wait_until(
             lambda: [m for m in incident_detail(stack, detail["id"])["messages"] if m["direction"] == "out"],

@@ -7,7 +7,9 @@ INVENTORY_DB and LOG_DIR; the ``procs`` fixture stops them by PID.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -18,10 +20,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inventory_service import FaultSpec, iter_lines_reversed
+from tests.e2e_support import bug_line
 from tests.support import PYTHON, REPO_ROOT, ProcessGroup, free_port, wait_http_ok
 
 SERVICE_FILE = REPO_ROOT / "inventory_service.py"
-BUG_MARKER = "# NULL-DEREFERENCE BUG"
 ITEM_ROUTE = "/items/{item_id}"
 
 
@@ -88,17 +90,32 @@ def start_replicas(procs: ProcessGroup, tmp_path: Path, names: list[str], **env:
     return replicas
 
 
-def buggy_statement_line() -> int:
-    """Line number (1-based) of the deliberate null dereference: the statement carrying the marker comment."""
-    source = SERVICE_FILE.read_text().splitlines()
-    markers = [index for index, text in enumerate(source) if BUG_MARKER in text]
-    assert len(markers) == 1, f"expected exactly one {BUG_MARKER!r} comment, found {len(markers)}"
-    assert "promotion.percent_off" in source[markers[0]]
-    return markers[0] + 1
+INVALID_BODIES = {
+    "quantity": {"name": "x", "quantity": -1, "price": 1},
+    "price": {"name": "x", "quantity": 1, "price": -0.01},
+    "name": {"name": "", "quantity": 1, "price": 1},
+    "colour": {"name": "x", "quantity": 1, "price": 1, "colour": "red"},
+}
+
+
+def assert_invalid_requests_rejected(replica: Replica) -> None:
+    """PUT bodies of INVALID_BODIES and ids 0 / abc answer 422 naming the offending field."""
+    for field, body in INVALID_BODIES.items():
+        response = replica.http.put("/items/7", json=body)
+        assert response.status_code == 422, body
+        assert any(field in error["loc"] for error in response.json()["detail"]), response.text
+    for bad_id in ("0", "abc"):
+        response = replica.http.get(f"/items/{bad_id}")
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["path", "item_id"]
 
 
 def test_items_read_update_not_found_and_validation(procs, tmp_path):
     (replica,) = start_replicas(procs, tmp_path, ["inventory-t1"])
+    assert replica.http.get("/version").json() == {
+        "service": "inventory",
+        "version": "1.4.0",
+        "replica": "inventory-t1",
+    }
     item = replica.http.get("/items/7").json()
     assert set(item) == {"id", "name", "quantity", "price"} and item["id"] == 7 and item["quantity"] >= 0
 
@@ -110,27 +127,16 @@ def test_items_read_update_not_found_and_validation(procs, tmp_path):
     assert replica.http.get("/items/100000").status_code == 404
     missing = replica.http.put("/items/100000", json={"name": "x", "quantity": 1, "price": 1})
     assert missing.status_code == 404 and "not found" in missing.json()["detail"]
-
-    invalid_bodies = {
-        "quantity": {"name": "x", "quantity": -1, "price": 1},
-        "price": {"name": "x", "quantity": 1, "price": -0.01},
-        "name": {"name": "", "quantity": 1, "price": 1},
-        "colour": {"name": "x", "quantity": 1, "price": 1, "colour": "red"},
-    }
-    for field, body in invalid_bodies.items():
-        response = replica.http.put("/items/7", json=body)
-        assert response.status_code == 422, body
-        assert any(field in error["loc"] for error in response.json()["detail"]), response.text
-    for bad_id in ("0", "abc"):
-        response = replica.http.get(f"/items/{bad_id}")
-        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["path", "item_id"]
+    assert_invalid_requests_rejected(replica)
     assert replica.http.get("/items/7").json()["quantity"] == 42
 
     samples = replica.metrics()
-    assert metric(samples, "inventory_items") == 100
-    assert metric(samples, "http_requests_total", route=ITEM_ROUTE, method="PUT", status="422") == len(invalid_bodies)
-    assert metric(samples, "http_requests_total", route=ITEM_ROUTE, method="GET", status="404") == 1
-    assert metric(samples, "http_errors_total") == 0
+    assert {
+        "items": metric(samples, "inventory_items"),
+        "put 422": metric(samples, "http_requests_total", route=ITEM_ROUTE, method="PUT", status="422"),
+        "get 404": metric(samples, "http_requests_total", route=ITEM_ROUTE, method="GET", status="404"),
+        "errors": metric(samples, "http_errors_total"),
+    } == {"items": 100, "put 422": len(INVALID_BODIES), "get 404": 1, "errors": 0}
     assert replica.http.get("/no-such-path").status_code == 404
     samples = replica.metrics()
     assert metric(samples, "http_requests_total", route="unmatched", status="404") == 1
@@ -165,7 +171,7 @@ def test_concurrent_writes_through_two_replicas_all_succeed(procs, tmp_path):
 
 def test_random_endpoint_error_is_a_null_dereference_at_a_stable_line(procs, tmp_path):
     (replica,) = start_replicas(procs, tmp_path, ["inventory-bug"])
-    line = buggy_statement_line()
+    line = bug_line()
     for _ in range(3):
         response = replica.http.get("/random-endpoint/error")
         assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
@@ -186,6 +192,76 @@ def test_random_endpoint_error_is_a_null_dereference_at_a_stable_line(procs, tmp
     samples = replica.metrics()
     assert metric(samples, "http_errors_total", route="/random-endpoint/error", method="GET", status="500") == 3
     assert metric(samples, "http_request_duration_seconds_count", route="/random-endpoint/error") == 3
+
+
+def assert_reports_version(replica: Replica, version: str) -> None:
+    """GET /version, /healthz and inventory_build_info (one series) all name ``version``."""
+    assert replica.http.get("/version").json() == {"service": "inventory", "version": version, "replica": replica.name}
+    assert replica.http.get("/healthz").json()["version"] == version
+    build_info = [
+        (labels, value) for (name, labels), value in replica.metrics().items() if name == "inventory_build_info"
+    ]
+    assert build_info == [(frozenset({("service", "inventory"), ("version", version)}), 1.0)]
+
+
+def assert_is_the_regression(entry: dict, replica: str) -> None:
+    """``entry`` is the 1.4.1 AttributeError of GET /items/{item_id}, at bug_line() in discounted_price."""
+    assert pick(entry, "route", "method", "status", "exception_type", "message", "version", "replica") == {
+        "route": ITEM_ROUTE,
+        "method": "GET",
+        "status": 500,
+        "exception_type": "AttributeError",
+        "message": "'NoneType' object has no attribute 'percent_off'",
+        "version": "1.4.1",
+        "replica": replica,
+    }
+    assert (entry["file"], entry["line"], entry["function"]) == ("inventory_service.py", bug_line(), "discounted_price")
+    assert "in quote_item" in entry["traceback"] and "in get_item" in entry["traceback"]
+
+
+def pick(record: dict, *keys: str) -> dict:
+    """The ``keys`` of ``record`` (to compare several fields in one assertion)."""
+    return {key: record[key] for key in keys}
+
+
+def test_version_is_exposed_and_1_4_1_prices_items_through_the_null_dereference(procs, tmp_path):
+    (old,) = start_replicas(procs, tmp_path / "a", ["inventory-old"], SERVICE_VERSION="1.3.2")
+    (new,) = start_replicas(procs, tmp_path / "b", ["inventory-new"], SERVICE_VERSION="1.4.1")
+    assert_reports_version(old, "1.3.2")
+    assert_reports_version(new, "1.4.1")
+
+    # 1.3.2 answers list prices, like 1.4.0; 1.4.1 answers promotional prices and fails for unpromoted items.
+    list_price = old.http.get("/items/42").json()["price"]
+    assert new.http.get("/items/42").json()["price"] == round(list_price * 0.75, 2)  # 25 % off
+    assert old.http.get("/items/1").status_code == 200
+    failed = [new.http.get(f"/items/{item_id}") for item_id in (1, 2, 3)]
+    assert [(r.status_code, r.json()) for r in failed] == [(500, {"detail": "internal server error"})] * 3
+    assert new.http.get("/items/100000").status_code == 404  # unknown items fail before the pricing path
+    assert new.http.put("/items/5", json={"name": "x", "quantity": 1, "price": 2.0}).status_code == 200
+
+    entries = new.logs(seconds=60)
+    assert len(entries) == 3
+    for entry in entries:
+        assert_is_the_regression(entry, "inventory-new")
+    assert old.logs(seconds=60) == []
+    assert metric(new.metrics(), "http_errors_total", route=ITEM_ROUTE, status="500") == 3
+    assert metric(old.metrics(), "http_errors_total") == 0
+
+
+def test_unknown_service_version_refuses_to_start(tmp_path):
+    env = {**os.environ, "SERVICE_VERSION": "2.0.0", "LOG_DIR": str(tmp_path), "INVENTORY_DB": str(tmp_path / "db")}
+    result = subprocess.run(
+        [PYTHON, str(SERVICE_FILE), "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert "service_version" in result.stderr and "'1.3.2', '1.4.0' or '1.4.1'" in result.stderr
+
+
+def test_bug_line_is_the_promotion_dereference_in_discounted_price():
+    source = SERVICE_FILE.read_text().splitlines()
+    assert "promotion.percent_off" in source[bug_line() - 1]
+    answer_keys = ("NULL-DEREFERENCE", "referenced by tests", "deliberate", "demo bug")
+    assert not [text for text in source if any(key in text.lower() for key in map(str.lower, answer_keys))]
 
 
 def test_random_endpoint_fails_with_the_configured_ratio(procs, tmp_path):

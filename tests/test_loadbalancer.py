@@ -14,13 +14,16 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadbalancer import connection_tokens, downstream_response_headers, upstream_request_headers
+from loadbalancer import connection_tokens, downstream_response_headers, error_kind, upstream_request_headers
 from tests.support import PYTHON, REPO_ROOT, ProcessGroup, free_port, wait_http_ok, wait_until
 
 INVENTORY = REPO_ROOT / "inventory_service.py"
@@ -102,6 +105,14 @@ def lb_samples(lb: str, name: str) -> list[tuple[dict[str, str], float]]:
     ]
 
 
+def by_label(lb: str, name: str, label: str) -> dict[str, float]:
+    """Samples of ``name`` from the LB's /lb/metrics summed by the value of ``label``."""
+    sums: dict[str, float] = {}
+    for labels, value in lb_samples(lb, name):
+        sums[labels[label]] = sums.get(labels[label], 0) + value
+    return sums
+
+
 def requests_to(lb: str, backend: str) -> float:
     """lb_requests_total summed over codes for ``backend``."""
     return sum(value for labels, value in lb_samples(lb, "lb_requests_total") if labels["backend"] == backend)
@@ -161,8 +172,17 @@ def test_round_robin_access_log_and_own_endpoints(echo_lb: tuple[str, str, str],
     health = lb_health(lb)
     assert health["status"] == "ok"
     assert [(x["url"], x["state"]) for x in health["backends"]] == [(a, "up"), (b, "up")]
-    assert requests_to(lb, a) == 10 and requests_to(lb, b) == 10
-    assert lb_samples(lb, "lb_request_duration_seconds_count")[0][1] == 20
+    assert {
+        "requests": by_label(lb, "lb_requests_total", "backend"),
+        "durations": by_label(lb, "lb_request_duration_seconds_count", "backend"),
+        "in flight": by_label(lb, "lb_upstream_in_flight", "backend"),
+        "backends": by_label(lb, "lb_backends", "state"),
+    } == {
+        "requests": {a: 10, b: 10},
+        "durations": {a: 10, b: 10},
+        "in flight": {a: 0, b: 0},
+        "backends": {"up": 2, "down": 0},
+    }
 
     log = tmp_path / "lb_access.log"
     lines = wait_until(
@@ -246,11 +266,13 @@ def test_hop_by_hop_stripped_and_forwarded_for(echo_lb: tuple[str, str, str]) ->
 
 def test_compressed_body_passes_through_undecoded(echo_lb: tuple[str, str, str]) -> None:
     lb, _, _ = echo_lb
-    with httpx.Client(timeout=5) as client:
-        with client.stream("GET", f"{lb}/zipped?gzip=1", headers={"Accept-Encoding": "gzip"}) as response:
-            raw = b"".join(response.iter_raw())
-            assert response.headers["content-encoding"] == "gzip"
-            assert int(response.headers["content-length"]) == len(raw)
+    with (
+        httpx.Client(timeout=5) as client,
+        client.stream("GET", f"{lb}/zipped?gzip=1", headers={"Accept-Encoding": "gzip"}) as response,
+    ):
+        raw = b"".join(response.iter_raw())
+        assert response.headers["content-encoding"] == "gzip"
+        assert int(response.headers["content-length"]) == len(raw)
     assert json.loads(gzip.decompress(raw))["raw_path"] == "/zipped?gzip=1"
 
 
@@ -271,17 +293,77 @@ def test_post_is_not_retried_but_get_fails_over(procs: ProcessGroup, echo_lb: tu
     assert lb_samples(lb, "lb_failovers_total")[0][1] == 0
 
 
-def test_upstream_timeout_answers_502_without_marking_down(procs: ProcessGroup, tmp_path: Path) -> None:
+def test_upstream_timeout_answers_504_without_marking_down(procs: ProcessGroup, tmp_path: Path) -> None:
     a = start_echo(procs, "A")
     b = start_echo(procs, "B")
     lb = start_lb(procs, tmp_path, LB_BACKENDS=f"{a},{b}", LB_UPSTREAM_TIMEOUT_S="0.5")
     for url in (a, b, lb):
         wait_http_ok(f"{url}/healthz")
+    started = time.monotonic()
     response = httpx.get(f"{lb}/slow?sleep=2", timeout=10)
-    assert response.status_code == 502
-    assert response.json()["error"] == "bad gateway" and "timeout" in response.json()["detail"]
+    assert response.status_code == 504 and time.monotonic() - started < 1.5
+    assert response.json()["error"] == "gateway timeout" and "timeout" in response.json()["detail"]
     assert set(backend_states(lb).values()) == {"up"}
     assert lb_samples(lb, "lb_failovers_total")[0][1] == 0
+    codes = {(labels["backend"], labels["code"]): value for labels, value in lb_samples(lb, "lb_requests_total")}
+    assert codes == {(a, "504"): 1}
+    errors = {
+        (labels["backend"], labels["kind"]): value for labels, value in lb_samples(lb, "lb_upstream_errors_total")
+    }
+    assert errors == {(a, "timeout"): 1}
+    slow = [labels for labels, value in lb_samples(lb, "lb_request_duration_seconds_bucket") if value == 1]
+    # It took the 0.5 s timeout and a little more: counted from the le="1.0" bucket on.
+    assert min(float(labels["le"]) for labels in slow) == 1.0 and all(labels["backend"] == a for labels in slow)
+
+
+def test_in_flight_attempts_are_visible_before_they_finish(echo_lb: tuple[str, str, str]) -> None:
+    lb, a, b = echo_lb
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        slow = [pool.submit(httpx.get, f"{lb}/slow?sleep=1.5", timeout=10) for _ in range(4)]
+
+        def in_flight() -> dict[str, float] | None:
+            samples = {labels["backend"]: value for labels, value in lb_samples(lb, "lb_upstream_in_flight")}
+            return samples if sum(samples.values()) == 4 else None
+
+        assert wait_until(in_flight, 1.2, interval=0.05, what="4 attempts in flight") == {a: 2, b: 2}
+        assert lb_samples(lb, "lb_requests_total") == []  # nothing answered yet
+        assert [f.result().status_code for f in slow] == [200] * 4
+    assert {labels["backend"]: value for labels, value in lb_samples(lb, "lb_upstream_in_flight")} == {a: 0, b: 0}
+
+
+def test_error_kinds_follow_the_aiohttp_exception_hierarchy() -> None:
+    assert error_kind(aiohttp.ConnectionTimeoutError("connect")) == "connect_timeout"
+    assert error_kind(aiohttp.SocketTimeoutError("read")) == "timeout"
+    assert error_kind(TimeoutError()) == "timeout"
+    assert error_kind(aiohttp.ServerDisconnectedError()) == "disconnect"
+    assert error_kind(aiohttp.ClientPayloadError("cut")) == "payload"
+    assert error_kind(aiohttp.ClientConnectionResetError("reset")) == "reset"
+    assert error_kind(aiohttp.ClientOSError(104, "Connection reset by peer")) == "reset"
+    assert error_kind(ValueError()) == "other"
+
+
+@pytest.mark.slow
+def test_busy_replica_shows_as_timeouts_at_the_lb_while_its_own_metrics_are_stale(
+    procs: ProcessGroup, tmp_path: Path
+) -> None:
+    replica = start_inventory(procs, tmp_path, 1)
+    lb = start_lb(procs, tmp_path, LB_BACKENDS=replica, LB_UPSTREAM_TIMEOUT_S="0.5")
+    for url in (replica, lb):
+        wait_http_ok(f"{url}/healthz", timeout=30)
+    httpx.post(f"{replica}/faults", json={"mode": "cpu", "cpu_ms": 1500}, timeout=5).raise_for_status()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(lambda _: httpx.get(f"{lb}/items/1", timeout=10), range(3)))
+        # The replica's event loop is busy for ~4.5 s: its own /metrics cannot answer a scrape...
+        with pytest.raises(httpx.TimeoutException):
+            httpx.get(f"{replica}/metrics", timeout=1.0)
+        # ...while the load balancer's view is current.
+        codes = {labels["code"]: value for labels, value in lb_samples(lb, "lb_requests_total")}
+    assert [a.status_code for a in answers] == [504] * 3 and codes == {"504": 3}
+    assert all(a.json()["error"] == "gateway timeout" for a in answers)
+    errors = {labels["kind"]: value for labels, value in lb_samples(lb, "lb_upstream_errors_total")}
+    assert errors == {"timeout": 3}
+    assert backend_states(lb) == {replica: "up"}
+    httpx.post(f"{replica}/faults", json={"mode": "none"}, timeout=15).raise_for_status()
 
 
 def test_all_backends_down_answers_502_then_503(procs: ProcessGroup, tmp_path: Path) -> None:
@@ -325,15 +407,8 @@ def test_killed_replica_costs_no_failed_get_and_comes_back(kind: str, procs: Pro
     for url in (a, b, lb):
         wait_http_ok(f"{url}/healthz", timeout=30)
 
-    failures: list[str] = []
     with httpx.Client(timeout=10) as client:
-        for i in range(300):
-            if i == 100:
-                kill_started(procs, b)
-            response = client.get(f"{lb}/items/1")
-            if response.status_code != 200:
-                failures.append(f"{i}: {response.status_code} {response.text[:200]}")
-        assert failures == []
+        assert failed_gets(client, lb, 300, kill_at=100, kill=lambda: kill_started(procs, b)) == []
         assert backend_states(lb) == {a: "up", b: "down"}
         assert lb_health(lb)["status"] == "degraded"
         assert lb_samples(lb, "lb_failovers_total")[0][1] >= 1
@@ -342,10 +417,23 @@ def test_killed_replica_costs_no_failed_get_and_comes_back(kind: str, procs: Pro
 
         start(2, int(b.rsplit(":", 1)[1]))
         wait_until(lambda: backend_states(lb)[b] == "up", 30, what=f"{b} up again in /healthz")
-        for _ in range(20):
-            assert client.get(f"{lb}/items/1").status_code == 200
+        assert failed_gets(client, lb, 20) == []
     assert requests_to(lb, b) - served_by_b == 10
     assert lb_health(lb)["status"] == "ok"
+
+
+def failed_gets(
+    client: httpx.Client, lb: str, count: int, kill_at: int | None = None, kill: Callable[[], None] = lambda: None
+) -> list[str]:
+    """Send ``count`` GET /items/1 through ``lb`` (calling ``kill`` before number ``kill_at``); the non-200 ones."""
+    failures = []
+    for i in range(count):
+        if i == kill_at:
+            kill()
+        response = client.get(f"{lb}/items/1")
+        if response.status_code != 200:
+            failures.append(f"{i}: {response.status_code} {response.text[:200]}")
+    return failures
 
 
 # ---- backends from the process manager --------------------------------------------------------

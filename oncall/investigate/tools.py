@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from oncall.diagnosis import Diagnosis
+from oncall.diagnosis import AGENT_FIELDS, Diagnosis
 from oncall.investigate.toolloop import ToolSpec
 from oncall.sources.changes import ProcessManagerChanges
 from oncall.sources.code import CodeSource, numbered_lines
@@ -77,12 +77,12 @@ class FetchCodeArgs(BaseModel):
 
 
 _DIAGNOSIS_FIELDS: dict[str, Any] = {
-    name: (field.annotation, field) for name, field in Diagnosis.model_fields.items() if name != "engine"
+    name: (field.annotation, field) for name, field in Diagnosis.model_fields.items() if name not in AGENT_FIELDS
 }
 SendDiagnosisArgs: type[BaseModel] = create_model(
     "SendDiagnosisArgs",
     __config__=ConfigDict(extra="ignore"),
-    __doc__="Arguments of send_diagnosis: the Diagnosis fields except `engine` (set by the agent).",
+    __doc__="Arguments of send_diagnosis: the Diagnosis fields except those the agent sets (AGENT_FIELDS).",
     **_DIAGNOSIS_FIELDS,
 )
 
