@@ -54,9 +54,15 @@ def migrated_store(path: Path) -> Store:
 
 
 async def sql(store: Store, statement: str, **params: Any) -> list[dict[str, Any]]:
-    """Rows of a raw SQL query (named ``:params``) as dicts: for assertions on what was stored."""
+    """Rows of a raw SQL query (named ``:params``) as dicts: for assertions on what was stored. JSON columns
+    come back as JSON text on both dialects (PostgreSQL's JSONB is decoded by the driver; re-encoded here)."""
     async with store.read() as conn:
-        return all_rows(await conn.execute(text(statement), params))
+        rows = all_rows(await conn.execute(text(statement), params))
+    return [{key: _as_text(value) for key, value in row.items()} for row in rows]
+
+
+def _as_text(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value
 
 
 async def sql_one(store: Store, statement: str, **params: Any) -> dict[str, Any] | None:
