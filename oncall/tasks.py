@@ -67,10 +67,11 @@ class Poller:
         """Run a round as soon as possible (many wakes before it runs make one round)."""
         self._woken.set()
 
-    def start(self, tasks: BackgroundTasks) -> None:
-        """Start the loop in ``tasks`` (once)."""
+    def start(self) -> None:
+        """Start the loop (once). It is not one of the ``BackgroundTasks`` (it never ends by itself, so
+        draining those does not wait for it); ``stop`` ends it."""
         if self._task is None:
-            self._task = tasks.spawn(self._loop(), name=self.name)
+            self._task = asyncio.create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
         """Cancel the loop and wait until it ended."""

@@ -8,6 +8,7 @@ start the agent with uvicorn on a free loopback port.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import time
@@ -412,6 +413,32 @@ async def test_work_of_a_killed_replica_is_taken_over_and_nothing_is_lost(tmp_pa
         assert "resolved after" in resolved_messages[1]["body"]
         queued = [m for m in (await client.get(f"/incidents/{firing_id}")).json()["messages"] if "kill" in m["body"]]
         assert [m["status"] for m in queued] == ["sent"]
+
+
+async def test_raw_alerts_stored_but_never_applied_are_replayed_at_start(tmp_path: Path) -> None:
+    """Loss case: the process died between storing a webhook body and applying it. At the next start the
+    body is applied, so the incident, its investigation and its page exist as if the POST had finished."""
+    settings = make_settings(tmp_path, LEASE_S="1")
+    store = migrated_store(settings.database_path)
+    body = captured_bytes(1)
+    await sql_exec(
+        store,
+        "INSERT INTO raw_alerts (received_at, body_sha256, body, valid) VALUES (:at, :sha, :body, 0)",
+        at=time.time() - 5,
+        sha=hashlib.sha256(body).hexdigest(),
+        body=body.decode(),
+    )
+    await store.close()
+    fakes = Fakes()
+    async with agent(settings, fakes) as (client, app):
+        await wait_until_async(lambda: fakes.investigator.calls)
+        await until_idle(app.state.services.store)
+        [raw] = await sql(app.state.services.store, "SELECT valid, incident_id, error FROM raw_alerts")
+        assert raw == {"valid": 1, "incident_id": fakes.investigator.calls[0], "error": None}
+        assert await notices(app.state.services.store) == [(raw["incident_id"], "diagnosis")]
+        assert metric("oncall_raw_alerts_replayed_total") >= 1
+        # The same body posted again (Alertmanager's retry) changes nothing.
+        assert (await client.post("/alerts", content=body, headers=JSON)).json()["status"] == "duplicate"
 
 
 async def wait_until_async(predicate, timeout: float = 15.0) -> None:

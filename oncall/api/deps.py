@@ -37,7 +37,7 @@ class Services:
         previous process with this replica id are released first)."""
         await self.outbox.start()
         await self.scheduler.start()
-        self.replay.start(self.tasks)
+        self.replay.start()
 
     async def stop(self) -> None:
         """Stop the work queues: running investigations and leases are handed back for other replicas."""

@@ -133,7 +133,7 @@ class OutboxWorker:
         """Drop the leases a previous process with this replica id left, then start delivering."""
         async with self.store.write() as conn:
             await outbox.release(conn, self.replica_id)
-        self.poller.start(self.tasks)
+        self.poller.start()
 
     async def stop(self) -> None:
         """Stop claiming, wait a moment for deliveries in flight, then release the leases still held."""

@@ -19,7 +19,7 @@ from oncall.incidents.payload import PayloadError, parse_notification
 from oncall.metrics import RAW_ALERTS_REPLAYED
 from oncall.store import raw_alerts
 from oncall.store.database import Store
-from oncall.tasks import BackgroundTasks, Poller
+from oncall.tasks import Poller
 
 log = logging.getLogger("oncall.replay")
 
@@ -52,9 +52,9 @@ class RawAlertReplay:
         self.on_notice = on_notice
         self.poller = Poller("raw-alert-replay", self.replay_due, poll_s or grace_s)
 
-    def start(self, tasks: BackgroundTasks) -> None:
+    def start(self) -> None:
         """Replay at once, then every ``poll_s`` seconds."""
-        self.poller.start(tasks)
+        self.poller.start()
 
     async def stop(self) -> None:
         """Stop replaying."""

@@ -120,8 +120,8 @@ class InvestigationScheduler:
             )
         if released:
             log.info("%d investigation(s) this replica held before its restart are queued again", released)
-        self.poller.start(self.tasks)
-        self.heartbeat.start(self.tasks)
+        self.poller.start()
+        self.heartbeat.start()
         return released
 
     async def stop(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.rows import Row, first_row, insert_ignoring_conflicts
+from oncall.store.rows import Row, all_rows, first_row, insert_ignoring_conflicts
 from oncall.store.schema import episodes
 
 CLAIMABLE = or_(episodes.c.investigation == "queued", episodes.c.investigation == "running")
@@ -36,6 +36,14 @@ async def get(conn: AsyncConnection, incident_id: int, number: int) -> Row | Non
         select(episodes).where(episodes.c.incident_id == incident_id, episodes.c.number == number)
     )
     return first_row(result)
+
+
+async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+    """The incident's episodes, oldest first."""
+    result = await conn.execute(
+        select(episodes).where(episodes.c.incident_id == incident_id).order_by(episodes.c.number)
+    )
+    return all_rows(result)
 
 
 async def queue_investigation(conn: AsyncConnection, incident_id: int, number: int, now: float) -> bool:

@@ -177,6 +177,7 @@ async def next_due_at(conn: AsyncConnection) -> float | None:
 
 
 async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
-    """The incident's outbox rows, oldest first."""
-    result = await conn.execute(select(outbox).where(outbox.c.incident_id == incident_id).order_by(outbox.c.id))
+    """The incident's outbox rows oldest first, without payloads (the messages and tickets show those)."""
+    columns = [column for column in outbox.c if column.name != "payload"]
+    result = await conn.execute(select(*columns).where(outbox.c.incident_id == incident_id).order_by(outbox.c.id))
     return all_rows(result)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store import incidents, investigations, messages, tickets, timeline
+from oncall.store import episodes, incidents, investigations, messages, outbox, tickets, timeline
 from oncall.store.incidents import IncidentStatus
 from oncall.store.rows import Row
 
@@ -37,7 +37,9 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
     """Everything known about one incident, or None when it does not exist.
 
     Keys: the ``incidents`` row's columns (JSON decoded), alerts, timeline, investigations,
-    tool_calls, messages, tickets (lists oldest first).
+    tool_calls, messages, tickets, episodes (each with its investigation claim: ``investigation``,
+    ``claimed_by``, ``attempts``) and outbox (delivery state of every message and Jira call:
+    ``event_key``, ``status``, ``attempts``, ``last_error``, ``delivered_by``), lists oldest first.
     """
     incident = await incidents.get(conn, incident_id)
     if incident is None:
@@ -54,6 +56,8 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
         "tool_calls": calls,
         "messages": await messages.for_incident(conn, incident_id),
         "tickets": await tickets.for_incident(conn, incident_id),
+        "episodes": await episodes.for_incident(conn, incident_id),
+        "outbox": await outbox.for_incident(conn, incident_id),
     }
 
 
