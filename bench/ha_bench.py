@@ -144,12 +144,13 @@ COUNTS = {
     "investigations_finished": "SELECT count(*) FROM episodes WHERE investigation IN ('done', 'failed')",
     "investigations_pending": "SELECT count(*) FROM episodes WHERE investigation IN ('queued', 'running')",
     "engine_runs": "SELECT count(*) FROM investigations",
-    "diagnosis_notices": "SELECT count(*) FROM outbox WHERE operation = 'notice' AND event_key LIKE '%:diagnosis'",
-    "resolved_notices": "SELECT count(*) FROM outbox WHERE operation = 'notice' AND event_key LIKE '%:resolved'",
+    "diagnosis_notices": "SELECT count(*) FROM outbox WHERE operation = 'notice' AND event_key LIKE '%' || :diagnosis",
+    "resolved_notices": "SELECT count(*) FROM outbox WHERE operation = 'notice' AND event_key LIKE '%' || :resolved",
     "messages_sent": "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'sent'",
     "outbox_pending": "SELECT count(*) FROM outbox WHERE status = 'pending'",
     "raw_unapplied": "SELECT count(*) FROM raw_alerts WHERE valid = 0",
 }
+NOTICE_SUFFIXES = {"diagnosis": ":diagnosis", "resolved": ":resolved"}
 HANDLED_BY = "SELECT claimed_by, count(*) FROM episodes GROUP BY claimed_by ORDER BY claimed_by"
 
 
@@ -159,7 +160,10 @@ def count(database_url: str, timeout_s: float = 180) -> dict[str, Any]:
 
     def snapshot() -> dict[str, Any]:
         with engine.connect() as conn:
-            figures: dict[str, Any] = {name: conn.execute(text(sql)).scalar_one() for name, sql in COUNTS.items()}
+            figures: dict[str, Any] = {
+                name: conn.execute(text(sql), NOTICE_SUFFIXES if ":" in sql else {}).scalar_one()
+                for name, sql in COUNTS.items()
+            }
             figures["investigations_by_replica"] = dict(conn.execute(text(HANDLED_BY)).all())  # type: ignore[arg-type]
         return figures
 

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from oncall.incidents.ingest import ingest_notification
+from oncall.incidents.ingest import apply_notification, ingest_notification
+from oncall.incidents.payload import parse_notification
 from oncall.incidents.replay import RawAlertReplay
 from oncall.store import episodes, outbox, raw_alerts
 from oncall.store.database import Store
@@ -145,7 +146,8 @@ async def test_an_unapplied_raw_alert_is_replayed_once_by_one_replica(store: Sto
     assert await sql(store, "SELECT investigation FROM episodes") == [{"investigation": "queued"}]
     # The request that stored it comes back to apply it after all: it is reported a duplicate, nothing changes.
     async with store.write() as conn:
-        assert await raw_alerts.lock_is_applied(conn, raw_id)
+        late = await apply_notification(conn, raw_id, hashlib.sha256(body).hexdigest(), parse_notification(body))
+    assert late.outcome == "duplicate" and await sql(store, "SELECT count(*) AS n FROM timeline") == [{"n": 2}]
     young = RawAlertReplay(store, 30)
     async with store.write() as conn:
         await raw_alerts.add(conn, body.decode(), "f" * 64, time.time())

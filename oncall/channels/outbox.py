@@ -152,16 +152,20 @@ class OutboxWorker:
         return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
 
     async def run_due(self) -> float | None:
-        """Claim due rows for the free delivery slots and deliver them; returns seconds until the next is due."""
+        """Claim due rows for the free delivery slots and deliver them; returns seconds until the next is due
+        (None: nothing pending, or no free slot)."""
         free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            return None  # every slot busy: each delivery wakes the poller when it ends
         now = time.time()
-        if free > 0:
-            async with self.store.write() as conn:
-                rows = await outbox.claim_due(conn, self.replica_id, now, self.lease_s, free)
-            for row in rows:
-                task = self.tasks.spawn(self._deliver(row), name=f"outbox-{row['id']}")
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+        async with self.store.write() as conn:
+            rows = await outbox.claim_due(conn, self.replica_id, now, self.lease_s, free)
+        for row in rows:
+            task = self.tasks.spawn(self._deliver(row), name=f"outbox-{row['id']}")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        if len(rows) == free:
+            return 0.0  # there may be more due; the next round waits for a free slot
         async with self.store.read() as conn:
             next_due = await outbox.next_due_at(conn)
             await self._refresh_gauges(conn, now)

@@ -109,25 +109,27 @@ async def ingest_notification(store: Store, raw_body: bytes) -> IngestResult:
 async def apply_notification(conn: AsyncConnection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult:
     """Apply a valid notification inside the caller's transaction (see the module docstring).
 
-    The raw row is locked first: a body already applied (by the start-up replay, or by another
-    replica replaying it) is reported ``duplicate`` and changes nothing.
+    A byte-identical body already applied makes this one a ``duplicate`` (checked first: most repeat
+    notifications are, and SQLite writers are serialised, so the check is final there; PostgreSQL
+    checks again under the incident's lock, where a concurrent replica may just have applied it). The
+    raw row is marked applied before the alerts are merged, only if it is not applied yet (by the
+    start-up replay or another replica's), in this same transaction.
     """
-    if await raw_alerts.lock_is_applied(conn, raw_id):
-        return IngestResult(outcome="duplicate", raw_id=raw_id, group_key=n.group_key)
+    duplicate = await _duplicate(conn, raw_id, sha256, n)
+    if duplicate is not None:
+        return duplicate
     now = time.time()
     incident, created = await lifecycle.open_or_lock(conn, incident_values(n, now), n.receiver, now)
     incident_id = int(incident["id"])
-    if not created:
-        duplicate, duplicate_incident = await raw_alerts.applied_copy_incident(conn, sha256, raw_id)
-        if duplicate:
-            await raw_alerts.mark_applied(conn, raw_id, n.group_key, duplicate_incident)
-            return IngestResult(
-                outcome="duplicate", raw_id=raw_id, incident_id=duplicate_incident, group_key=n.group_key
-            )
+    if not created and conn.dialect.name == "postgresql":
+        duplicate = await _duplicate(conn, raw_id, sha256, n)
+        if duplicate is not None:
+            return duplicate
+    if not await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id):
+        return IngestResult(outcome="duplicate", raw_id=raw_id, incident_id=incident_id, group_key=n.group_key)
     changes = await _merge_alerts(conn, incident_id, n.alerts, now)
     start, resolved_now = await _status_change(conn, incident, created, n, changes, now)
     await _refresh_incident(conn, incident_id, n, now)
-    await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id)
     return IngestResult(
         outcome="accepted",
         raw_id=raw_id,
@@ -138,6 +140,16 @@ async def apply_notification(conn: AsyncConnection, raw_id: int, sha256: str, n:
         new_firing=tuple(changes.new_firing),
         newly_resolved=tuple(changes.newly_resolved),
     )
+
+
+async def _duplicate(conn: AsyncConnection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult | None:
+    """The ``duplicate`` result when a byte-identical body was applied already (this raw row is marked
+    applied to the same incident), else None."""
+    duplicate, incident_id = await raw_alerts.applied_copy_incident(conn, sha256, raw_id)
+    if not duplicate:
+        return None
+    await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id)
+    return IngestResult(outcome="duplicate", raw_id=raw_id, incident_id=incident_id, group_key=n.group_key)
 
 
 @dataclass
@@ -163,13 +175,14 @@ async def _status_change(
         ended = incident["episode_ends_at"]
         if ended is None or any(start > ended for start in changes.new_firing_starts):
             number = await lifecycle.new_episode(conn, incident, changes.new_firing, now)
-            incident = {**incident, "episode": number, "episode_after": ended, "episode_ends_at": None}
+            incident = {**incident, "episode": number, "episode_after": ended, "investigation_status": "pending"}
         else:
             await lifecycle.unresolve(conn, incident, changes.new_firing)
         incident = {**incident, "status": "firing"}
     after = incident["episode_after"]
     start = False
-    if any(after is None or begun > after for begun in changes.firing_starts):
+    asked = incident["investigation_status"] != "pending"  # the episode's investigation is queued or past it
+    if not asked and any(after is None or begun > after for begun in changes.firing_starts):
         start = await lifecycle.queue_investigation(conn, incident_id, int(incident["episode"]), now)
     if incident["status"] != "firing" or any(state["status"] == "firing" for state in changes.states.values()):
         return start, False

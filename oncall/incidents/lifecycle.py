@@ -79,6 +79,9 @@ async def _resolved_notice_if_due(conn: AsyncConnection, incident_id: int, episo
 async def open_or_lock(conn: AsyncConnection, values: dict[str, Any], receiver: str, now: float) -> tuple[Row, bool]:
     """The incident of ``values["group_key"]``, created ``firing`` in episode 1 when absent, locked for the
     transaction; returns ``(incident row, created)``."""
+    incident = await incidents.by_group_key(conn, values["group_key"])
+    if incident is not None:
+        return incident, False
     incident_id = await incidents.add_if_absent(
         conn, {**values, "status": "firing", "investigation_status": "pending", "episode": 1}
     )

@@ -30,13 +30,15 @@ async def set_error(conn: AsyncConnection, raw_id: int, error: str) -> None:
     await conn.execute(update(raw_alerts).where(raw_alerts.c.id == raw_id).values(error=storable(error)))
 
 
-async def mark_applied(conn: AsyncConnection, raw_id: int, group_key: str, incident_id: int | None) -> None:
-    """Mark a body valid and applied to ``incident_id`` (its group key's incident)."""
-    await conn.execute(
+async def mark_applied(conn: AsyncConnection, raw_id: int, group_key: str, incident_id: int | None) -> bool:
+    """Mark a body valid and applied to ``incident_id`` (its group key's incident) unless it was applied
+    already (by a replay, or another replica's); True when this call marked it."""
+    result = await conn.execute(
         update(raw_alerts)
-        .where(raw_alerts.c.id == raw_id)
+        .where(raw_alerts.c.id == raw_id, raw_alerts.c.valid == 0)
         .values(valid=1, group_key=storable(group_key), incident_id=incident_id)
     )
+    return bool(result.rowcount)
 
 
 async def applied_copy_incident(conn: AsyncConnection, sha256: str, other_than: int) -> tuple[bool, int | None]:
@@ -49,13 +51,6 @@ async def applied_copy_incident(conn: AsyncConnection, sha256: str, other_than: 
     )
     row = result.first()
     return (row is not None, row.incident_id if row is not None else None)
-
-
-async def lock_is_applied(conn: AsyncConnection, raw_id: int) -> bool:
-    """Lock the row for the transaction and say whether it was applied already (by a replay or another replica)."""
-    result = await conn.execute(select(raw_alerts.c.valid).where(raw_alerts.c.id == raw_id).with_for_update())
-    row = result.first()
-    return row is not None and bool(row.valid)
 
 
 async def claim_unapplied(conn: AsyncConnection, received_before: float) -> Row | None:
