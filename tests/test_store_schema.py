@@ -56,5 +56,8 @@ def test_a_first_version_database_is_stamped_and_upgraded(tmp_path: Path) -> Non
         version = MigrationContext.configure(connection).get_current_revision()
         assert set(metadata.tables) <= set(inspect(connection).get_table_names())
         assert connection.exec_driver_sql("SELECT title FROM incidents").scalar_one() == "Old"
+        # the old firing incident, never investigated, becomes episode 1 with its investigation queued
+        episode = connection.exec_driver_sql("SELECT number, investigation FROM episodes").one()
+        assert tuple(episode) == (1, "queued")
     engine.dispose()
     assert version is not None and version >= FIRST_VERSION_REVISION
