@@ -196,13 +196,3 @@ async def update_alert(conn: AsyncConnection, incident_id: int, fingerprint: str
         .where(incident_alerts.c.incident_id == incident_id, incident_alerts.c.fingerprint == fingerprint)
         .values(**values)
     )
-
-
-async def any_alert_firing(conn: AsyncConnection, incident_id: int) -> bool:
-    """True when at least one of the incident's alerts is firing."""
-    result = await conn.execute(
-        select(incident_alerts.c.fingerprint)
-        .where(incident_alerts.c.incident_id == incident_id, incident_alerts.c.status == "firing")
-        .limit(1)
-    )
-    return result.first() is not None

@@ -59,11 +59,6 @@ async def set_payload(conn: AsyncConnection, outbox_id: int, payload: dict[str, 
     await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(payload=payload))
 
 
-async def get(conn: AsyncConnection, outbox_id: int) -> Row | None:
-    """One row, or None."""
-    return first_row(await conn.execute(select(outbox).where(outbox.c.id == outbox_id)))
-
-
 def _heads() -> Any:
     """Pending rows that wait for no earlier pending row of their incident and channel (FIFO per incident)."""
     earlier = outbox.alias("earlier")

@@ -23,11 +23,6 @@ async def update_fields(conn: AsyncConnection, ticket_id: int, **values: Any) ->
     await conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(**values))
 
 
-async def get(conn: AsyncConnection, ticket_id: int) -> Row | None:
-    """One ticket row, or None."""
-    return first_row(await conn.execute(select(tickets).where(tickets.c.id == ticket_id)))
-
-
 async def latest(conn: AsyncConnection, incident_id: int, statuses: tuple[str, ...] | None = None) -> Row | None:
     """The incident's newest ticket row (only with one of ``statuses`` when given), or None."""
     query = select(tickets).where(tickets.c.incident_id == incident_id)
