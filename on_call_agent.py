@@ -21,31 +21,36 @@ from pydantic import ValidationError
 
 from oncall.api import alerts, health, incidents, twilio
 from oncall.api.deps import Services
+from oncall.api.schemas import install_components
 from oncall.channels.jira.client import JiraClient
 from oncall.channels.jira.delivery import JiraIssueDelivery
 from oncall.channels.jira.models import JiraConfig
 from oncall.channels.outbox import OutboxWorker
-from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
+from oncall.channels.whatsapp.sender import WhatsAppSender
+from oncall.console.routes import router as console_router
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
 from oncall.incidents.replay import RawAlertReplay
+from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
 from oncall.investigate.engines.offline.engine import OfflineEngine
 from oncall.investigate.investigator import Investigator
+from oncall.investigate.toolloop import with_redactor
 from oncall.investigate.tools import InvestigationTools
 from oncall.metrics import INCIDENTS_OPEN
-from oncall.redaction import Redactor
+from oncall.redaction import Redactor, install_log_redaction
 from oncall.settings import Settings, get_settings
 from oncall.sources.changes import ProcessManagerChanges
 from oncall.sources.code import CodeSource, GitHubCode, LocalCode
+from oncall.sources.code_policy import CodeReadPolicy
 from oncall.sources.logs import DemoLogTail
 from oncall.sources.prometheus import PrometheusSource
 from oncall.store import incidents as incident_rows
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
-from oncall.tasks import BackgroundTasks
+from oncall.tasks import BackgroundTasks, watch_loop_lag
 
 log = logging.getLogger("oncall.agent")
 
@@ -56,12 +61,13 @@ ServicesFactory = Callable[[Settings, Store, httpx.AsyncClient, BackgroundTasks]
 
 
 def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> InvestigationTools:
-    """The investigation tools over the configured sources."""
+    """The investigation tools over the configured sources (code reads limited by ``CODE_READ_GLOBS``)."""
     timeout = settings.tool_timeout_s
-    code: CodeSource = LocalCode(settings.code_root)
-    if settings.github_repo:
-        token = settings.github_token.get_secret_value() if settings.github_token else None
-        code = GitHubCode(http, settings.github_api_url, settings.github_repo, settings.github_ref, token, timeout)
+    s, globs = settings, settings.code_read_globs
+    code: CodeSource = LocalCode(s.code_root, CodeReadPolicy.for_checkout(s.code_root, globs))
+    if s.github_repo:
+        token = s.github_token.get_secret_value() if s.github_token else None
+        code = GitHubCode(http, s.github_api_url, s.github_repo, s.github_ref, token, timeout, CodeReadPolicy(globs))
     return InvestigationTools(
         PrometheusSource(http, settings.prometheus_url, timeout),
         DemoLogTail(http, settings.lb_url, timeout),
@@ -74,7 +80,9 @@ def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> Investig
 def build_engines(
     settings: Settings, tools: InvestigationTools, client: openai.AsyncOpenAI | None = None
 ) -> list[Engine]:
-    """The model engine first when a model is configured (or ``client`` is given), then the offline engine."""
+    """The model engine first when a model is configured (or ``client`` is given), then the offline engine;
+    every tool's output is redacted with the configured secrets."""
+    redact = Redactor(settings.secret_values())
     engines: list[Engine] = []
     if client is not None or settings.llm_enabled:
         model = ModelEngine(
@@ -83,42 +91,25 @@ def build_engines(
             temperature=settings.llm_temperature,
             max_rounds=settings.llm_max_rounds,
             max_output_chars=settings.tool_output_max_chars,
-            tools=tools.specs(f"openai:{settings.openai_model}"),
+            tools=with_redactor(tools.specs(f"openai:{settings.openai_model}"), redact),
         )
         engines.append(model)
-    engines.append(OfflineEngine(tools.specs(OfflineEngine.name)))
+    engines.append(OfflineEngine(with_redactor(tools.specs(OfflineEngine.name), redact)))
     return engines
-
-
-def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
-    """The WhatsApp sender: Twilio when configured, else the console channel."""
-    twilio = None
-    if settings.twilio_enabled and settings.twilio_auth_token is not None:
-        token = settings.twilio_auth_token.get_secret_value()
-        twilio = build_twilio_client(settings.twilio_account_sid or "", token, settings.twilio_api_base_url)
-    return WhatsAppSender(
-        store,
-        twilio=twilio,
-        from_number=settings.twilio_whatsapp_from,
-        recipients=settings.oncall_whatsapp_numbers,
-        public_base_url=settings.public_base_url,
-    )
 
 
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
-    s = settings
-    secrets = [s.openai_api_key, s.github_token, s.twilio_auth_token, s.jira_api_token, s.alerts_bearer_token]
+    s, redact = settings, Redactor(settings.secret_values())
     investigator = Investigator(
         store,
         build_engines(s, investigation_tools(s, http)),
         timeout_s=s.investigation_timeout_s,
         tool_output_max_chars=s.tool_output_max_chars,
-        redact=Redactor(secrets),
+        redact=redact,
         replica_id=s.agent_replica_id,
     )
-    sender = build_sender(s, store)
-    config = JiraConfig.from_settings(s)
+    sender, config = WhatsAppSender.from_settings(s, store), JiraConfig.from_settings(s)
     outbox = OutboxWorker.from_settings(
         s, store, tasks, {"whatsapp": sender, "jira": JiraIssueDelivery(http, config, sender)}
     )
@@ -133,6 +124,7 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
             temperature=s.llm_temperature,
             max_rounds=s.reply_max_rounds,
             max_output_chars=s.tool_output_max_chars,
+            redact=redact,
         )
     scheduler = InvestigationScheduler.from_settings(s, store, investigator, tasks, on_outcome=outbox.wake)
     replay = RawAlertReplay(store, s.lease_s, on_investigation=scheduler.wake, on_notice=outbox.wake)
@@ -142,7 +134,7 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         http=http,
         tasks=tasks,
         scheduler=scheduler,
-        conversation=ConversationHandler(store, sender, jira, s.public_base_url, reply_model),
+        conversation=ConversationHandler(store, sender, jira, s.public_base_url, reply_model, s.confirmation_ttl_s),
         outbox=outbox,
         replay=replay,
     )
@@ -190,8 +182,10 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
         active = settings or load_settings()
         for integration, state in active.integration_report().items():
             log.info("integration %-19s %s", integration, state)
+        redact = Redactor(active.secret_values())
+        install_log_redaction(redact)
         await asyncio.to_thread(migrate, active.store_url)
-        store = Store(active.store_url)
+        store = Store(active.store_url, redact)
         log.info(
             "database %s, replica %s", store.engine.url.render_as_string(hide_password=True), active.agent_replica_id
         )
@@ -202,6 +196,8 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             await services.start()
             async with store.read() as conn:
                 INCIDENTS_OPEN.set(await incident_rows.count_firing(conn))
+            tasks.spawn_daemon(RawAlertRetention(store, active.raw_alert_retention_days).run(), "raw-alert-retention")
+            tasks.spawn_daemon(watch_loop_lag(), "event-loop-lag")
             gc.collect()
             gc.freeze()  # start-up objects leave the collector's generations: shorter full-collection pauses
             try:
@@ -212,8 +208,9 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
                 await store.close()
 
     app = FastAPI(title="AI on-call agent", lifespan=lifespan)
-    for router in (alerts.router, incidents.router, twilio.router, health.router):
+    for router in (alerts.router, incidents.router, twilio.router, health.router, console_router):
         app.include_router(router)
+    install_components(app)
     return app
 
 

@@ -153,7 +153,8 @@ class Bench:
 
     def get(self, component: str, path: str, **params: object) -> dict:
         """GET JSON from a stack component."""
-        response = self.http.get(f"{self.stack.url(component)}{path}", params=params or None)
+        headers = self.stack.api_headers() if component == "agent" else None
+        response = self.http.get(f"{self.stack.url(component)}{path}", params=params or None, headers=headers)
         response.raise_for_status()
         return response.json()
 

@@ -81,13 +81,15 @@ def episode(stack: Stack, fault: str) -> dict[str, Any]:
         if state and state["state"] == "firing" and "firing_seen" not in marks:
             marks["firing_seen"] = now
         if incident is None:
-            listed = httpx.get(f"{agent}/incidents", params={"limit": 50}, timeout=5).json()["incidents"]
+            listed = httpx.get(
+                f"{agent}/incidents", params={"limit": 50}, headers=stack.api_headers(), timeout=5
+            ).json()["incidents"]
             incident = next(
                 (i for i in listed if f'alertname="{alertname}"' in i["group_key"] and i["created_at"] >= injected),
                 None,
             )
         if incident is not None:
-            detail = httpx.get(f"{agent}/incidents/{incident['id']}", timeout=5).json()
+            detail = httpx.get(f"{agent}/incidents/{incident['id']}", headers=stack.api_headers(), timeout=5).json()
             outbound = [m for m in detail["messages"] if m["direction"] == "out"]
             if outbound:
                 marks["webhook_received"] = detail["timeline"][0]["at"]

@@ -22,6 +22,7 @@ import asyncio
 import copy
 import hashlib
 import json
+import secrets
 import sys
 import time
 from collections import Counter
@@ -53,6 +54,9 @@ from hdrh.histogram import HdrHistogram  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES  # noqa: E402
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "alertmanager"
+API_TOKEN = secrets.token_urlsafe(24)
+"""ONCALL_API_TOKEN of the agent this benchmark starts."""
+API_HEADERS = {"Authorization": f"Bearer {API_TOKEN}"}
 TARGET_ACK_P99_MS = 20.0
 # One group's posts, in order: which shape (see build_group) each post carries. 25 posts per group.
 SEQUENCE = (
@@ -169,7 +173,9 @@ def count_investigations(agent: str, groups: int, timeout_s: float = 120) -> dic
     ``investigation_started`` timeline events per incident."""
 
     def listed() -> list[dict[str, Any]]:
-        return httpx.get(f"{agent}/incidents", params={"limit": 500}, timeout=10).json()["incidents"]
+        return httpx.get(f"{agent}/incidents", params={"limit": 500}, headers=API_HEADERS, timeout=10).json()[
+            "incidents"
+        ]
 
     def settled() -> list[dict[str, Any]] | None:
         incidents = listed()
@@ -178,7 +184,7 @@ def count_investigations(agent: str, groups: int, timeout_s: float = 120) -> dic
     incidents = wait_until(settled, timeout_s, 0.5, "all investigations finished")
     per_incident = []
     for incident in incidents:
-        detail = httpx.get(f"{agent}/incidents/{incident['id']}", timeout=10).json()
+        detail = httpx.get(f"{agent}/incidents/{incident['id']}", headers=API_HEADERS, timeout=10).json()
         per_incident.append(
             {
                 "id": incident["id"],
@@ -213,6 +219,7 @@ def start_agent(procs: ProcessGroup, run_dir: Path, port: int, code_dir: Path = 
         PM_URL=closed,
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         CODE_ROOT=str(REPO_ROOT),
+        ONCALL_API_TOKEN=API_TOKEN,
     )
     args = [
         sys.executable,

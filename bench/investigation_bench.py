@@ -20,6 +20,7 @@ import argparse
 import copy
 import hashlib
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -96,13 +97,16 @@ def webhook(alertname: str, tag: str, severity: str = "critical") -> dict[str, A
     return body
 
 
-def investigate_once(agent: str, body: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
-    """POST one webhook, wait until its investigation is finished, return the incident detail."""
+def investigate_once(
+    agent: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float = 60
+) -> dict[str, Any]:
+    """POST one webhook, wait until its investigation is finished, return the incident detail
+    (``headers``: the agent's API token header)."""
     answer = httpx.post(f"{agent}/alerts", json=body, timeout=10).json()
     incident_id = answer["incident_id"]
 
     def finished() -> dict[str, Any] | None:
-        detail = httpx.get(f"{agent}/incidents/{incident_id}", timeout=10).json()
+        detail = httpx.get(f"{agent}/incidents/{incident_id}", headers=headers, timeout=10).json()
         return detail if detail["investigation_status"] in ("done", "failed") and detail["investigations"] else None
 
     return wait_until(finished, timeout_s, 0.1, f"investigation of incident {incident_id}")
@@ -178,7 +182,9 @@ def live_offline(rounds: int, run_dir: Path) -> list[dict[str, Any]]:
         time.sleep(6)  # a few scrapes with the fault; before the real alert's for: 10s ends
         results = []
         for index in range(rounds):
-            detail = investigate_once(stack.url("agent"), webhook("InventoryHighErrorRate", f"live-{index}"))
+            detail = investigate_once(
+                stack.url("agent"), webhook("InventoryHighErrorRate", f"live-{index}"), stack.api_headers()
+            )
             results.append(own_time(detail) | {"loadavg": loadavg()})
             print(
                 f"  live round {index + 1}: {results[-1]['own_time_s']:.3f} s, {results[-1]['fault_type']}, "
@@ -202,6 +208,7 @@ def scripted_model(rounds: int, run_dir: Path) -> list[dict[str, Any]]:
     procs = ProcessGroup(run_dir / "logs")
     with SlowStack(TOOL_DELAY_S) as slow, FakeOpenAI(script) as model:
         port = free_port()
+        api_token = secrets.token_urlsafe(24)
         env: dict[str, str | None] = {name: None for name in INTEGRATION_VARIABLES}
         env.update(
             ONCALL_ENV_FILE=str(run_dir / "missing.env"),
@@ -214,6 +221,7 @@ def scripted_model(rounds: int, run_dir: Path) -> list[dict[str, Any]]:
             PM_URL=slow.base_url,
             ONCALL_WHATSAPP_NUMBERS=ONCALL_NUMBER,
             CODE_ROOT=str(REPO_ROOT),
+            ONCALL_API_TOKEN=api_token,
         )
         try:
             procs.start(
@@ -236,7 +244,9 @@ def scripted_model(rounds: int, run_dir: Path) -> list[dict[str, Any]]:
             results = []
             for index in range(rounds):
                 detail = investigate_once(
-                    f"http://127.0.0.1:{port}", webhook("InventoryHighLatencyP99", f"scripted-{index}")
+                    f"http://127.0.0.1:{port}",
+                    webhook("InventoryHighLatencyP99", f"scripted-{index}"),
+                    {"Authorization": f"Bearer {api_token}"},
                 )
                 result = own_time(detail) | {"loadavg": loadavg()}
                 result["model_wait_s"] = result["own_time_s"] - result["round1"].get("wall_s", 0.0)

@@ -38,6 +38,12 @@ WHATSAPP_MESSAGES = Counter(
     "Outbound WhatsApp messages by channel (twilio, console) and final status (sent, failed).",
     ["channel", "status"],
 )
+EVENT_LOOP_LAG = Histogram(
+    "oncall_event_loop_lag_seconds",
+    "How late a 10 ms timer fired on the agent's event loop, seconds: how long the loop was held (or the "
+    "process waited for a CPU).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 JIRA_TICKETS = Counter("oncall_jira_tickets_total", "Jira tickets by outcome (created, draft, failed).", ["outcome"])
 INVESTIGATION_CLAIMS = Counter(
     "oncall_investigation_claims_total",

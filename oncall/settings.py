@@ -7,15 +7,65 @@ pydantic's message; secrets are ``SecretStr`` so they never print in logs or rep
 from __future__ import annotations
 
 import os
+import re
 import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import argon2
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from oncall.roster.config import load_roster
+from oncall.roster.models import Roster
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+ConsoleRole = Literal["viewer", "responder"]
+"""Roles of the incident console (``/ui``): a viewer reads, a responder also acknowledges, resolves, approves."""
+
+
+class ConsoleUser(BaseModel):
+    """One console account of ``CONSOLE_USERS``: a name, a role and an Argon2 password hash (PHC string,
+    ``$argon2id$v=19$m=...,t=...,p=...$salt$hash``, made by ``python -m oncall.console.passwords``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")
+    role: ConsoleRole
+    password_hash: SecretStr
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2_hash(cls, value: SecretStr) -> SecretStr:
+        """Only Argon2 PHC strings are accepted (argon2-cffi parses their parameters)."""
+        try:
+            argon2.extract_parameters(value.get_secret_value())
+        except (argon2.exceptions.InvalidHashError, ValueError):
+            raise ValueError(
+                "not an Argon2 hash (make one with: python -m oncall.console.passwords NAME ROLE)"
+            ) from None
+        return value
+
+
+def parse_console_users(text: str) -> list[dict[str, str]]:
+    """Split ``CONSOLE_USERS`` (``name:role:hash`` entries separated by ``;`` or new lines) into dicts.
+
+    Argon2 hashes contain ``$``, ``,`` and ``=`` but never ``:`` or ``;``. Raises ValueError for an
+    entry without three parts (the message never contains the hash).
+    """
+    users = []
+    for number, entry in enumerate((part.strip() for part in re.split(r"[;\n]", text)), 1):
+        if not entry:
+            continue
+        name, sep1, rest = entry.partition(":")
+        role, sep2, password_hash = rest.partition(":")
+        if not (sep1 and sep2 and password_hash):
+            raise ValueError(f"CONSOLE_USERS entry {number} is not name:role:argon2-hash")
+        users.append({"name": name, "role": role, "password_hash": password_hash})
+    return users
 
 
 def default_replica_id() -> str:
@@ -33,6 +83,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, alias="DATABASE_URL", pattern=r"^(sqlite|postgresql)(\+\w+)?://")
     public_base_url: str = Field(default="http://127.0.0.1:8088", alias="PUBLIC_BASE_URL")
     alerts_bearer_token: SecretStr | None = Field(default=None, alias="ALERTS_BEARER_TOKEN")
+    oncall_api_token: SecretStr | None = Field(default=None, alias="ONCALL_API_TOKEN", min_length=16)
+    raw_alert_retention_days: float = Field(default=14.0, gt=0, alias="RAW_ALERT_RETENTION_DAYS")
+    confirmation_ttl_s: float = Field(default=600.0, gt=0, le=86400, alias="CONFIRMATION_TTL_S")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
     # Replicas sharing one database: work claims and the outbox
@@ -69,6 +122,9 @@ class Settings(BaseSettings):
     github_ref: str = Field(default="main", alias="GITHUB_REF")
     github_api_url: str = Field(default="https://api.github.com", alias="GITHUB_API_URL")
     code_root: Path = Field(default=REPO_ROOT, alias="CODE_ROOT")
+    code_read_globs: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*.py"], alias="CODE_READ_GLOBS", min_length=1
+    )
 
     # WhatsApp through Twilio
     twilio_account_sid: str | None = Field(default=None, alias="TWILIO_ACCOUNT_SID")
@@ -85,11 +141,26 @@ class Settings(BaseSettings):
     jira_api_token: SecretStr | None = Field(default=None, alias="JIRA_API_TOKEN")
     jira_project_key: str | None = Field(default=None, alias="JIRA_PROJECT_KEY")
     jira_issue_type: str = Field(default="Task", alias="JIRA_ISSUE_TYPE")
+    jira_done_status: str = Field(default="Done", min_length=1, alias="JIRA_DONE_STATUS")
+    jira_reopen_status: str = Field(default="To Do", min_length=1, alias="JIRA_REOPEN_STATUS")
+    jira_reopen_window_s: float = Field(default=86400.0, ge=0, alias="JIRA_REOPEN_WINDOW_S")
 
-    @field_validator("oncall_whatsapp_numbers", mode="before")
+    # On-call roster (people, rotations, escalation policies, service ownership)
+    oncall_file: Path | None = Field(default=None, alias="ONCALL_FILE")
+    _roster: Roster | None = PrivateAttr(default=None)
+
+    # Incident console in the browser (/ui)
+    console_users: Annotated[list[ConsoleUser], NoDecode] = Field(default_factory=list, alias="CONSOLE_USERS")
+    console_token: SecretStr | None = Field(default=None, alias="CONSOLE_TOKEN")
+    console_token_role: ConsoleRole = Field(default="viewer", alias="CONSOLE_TOKEN_ROLE")
+    console_session_secret: SecretStr | None = Field(default=None, alias="CONSOLE_SESSION_SECRET")
+    console_session_ttl_s: float = Field(default=28800.0, ge=60, le=604800, alias="CONSOLE_SESSION_TTL_S")
+    console_live_interval_s: float = Field(default=2.0, ge=0.2, le=60, alias="CONSOLE_LIVE_INTERVAL_S")
+
+    @field_validator("oncall_whatsapp_numbers", "code_read_globs", mode="before")
     @classmethod
     def _split_numbers(cls, value: object) -> object:
-        """Accept ``whatsapp:+1555...,whatsapp:+4915...`` (comma separated) from the environment."""
+        """Accept comma-separated lists from the environment (``whatsapp:+1555...,whatsapp:+49...``, ``*.py,*.go``)."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -99,6 +170,38 @@ class Settings(BaseSettings):
     def _whatsapp_prefix(cls, numbers: list[str]) -> list[str]:
         """Twilio addresses WhatsApp users as ``whatsapp:+E164``; add the prefix when it is missing."""
         return [n if n.startswith("whatsapp:") else f"whatsapp:{n}" for n in numbers]
+
+    @field_validator("console_users", mode="before")
+    @classmethod
+    def _split_console_users(cls, value: object) -> object:
+        """Accept ``name:role:hash;name:role:hash`` from the environment."""
+        return parse_console_users(value) if isinstance(value, str) else value
+
+    @field_validator("console_users")
+    @classmethod
+    def _unique_console_users(cls, users: list[ConsoleUser]) -> list[ConsoleUser]:
+        """Each console account name appears once."""
+        names = [user.name for user in users]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"CONSOLE_USERS names appear more than once: {', '.join(duplicates)}")
+        return users
+
+    @field_validator("console_token")
+    @classmethod
+    def _long_console_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A login token must be hard to guess: at least 16 characters."""
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("CONSOLE_TOKEN must be at least 16 characters")
+        return value
+
+    @field_validator("console_session_secret")
+    @classmethod
+    def _long_session_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """The key that signs console session cookies: at least 32 characters."""
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("CONSOLE_SESSION_SECRET must be at least 32 characters")
+        return value
 
     @field_validator(
         "public_base_url",
@@ -141,14 +244,41 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{name} is partly configured: set {', '.join(missing)} too, or unset {', '.join(present)}"
                 )
-        if self.twilio_enabled and not self.oncall_whatsapp_numbers:
-            raise ValueError("Twilio is configured but ONCALL_WHATSAPP_NUMBERS is empty: nobody would be paged")
+        if self.twilio_enabled and not self.oncall_whatsapp_numbers and self.oncall_file is None:
+            raise ValueError(
+                "Twilio is configured but neither ONCALL_FILE nor ONCALL_WHATSAPP_NUMBERS is set: nobody would be paged"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _load_roster(self) -> Settings:
+        """Read and validate ``ONCALL_FILE`` at start; a problem stops the agent with file, line and reason."""
+        self._roster = load_roster(self.oncall_file) if self.oncall_file is not None else None
+        return self
+
+    @property
+    def roster(self) -> Roster | None:
+        """The validated on-call roster, or None when ``ONCALL_FILE`` is unset (``ONCALL_WHATSAPP_NUMBERS`` only)."""
+        return self._roster
 
     @property
     def store_url(self) -> str:
         """The database: ``DATABASE_URL`` when set, else the SQLite file ``DATABASE_PATH``."""
         return self.database_url or f"sqlite:///{self.database_path}"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret: the ``SecretStr`` settings and the password in ``DATABASE_URL``.
+
+        The redactor masks these values wherever text leaves the agent (``oncall.redaction``).
+        """
+        values = [
+            value.get_secret_value()
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr)
+        ]
+        if self.database_url and (password := urlsplit(self.database_url).password):
+            values.append(unquote(password))
+        return [value for value in values if value]
 
     @property
     def llm_enabled(self) -> bool:
@@ -173,6 +303,20 @@ class Settings(BaseSettings):
         """True when source files are read through the GitHub contents API."""
         return bool(self.github_repo)
 
+    @property
+    def console_enabled(self) -> bool:
+        """True when someone can log in to the console (an account in ``CONSOLE_USERS`` or ``CONSOLE_TOKEN``)."""
+        return bool(self.console_users or self.console_token)
+
+    def console_report(self) -> str:
+        """The console's line of ``integration_report`` (accounts and token login, never a secret)."""
+        if not self.console_enabled:
+            return "disabled (set CONSOLE_USERS or CONSOLE_TOKEN)"
+        logins = [f"{len(self.console_users)} account(s)"]
+        if self.console_token:
+            logins.append(f"token login as {self.console_token_role}")
+        return f"enabled at /ui ({', '.join(logins)})"
+
     def integration_report(self) -> dict[str, str]:
         """Return ``{integration: "enabled"|"disabled (...)"}`` for the start-up log; never includes secrets."""
         return {
@@ -185,6 +329,12 @@ class Settings(BaseSettings):
             if self.github_enabled
             else f"disabled (local checkout {self.code_root})",
             "alerts_bearer_token": "required" if self.alerts_bearer_token else "not required",
+            "api_token": "required" if self.oncall_api_token else "not set (the /incidents API answers 403)",
+            "oncall_roster": f"enabled ({self.oncall_file}: {len(self._roster.people)} people, "
+            f"{len(self._roster.teams)} teams)"
+            if self._roster is not None
+            else "disabled (ONCALL_WHATSAPP_NUMBERS are paged)",
+            "console": self.console_report(),
         }
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+
+from oncall.metrics import EVENT_LOOP_LAG
 
 log = logging.getLogger("oncall.tasks")
 
@@ -18,6 +21,19 @@ class BackgroundTasks:
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.daemons: set[asyncio.Task[Any]] = set()
+
+    def spawn_daemon(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a task that runs until shutdown (a periodic job); ``drain`` cancels it first, without waiting."""
+        task = asyncio.create_task(coro, name=name)
+        self.daemons.add(task)
+        task.add_done_callback(self._daemon_done)
+        return task
+
+    def _daemon_done(self, task: asyncio.Task[Any]) -> None:
+        self.daemons.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background job %s stopped", task.get_name(), exc_info=task.exception())
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start ``coro`` as a background task named ``name``; its exception, if any, is logged, never lost."""
@@ -32,7 +48,10 @@ class BackgroundTasks:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def drain(self, timeout: float = 10.0) -> None:
-        """Wait up to ``timeout`` seconds for the running tasks, then cancel the rest."""
+        """Cancel the daemons, wait up to ``timeout`` seconds for the running tasks, then cancel the rest."""
+        for daemon in list(self.daemons):
+            daemon.cancel()
+        await asyncio.gather(*self.daemons, return_exceptions=True)
         if not self.tasks:
             return
         _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
@@ -92,3 +111,15 @@ class Poller:
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._woken.wait(), timeout=wait)
+
+
+LOOP_LAG_INTERVAL_S = 0.01
+
+
+async def watch_loop_lag(interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
+    """Until cancelled: sleep ``interval_s`` seconds and record how much later than that the loop woke
+    us (``oncall_event_loop_lag_seconds``): the time the event loop was held by someone else."""
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(interval_s)
+        EVENT_LOOP_LAG.observe(max(0.0, time.monotonic() - started - interval_s))

@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from oncall.console.passwords import hash_password
 from oncall.settings import Settings
 from stackctl.config import StackPorts, load_timing
 from stackctl.processes import REPO_ROOT
@@ -35,6 +36,7 @@ ERROR_RATIO_QUERY = (
     'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m]))'
 )
 DEMO_ENGINEER = "whatsapp:+15550100001"
+DEMO_CONSOLE_USER = "oncall"
 FAULTS = {
     "errors": {"mode": "errors", "p_error": 0.6},
     "latency": {"mode": "latency", "latency_ms": 1500},
@@ -116,7 +118,10 @@ def wait_for_diagnosis(stack: Stack, timeout: float) -> dict:
     Raises TimeoutError after ``timeout`` seconds.
     """
     started = time.monotonic()
-    with httpx.Client(timeout=5.0) as client, Live(console=console, refresh_per_second=2) as live:
+    with (
+        httpx.Client(timeout=5.0, headers=stack.api_headers()) as client,
+        Live(console=console, refresh_per_second=2) as live,
+    ):
         while time.monotonic() - started < timeout:
             ratio, alerts = prometheus_state(client, stack)
             incident = latest_diagnosed_incident(client, stack)
@@ -138,7 +143,8 @@ def show_diagnosis(stack: Stack, incident: dict) -> None:
                 border_style="green",
             )
         )
-    console.print(f"[bold]Incident:[/bold] {stack.url('agent')}/incidents/{incident['id']}")
+    console.print(f"[bold]Incident:[/bold] {stack.url('agent')}/ui/incidents/{incident['id']}")
+    console.print(f"[bold]API token:[/bold] {stack.api_token}  (ONCALL_API_TOKEN; send it as a Bearer token)")
 
 
 def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
@@ -158,13 +164,15 @@ def stop_traffic(proc: subprocess.Popen, json_out: Path) -> None:
         )
 
 
-def explore(stack: Stack) -> None:
+def explore(stack: Stack, console_login: str) -> None:
     """Keep the stack up until Ctrl-C, showing where everything is."""
     console.print(
         Panel(
             "\n".join(
                 [
+                    f"console      {stack.url('agent')}/ui  ({console_login})",
                     f"agent        {stack.url('agent')}/incidents",
+                    f"API token    curl -H 'Authorization: Bearer {stack.api_token}' {stack.url('agent')}/incidents",
                     f"Prometheus   {stack.url('prometheus')}/alerts",
                     f"Alertmanager {stack.url('alertmanager')}",
                     f"LB           {stack.url('lb')}/healthz",
@@ -201,6 +209,30 @@ def demo_agent_env(settings: Settings) -> dict[str, str | None]:
     return env
 
 
+def demo_api_token(settings: Settings) -> str:
+    """The agent's ONCALL_API_TOKEN for this run: the user's own, else a new random one (printed by the demo)."""
+    if settings.oncall_api_token is not None:
+        return settings.oncall_api_token.get_secret_value()
+    return secrets.token_urlsafe(24)
+
+
+def demo_console_login(settings: Settings) -> tuple[dict[str, str | None], str]:
+    """Agent environment for the incident console, and the login line to print.
+
+    Without console accounts in the user's settings, a responder ``oncall`` with a fresh random password
+    (Argon2-hashed into ``CONSOLE_USERS``) is made for this run; without ``CONSOLE_SESSION_SECRET``, a
+    per-run key signs the session cookies. The password is printed, never written to a file.
+    """
+    env: dict[str, str | None] = {}
+    if not settings.console_session_secret:
+        env["CONSOLE_SESSION_SECRET"] = secrets.token_urlsafe(32)
+    if settings.console_enabled:
+        return env, "log in with your CONSOLE_USERS account or CONSOLE_TOKEN"
+    password = secrets.token_urlsafe(12)
+    env["CONSOLE_USERS"] = f"{DEMO_CONSOLE_USER}:responder:{hash_password(password)}"
+    return env, f"user {DEMO_CONSOLE_USER}, password {password}, responder"
+
+
 def main() -> int:
     """Run the demo; exit code 0 when a diagnosis was shown, 1 otherwise."""
     fault = os.environ.get("DEMO_FAULT") or None
@@ -215,13 +247,21 @@ def main() -> int:
     run_dir = new_run_dir()
     (run_dir / "demo.pid").write_text(str(os.getpid()))  # `make stop-demo` stops the demo by this PID
     signal.signal(signal.SIGTERM, interrupt)  # SIGTERM shuts down as cleanly as Ctrl-C
-    agent_env = demo_agent_env(settings)
-    stack = Stack(run_dir=run_dir, ports=StackPorts(), timing=load_timing(), agent_env=agent_env)
+    console_env, console_login = demo_console_login(settings)
+    agent_env = {**demo_agent_env(settings), **console_env}
+    stack = Stack(
+        run_dir=run_dir,
+        ports=StackPorts(),
+        timing=load_timing(),
+        agent_env=agent_env,
+        api_token=demo_api_token(settings),
+    )
     reply = {
         "agent_url": stack.url("agent"),
         "public_base_url": settings.public_base_url,
         "from": (settings.oncall_whatsapp_numbers or [DEMO_ENGINEER])[0],
         "token": agent_env.get("TWILIO_AUTH_TOKEN"),
+        "api_token": stack.api_token,
     }
     (run_dir / "reply.json").write_text(json.dumps(reply))
     traffic = None
@@ -230,7 +270,9 @@ def main() -> int:
         console.print(f"run folder: {run_dir}")
         for name, state in settings.integration_report().items():
             console.print(f"  {name}: {state}")
+        console.print(f"  incident API token (ONCALL_API_TOKEN): {stack.api_token}")
         stack.start(replicas=2, step=lambda message: console.print(f"[green]✓[/green] {message}"))
+        console.print(f"[bold]Incident console:[/bold] {stack.url('agent')}/ui  ({console_login})")
         json_out = run_dir / "traffic.json"
         with open(stack.log_dir / "traffic_gen.log", "ab") as log:  # the child keeps its own handle
             traffic = subprocess.Popen(  # noqa: S603 - our own traffic generator
@@ -251,7 +293,7 @@ def main() -> int:
         if os.environ.get("DEMO_EXIT", "").lower() in {"1", "true", "yes"}:
             return 0
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        explore(stack)
+        explore(stack, console_login)
         return 0
     except (StackError, TimeoutError) as exc:
         console.print(f"[red]demo failed:[/red] {exc}\nlogs: {run_dir / 'logs'}")

@@ -77,7 +77,7 @@ def replica_rows(client: httpx.Client, stack: HAStack) -> list[dict]:
             row["delivered"] = metric_total(
                 metrics, "oncall_outbox_deliveries_total", {"operation": "message", "outcome": "delivered"}
             )
-            incidents = client.get(f"{replica.url}/incidents").json()["incidents"]
+            incidents = client.get(f"{replica.url}/incidents", headers=stack.api_headers()).json()["incidents"]
             row["incidents"] = {i["id"]: i["fault_type"] or i["investigation_status"] for i in incidents}
         rows.append(row)
     return rows
@@ -114,7 +114,10 @@ def wait_for_diagnosis(stack: HAStack, timeout: float) -> tuple[str, dict]:
     Raises TimeoutError after ``timeout`` seconds.
     """
     started = time.monotonic()
-    with httpx.Client(timeout=5.0) as client, Live(console=console, refresh_per_second=2) as live:
+    with (
+        httpx.Client(timeout=5.0, headers=stack.api_headers()) as client,
+        Live(console=console, refresh_per_second=2) as live,
+    ):
         while time.monotonic() - started < timeout:
             ratio, alerts = prometheus_state(client, stack)
             found = {r.replica_id: diagnosed_incident(client, r.url) for r in stack.agents.running()}
@@ -129,7 +132,7 @@ def wait_for_diagnosis(stack: HAStack, timeout: float) -> tuple[str, dict]:
 
 def handled_tables(stack: HAStack) -> tuple[Table, Table]:
     """Who did what: one table for the Alertmanager peers, one for the agent replicas."""
-    with httpx.Client(timeout=5.0) as client:
+    with httpx.Client(timeout=5.0, headers=stack.api_headers()) as client:
         peers, replicas = peer_rows(client, stack), replica_rows(client, stack)
     peer_table = Table(title="Alertmanager cluster (Prometheus sends every alert to every peer; one peer notifies)")
     for column in ("peer", "url", "pid", "cluster", "peers seen", "webhook notifications sent"):
@@ -189,6 +192,7 @@ def show_diagnosis(stack: HAStack, replica_id: str, incident: dict) -> None:
         title = f"WhatsApp to {message.get('to_number') or 'on-call'} ({message['channel']}, {message['status']})"
         console.print(Panel(message["body"], title=title, border_style="green"))
     console.print(f"[bold]Incident:[/bold] {url}/incidents/{incident['id']}")
+    console.print(f"[bold]API token:[/bold] {stack.api_token}  (ONCALL_API_TOKEN; send it as a Bearer token)")
     for table in (*handled_tables(stack), incident_handlers(incident)):
         console.print(table)
 

@@ -68,14 +68,18 @@ def send_reply(
     return httpx.post(f"{agent_url}{path}", data=params, headers={"X-Twilio-Signature": signature}, timeout=10.0)
 
 
-def wait_for_answer(agent_url: str, sender: str, since: float, timeout: float = 30.0) -> list[dict]:
-    """Outbound messages to ``sender`` stored by the agent after ``since`` (epoch s), polled up to ``timeout``
-    seconds ([] if none)."""
+def wait_for_answer(
+    agent_url: str, sender: str, since: float, api_token: str | None, timeout: float = 30.0
+) -> list[dict]:
+    """Outbound messages to ``sender`` stored by the agent after ``since`` (epoch s), polled up to ``timeout`` s
+    ([] if none); the incident API is read with ``api_token`` (ONCALL_API_TOKEN)."""
+    headers = {"Authorization": f"Bearer {api_token}"} if api_token else {}
 
     def answers() -> list[dict]:
         found: list[dict] = []
-        for summary in httpx.get(f"{agent_url}/incidents", timeout=5.0).json()["incidents"][:5]:
-            detail = httpx.get(f"{agent_url}/incidents/{summary['id']}", timeout=5.0).json()
+        listed = httpx.get(f"{agent_url}/incidents", headers=headers, timeout=5.0).json()["incidents"]
+        for summary in listed[:5]:
+            detail = httpx.get(f"{agent_url}/incidents/{summary['id']}", headers=headers, timeout=5.0).json()
             found += [
                 m
                 for m in detail.get("messages", [])
@@ -115,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]agent answered {response.status_code}: {response.text}[/red]")
         return 1
     console.print(f"[green]sent[/green] {args.message!r} from {args.sender}")
-    answers = wait_for_answer(args.agent_url, args.sender, since)
+    api_token = defaults.get("api_token") or (
+        settings.oncall_api_token.get_secret_value() if settings.oncall_api_token else None
+    )
+    answers = wait_for_answer(args.agent_url, args.sender, since, api_token)
     for message in answers:
         console.print(Panel(message["body"], title="agent's answer on WhatsApp", border_style="green"))
     if not answers:

@@ -8,6 +8,7 @@ instances have no supervisor: they are started directly and stopped by their own
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class Stack:
         payments_instances: payments_service.py instances to start, 0..9 (0: none, and no ``payments``
             scrape job). Instance N is named ``payments-N``, listens on ``ports.payments_base + N`` and
             writes its plain-text log to ``run_dir/logs/payments/payments-N.log``.
+        api_token: the agent's ``ONCALL_API_TOKEN`` (default: a new random one per stack); callers of
+            ``/incidents`` send ``api_headers()``.
 
     Raises:
         ValueError: for ``payments_instances`` outside 0..9.
@@ -83,6 +86,7 @@ class Stack:
     agent_env: dict[str, str | None] = field(default_factory=dict)
     isolated: bool = False
     payments_instances: int = PAYMENTS_INSTANCES
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def __post_init__(self) -> None:
         if not 0 <= self.payments_instances <= MAX_PAYMENTS_INSTANCES:
@@ -96,6 +100,10 @@ class Stack:
     def url(self, component: str) -> str:
         """Base URL of ``pm``, ``lb``, ``prometheus``, ``alertmanager`` or ``agent``."""
         return f"http://127.0.0.1:{getattr(self.ports, component)}"
+
+    def api_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header the agent's incident API requires (``ONCALL_API_TOKEN``)."""
+        return {"Authorization": f"Bearer {self.api_token}"}
 
     def payments_urls(self) -> list[str]:
         """Base URLs of the payments instances, instance 1 first (empty without payments)."""
@@ -276,6 +284,7 @@ class Stack:
                 "PROMETHEUS_URL": self.url("prometheus"),
                 "PM_URL": self.url("pm"),
                 "CODE_ROOT": str(REPO_ROOT),
+                "ONCALL_API_TOKEN": self.api_token,
             }
         )
         env.update(self.agent_env)

@@ -73,8 +73,13 @@ def inject(stack: Stack, body: dict) -> None:
 
 
 def incident_detail(stack: Stack, incident_id: int) -> dict:
-    """GET /incidents/{id} from the agent."""
-    return httpx.get(f"{stack.url('agent')}/incidents/{incident_id}", timeout=5).json()
+    """GET /incidents/{id} from the agent (with the stack's API token)."""
+    return httpx.get(f"{stack.url('agent')}/incidents/{incident_id}", headers=stack.api_headers(), timeout=5).json()
+
+
+def incident_list(stack: Stack) -> list[dict]:
+    """GET /incidents from the agent (with the stack's API token): the summaries, newest first."""
+    return httpx.get(f"{stack.url('agent')}/incidents", headers=stack.api_headers(), timeout=5).json()["incidents"]
 
 
 def wait_for_diagnosis(stack: Stack, incident_id: int, timeout: float = 60) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 
-from on_call_agent import build_engines, build_sender, investigation_tools
+from on_call_agent import build_engines, investigation_tools
 from oncall.channels.jira.delivery import JiraIssueDelivery
 from oncall.channels.jira.models import JiraConfig
 from oncall.channels.outbox import OutboxWorker
@@ -29,6 +29,8 @@ PROM = "http://127.0.0.1:19090"
 LB = "http://127.0.0.1:19000"
 PM = "http://127.0.0.1:17070"
 GITHUB = "http://127.0.0.1:18443"
+API_TOKEN = "api-test-token-5b7d0f1e"
+"""ONCALL_API_TOKEN of the test settings (send ``Authorization: Bearer`` with it to reach /incidents)."""
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -42,6 +44,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "CODE_ROOT": str(tmp_path / "code"),
         "TOOL_TIMEOUT_S": "2",
         "AGENT_REPLICA_ID": "test-replica",
+        "ONCALL_API_TOKEN": API_TOKEN,
         **overrides,
     }
     return Settings(_env_file=None, **values)
@@ -75,7 +78,7 @@ class Rig:
 
     def sender(self) -> WhatsAppSender:
         """The WhatsApp sender the agent would build (the console channel without Twilio settings)."""
-        return build_sender(self.settings, self.store)
+        return WhatsAppSender.from_settings(self.settings, self.store)
 
     def outbox(self, sender: WhatsAppSender | None = None) -> OutboxWorker:
         """The outbox worker the agent would build over ``sender`` (default ``sender()``) and Jira."""

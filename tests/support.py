@@ -81,15 +81,30 @@ async def until_idle(store: Store, timeout: float = 20.0) -> None:
     """Wait until the agent's work queues are empty: no investigation queued or running and no outbox row due
     (rows in backoff are not waited for). Raises TimeoutError."""
     deadline = time.monotonic() + timeout
-    while True:
-        busy = await sql_one(
-            store,
-            "SELECT (SELECT count(*) FROM episodes WHERE investigation IN ('queued', 'running'))"
-            " + (SELECT count(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= :now) AS n",
-            now=time.time(),
-        )
-        if busy is not None and busy["n"] == 0:
-            return
+    while not await _idle(store):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"agent still busy after {timeout} s: {busy}")
+            raise TimeoutError(f"agent still busy after {timeout} s")
         await asyncio.sleep(0.02)
+
+
+async def settle(services: Any, timeout: float = 20.0) -> None:
+    """Wait until an in-process agent's background work is done: no task running (replies being handled,
+    deliveries, investigations) and its work queues empty (``until_idle``), twice in a row 50 ms apart.
+    Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"agent still busy after {timeout} s")
+        quiet = quiet + 1 if not services.tasks.tasks and await _idle(services.store) else 0
+        await asyncio.sleep(0.05 if quiet else 0.02)
+
+
+async def _idle(store: Store) -> bool:
+    busy = await sql_one(
+        store,
+        "SELECT (SELECT count(*) FROM episodes WHERE investigation IN ('queued', 'running'))"
+        " + (SELECT count(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= :now) AS n",
+        now=time.time(),
+    )
+    return busy is not None and busy["n"] == 0

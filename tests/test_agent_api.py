@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,19 +24,21 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from on_call_agent import build_services, create_app
-from oncall.api.alerts import MAX_ALERT_BODY_BYTES
 from oncall.api.deps import Services
 from oncall.diagnosis import Diagnosis, FaultType
+from oncall.incidents.body import MAX_ALERT_BODY_BYTES
 from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store import investigations
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
+from tests.rig import API_TOKEN
 from tests.support import REPO_ROOT, free_port, migrated_store, sql, sql_exec, until_idle, wait_http_ok, wait_until
 from tests.test_ingest import FP_19556, FP_19557, capture, captured_bytes
 
 JSON = {"Content-Type": "application/json"}
+API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 class FakeInvestigator:
@@ -108,8 +111,9 @@ async def until(predicate, timeout: float = 10.0) -> None:
 def make_settings(tmp_path: Path, **env: str) -> Settings:
     """Settings with a temporary database, no env file and unreachable demo-stack URLs."""
     dead = f"http://127.0.0.1:{free_port()}"
+    values: dict[str, Any] = {"ONCALL_API_TOKEN": API_TOKEN, **env}
     return Settings(
-        _env_file=None, DATABASE_PATH=tmp_path / "oncall.db", LB_URL=dead, PROMETHEUS_URL=dead, PM_URL=dead, **env
+        _env_file=None, DATABASE_PATH=tmp_path / "oncall.db", LB_URL=dead, PROMETHEUS_URL=dead, PM_URL=dead, **values
     )
 
 
@@ -120,7 +124,7 @@ async def agent(settings: Settings, services) -> AsyncIterator[tuple[httpx.Async
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://agent") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://agent", headers=API) as client,
     ):
         yield client, app
 
@@ -224,7 +228,7 @@ async def test_malformed_body_gets_422_with_reason_and_is_stored(tmp_path: Path,
         [raw] = await sql(
             app.state.services.store, "SELECT body, valid, error FROM raw_alerts WHERE id = :id", id=answer["raw_id"]
         )
-        assert raw == {"body": body.decode(), "valid": 0, "error": answer["detail"]}
+        assert raw == {"body": body[:1024].decode(), "valid": 0, "error": answer["detail"]}
         assert (await client.get("/incidents")).json()["count"] == 0
         assert fakes.investigator.calls == []
 
@@ -478,6 +482,7 @@ def agent_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "PM_URL": dead,
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": "",
+        "ONCALL_API_TOKEN": API_TOKEN,
         **extra,
     }
 
@@ -508,7 +513,10 @@ def test_real_agent_process_end_to_end(tmp_path: Path, procs) -> None:
     answer = httpx.post(f"{base}/alerts", content=captured_bytes(1), headers=JSON, timeout=5).json()
     assert answer["status"] == "accepted" and answer["investigation_started"]
     detail = wait_until(
-        lambda: (d := httpx.get(f"{base}/incidents/{answer['incident_id']}", timeout=5).json())["messages"] and d,
+        lambda: (
+            (d := httpx.get(f"{base}/incidents/{answer['incident_id']}", headers=API, timeout=5).json())["messages"]
+            and d
+        ),
         timeout=60,
         interval=0.3,
         what="diagnosis message",

@@ -3,7 +3,6 @@ through the WhatsAppSender; one end-to-end run from a signed Twilio webhook to t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -26,14 +25,13 @@ from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
-from oncall.conversation.parser import ReplyAction, parse_reply
 from oncall.settings import Settings
 from oncall.store import messages
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
 from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
 from tests.fake_twilio import FakeTwilio
-from tests.support import sql, sql_one, until_idle
+from tests.support import settle, sql, sql_one
 from tests.test_whatsapp import insert_incident, sample_diagnosis
 
 JIRA = "https://acme.atlassian.net"
@@ -112,48 +110,6 @@ async def store_inbound(store: Store, body: str, sid: str) -> None:
     assert stored
 
 
-async def wait_until_async(predicate, timeout: float = 15.0) -> None:
-    """Wait until ``predicate()`` is true (polled every 20 ms). Raises TimeoutError."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
-@pytest.mark.parametrize(
-    ("text", "action", "ref", "assignee", "force_new"),
-    [
-        ("create a jira task and assign it to Ravi", ReplyAction.create_ticket, None, "Ravi", False),
-        ("#12 open a ticket for priya", ReplyAction.create_ticket, 12, "priya", False),
-        ("ticket assign to Ravi Kumar", ReplyAction.create_ticket, None, "Ravi Kumar", False),
-        ("#12 create a Jira task and assign it to Ravi, thanks", ReplyAction.create_ticket, 12, "Ravi", False),
-        ("#7 new ticket for Ravi please", ReplyAction.create_ticket, 7, "Ravi", True),
-        ("open a ticket for the error", ReplyAction.create_ticket, None, None, False),
-        ("ack", ReplyAction.acknowledge, None, None, False),
-        ("Acknowledge #3", ReplyAction.acknowledge, 3, None, False),
-        ("on it", ReplyAction.acknowledge, None, None, False),
-        ("resolve #12", ReplyAction.resolve, 12, None, False),
-        ("mark resolved", ReplyAction.resolve, None, None, False),
-        ("status", ReplyAction.status, None, None, False),
-        ("incident 4 details", ReplyAction.status, 4, None, False),
-        ("help", ReplyAction.help, None, None, False),
-    ],
-)
-def test_parser(text: str, action: ReplyAction, ref: int | None, assignee: str | None, force_new: bool) -> None:
-    parsed = parse_reply(text)
-    assert (parsed.action, parsed.incident_ref, parsed.assignee, parsed.force_new, parsed.understood) == (
-        action,
-        ref,
-        assignee,
-        force_new,
-        True,
-    )
-
-
-def test_parser_unknown_text_is_help() -> None:
-    parsed = parse_reply("what a day")
-    assert parsed.action is ReplyAction.help and not parsed.understood
-
-
 async def incident_row(store: Store, incident_id: int) -> dict:
     """The incident's row as stored."""
     row = await sql_one(store, "SELECT * FROM incidents WHERE id = :id", id=incident_id)
@@ -191,7 +147,8 @@ async def test_offline_reply_creates_jira_ticket_and_confirms(agent: Agent, resp
     reply_event = await sql_one(
         store, "SELECT detail FROM timeline WHERE incident_id = :id AND kind = 'reply'", id=incident_id
     )
-    assert reply_event is not None and json.loads(reply_event["detail"])["action"] == "create_ticket"
+    assert reply_event is not None
+    assert json.loads(reply_event["detail"])["intent"] == json.loads(reply_event["detail"])["done"] == "create_ticket"
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
@@ -268,47 +225,48 @@ async def test_reply_goes_to_the_senders_latest_open_incident(agent: Agent) -> N
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
-async def test_model_path_creates_ticket_via_tool(store: Store, respx_mock: respx.MockRouter) -> None:
+async def test_model_proposes_and_the_engineers_yes_creates_the_ticket(
+    store: Store, respx_mock: respx.MockRouter
+) -> None:
     # respx patches httpx only; the openai SDK (httpx2) reaches the fake OpenAI server over real loopback HTTP
     respx_mock.get(SEARCH).respond(200, json=[RAVI])
     create = respx_mock.post(ISSUE).respond(201, json={"id": "10042", "key": "OPS-42", "self": f"{ISSUE}/10042"})
     script = [
-        tool_calls_response([("get_incident_status", {}), ("create_jira_ticket", {"assignee": "Ravi"})]),
-        text_response("Creating the Jira task for Ravi Kumar; its key follows."),
+        tool_calls_response([("get_incident_status", {})]),
+        tool_calls_response([("propose_action", {"action": "create_ticket", "assignee": "Ravi"})]),
     ]
     with FakeOpenAI(script) as fake:
         llm = openai.AsyncOpenAI(api_key="test-key", base_url=fake.base_url, max_retries=0)
         async with httpx.AsyncClient() as http:
             agent = build_agent(store, http, llm=llm)
             incident_id = await insert_incident(store, sample_diagnosis())
-            await agent.conversation.handle_inbound(ENGINEER, "please get a jira task going for ravi", "SM11")
+            await agent.conversation.handle_inbound(ENGINEER, "get Ravi to look into this properly", "SM11")
+            assert create.call_count == 0 and await sql(store, "SELECT * FROM tickets") == []
+            [question] = await replies_to(store)
+            await agent.conversation.handle_inbound(ENGINEER, "YES", "SM11b")
             await agent.deliver()
-            confirmation = await replies_to(store)
+            answers = await replies_to(store)
             audit = await sql(
-                store, "SELECT tool, ok, round FROM tool_calls WHERE incident_id = :id ORDER BY id", id=incident_id
+                store, "SELECT tool, ok FROM tool_calls WHERE incident_id = :id ORDER BY id", id=incident_id
             )
-            reply_event = await reply_detail(store)
+            events = [
+                json.loads(r["detail"]) for r in await sql(store, "SELECT detail FROM timeline WHERE kind = 'reply'")
+            ]
         await llm.close()
-    assert create.call_count == 1
-    assert confirmation == [  # the action's own line wins over the model's text, then the outbox confirms
+    assert question.startswith(f"Create a Jira task for #{incident_id} InventoryHighErrorRate assigned to Ravi?")
+    assert "Reply YES" in question
+    assert create.call_count == 1 and answers[1:] == [  # the action's own line, then the outbox confirms
         f"⏳ Creating the Jira issue for #{incident_id} assigned to Ravi Kumar; I will confirm here once Jira has it.",
         f"✅ Jira OPS-42 created for #{incident_id} and assigned to Ravi Kumar: {JIRA}/browse/OPS-42",
     ]
-    assert {row["tool"] for row in audit} == {"get_incident_status", "create_jira_ticket"} and all(
-        row["ok"] for row in audit
-    )
-    assert reply_event["engine"].startswith("openai:")
-    assert sorted(reply_event["tools"]) == ["create_jira_ticket", "get_incident_status"]
+    assert [row["tool"] for row in audit] == ["get_incident_status", "propose_action"]
+    assert events[0]["engine"].startswith("openai:") and events[0]["proposed"] == "create_ticket"
+    assert (events[1]["decision"], events[1]["action"]) == ("confirmed", "create_ticket")
     first = fake.requests[0]
-    assert sorted(t["function"]["name"] for t in first["tools"]) == [
-        "acknowledge_incident",
-        "create_jira_ticket",
-        "get_incident_status",
-        "resolve_incident",
-    ]
-    assert first["messages"][-1] == {"role": "user", "content": "please get a jira task going for ravi"}
+    assert sorted(t["function"]["name"] for t in first["tools"]) == ["get_incident_status", "propose_action"]
+    assert first["messages"][-1] == {"role": "user", "content": "get Ravi to look into this properly"}
+    assert "<<<UNTRUSTED DATA" in first["messages"][0]["content"]
     assert f'"incident_id":{incident_id}' in first["messages"][0]["content"]
-    assert len(fake.requests) == 2  # the tool results went back, then the model answered
 
 
 async def test_model_text_answer_is_sent(store: Store) -> None:
@@ -317,12 +275,12 @@ async def test_model_text_answer_is_sent(store: Store) -> None:
         async with httpx.AsyncClient() as http:
             agent = build_agent(store, http, jira=False, llm=llm)
             await insert_incident(store, sample_diagnosis())
-            await agent.conversation.handle_inbound(ENGINEER, "what's going on?", "SM12")
+            await agent.conversation.handle_inbound(ENGINEER, "why only inventory-2 though", "SM12")
             assert await replies_to(store) == ["Incident #1 is a code bug on inventory-2; nothing else to do yet."]
         await llm.close()
 
 
-async def test_model_failure_falls_back_to_offline_parser(store: Store) -> None:
+async def test_commands_never_reach_the_model_and_a_failing_model_gets_a_question_back(store: Store) -> None:
     error = {"error": {"message": "The server had an error", "type": "server_error", "param": None, "code": None}}
     with FakeOpenAI([Scripted(error, status=500)]) as fake:
         llm = openai.AsyncOpenAI(api_key="test-key", base_url=fake.base_url, max_retries=0)
@@ -331,10 +289,16 @@ async def test_model_failure_falls_back_to_offline_parser(store: Store) -> None:
             incident_id = await insert_incident(store, sample_diagnosis())
             await agent.conversation.handle_inbound(ENGINEER, "ack", "SM13")
             assert (await incident_row(store, incident_id))["acknowledged_by"] == ENGINEER
-            detail = await reply_detail(store)
-            assert detail["engine"] == "offline (model failed)" and detail["action"] == "acknowledge"
+            assert fake.requests == []
+            await agent.conversation.handle_inbound(ENGINEER, "hmm, odd one", "SM13b")
+            answer = (await replies_to(store))[-1]
+            events = [
+                json.loads(r["detail"]) for r in await sql(store, "SELECT detail FROM timeline WHERE kind = 'reply'")
+            ]
         await llm.close()
     assert len(fake.requests) == 1
+    assert "did not understand" in answer and "What you can reply" in answer
+    assert events[0]["done"] == "acknowledge" and events[1]["engine"] == "parser (model failed)"
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)
@@ -373,8 +337,7 @@ async def test_signed_webhook_to_ticket_to_twilio_confirmation(tmp_path: Path, r
             ) as client:
                 response = await client.post("/webhook/twilio", data=form, headers={"X-Twilio-Signature": signature})
             assert response.status_code == 200
-            await wait_until_async(lambda: len(twilio.messages) == 2)
-            await until_idle(services.store)
+            await settle(services, 10)
             rows = await sql(services.store, "SELECT * FROM messages WHERE direction = 'out' ORDER BY id")
     finally:
         twilio.stop()

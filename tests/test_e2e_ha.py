@@ -97,9 +97,9 @@ def process_environment(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
 
-def replica_has_alert_incident(url: str) -> bool:
-    for summary in httpx.get(f"{url}/incidents", timeout=5).json()["incidents"]:
-        detail = httpx.get(f"{url}/incidents/{summary['id']}", timeout=5).json()
+def replica_has_alert_incident(url: str, headers: dict[str, str]) -> bool:
+    for summary in httpx.get(f"{url}/incidents", headers=headers, timeout=5).json()["incidents"]:
+        detail = httpx.get(f"{url}/incidents/{summary['id']}", headers=headers, timeout=5).json()
         if any(alert["labels"]["alertname"] == ALERT for alert in detail["alerts"]):
             return True
     return False
@@ -135,7 +135,7 @@ def test_replicas_get_the_shared_database_url_and_their_replica_id(stack: HAStac
 def test_alert_fired_by_prometheus_is_notified_by_one_peer_to_every_replica(stack: HAStack):
     inject(stack, {"mode": "errors", "p_error": 0.6})
     wait_until(
-        lambda: all(replica_has_alert_incident(url) for url in stack.agents.urls),
+        lambda: all(replica_has_alert_incident(url, stack.api_headers()) for url in stack.agents.urls),
         timeout=120,
         interval=1,
         what=f"{ALERT} incident at every agent replica",
@@ -234,11 +234,14 @@ def test_the_killed_replica_restarts_and_serves_again(stack: HAStack):
     dead = next(r for r in stack.agents.replicas if stack.agents.pid(r.replica_id) is None)
     alive = next(r for r in stack.agents.replicas if r is not dead)
     assert port_is_free(dead.port)
-    assert httpx.get(f"{alive.url}/healthz", timeout=5).json()["replica_id"] == alive.replica_id
+    assert (
+        httpx.get(f"{alive.url}/healthz", headers=stack.api_headers(), timeout=5).json()["replica_id"]
+        == alive.replica_id
+    )
     rows = {row["replica_id"]: row for row in replica_rows(httpx.Client(timeout=5), stack)}
     assert rows[dead.replica_id]["pid"] is None and rows[alive.replica_id]["pid"] is not None
     stack.agents.start_replica(dead.replica_id)
-    health = httpx.get(f"{dead.url}/healthz", timeout=5).json()
+    health = httpx.get(f"{dead.url}/healthz", headers=stack.api_headers(), timeout=5).json()
     assert health["replica_id"] == dead.replica_id and health["outbox"]["pending"] == 0
 
 

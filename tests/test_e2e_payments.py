@@ -17,7 +17,7 @@ import pytest
 
 from stackctl.processes import port_is_free
 from stackctl.stack import Stack
-from tests.e2e_support import needs_prometheus, start_stack, wait_for_diagnosis
+from tests.e2e_support import incident_list, needs_prometheus, start_stack, wait_for_diagnosis
 from tests.payments_support import read_records
 from tests.support import REPO_ROOT, wait_until
 
@@ -35,10 +35,9 @@ def alert_states(prometheus_url: str, alertname: str) -> set[str]:
     return {a["state"] for a in alerts if a["labels"]["alertname"] == alertname}
 
 
-def payments_incident(agent_url: str) -> dict | None:
+def payments_incident(stack: Stack) -> dict | None:
     """The agent's incident for ALERTNAME, or None."""
-    incidents = httpx.get(f"{agent_url}/incidents", timeout=5).json()["incidents"]
-    return next((i for i in incidents if i["title"].startswith(ALERTNAME)), None)
+    return next((i for i in incident_list(stack) if i["title"].startswith(ALERTNAME)), None)
 
 
 def start_payments_traffic(stack: Stack, log: Path) -> subprocess.Popen:
@@ -58,7 +57,7 @@ def scraped_payments_targets(prometheus_url: str) -> list[dict]:
 
 def assert_incident_stored_and_investigated(stack: Stack) -> None:
     """The agent stored a payments incident for ALERTNAME, finished its investigation and messaged on-call."""
-    incident = wait_until(lambda: payments_incident(stack.url("agent")), 30, interval=0.5, what="payments incident")
+    incident = wait_until(lambda: payments_incident(stack), 30, interval=0.5, what="payments incident")
     assert incident["service"] == "payments" and incident["severity"] == "critical"
     detail = wait_for_diagnosis(stack, incident["id"])
     assert detail["investigation_status"] == "done"

@@ -14,6 +14,7 @@ from tests.e2e_support import (
     ONCALL_NUMBER,
     bug_line,
     incident_detail,
+    incident_list,
     inject,
     needs_prometheus,
     start_stack,
@@ -57,11 +58,7 @@ def incident_for(stack, alertname: str) -> dict:
     key = f'alertname="{alertname}"'
     return wait_until(
         lambda: next(
-            (
-                i
-                for i in httpx.get(f"{stack.url('agent')}/incidents", timeout=5).json()["incidents"]
-                if key in i["group_key"]
-            ),
+            (i for i in incident_list(stack) if key in i["group_key"]),
             None,
         ),
         30,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import random
 from typing import Any
@@ -217,9 +218,11 @@ async def test_invalid_bodies_are_stored_and_reported(store: Store, body: bytes,
     result = await ingest_notification(store, body)
     assert result.outcome == "invalid"
     assert reason in result.error
-    raw = await sql(store, "SELECT body, valid, error FROM raw_alerts")
+    raw = await sql(store, "SELECT body, body_bytes, body_sha256, valid, error FROM raw_alerts")
     assert len(raw) == 1 and raw[0]["valid"] == 0 and reason in raw[0]["error"]
-    assert raw[0]["body"] == body.decode("utf-8", errors="backslashreplace")
+    # an invalid body is kept as its hash, size, reason and first KiB only
+    assert raw[0]["body"] == body[:1024].decode("utf-8", errors="backslashreplace")
+    assert (raw[0]["body_bytes"], raw[0]["body_sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
     assert await sql(store, "SELECT * FROM incidents") == []
 
 
@@ -327,7 +330,9 @@ async def test_shuffled_replay_pages_once_per_episode_whatever_the_order(store: 
     incident_id = (await only_incident(store))["id"]
     assert investigator.calls == [(incident_id, 1)], order
     pages = await sql(store, "SELECT body FROM messages WHERE direction = 'out' ORDER BY id")
-    assert len(pages) == 2 and pages[0]["body"].startswith("🚨") and "resolved after" in pages[1]["body"], order
+    outbox_rows = await sql(store, "SELECT id, event_key, status, attempts, next_attempt_at FROM outbox ORDER BY id")
+    state = (order, investigate_after, outbox_rows, await sql(store, "SELECT * FROM episodes"))
+    assert len(pages) == 2 and pages[0]["body"].startswith("🚨") and "resolved after" in pages[1]["body"], state
 
 
 async def run_investigations(scheduler: InvestigationScheduler) -> None:

@@ -166,7 +166,7 @@ async def test_single_match_creates_issue_with_full_payload(
     assert fields["summary"].startswith(f"[#{incident_id}] InventoryHighErrorRate: GET /random-endpoint/error fails")
     assert len(fields["summary"]) <= 255
     assert_valid_adf(fields["description"])
-    assert f"https://oncall.example.com/incidents/{incident_id}" in json.dumps(fields["description"])
+    assert f"https://oncall.example.com/ui/incidents/{incident_id}" in json.dumps(fields["description"])
 
     row = await sql_one(store, "SELECT * FROM tickets WHERE id = :id", id=result.ticket_id)
 

@@ -16,14 +16,15 @@ PACKAGE = REPO_ROOT / "oncall"
 MAX_MODULE_LINES = 400
 MAX_COMPLEXITY = 15
 LAYERS = [
-    {"settings", "diagnosis", "metrics", "redaction", "tasks"},
+    {"settings", "diagnosis", "metrics", "redaction", "tasks", "roster"},
     {"store"},
+    {"history", "paging"},
     {"sources"},
     {"channels"},
     {"investigate"},
     {"incidents"},
     {"conversation"},
-    {"api"},
+    {"api", "console"},
 ]
 """The rooms of ``oncall/`` from the bottom up: a module imports only from its own layer or below."""
 SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+TABLE)\b", re.I | re.S)

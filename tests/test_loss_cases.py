@@ -27,7 +27,7 @@ import pytest
 from tests.fake_openai import FakeOpenAI, Scripted, tool_calls_response
 from tests.fake_twilio import FakeTwilio
 from tests.support import free_port, wait_http_ok, wait_until
-from tests.test_agent_api import agent_env, uvicorn_args
+from tests.test_agent_api import API, agent_env, uvicorn_args
 from tests.test_ingest import capture, webhook_bytes
 from tests.test_investigation import diagnosis_args
 
@@ -78,7 +78,7 @@ class Agent:
         return httpx.post(f"{self.url}/alerts", content=body, headers=JSON, timeout=5).json()
 
     def incident(self, incident_id: int) -> dict:
-        return httpx.get(f"{self.url}/incidents/{incident_id}", timeout=5).json()
+        return httpx.get(f"{self.url}/incidents/{incident_id}", headers=API, timeout=5).json()
 
 
 def started_at(incident: dict) -> float | None:
@@ -139,7 +139,7 @@ def test_nothing_is_lost_through_a_failing_twilio_and_a_kill_9(tmp_path: Path, p
     agent.kill_9()
     agent.start()  # same AGENT_REPLICA_ID: its claims are released at start and taken again
 
-    health = httpx.get(f"{agent.url}/healthz", timeout=5).json()
+    health = httpx.get(f"{agent.url}/healthz", headers=API, timeout=5).json()
     assert health["replica_id"] == REPLICA and health["outbox"]["pending"] >= 1  # visible while Twilio fails
     assert time.monotonic() < outage_ends, "the test machine is too slow: Twilio recovered before the restart"
 
@@ -164,4 +164,4 @@ def test_nothing_is_lost_through_a_failing_twilio_and_a_kill_9(tmp_path: Path, p
     assert "delivery_delayed" in kinds and "investigation_resumed" in kinds
     metrics = httpx.get(f"{agent.url}/metrics", timeout=5).text
     assert 'oncall_outbox_deliveries_total{channel="whatsapp",operation="message",outcome="retry"}' in metrics
-    assert httpx.get(f"{agent.url}/healthz", timeout=5).json()["outbox"]["pending"] == 0
+    assert httpx.get(f"{agent.url}/healthz", headers=API, timeout=5).json()["outbox"]["pending"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import openai
@@ -109,10 +110,20 @@ def test_tool_message_caps_output_with_visible_marker() -> None:
     message = tool_message(record, max_output_chars=600)
     assert message["role"] == "tool" and message["tool_call_id"] == "c1"
     full = json.dumps(record.result, separators=(",", ":"))
-    assert message["content"].startswith(full[:600])
-    assert message["content"].endswith(f"...[truncated {len(full) - 600} chars]")
+    content = unfenced(message["content"], "echo output")
+    assert content.startswith(full[:600])
+    assert content.endswith(f"...[truncated {len(full) - 600} chars]")
     small = tool_message(ToolCallRecord(1, "c2", "echo", "{}", False, None, "boom", 0.0, 0.0), 600)
-    assert json.loads(small["content"]) == {"error": "boom"}
+    assert json.loads(unfenced(small["content"], "echo output")) == {"error": "boom"}
+
+
+def unfenced(content: str, source: str) -> str:
+    """The text inside the one untrusted-data fence that ``content`` must consist of."""
+    match = re.fullmatch(
+        r'<<<UNTRUSTED DATA id=(\w{12}) source="([^"]*)">>>\n(.*)\n<<<END UNTRUSTED DATA id=\1>>>', content, re.S
+    )
+    assert match is not None and match[2] == source, content[:200]
+    return match[3]
 
 
 def test_schemas_are_chat_completions_function_tools() -> None:
@@ -166,7 +177,7 @@ async def test_loop_feeds_errors_back_and_stops_at_terminal_tool(fake: FakeOpenA
     assert assistant["role"] == "assistant" and len(assistant["tool_calls"]) == 2
     tool_msgs = second[2:]
     assert [m["tool_call_id"] for m in tool_msgs] == [c["id"] for c in assistant["tool_calls"]]
-    assert "invalid JSON" in json.loads(tool_msgs[1]["content"])["error"]
+    assert "invalid JSON" in json.loads(unfenced(tool_msgs[1]["content"], "done output"))["error"]
 
 
 def collect(into: list[ToolCallRecord]):

@@ -283,7 +283,10 @@ def github_fixture_body() -> str:
 
 @respx.mock
 async def test_fetch_code_from_github(rig_factory) -> None:
-    rig = rig_factory(GITHUB_REPO="twitter/bootstrap", GITHUB_REF="v2.3.0", GITHUB_TOKEN="ghp_testtoken")
+    # the replayed repository holds JavaScript; "js" (the folder itself) shows GitHub's directory answer
+    rig = rig_factory(
+        GITHUB_REPO="twitter/bootstrap", GITHUB_REF="v2.3.0", GITHUB_TOKEN="ghp_testtoken", CODE_READ_GLOBS="*.js,js"
+    )
     route = respx.get(f"{GITHUB}/repos/twitter/bootstrap/contents/js/bootstrap-affix.js").mock(
         return_value=httpx.Response(200, text=github_fixture_body(), headers={"content-type": "application/json"})
     )
@@ -325,8 +328,8 @@ async def test_fetch_code_local_checkout_is_confined(rig_factory, tmp_path: Path
     code.mkdir()
     (code / "svc.py").write_text("\n".join(f"line_{n} = {n}" for n in range(1, 41)) + "\n")
     (tmp_path / "outside.txt").write_text("top secret\n")
-    (code / "link.txt").symlink_to(tmp_path / "outside.txt")
-    (code / "pkg").mkdir()
+    (code / "link.py").symlink_to(tmp_path / "outside.txt")
+    (code / "pkg.py").mkdir()
 
     ok = await run_tool(rig, "fetch_code_from_github", {"path": "svc.py", "line": 20, "context_lines": 3})
     assert ok.ok, ok.error
@@ -340,9 +343,9 @@ async def test_fetch_code_local_checkout_is_confined(rig_factory, tmp_path: Path
         ("/etc/passwd", "must be relative"),
         ("../outside.txt", "'..'"),
         ("pkg/../../outside.txt", "'..'"),
-        ("link.txt", "outside the code folder"),
+        ("link.py", "outside the code folder"),
         ("nope.py", "not found"),
-        ("pkg", "not a file"),
+        ("pkg.py", "not a file"),
     ]:
         record = await run_tool(rig, "fetch_code_from_github", {"path": path})
         assert not record.ok and expected in record.error, (path, record.error)

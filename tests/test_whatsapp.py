@@ -167,7 +167,7 @@ def test_format_diagnosis_has_every_field() -> None:
     assert "• fetch_logs: 120 AttributeError" in text
     assert "Return 404 when no reservation" in text
     assert "1. Deploy the fix\n2. Watch the error ratio" in text
-    assert "https://oncall.example.com/incidents/12" in text
+    assert "https://oncall.example.com/ui/incidents/12" in text
     assert "Reply e.g.: #12 create a Jira task and assign it to Ravi" in text
     assert len(text) <= 1600
 
@@ -299,7 +299,7 @@ async def test_investigation_failed_notice_pages_with_reason_and_link(store: Sto
     [row] = await sql(store, "SELECT body FROM messages WHERE incident_id = :id", id=incident_id)
     body = row["body"]
     assert f"#{incident_id}" in body and "investigation failed" in body and "Prometheus unreachable" in body
-    assert f"/incidents/{incident_id}" in body
+    assert f"/ui/incidents/{incident_id}" in body
     timeline = await sql(
         store, "SELECT detail FROM timeline WHERE incident_id = :id AND kind = 'notified' ORDER BY id", id=incident_id
     )

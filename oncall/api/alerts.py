@@ -1,39 +1,32 @@
-"""``POST /alerts``: the Alertmanager webhook receiver (payload v4)."""
+"""``POST /alerts``: the Alertmanager webhook receiver (payload v4).
+
+The body is read, hashed and parsed while it streams in (``oncall.incidents.body``): groups up to
+``MAX_ALERT_BODY_BYTES`` (64 MiB) are ingested without holding the event loop.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from oncall.api.deps import ServicesDep, bearer_ok
-from oncall.incidents.ingest import ingest_notification
+from oncall.api.schemas import json_body
+from oncall.incidents.body import MAX_ALERT_BODY_BYTES, BodyTooLarge, receive_notification
+from oncall.incidents.ingest import ingest_received
+from oncall.incidents.payload import WebhookNotification
 from oncall.metrics import ALERT_NOTIFICATIONS
 
 log = logging.getLogger("oncall.api.alerts")
 router = APIRouter()
 
-MAX_ALERT_BODY_BYTES = 5 * 1024 * 1024  # an Alertmanager group of thousands of alerts stays far below this
 
-
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """Read the request body; raises HTTPException 413 once it exceeds ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status_code=413, detail=f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-@router.post("/alerts")
+@router.post("/alerts", openapi_extra=json_body(WebhookNotification))
 async def receive_alerts(request: Request, services: ServicesDep) -> JSONResponse:
     """Alertmanager webhook (payload v4). 200 {"status": "accepted"|"duplicate", "incident_id",
-    "investigation_started"}; 401 bad/missing bearer token; 413 too large; 422 {"detail": reason,
-    "errors": [...], "raw_id"} for malformed bodies (the raw body is stored anyway)."""
+    "investigation_started"}; 401 bad/missing bearer token; 413 larger than 64 MiB; 422 {"detail": reason,
+    "errors": [...], "raw_id"} for malformed bodies (their hash, size, reason and first KiB are stored)."""
     token = services.settings.alerts_bearer_token
     if not bearer_ok(token.get_secret_value() if token else None, request.headers.get("authorization")):
         ALERT_NOTIFICATIONS.labels(outcome="unauthorized").inc()
@@ -44,7 +37,13 @@ async def receive_alerts(request: Request, services: ServicesDep) -> JSONRespons
         return JSONResponse(
             {"detail": "missing or invalid bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
-    result = await ingest_notification(services.store, await read_limited_body(request, MAX_ALERT_BODY_BYTES))
+    try:
+        received = await receive_notification(request.stream(), MAX_ALERT_BODY_BYTES)
+    except BodyTooLarge as exc:
+        ALERT_NOTIFICATIONS.labels(outcome="too_large").inc()
+        log.error("refused POST /alerts: %s; the notification is lost (Alertmanager does not retry 4xx)", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=413)
+    result = await ingest_received(services.store, received)
     if result.outcome == "invalid":
         return JSONResponse({"detail": result.error, "errors": result.errors, "raw_id": result.raw_id}, status_code=422)
     started = result.start_investigation  # queued in the database; this replica looks at once
@@ -57,8 +56,8 @@ async def receive_alerts(request: Request, services: ServicesDep) -> JSONRespons
         result.raw_id,
         result.outcome,
         result.incident_id,
-        list(result.new_firing),
-        list(result.newly_resolved),
+        list(result.new_firing)[:20],
+        list(result.newly_resolved)[:20],
         "started" if started else "not started",
         ", incident resolved" if result.resolved_now else "",
     )

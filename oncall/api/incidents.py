@@ -1,17 +1,25 @@
-"""``/incidents``: list, detail, acknowledge and resolve by HTTP."""
+"""``/incidents``: list, detail, alerts, acknowledge, resolve and the post-mortem draft by HTTP; every route
+needs ``ONCALL_API_TOKEN``."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from oncall.api.deps import ServicesDep
+from oncall.api.deps import ApiTokenDep, ServicesDep
+from oncall.channels.whatsapp.format import incident_url
+from oncall.history.postmortem import postmortem_markdown
 from oncall.incidents import actions
+from oncall.store import incidents as incident_rows
+from oncall.store.rows import MAX_ID
 from oncall.store.views import incident_detail, incident_list
 
-router = APIRouter()
+router = APIRouter(dependencies=[ApiTokenDep])
+IncidentId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Incident id (a positive 64-bit integer).")]
+MARKDOWN = "text/markdown; charset=utf-8"
 
 
 class ActorBody(BaseModel):
@@ -28,12 +36,12 @@ async def get_incidents(
 ) -> dict[str, Any]:
     """Incident summaries, newest first: {"incidents": [...], "count": n}."""
     async with services.store.read() as conn:
-        incidents = await incident_list(conn, status=status, limit=limit)
-    return {"incidents": incidents, "count": len(incidents)}
+        rows = await incident_list(conn, status=status, limit=limit)
+    return {"incidents": rows, "count": len(rows)}
 
 
 @router.get("/incidents/{incident_id}")
-async def get_incident_detail(incident_id: int, services: ServicesDep) -> dict[str, Any]:
+async def get_incident_detail(incident_id: IncidentId, services: ServicesDep) -> dict[str, Any]:
     """The incident with its alerts, diagnosis, timeline, investigations, tool calls, messages, tickets; 404 unknown."""
     async with services.store.read() as conn:
         detail = await incident_detail(conn, incident_id)
@@ -43,7 +51,9 @@ async def get_incident_detail(incident_id: int, services: ServicesDep) -> dict[s
 
 
 @router.post("/incidents/{incident_id}/acknowledge")
-async def post_acknowledge(incident_id: int, services: ServicesDep, body: ActorBody | None = None) -> dict[str, Any]:
+async def post_acknowledge(
+    incident_id: IncidentId, services: ServicesDep, body: ActorBody | None = None
+) -> dict[str, Any]:
     """Acknowledge the incident (body {"by": name}, optional) as a WhatsApp "ack" would; 404 unknown.
     Answers {"incident_id", "acknowledged", "already", "message"}."""
     try:
@@ -54,7 +64,7 @@ async def post_acknowledge(incident_id: int, services: ServicesDep, body: ActorB
 
 
 @router.post("/incidents/{incident_id}/resolve")
-async def post_resolve(incident_id: int, services: ServicesDep, body: ActorBody | None = None) -> dict[str, Any]:
+async def post_resolve(incident_id: IncidentId, services: ServicesDep, body: ActorBody | None = None) -> dict[str, Any]:
     """Resolve the incident by hand (body {"by": name}, optional) as a WhatsApp "resolve" would; 404 unknown.
     Answers {"incident_id", "resolved", "already", "message"}."""
     try:
@@ -62,3 +72,37 @@ async def post_resolve(incident_id: int, services: ServicesDep, body: ActorBody 
     except LookupError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     return {"incident_id": incident_id, **outcome}
+
+
+@router.get("/incidents/{incident_id}/alerts")
+async def get_incident_alerts(
+    incident_id: IncidentId,
+    services: ServicesDep,
+    status: Literal["firing", "resolved"] | None = None,
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> dict[str, Any]:
+    """Every alert of the incident, page by page (oldest first): {"incident_id", "total", "offset",
+    "alerts"}; 404 unknown incident."""
+    async with services.store.read() as conn:
+        if await incident_rows.get(conn, incident_id) is None:
+            raise HTTPException(status_code=404, detail=f"incident {incident_id} not found")
+        total, rows = await incident_rows.alerts_page(conn, incident_id, status=status, offset=offset, limit=limit)
+    return {"incident_id": incident_id, "total": total, "offset": offset, "alerts": rows}
+
+
+@router.get(
+    "/incidents/{incident_id}/postmortem",
+    response_class=Response,
+    responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}, "description": "Markdown"}},
+)
+async def get_postmortem(incident_id: IncidentId, services: ServicesDep) -> Response:
+    """The incident's post-mortem draft (Markdown): the one stored when it resolved, else drafted now
+    from what is known so far; 404 unknown."""
+    async with services.store.read() as conn:
+        markdown = await postmortem_markdown(
+            conn, incident_id, incident_url=incident_url(services.settings.public_base_url, incident_id)
+        )
+    if markdown is None:
+        raise HTTPException(status_code=404, detail=f"incident {incident_id} not found")
+    return Response(markdown, media_type=MARKDOWN)

@@ -16,6 +16,7 @@ from starlette.datastructures import FormData
 from twilio.request_validator import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 
 from oncall.api.deps import Services, ServicesDep
+from oncall.api.schemas import form_body
 from oncall.channels.whatsapp.inbound import EMPTY_TWIML, InboundMessage, public_url, signature_valid
 from oncall.store import messages
 
@@ -53,7 +54,7 @@ def verify_signature(services: Services, request: Request, form: FormData) -> No
         raise HTTPException(status_code=403, detail=f"invalid {SIGNATURE_HEADER}")
 
 
-@router.post("/webhook/twilio")
+@router.post("/webhook/twilio", openapi_extra=form_body(InboundMessage))
 async def twilio_inbound(request: Request, services: ServicesDep) -> Response:
     """Accept an incoming WhatsApp message from Twilio.
 

@@ -1,8 +1,12 @@
-"""Engineer replies interpreted by the model: function calling over the reply tools.
+"""Engineer replies the deterministic reading found unclear, interpreted by the model: it may explain,
+and it may **propose** an action, never carry one out.
 
-Tools: ``create_jira_ticket``, ``acknowledge_incident``, ``resolve_incident`` and
-``get_incident_status``, bound to one incident and the engineer who wrote. Every tool call goes to
-the incident's audit trail (``tool_calls`` rows without an investigation).
+Tools: ``get_incident_status`` (read-only) and the terminal ``propose_action``
+(``create_ticket`` / ``acknowledge`` / ``resolve`` with its arguments). A proposal becomes a pending
+confirmation that the engineer must answer YES to (``oncall.conversation.handler``), so neither the
+model nor text injected into what it reads can trigger a side effect. The incident context is fenced
+as untrusted data in the system prompt. Every tool call goes to the incident's audit trail
+(``tool_calls`` rows without an investigation).
 """
 
 from __future__ import annotations
@@ -10,49 +14,37 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field
 
 from oncall.investigate.engines.model import engine_name
+from oncall.investigate.fencing import FENCE_RULES, fence
 from oncall.investigate.toolloop import ToolCallRecord, ToolSpec, audit_values, run_model_loop
+from oncall.redaction import Redactor
 from oncall.store import investigations
 from oncall.store.database import Store
 from oncall.store.rows import Row
 
 log = logging.getLogger("oncall.conversation")
 
-ACTION_TOOLS = ("create_jira_ticket", "acknowledge_incident", "resolve_incident")
 REPLY_TOOL_TIMEOUT_S = 30.0
 
 
-class CreateTicketArgs(BaseModel):
-    """Arguments of ``create_jira_ticket``."""
+class ProposeArgs(BaseModel):
+    """Arguments of ``propose_action``: what the agent should offer the engineer to do (they confirm with YES)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    action: Literal["create_ticket", "acknowledge", "resolve"] = Field(description="The action to propose.")
     assignee: str | None = Field(
         default=None,
-        description="Person to assign, exactly as the engineer wrote it (e.g. 'Ravi'); null for unassigned. "
-        "Never guess a full name.",
+        max_length=80,
+        description="create_ticket only: the person to assign, exactly as the engineer wrote it; null for unassigned.",
     )
-    summary: str | None = Field(
-        default=None, max_length=255, description="Issue summary; null to use the diagnosis summary."
-    )
-    force_new: bool = Field(
-        default=False,
-        description="True only when the engineer explicitly asks for another/new ticket although one exists.",
-    )
-
-
-class NoteArgs(BaseModel):
-    """Arguments of ``acknowledge_incident`` and ``resolve_incident``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    note: str | None = Field(default=None, max_length=500, description="Optional note from the engineer.")
+    force_new: bool = Field(default=False, description="create_ticket only: another ticket although one exists.")
 
 
 class NoArgs(BaseModel):
@@ -62,85 +54,70 @@ class NoArgs(BaseModel):
 
 
 @dataclass(frozen=True)
-class ReplyActions:
-    """What the reply tools do, bound to one incident and one engineer."""
+class ModelReading:
+    """What the model made of a reply: a ``text`` answer, a ``proposal`` (``ProposeArgs`` as a dict) or
+    neither (None when the model failed), and the tools it called."""
 
-    create_ticket: Callable[[str | None, str | None, bool], Awaitable[dict[str, Any]]]
-    acknowledge: Callable[[str | None], Awaitable[dict[str, Any]]]
-    resolve: Callable[[str | None], Awaitable[dict[str, Any]]]
-    status: Callable[[], Awaitable[dict[str, Any]]]
+    text: str | None
+    proposal: dict[str, Any] | None = None
+    tools: list[str] = field(default_factory=list)
 
 
-def reply_tools(act: ReplyActions) -> list[ToolSpec]:
-    """The reply ToolSpecs performing ``act``."""
-
-    async def create_jira_ticket(args: CreateTicketArgs) -> dict[str, Any]:
-        return await act.create_ticket(args.assignee, args.summary, args.force_new)
-
-    async def acknowledge_incident(args: NoteArgs) -> dict[str, Any]:
-        return await act.acknowledge(args.note)
-
-    async def resolve_incident(args: NoteArgs) -> dict[str, Any]:
-        return await act.resolve(args.note)
+def reply_tools(status: Callable[[], Awaitable[dict[str, Any]]], redact: Redactor) -> list[ToolSpec]:
+    """The reply ToolSpecs: the read-only status and the terminal proposal (which changes nothing)."""
 
     async def get_incident_status(args: NoArgs) -> dict[str, Any]:
-        return await act.status()
+        return await status()
+
+    async def propose_action(args: ProposeArgs) -> dict[str, Any]:
+        return {"proposed": args.model_dump(), "note": "the engineer is asked to confirm; nothing was done"}
 
     return [
-        ToolSpec(
-            "create_jira_ticket",
-            "Create a Jira issue for this incident (only when the engineer asks for a ticket/task/issue). "
-            "The assignee name is resolved in Jira; ambiguous or unknown names are reported back, not guessed.",
-            CreateTicketArgs,
-            create_jira_ticket,
-            REPLY_TOOL_TIMEOUT_S,
-        ),
-        ToolSpec(
-            "acknowledge_incident",
-            "Acknowledge the incident on behalf of the engineer who replied ('ack', 'on it').",
-            NoteArgs,
-            acknowledge_incident,
-            REPLY_TOOL_TIMEOUT_S,
-        ),
-        ToolSpec(
-            "resolve_incident",
-            "Mark the incident resolved (only when the engineer says it is resolved/fixed).",
-            NoteArgs,
-            resolve_incident,
-            REPLY_TOOL_TIMEOUT_S,
-        ),
         ToolSpec(
             "get_incident_status",
             "Current state of the incident: status, acknowledgement, diagnosis, ticket.",
             NoArgs,
             get_incident_status,
             REPLY_TOOL_TIMEOUT_S,
+            redact=redact,
+        ),
+        ToolSpec(
+            "propose_action",
+            "Propose ONE action the engineer seems to want (create_ticket, acknowledge, resolve). It does not act: "
+            "the engineer is asked to reply YES first. Ends the conversation turn.",
+            ProposeArgs,
+            propose_action,
+            REPLY_TOOL_TIMEOUT_S,
+            terminal=True,
+            redact=redact,
         ),
     ]
 
 
 def reply_messages(context: dict[str, Any], from_number: str, body: str) -> list[dict[str, Any]]:
-    """System prompt with the incident context (``actions.status``, compact JSON), and the engineer's reply."""
+    """System prompt with the incident context (``actions.status``, compact JSON, fenced), and the reply."""
     context_json = json.dumps(context, separators=(",", ":"), ensure_ascii=False, default=str)
     system = (
-        "You are an on-call assistant answering an engineer on WhatsApp about one incident. "
-        "Decide what the engineer wants and do it with the tools: create_jira_ticket only when they ask for a "
-        "ticket/task/issue (pass the assignee name exactly as written, never invent one), acknowledge_incident for "
-        "'ack'/'on it', resolve_incident only when they say it is resolved, get_incident_status for questions. "
-        "Then answer with one or two short plain sentences for WhatsApp. If the request is unclear, say what you can "
-        "do (create a Jira ticket and assign it, acknowledge, resolve, status).\n"
-        f"Engineer: {from_number}\nIncident context (JSON): {context_json}"
+        "You are an on-call assistant answering an engineer on WhatsApp about one incident. Their message was not "
+        "understood as a plain command. You cannot change anything yourself. If they seem to want a Jira ticket, an "
+        "acknowledgement or the incident resolved, call propose_action once (pass an assignee name exactly as they "
+        "wrote it, never invent one); they will be asked to confirm. For questions, use get_incident_status and "
+        "answer in one or two short plain sentences for WhatsApp. If it is unclear, ask what they want (I can "
+        "create a Jira ticket and assign it, acknowledge, resolve, or give the status).\n"
+        f"{FENCE_RULES}\n"
+        f"Engineer: {from_number}\nIncident context:\n{fence(context_json, 'incident record')}"
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": body}]
 
 
 class ReplyModel:
-    """Interprets replies with the model.
+    """Interprets unclear replies with the model (see the module docstring).
 
     Args:
         client: the model client.
         store: the agent database (audit trail).
         model: model name; temperature 0-2; max_rounds: most rounds per reply; max_output_chars: tool output kept.
+        redact: cleans tool output (default: secret-shaped strings only).
     """
 
     def __init__(
@@ -152,6 +129,7 @@ class ReplyModel:
         temperature: float,
         max_rounds: int,
         max_output_chars: int,
+        redact: Redactor | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -159,13 +137,13 @@ class ReplyModel:
         self.temperature = temperature
         self.max_rounds = max_rounds
         self.max_output_chars = max_output_chars
+        self.redact = redact or Redactor()
         self.engine = engine_name(model)
 
     async def interpret(
-        self, incident: Row, from_number: str, body: str, act: ReplyActions
-    ) -> tuple[str | None, list[str]]:
-        """Run the reply through the model; returns (confirmation, or None to fall back to the offline
-        parser, and the tools called)."""
+        self, incident: Row, from_number: str, body: str, status: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> ModelReading:
+        """Run the reply through the model; ``ModelReading(None)`` when the model failed."""
         incident_id = int(incident["id"])
         records: list[ToolCallRecord] = []
 
@@ -182,27 +160,17 @@ class ReplyModel:
                 self.client,
                 model=self.model,
                 temperature=self.temperature,
-                messages=reply_messages(await act.status(), from_number, body),
-                tools=reply_tools(act),
+                messages=reply_messages(await status(), from_number, body),
+                tools=reply_tools(status, self.redact),
                 max_rounds=self.max_rounds,
                 max_output_chars=self.max_output_chars,
                 on_record=on_record,
             )
         except (openai.OpenAIError, TimeoutError) as exc:
-            log.warning(
-                "model failed on the reply for incident %s (%s); using the offline parser",
-                incident_id,
-                type(exc).__name__,
-            )
-            outcome = None
-        done = [
-            r.result["message"]
-            for r in records
-            if r.ok and r.tool in ACTION_TOOLS and isinstance(r.result, dict) and r.result.get("message")
-        ]
+            log.warning("model failed on the reply for incident %s (%s)", incident_id, type(exc).__name__)
+            return ModelReading(None, tools=[r.tool for r in records])
         called = [r.tool for r in records]
-        if done:  # facts from the tools, not the model's paraphrase of them
-            return "\n".join(done), called
-        if outcome is not None and outcome.final_text and outcome.final_text.strip():
-            return outcome.final_text.strip(), called
-        return None, called
+        if outcome.terminal is not None:
+            return ModelReading(outcome.final_text, outcome.terminal.result["proposed"], called)
+        text = outcome.final_text.strip() if outcome.final_text and outcome.final_text.strip() else None
+        return ModelReading(text, None, called)

@@ -1,8 +1,9 @@
-"""Ingest of Alertmanager webhook notifications: store raw -> validate -> incident by group key ->
-alerts by fingerprint -> decide whether to investigate and whether the incident is now resolved.
+"""Ingest of Alertmanager webhook notifications: parse (``oncall.incidents.body``) -> store raw -> incident
+by group key -> alerts by fingerprint -> decide whether to investigate and whether the incident is now resolved.
 
 Rules (Alertmanager webhook payload v4, see ``oncall.incidents.payload``):
-- The raw body is committed to ``raw_alerts`` before anything else, valid or not, so nothing is lost.
+- The raw body is committed to ``raw_alerts`` before it is applied: a valid body whole, an invalid one
+  as its SHA-256, size, reason and first KiB (so junk posts cannot fill the database).
 - A body byte-identical (same SHA-256) to one already accepted changes nothing: Alertmanager re-sends
   the identical body after a 5xx, and repeat notifications of an unchanged group are identical too.
 - One incident per ``groupKey``: created with ``INSERT ... ON CONFLICT DO NOTHING`` and then locked
@@ -23,16 +24,17 @@ Rules (Alertmanager webhook payload v4, see ``oncall.incidents.payload``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.incidents import lifecycle, merge
-from oncall.incidents.payload import PayloadError, WebhookAlert, WebhookNotification, parse_notification
+from oncall.incidents.body import ReceivedBody, receive_notification, storable_text
+from oncall.incidents.payload import WebhookAlert, WebhookNotification
 from oncall.metrics import ALERT_NOTIFICATIONS, ALERTS_RECEIVED, INCIDENTS_OPEN
 from oncall.store import incidents, raw_alerts, timeline
 from oncall.store.database import Store
@@ -68,28 +70,33 @@ class IngestResult:
 
 
 async def ingest_notification(store: Store, raw_body: bytes) -> IngestResult:
-    """Store, validate and apply one Alertmanager webhook body.
+    """Parse, store and apply one Alertmanager webhook body given as bytes (see ``ingest_received``)."""
+
+    async def one_chunk() -> AsyncIterator[bytes]:
+        yield raw_body
+
+    return await ingest_received(store, await receive_notification(one_chunk(), limit=len(raw_body)))
+
+
+async def ingest_received(store: Store, received: ReceivedBody) -> IngestResult:
+    """Store and apply one Alertmanager webhook body, already read and parsed (``oncall.incidents.body``).
 
     Args:
         store: the agent database.
-        raw_body: the exact request body bytes.
+        received: the body's hash, size and parsed notification, or why it is invalid.
     Returns:
-        The ``IngestResult``; invalid bodies are reported in it (outcome ``invalid``), not raised.
+        The ``IngestResult``; invalid bodies are reported in it (outcome ``invalid``), not raised. An
+        invalid body is stored as its hash, size, reason and first KiB only.
     Raises:
         sqlalchemy.exc.SQLAlchemyError (or any bug) while applying a valid body; the raw row then
         keeps the error text.
     """
-    sha256 = hashlib.sha256(raw_body).hexdigest()
+    sha256, notification = received.sha256, received.notification
+    if notification is None:
+        return await _store_invalid(store, received)
+    text = await storable_text(received.raw, store.redact)
     async with store.write() as conn:
-        raw_id = await raw_alerts.add(conn, raw_body.decode("utf-8", errors="backslashreplace"), sha256, time.time())
-    try:
-        notification = parse_notification(raw_body)
-    except PayloadError as exc:
-        async with store.write() as conn:
-            await raw_alerts.set_error(conn, raw_id, exc.reason)
-        ALERT_NOTIFICATIONS.labels(outcome="invalid").inc()
-        log.warning("rejected webhook body raw_alerts#%d: %s", raw_id, exc.reason)
-        return IngestResult(outcome="invalid", raw_id=raw_id, error=exc.reason, errors=exc.errors)
+        raw_id = await raw_alerts.add(conn, text, sha256, time.time(), received.size)
     try:
         async with store.write() as conn:
             result = await apply_notification(conn, raw_id, sha256, notification)
@@ -104,6 +111,18 @@ async def ingest_notification(store: Store, raw_body: bytes) -> IngestResult:
             ALERTS_RECEIVED.labels(status=alert.status).inc()
     INCIDENTS_OPEN.set(open_count)
     return result
+
+
+async def _store_invalid(store: Store, received: ReceivedBody) -> IngestResult:
+    """Keep an invalid body's hash, size, reason and first KiB; report it."""
+    error = received.error
+    assert error is not None
+    head = received.head.decode("utf-8", errors="backslashreplace")
+    async with store.write() as conn:
+        raw_id = await raw_alerts.add(conn, head, received.sha256, time.time(), received.size, error.reason)
+    ALERT_NOTIFICATIONS.labels(outcome="invalid").inc()
+    log.warning("rejected webhook body raw_alerts#%d (%d bytes): %s", raw_id, received.size, error.reason)
+    return IngestResult(outcome="invalid", raw_id=raw_id, error=error.reason, errors=error.errors)
 
 
 async def apply_notification(conn: AsyncConnection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult:

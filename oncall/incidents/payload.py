@@ -11,17 +11,47 @@ Facts the ingest relies on:
 - ``truncatedAlerts > 0`` (``max_alerts`` on the webhook) means ``alerts`` is cut, and the top-level
   ``status`` is computed from the listed alerts only, so it can say ``resolved`` while a cut alert fires.
 - Firing alerts carry Go's zero time ``0001-01-01T00:00:00Z`` as ``endsAt``.
+
+Sizes are bounded so one huge value cannot make every later statement, prompt and page huge (the
+raw body keeps it whole): a label or annotation value, a URL or the receiver longer than
+``MAX_VALUE_CHARS`` is cut with a visible marker; a group key or fingerprint longer than
+``MAX_KEY_CHARS`` is replaced by its head and SHA-256, which keeps it unique and stable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 AlertStatus = Literal["firing", "resolved"]
+MAX_VALUE_CHARS = 16 * 1024
+"""Longest label or annotation value, URL or receiver kept, characters (longer ones are cut)."""
+MAX_KEY_CHARS = 1024
+"""Longest group key or fingerprint kept as is, characters (longer ones become head + SHA-256)."""
+
+
+def cut_value(value: str) -> str:
+    """``value``, or its first ``MAX_VALUE_CHARS`` characters and ``...[cut N chars]``."""
+    if len(value) <= MAX_VALUE_CHARS:
+        return value
+    return f"{value[:MAX_VALUE_CHARS]}...[cut {len(value) - MAX_VALUE_CHARS} chars]"
+
+
+def bounded_key(value: str) -> str:
+    """``value``, or its head and the SHA-256 of the whole (unique and stable) when it is longer than
+    ``MAX_KEY_CHARS``."""
+    if len(value) <= MAX_KEY_CHARS:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{value[: MAX_KEY_CHARS - 80]}...sha256:{digest}"
+
+
+Value = Annotated[str, AfterValidator(cut_value)]
+Key = Annotated[str, AfterValidator(bounded_key)]
 
 
 class WebhookAlert(BaseModel):
@@ -30,12 +60,12 @@ class WebhookAlert(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     status: AlertStatus
-    labels: dict[str, str] = Field(min_length=1)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[Key, Value] = Field(min_length=1)
+    annotations: dict[Key, Value] = Field(default_factory=dict)
     starts_at: datetime = Field(alias="startsAt")
     ends_at: datetime | None = Field(default=None, alias="endsAt")
-    generator_url: str = Field(default="", alias="generatorURL")
-    fingerprint: str = Field(min_length=1)
+    generator_url: Value = Field(default="", alias="generatorURL")
+    fingerprint: Key = Field(min_length=1)
 
     @property
     def alertname(self) -> str:
@@ -56,14 +86,14 @@ class WebhookNotification(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     version: Literal["4"]
-    group_key: str = Field(alias="groupKey", min_length=1)
+    group_key: Key = Field(alias="groupKey", min_length=1)
     truncated_alerts: int = Field(default=0, ge=0, alias="truncatedAlerts")
     status: AlertStatus
-    receiver: str
-    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
-    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
-    external_url: str = Field(default="", alias="externalURL")
+    receiver: Value
+    group_labels: dict[Key, Value] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[Key, Value] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[Key, Value] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: Value = Field(default="", alias="externalURL")
     alerts: list[WebhookAlert] = Field(min_length=1)
 
     @property
@@ -100,9 +130,15 @@ def parse_notification(raw_body: bytes) -> WebhookNotification:
     try:
         return WebhookNotification.model_validate(document)
     except ValidationError as exc:
-        errors = [
-            {"loc": ".".join(str(part) for part in err["loc"]) or "body", "msg": err["msg"], "type": err["type"]}
-            for err in exc.errors(include_url=False, include_context=False, include_input=False)
-        ]
+        errors = validation_errors(exc)
         reason = "; ".join(f"{err['loc']}: {err['msg']}" for err in errors)
         raise PayloadError(f"not an Alertmanager webhook v4 payload: {reason}", errors) from exc
+
+
+def validation_errors(exc: ValidationError) -> list[dict]:
+    """``[{"loc": "alerts.0.labels", "msg", "type"}]`` of a validation failure (no input values: they may be huge
+    or secret)."""
+    return [
+        {"loc": ".".join(str(part) for part in err["loc"]) or "body", "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]

@@ -2,7 +2,9 @@
 
 ``POST /alerts`` commits the raw body before it parses and applies it. A body still unapplied
 (``valid = 0``, no ``error``) ``grace_s`` seconds after it was received is claimed here, by any replica
-(``FOR UPDATE SKIP LOCKED``; one replica per row), parsed and applied in the claiming transaction, so
+(``FOR UPDATE SKIP LOCKED``; one replica per row), parsed as ``POST /alerts`` parses (its stored text:
+redacted, and cut past ``KEPT_VALID_BYTES``, in which case it is marked not replayable) and applied in
+the claiming transaction, so
 its investigation and notices are written as if the POST had completed. ``apply_notification`` locks
 the raw row first, so the original request and a replay never both apply it. Runs at start and then
 every ``poll_s`` seconds (default ``LEASE_S``).
@@ -12,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
+from oncall.incidents.body import receive_notification
 from oncall.incidents.ingest import apply_notification
-from oncall.incidents.payload import PayloadError, parse_notification
 from oncall.metrics import RAW_ALERTS_REPLAYED
 from oncall.store import raw_alerts
 from oncall.store.database import Store
@@ -24,6 +26,10 @@ from oncall.tasks import Poller
 log = logging.getLogger("oncall.replay")
 
 BATCH = 50
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 class RawAlertReplay:
@@ -79,13 +85,13 @@ class RawAlertReplay:
                 if row is None:
                     return False
                 claimed = int(row["id"])
-                try:
-                    notification = parse_notification(row["body"].encode())
-                except PayloadError as exc:
-                    await raw_alerts.set_error(conn, claimed, exc.reason)
-                    log.warning("replayed raw_alerts#%d is not a valid notification: %s", claimed, exc.reason)
+                received = await receive_notification(_chunks(row["body"].encode()))
+                if received.notification is None:  # e.g. a body kept cut (over KEPT_VALID_BYTES)
+                    reason = received.error.reason if received.error else "no notification"
+                    await raw_alerts.set_error(conn, claimed, f"not replayable: {reason}")
+                    log.warning("replayed raw_alerts#%d is not a valid notification: %s", claimed, reason)
                     return True
-                result = await apply_notification(conn, claimed, row["body_sha256"], notification)
+                result = await apply_notification(conn, claimed, row["body_sha256"], received.notification)
         except Exception as exc:
             if claimed is None:
                 raise

@@ -6,7 +6,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-SYSTEM_PROMPT = """You are an SRE on-call investigator for the `inventory` service: several replicas \
+from oncall.investigate.fencing import FENCE_RULES, fence
+from oncall.store.alert_summary import summarise_alerts
+
+PROMPT_ALERTS = 20
+"""Alerts listed one by one in the first message; a larger group is summarised (counts + the most telling)."""
+PROMPT_VALUE_CHARS = 500
+"""Characters of one label or annotation value shown in the first message (longer ones are cut)."""
+
+SYSTEM_PROMPT = (
+    """You are an SRE on-call investigator for the `inventory` service: several replicas \
 (named inventory-1, inventory-2, ...) behind a load balancer, scraped by Prometheus (job="inventory", \
 label `replica`), supervised by a process manager. An alert fired; find its root cause from evidence.
 
@@ -37,7 +46,11 @@ Diagnosis fields: affected_service "inventory"; affected_replicas = only the rep
 deviates (all of them when all deviate; with two independent faults, the replicas of both), as the process \
 manager names them; priority P1 (outage, most \
 requests failing) to P4 (no impact); confidence 0-1, lower when tools failed; evidence = items naming the \
-tool, the exact PromQL query or log line, and the finding; suggested_fix and next_steps concrete."""
+tool, the exact PromQL query or log line, and the finding; suggested_fix and next_steps concrete.
+
+"""
+    + FENCE_RULES
+)
 
 CORRECTIVE_MESSAGE = """You ended without a valid send_diagnosis call. Call send_diagnosis now with \
 arguments that match its schema (fault_type from the closed set; say "none" or "unknown" rather than guess). \
@@ -48,24 +61,51 @@ def _when(value: Any) -> str:
     return str(value) if value else "unknown"
 
 
+def _short(values: dict[str, Any]) -> str:
+    """``values`` as JSON, each value cut to ``PROMPT_VALUE_CHARS`` characters."""
+    limit = PROMPT_VALUE_CHARS
+    cut = {key: str(value)[:limit] + ("..." if len(str(value)) > limit else "") for key, value in values.items()}
+    return json.dumps(cut, sort_keys=True)
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    return (
+        f"- {alert['alertname']} [{alert['status']}] startsAt {_when(alert.get('starts_at'))}; "
+        f"labels {_short(alert['labels'])}; annotations {_short(alert['annotations'])}"
+    )
+
+
+def alerts_text(incident: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
+    """The incident title, group labels and alerts as the alert sender wrote them (untrusted): every
+    alert when there are at most ``PROMPT_ALERTS``, else the counts and the most telling alerts."""
+    lines = [
+        f"Title: {incident['title'][:PROMPT_VALUE_CHARS]}",
+        f"Group labels: {_short(incident.get('group_labels') or {})}",
+    ]
+    if len(alerts) <= PROMPT_ALERTS:
+        lines.append("Alerts:")
+        lines.extend(_alert_line(alert) for alert in alerts)
+        return "\n".join(lines)
+    summary = summarise_alerts(alerts, PROMPT_ALERTS)
+    shown = summary.pop("alerts")
+    lines.append(f"Alert summary (the group is large): {json.dumps(summary, sort_keys=True)}")
+    lines.append(f"The {len(shown)} most telling of the {summary['total']} alerts:")
+    lines.extend(_alert_line(alert) for alert in shown)
+    return "\n".join(lines)
+
+
 def user_message(incident: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
-    """The first user message: the incident and its alerts (labels, annotations, startsAt).
+    """The first user message: the incident and its alerts (labels, annotations, startsAt), fenced as data.
 
     Args:
-        incident: a ``db.get_incident`` row.
-        alerts: ``db.get_incident_alerts`` rows.
+        incident: an ``incidents`` row.
+        alerts: its ``incident_alerts`` rows.
     """
-    lines = [
-        f"Incident #{incident['id']}: {incident['title']} (status {incident['status']}, "
-        f"opened {datetime.fromtimestamp(incident['created_at'], UTC).isoformat(timespec='seconds')}).",
-        f"Group labels: {json.dumps(incident.get('group_labels') or {}, sort_keys=True)}",
-        "Alerts:",
-    ]
-    for alert in alerts:
-        lines.append(
-            f"- {alert['alertname']} [{alert['status']}] startsAt {_when(alert.get('starts_at'))}; "
-            f"labels {json.dumps(alert['labels'], sort_keys=True)}; "
-            f"annotations {json.dumps(alert['annotations'], sort_keys=True)}"
-        )
-    lines.append(f"Now: {datetime.now(UTC).isoformat(timespec='seconds')}. Investigate and call send_diagnosis.")
-    return "\n".join(lines)
+    opened = datetime.fromtimestamp(incident["created_at"], UTC).isoformat(timespec="seconds")
+    return "\n".join(
+        [
+            f"Incident #{incident['id']} (status {incident['status']}, opened {opened}), as Alertmanager reported it:",
+            fence(alerts_text(incident, alerts), "alert labels and annotations"),
+            f"Now: {datetime.now(UTC).isoformat(timespec='seconds')}. Investigate and call send_diagnosis.",
+        ]
+    )

@@ -9,6 +9,10 @@ an assistant message may hold several ``tool_calls`` (``id``, ``function.name``,
 Every tool call of a round runs concurrently (``asyncio.gather``), each under its own timeout.
 A call never raises: unknown tool, invalid JSON, schema violations, handler exceptions and
 timeouts all become an error record whose message is fed back to the model.
+
+A tool's result and error text pass its spec's redactor before anything else sees them (the audit
+trail, the offline engine, the model), and the model gets each result fenced as untrusted data
+(``oncall.investigate.fencing``).
 """
 
 from __future__ import annotations
@@ -18,15 +22,20 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import openai
 from pydantic import BaseModel, ValidationError
 
+from oncall.investigate.fencing import fence
 from oncall.metrics import LLM_TOKENS, TOOL_CALL_SECONDS
+from oncall.redaction import Redactor
 
 log = logging.getLogger("oncall.toolloop")
+
+
+_SHAPES_ONLY = Redactor()
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,8 @@ class ToolSpec:
     ``args_model`` validates the arguments (its JSON schema is what the model sees);
     ``handler`` gets the validated model and returns a JSON-serialisable result or raises;
     ``timeout_s`` bounds one call (seconds); a successful call of a ``terminal`` tool ends the loop.
+    ``redact`` cleans the result and the error text (default: secret-shaped strings only; the agent
+    gives every tool a ``Redactor`` of its configured secrets, ``oncall.investigate.guard``).
     """
 
     name: str
@@ -44,6 +55,7 @@ class ToolSpec:
     handler: Callable[[Any], Awaitable[Any]]
     timeout_s: float
     terminal: bool = False
+    redact: Redactor = _SHAPES_ONLY
 
 
 @dataclass
@@ -83,6 +95,11 @@ class LoopOutcome:
     final_text: str | None
 
 
+def with_redactor(tools: Mapping[str, ToolSpec], redact: Redactor) -> dict[str, ToolSpec]:
+    """The same tools, each cleaning its result and error text with ``redact``."""
+    return {name: replace(spec, redact=redact) for name, spec in tools.items()}
+
+
 def openai_tool_schemas(tools: Sequence[ToolSpec]) -> list[dict]:
     """Return the Chat Completions ``tools`` parameter for ``tools`` (function tools, pydantic JSON schemas)."""
     return [
@@ -108,8 +125,10 @@ def result_json(record: ToolCallRecord) -> str:
 
 
 def tool_message(record: ToolCallRecord, max_output_chars: int) -> dict:
-    """The ``role: tool`` message answering ``record``, its content capped at ``max_output_chars``."""
-    return {"role": "tool", "tool_call_id": record.call_id, "content": cap_text(result_json(record), max_output_chars)}
+    """The ``role: tool`` message answering ``record``: its outcome capped at ``max_output_chars`` and
+    fenced as untrusted data."""
+    content = fence(cap_text(result_json(record), max_output_chars), f"{record.tool} output")
+    return {"role": "tool", "tool_call_id": record.call_id, "content": content}
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -120,6 +139,38 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _parse_arguments(spec: ToolSpec, raw_args: str) -> tuple[BaseModel | None, str | None]:
+    """``(validated arguments, None)`` or ``(None, an error message the model can act on)``."""
+    name = spec.name
+    try:
+        data = json.loads(raw_args) if raw_args and raw_args.strip() else {}
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    except ValueError as exc:
+        return (
+            None,
+            f"invalid JSON arguments for {name}: {exc}. Send a JSON object matching the tool's parameters schema.",
+        )
+    try:
+        return spec.args_model.model_validate(data), None
+    except ValidationError as exc:
+        return (
+            None,
+            f"arguments for {name} do not match the schema: {_validation_message(exc)}. Fix them and call again.",
+        )
+
+
+async def _run_handler(spec: ToolSpec, parsed: BaseModel) -> tuple[Any, str | None]:
+    """``(result, None)`` or ``(None, error)``; the result and the error are redacted with the spec's redactor."""
+    try:
+        async with asyncio.timeout(spec.timeout_s):
+            return spec.redact.value(await spec.handler(parsed)), None
+    except TimeoutError:
+        return None, f"{spec.name} timed out after {spec.timeout_s:g} s"
+    except Exception as exc:  # noqa: BLE001 - a failing tool becomes an error result, never an abort
+        return None, spec.redact(f"{spec.name} failed: {type(exc).__name__}: {exc}")
+
+
 async def _execute_one(
     call_id: str, name: str, raw_args: str, tools: Mapping[str, ToolSpec], round_no: int
 ) -> ToolCallRecord:
@@ -127,33 +178,13 @@ async def _execute_one(
     t0 = time.perf_counter()
     parsed: BaseModel | None = None
     result: Any = None
-    error: str | None = None
     spec = tools.get(name)
     if spec is None:
-        error = f"unknown tool {name!r}; available tools: {', '.join(sorted(tools))}"
+        error: str | None = f"unknown tool {name!r}; available tools: {', '.join(sorted(tools))}"
     else:
-        try:
-            data = json.loads(raw_args) if raw_args and raw_args.strip() else {}
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        except ValueError as exc:
-            error = (
-                f"invalid JSON arguments for {name}: {exc}. Send a JSON object matching the tool's parameters schema."
-            )
-        else:
-            try:
-                parsed = spec.args_model.model_validate(data)
-            except ValidationError as exc:
-                problems = _validation_message(exc)
-                error = f"arguments for {name} do not match the schema: {problems}. Fix them and call again."
-            else:
-                try:
-                    async with asyncio.timeout(spec.timeout_s):
-                        result = await spec.handler(parsed)
-                except TimeoutError:
-                    error = f"{name} timed out after {spec.timeout_s:g} s"
-                except Exception as exc:  # noqa: BLE001 - a failing tool becomes an error result, never an abort
-                    error = f"{name} failed: {type(exc).__name__}: {exc}"
+        parsed, error = _parse_arguments(spec, raw_args)
+        if parsed is not None:
+            result, error = await _run_handler(spec, parsed)
     duration = time.perf_counter() - t0
     ok = error is None
     TOOL_CALL_SECONDS.labels(tool=name if spec else "unknown", result="ok" if ok else "error").observe(duration)

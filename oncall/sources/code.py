@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from oncall.sources import http as source_http
+from oncall.sources.code_policy import CodeReadPolicy
 from oncall.sources.http import SourceError
 
 
@@ -73,28 +74,34 @@ def numbered_lines(text: str, line: int | None, context_lines: int) -> dict[str,
 
 
 class LocalCode:
-    """Files below a local folder; symlinks resolving outside the folder are rejected.
+    """Files below a local folder that ``policy`` allows; symlinks resolving outside the folder, or to a
+    file the policy refuses, are rejected.
 
     Args:
         root: the checkout's root folder.
+        policy: which files may be read (default: ``CodeReadPolicy.for_checkout(root)``, tracked ``*.py``).
     """
 
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, policy: CodeReadPolicy | None = None) -> None:
         self.root = root
+        self.policy = policy or CodeReadPolicy.for_checkout(root)
 
     async def read(self, path: str) -> str:
         """The file's text (undecodable bytes replaced).
 
         Raises:
-            SourceError: unsafe path, escape through a symlink, missing file or a directory.
+            SourceError: unsafe path, refused by the policy, escape through a symlink, missing file or a directory.
         """
         relative = safe_relative_path(path)
+        await self.policy.check(relative)
         root = self.root.resolve()
         target = (root / relative).resolve()
         if not target.is_relative_to(root):
             raise SourceError(f"path {path!r} resolves outside the code folder")
+        if (reason := self.policy.refusal(PurePosixPath(target.relative_to(root).as_posix()))) is not None:
+            raise SourceError(f"refused: {path!r} is a link to a file that is never read: {reason}")
         if not target.exists():
             raise SourceError(f"file {path!r} not found in the code folder")
         if not target.is_file():
@@ -112,10 +119,18 @@ class GitHubCode:
         ref: branch, tag or commit.
         token: a token for private repositories (sent as ``Authorization: Bearer``), or None.
         timeout_s: timeout of one request, seconds.
+        policy: which paths may be read (default ``CodeReadPolicy()``: ``*.py``, never dotfiles or keys).
     """
 
     def __init__(
-        self, http: httpx.AsyncClient, api_url: str, repo: str, ref: str, token: str | None, timeout_s: float
+        self,
+        http: httpx.AsyncClient,
+        api_url: str,
+        repo: str,
+        ref: str,
+        token: str | None,
+        timeout_s: float,
+        policy: CodeReadPolicy | None = None,
     ) -> None:
         self.http = http
         self.api_url = api_url
@@ -123,6 +138,7 @@ class GitHubCode:
         self.ref = ref
         self.token = token
         self.timeout_s = timeout_s
+        self.policy = policy or CodeReadPolicy()
 
     @property
     def name(self) -> str:
@@ -133,9 +149,10 @@ class GitHubCode:
         """The file's text at ``ref`` (base64-decoded).
 
         Raises:
-            SourceError: GitHub's error message, a folder, or a non-base64 entry.
+            SourceError: refused by the policy, GitHub's error message, a folder, or a non-base64 entry.
         """
         relative = safe_relative_path(path)
+        await self.policy.check(relative)
         url = f"{self.api_url}/repos/{self.repo}/contents/{quote(str(relative))}"
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
         if self.token:

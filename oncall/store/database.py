@@ -11,6 +11,10 @@
 
 Text reaching the database is made storable: lone UTF-16 surrogates (valid in JSON, not in UTF-8)
 and NUL characters (refused by PostgreSQL) become U+FFFD, in plain columns and inside JSON columns.
+
+Secrets never reach the database: every string parameter of every statement (JSON columns included,
+after serialisation) passes the store's redactor (``oncall.redaction``) in a ``before_cursor_execute``
+hook, whichever module wrote it. Text already redacted (``Redacted``) is not scanned again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,15 +32,30 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from oncall.redaction import Redacted, Redactor
+
 WRITE_OPTION = "oncall_write"
 """Execution option set on connections of ``Store.write()`` (SQLite: ``BEGIN IMMEDIATE``)."""
 SQLITE_BUSY_TIMEOUT_MS = 5000
 UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 
 
+class StorableText(Redacted):
+    """Text already redacted and made storable by its producer (piece by piece, e.g. a large webhook body):
+    neither ``storable`` nor the store's redaction hook scan it again."""
+
+    __slots__ = ()
+
+
 def storable(text: str) -> str:
-    """Replace lone surrogates and NUL characters (not storable in UTF-8 / PostgreSQL) with U+FFFD."""
-    return UNSTORABLE.sub("\ufffd", text)
+    """Replace lone surrogates and NUL characters (not storable in UTF-8 / PostgreSQL) with U+FFFD.
+
+    A ``Redacted`` text stays ``Redacted``; a ``StorableText`` is returned as it is.
+    """
+    if isinstance(text, StorableText):
+        return text
+    clean = UNSTORABLE.sub("\ufffd", text)
+    return Redacted(clean) if isinstance(text, Redacted) and not isinstance(clean, Redacted) else clean
 
 
 def json_dumps(value: Any) -> str:
@@ -84,6 +103,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _redact_parameters(parameters: Any, redact: Callable[[str], str]) -> Any:
+    """DBAPI parameters (a tuple, a dict, or a list of them for executemany) with every string redacted."""
+    if isinstance(parameters, str):
+        return parameters if isinstance(parameters, Redacted) else redact(parameters)
+    if isinstance(parameters, dict):
+        return {key: _redact_parameters(value, redact) for key, value in parameters.items()}
+    if isinstance(parameters, (list, tuple)):
+        return type(parameters)(_redact_parameters(value, redact) for value in parameters)
+    return parameters
 
 
 def _sqlite_begin(connection: Any) -> None:
@@ -147,10 +177,13 @@ class Store:
     Args:
         url: ``sqlite:///relative/or/absolute.db`` or ``postgresql://user:pw@host:port/db``
             (the async driver is chosen here; see ``async_url``). A SQLite file's folder is created.
+        redact: applied to every string written (default: a ``Redactor`` of secret-shaped strings only;
+            the agent passes one that also knows the configured secret values).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, redact: Callable[[str], str] | None = None) -> None:
         self.url = url
+        self.redact = redact or Redactor()
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,9 +198,15 @@ class Store:
         # busy_timeout while the writer holding the lock waits for the event loop. Other processes on the
         # same file still meet the busy handler.
         self._writers = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        event.listen(self.engine.sync_engine, "before_cursor_execute", self._before_execute, retval=True)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+
+    def _before_execute(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> tuple[str, Any]:
+        return statement, _redact_parameters(parameters, self.redact)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

@@ -196,3 +196,22 @@ async def update_alert(conn: AsyncConnection, incident_id: int, fingerprint: str
         .where(incident_alerts.c.incident_id == incident_id, incident_alerts.c.fingerprint == fingerprint)
         .values(**values)
     )
+
+
+async def alerts_page(
+    conn: AsyncConnection, incident_id: int, *, status: str | None, offset: int, limit: int
+) -> tuple[int, list[Row]]:
+    """``(total, rows)``: the number of the incident's alerts (with ``status`` when given) and ``limit``
+    of them from ``offset``, oldest first."""
+    where = [incident_alerts.c.incident_id == incident_id]
+    if status is not None:
+        where.append(incident_alerts.c.status == status)
+    total = (await conn.execute(select(func.count()).select_from(incident_alerts).where(*where))).scalar_one()
+    result = await conn.execute(
+        select(incident_alerts)
+        .where(*where)
+        .order_by(incident_alerts.c.first_seen_at, incident_alerts.c.fingerprint)
+        .offset(offset)
+        .limit(limit)
+    )
+    return int(total), all_rows(result)

@@ -1,4 +1,5 @@
-"""``raw_alerts``: every body POSTed to ``/alerts``, committed before it is parsed or applied.
+"""``raw_alerts``: every body POSTed to ``/alerts`` (a valid one whole, an invalid one as its first KiB with
+its hash, size and reason), committed before it is parsed or applied; deleted after the retention period.
 
 A row is applied when ``valid = 1``; a row with ``valid = 0`` and no ``error`` was stored but not applied
 (the process died in between, or is applying it right now): ``claim_unapplied`` hands the ones older
@@ -7,7 +8,7 @@ than a grace period to the replay at start and to any replica afterwards.
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.store.database import storable
@@ -15,14 +16,40 @@ from oncall.store.rows import Row, first_row
 from oncall.store.schema import raw_alerts
 
 
-async def add(conn: AsyncConnection, body: str, sha256: str, received_at: float) -> int:
-    """Store a body (``valid=0`` until applied) and return its id. ``sha256``: hex digest of the exact bytes."""
+async def add(
+    conn: AsyncConnection,
+    body: str,
+    sha256: str,
+    received_at: float,
+    body_bytes: int | None = None,
+    error: str | None = None,
+) -> int:
+    """Store a body (``valid=0`` until applied) and return its id.
+
+    Args:
+        body: the text kept: the whole body, or the first KiB of an invalid one.
+        sha256: hex digest of the exact bytes received; ``body_bytes``: their number.
+        error: why the body was rejected (an invalid body), else None.
+    """
     result = await conn.execute(
         insert(raw_alerts)
-        .values(received_at=received_at, body_sha256=sha256, body=storable(body), valid=0)
+        .values(
+            received_at=received_at,
+            body_sha256=sha256,
+            body=storable(body),
+            body_bytes=body_bytes,
+            valid=0,
+            error=storable(error) if error else None,
+        )
         .returning(raw_alerts.c.id)
     )
     return int(result.scalar_one())
+
+
+async def delete_received_before(conn: AsyncConnection, before: float) -> int:
+    """Delete the bodies received before ``before`` (epoch seconds); returns how many."""
+    result = await conn.execute(delete(raw_alerts).where(raw_alerts.c.received_at < before))
+    return int(result.rowcount)
 
 
 async def set_error(conn: AsyncConnection, raw_id: int, error: str) -> None:

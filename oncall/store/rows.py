@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 Row = dict[str, Any]
+MAX_ID = 2**63 - 1
+"""The largest id a lookup may use: SQLite binds signed 64-bit integers only (a larger one raises OverflowError)."""
 
 
 def all_rows(result: Result[Any]) -> list[Row]:

@@ -3,7 +3,8 @@
 Times are Unix epoch seconds (float); JSON columns hold dicts/lists (decoded by SQLAlchemy). The
 Alembic migrations in ``migrations/versions`` create exactly this schema (a test compares them).
 
-- ``raw_alerts``: every body POSTed to /alerts, stored before anything else, valid or not.
+- ``raw_alerts``: every body POSTed to /alerts: a valid one whole, an invalid one as its SHA-256,
+  size, reason and first KiB; deleted after ``RAW_ALERT_RETENTION_DAYS``.
 - ``incidents``: one per Alertmanager group key; status ``firing``/``resolved``; investigation state.
 - ``incident_alerts``: alerts of an incident by fingerprint, with their latest status.
 - ``timeline``: what happened to an incident, in order.
@@ -15,6 +16,9 @@ Alembic migrations in ``migrations/versions`` create exactly this schema (a test
   episode's one investigation as a work claim (``claimed_by`` / ``lease_until``).
 - ``outbox``: every outgoing WhatsApp message and Jira call, written in the transaction of the state
   change that causes it, delivered by a claimed lease until delivered or expired; ``event_key`` unique.
+- ``confirmations``: side-effecting actions the agent proposed to an engineer and waits for a YES on.
+- ``pages``: the escalation chain of an incident episode, one row per level (its timer, who was paged).
+- ``postmortems``: the post-mortem draft (Markdown) of an incident episode, written on resolution.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ raw_alerts = Table(
     Column("error", Text),
     Column("group_key", Text),
     Column("incident_id", Integer),
+    Column("body_bytes", Integer),
     Index("raw_alerts_sha", "body_sha256"),
+    Index("raw_alerts_received", "received_at"),
 )
 
 incidents = Table(
@@ -207,4 +213,56 @@ outbox = Table(
     Column("warned", Integer, nullable=False, server_default="0"),
     Index("outbox_due", "status", "next_attempt_at"),
     Index("outbox_incident", "incident_id", "channel", "id"),
+)
+
+confirmations = Table(
+    "confirmations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sender", Text, nullable=False),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("action", Text, nullable=False),
+    Column("arguments", Json, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("proposed_by", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("decided_at", Float),
+    Index("confirmations_sender", "sender", "status", "id"),
+)
+
+pages = Table(
+    "pages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("episode", Integer, nullable=False, server_default="1"),
+    Column("level", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("episode_started_at", Float, nullable=False),
+    Column("service", Text),
+    Column("team", Text),
+    Column("policy", Text),
+    Column("paged_at", Float),
+    Column("recipients", Json, nullable=False),
+    Column("reason", Text),
+    Column("stopped_at", Float),
+    Column("stop_reason", Text),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("incident_id", "episode", "level", name="pages_level_once"),
+    Index("pages_due", "status", "due_at"),
+)
+
+postmortems = Table(
+    "postmortems",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("episode", Integer, nullable=False, server_default="1"),
+    Column("markdown", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("incident_id", "episode", name="postmortems_episode_once"),
 )

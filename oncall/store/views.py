@@ -2,18 +2,30 @@
 
 All times are Unix epoch seconds. ``tool_calls.result`` is decoded when it holds JSON and returned as
 text otherwise (a result capped for the audit trail is no longer valid JSON).
+
+A large incident's page stays small: at most ``PAGE_ALERTS`` alerts (the most telling, with the
+counts in ``alert_summary``; all of them page by page through ``GET /incidents/{id}/alerts``) and at
+most ``PAGE_ALERT_EVENTS`` alert state changes on the timeline (every other event is kept).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.store import episodes, incidents, investigations, messages, outbox, tickets, timeline
+from oncall.store.alert_summary import summarise_alerts
 from oncall.store.incidents import IncidentStatus
 from oncall.store.rows import Row
+
+PAGE_ALERTS = 50
+"""Alerts shown on an incident's page."""
+PAGE_ALERT_EVENTS = 100
+"""``alert_firing`` / ``alert_resolved`` timeline events shown on an incident's page (the first ones)."""
+ALERT_EVENTS = ("alert_firing", "alert_resolved")
 
 
 async def incident_list(conn: AsyncConnection, status: IncidentStatus | None = None, limit: int = 50) -> list[Row]:
@@ -36,10 +48,12 @@ async def incident_list(conn: AsyncConnection, status: IncidentStatus | None = N
 async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None:
     """Everything known about one incident, or None when it does not exist.
 
-    Keys: the ``incidents`` row's columns (JSON decoded), alerts, timeline, investigations,
-    tool_calls, messages, tickets, episodes (each with its investigation claim: ``investigation``,
-    ``claimed_by``, ``attempts``) and outbox (delivery state of every message and Jira call:
-    ``event_key``, ``status``, ``attempts``, ``last_error``, ``delivered_by``), lists oldest first.
+    Keys: the ``incidents`` row's columns (JSON decoded), alerts (at most ``PAGE_ALERTS``, the most
+    telling first), alert_summary (counts by status, alert name and label; ``shown``, ``omitted``),
+    timeline (alert events capped, see ``capped_timeline``), investigations, tool_calls, messages,
+    tickets, episodes (each with its investigation claim: ``investigation``, ``claimed_by``,
+    ``attempts``) and outbox (delivery state of every message and Jira call: ``event_key``, ``status``,
+    ``attempts``, ``last_error``, ``delivered_by``), lists oldest first.
     """
     incident = await incidents.get(conn, incident_id)
     if incident is None:
@@ -48,10 +62,15 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
     for call in calls:
         call["ok"] = bool(call["ok"])
         call["result"] = json_or_text(call["result"])
+    alerts = await incidents.alerts(conn, incident_id)
+    summary = summarise_alerts(alerts, PAGE_ALERTS)
+    shown = alerts if len(alerts) <= PAGE_ALERTS else summary["alerts"]
+    summary.pop("alerts")
     return {
         **incident,
-        "alerts": await incidents.alerts(conn, incident_id),
-        "timeline": await timeline.for_incident(conn, incident_id),
+        "alerts": shown,
+        "alert_summary": summary,
+        "timeline": capped_timeline(await timeline.for_incident(conn, incident_id)),
         "investigations": await investigations.for_incident(conn, incident_id),
         "tool_calls": calls,
         "messages": await messages.for_incident(conn, incident_id),
@@ -69,3 +88,19 @@ def json_or_text(value: str | None) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         return value
+
+
+def capped_timeline(events: list[Row], keep: int = PAGE_ALERT_EVENTS) -> list[Row]:
+    """The timeline with only the first ``keep`` alert state changes; the others are replaced, where the
+    first of them was, by one ``alert_events_omitted`` event ``{"count", "by_kind"}``."""
+    alert_events = [event for event in events if event["kind"] in ALERT_EVENTS]
+    if len(alert_events) <= keep:
+        return events
+    omitted = alert_events[keep:]
+    dropped = {id(event) for event in omitted}
+    by_kind = dict(Counter(event["kind"] for event in omitted))
+    marker = {"id": None, "at": omitted[0]["at"], "kind": "alert_events_omitted"}
+    marker["detail"] = {"count": len(omitted), "by_kind": by_kind}
+    out = [event for event in events if id(event) not in dropped or event is omitted[0]]
+    out[out.index(omitted[0])] = marker
+    return out

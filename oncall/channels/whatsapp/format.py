@@ -16,8 +16,8 @@ MAX_FINDING_CHARS = 220
 
 
 def incident_url(public_base_url: str, incident_id: int) -> str:
-    """Return the agent's page for an incident: ``{public_base_url}/incidents/{id}``."""
-    return f"{public_base_url}/incidents/{incident_id}"
+    """Return the incident's page in the agent's console: ``{public_base_url}/ui/incidents/{id}``."""
+    return f"{public_base_url}/ui/incidents/{incident_id}"
 
 
 def alert_name(incident: dict[str, Any]) -> str:

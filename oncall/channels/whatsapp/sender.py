@@ -41,6 +41,7 @@ from oncall.channels.whatsapp.format import (
 )
 from oncall.diagnosis import Diagnosis
 from oncall.metrics import WHATSAPP_MESSAGES
+from oncall.settings import Settings
 from oncall.store import incidents, messages, outbox, timeline
 from oncall.store.database import Store
 from oncall.store.rows import Row
@@ -110,6 +111,21 @@ class WhatsAppSender:
         self.recipients = recipients
         self.public_base_url = public_base_url
         self.wake = wake
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store) -> WhatsAppSender:
+        """The sender the agent uses: Twilio when ``settings.twilio_enabled``, else the console channel."""
+        twilio = None
+        if settings.twilio_enabled and settings.twilio_auth_token is not None:
+            token = settings.twilio_auth_token.get_secret_value()
+            twilio = build_twilio_client(settings.twilio_account_sid or "", token, settings.twilio_api_base_url)
+        return cls(
+            store,
+            twilio=twilio,
+            from_number=settings.twilio_whatsapp_from,
+            recipients=settings.oncall_whatsapp_numbers,
+            public_base_url=settings.public_base_url,
+        )
 
     @property
     def channel(self) -> str:

@@ -10,8 +10,8 @@
 Existing incidents become episode 1 with an ``episodes`` row whose investigation state follows the
 incident's ``investigation_status`` (a firing incident's cut-off investigation is queued again).
 
-Revision ID: 0002_outbox_episodes
-Revises: 0001
+Revision ID: 0004_outbox_episodes
+Revises: 0003_security
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0002_outbox_episodes"
-down_revision = "0001"
+revision = "0004_outbox_episodes"
+down_revision = "0003_security"
 branch_labels = None
 depends_on = None
 

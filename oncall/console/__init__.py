@@ -1,0 +1,1 @@
+"""The incident console in the browser (``/ui``): server-rendered pages, live updates, login and roles."""
