@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from oncall.api import alerts, health, incidents, twilio
 from oncall.api.deps import Services
 from oncall.api.schemas import install_components
+from oncall.catalog.loader import CatalogError
 from oncall.channels.jira.client import JiraClient
 from oncall.channels.jira.delivery import JiraIssueDelivery
 from oncall.channels.jira.models import JiraConfig
@@ -37,16 +38,11 @@ from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
 from oncall.investigate.engines.offline.engine import OfflineEngine
 from oncall.investigate.investigator import Investigator
-from oncall.investigate.toolloop import with_redactor
-from oncall.investigate.tools import InvestigationTools
+from oncall.investigate.setup import build_tool_factory, load_service_catalog
+from oncall.investigate.tools import ToolFactory
 from oncall.metrics import INCIDENTS_OPEN
 from oncall.redaction import Redactor, install_log_redaction
 from oncall.settings import Settings, get_settings
-from oncall.sources.changes import ProcessManagerChanges
-from oncall.sources.code import CodeSource, GitHubCode, LocalCode
-from oncall.sources.code_policy import CodeReadPolicy
-from oncall.sources.logs import DemoLogTail
-from oncall.sources.prometheus import PrometheusSource
 from oncall.store import incidents as incident_rows
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
@@ -60,29 +56,14 @@ DRAIN_TIMEOUT_S = 10.0
 ServicesFactory = Callable[[Settings, Store, httpx.AsyncClient, BackgroundTasks], Services]
 
 
-def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> InvestigationTools:
-    """The investigation tools over the configured sources (code reads limited by ``CODE_READ_GLOBS``)."""
-    timeout = settings.tool_timeout_s
-    s, globs = settings, settings.code_read_globs
-    code: CodeSource = LocalCode(s.code_root, CodeReadPolicy.for_checkout(s.code_root, globs))
-    if s.github_repo:
-        token = s.github_token.get_secret_value() if s.github_token else None
-        code = GitHubCode(http, s.github_api_url, s.github_repo, s.github_ref, token, timeout, CodeReadPolicy(globs))
-    return InvestigationTools(
-        PrometheusSource(http, settings.prometheus_url, timeout),
-        DemoLogTail(http, settings.lb_url, timeout),
-        ProcessManagerChanges(http, settings.pm_url, timeout),
-        code,
-        timeout,
-    )
+def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> ToolFactory:
+    """The investigation tools of the catalog's services (``SERVICES_FILE``) over the configured sources:
+    code reads limited by ``CODE_READ_GLOBS``, every tool's output redacted with the configured secrets."""
+    return build_tool_factory(settings, http)
 
 
-def build_engines(
-    settings: Settings, tools: InvestigationTools, client: openai.AsyncOpenAI | None = None
-) -> list[Engine]:
-    """The model engine first when a model is configured (or ``client`` is given), then the offline engine;
-    every tool's output is redacted with the configured secrets."""
-    redact = Redactor(settings.secret_values())
+def build_engines(settings: Settings, tools: ToolFactory, client: openai.AsyncOpenAI | None = None) -> list[Engine]:
+    """The model engine first when a model is configured (or ``client`` is given), then the offline engine."""
     engines: list[Engine] = []
     if client is not None or settings.llm_enabled:
         model = ModelEngine(
@@ -91,10 +72,10 @@ def build_engines(
             temperature=settings.llm_temperature,
             max_rounds=settings.llm_max_rounds,
             max_output_chars=settings.tool_output_max_chars,
-            tools=with_redactor(tools.specs(f"openai:{settings.openai_model}"), redact),
+            tools=tools,
         )
         engines.append(model)
-    engines.append(OfflineEngine(with_redactor(tools.specs(OfflineEngine.name), redact)))
+    engines.append(OfflineEngine(tools))
     return engines
 
 
@@ -154,6 +135,11 @@ def load_settings() -> Settings:
         raise SystemExit(2) from None
     except ValueError as exc:
         log.critical("invalid agent settings: LOG_LEVEL: %s", exc)
+        raise SystemExit(2) from None
+    try:
+        load_service_catalog(settings)
+    except CatalogError as exc:
+        log.critical("invalid service catalog: %s", exc)
         raise SystemExit(2) from None
     return settings
 

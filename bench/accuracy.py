@@ -38,19 +38,22 @@ from common import markdown_table, update_readme, write_results  # noqa: E402  (
 from stackctl.config import load_timing  # noqa: E402
 from stackctl.processes import wait_until  # noqa: E402
 from stackctl.stack import Stack, free_stack_ports  # noqa: E402
-from tests.e2e_support import attribute_access_line  # noqa: E402
+from tests.e2e_support import attribute_access_line, subscript_line  # noqa: E402
 
 SCENARIO_DIR = REPO_ROOT / "bench" / "scenarios"
 ONCALL_NUMBER = "whatsapp:+15550100001"
 NO_CAUSE = {"none", "unknown"}
 SETTLE_TIMEOUT_S = 300.0
+BASELINE_VERSION = "1.4.0"  # the inventory release every scenario starts from
 WARMUP_S = 8.0
 console = Console()
 
 
 class Traffic(BaseModel):
-    """traffic_gen.py settings of a scenario (rates in requests/s, durations in seconds)."""
+    """traffic_gen.py settings of a scenario (rates in requests/s, durations in seconds); ``mix`` picks the
+    service the traffic goes to (inventory through the load balancer, payments over its instances)."""
 
+    mix: Literal["inventory", "payments"] = "inventory"
     profile: Literal["constant", "spike", "ramp", "sine", "ramp-spike", "agentic"]
     rps: float = 30
     normal_rps: float = 20
@@ -69,13 +72,15 @@ class Fault(BaseModel):
     """One fault: a /faults mode with its parameters, on ``all`` replicas or one named replica.
 
     ``via: pm`` goes through the process manager (recorded in its change log); ``via: direct`` posts
-    to the replica's own ``/faults`` (no change-log entry).
+    to the replica's own ``/faults`` (no change-log entry); ``via: payments`` posts to the payments
+    instance's ``/admin/faults`` (``target`` payments-N or all). ``mode: deploy`` rolls the inventory
+    replicas onto ``params.version`` through the process manager (``POST /deploy``).
     """
 
-    mode: Literal["latency", "errors", "cpu", "oom_safe", "crash"]
-    params: dict[str, float | int] = Field(default_factory=dict)
+    mode: Literal["latency", "errors", "cpu", "oom_safe", "crash", "deploy"]
+    params: dict[str, float | int | str] = Field(default_factory=dict)
     target: str = "all"
-    via: Literal["pm", "direct"] = "pm"
+    via: Literal["pm", "direct", "payments"] = "pm"
 
 
 class AlertPlan(BaseModel):
@@ -90,7 +95,8 @@ class Truth(BaseModel):
     """Ground truth: accepted fault types, the exact replica set, and for code bugs the file and line.
 
     The line is the one in ``affected_function`` that accesses an attribute of ``dereferenced_name``
-    (found with ast by ``tests.e2e_support.attribute_access_line``, so edits above it do not matter).
+    (found with ast by ``tests.e2e_support.attribute_access_line``, so edits above it do not matter), or
+    that subscripts ``subscripted_name`` (a failing dictionary lookup).
     """
 
     fault_type: list[str]
@@ -98,6 +104,21 @@ class Truth(BaseModel):
     affected_file: str | None = None
     affected_function: str | None = None
     dereferenced_name: str | None = None
+    subscripted_name: str | None = None
+    service: str = "inventory"
+    version: str | None = None
+    rollback_to: str | None = None
+
+    def line(self) -> int | None:
+        """The failing line the diagnosis must name, or None when the truth names none."""
+        if not (self.affected_file and self.affected_function):
+            return None
+        path = REPO_ROOT / self.affected_file
+        if self.dereferenced_name:
+            return attribute_access_line(path, self.affected_function, self.dereferenced_name)
+        if self.subscripted_name:
+            return subscript_line(path, self.affected_function, self.subscripted_name)
+        return None
 
 
 class Scenario(BaseModel):
@@ -170,27 +191,41 @@ class Bench:
         return not alerts and not firing_incidents and running
 
     def reset(self, scenario: Scenario) -> None:
-        """Scale to the scenario's replica count, clear every fault, and wait until the stack is healthy."""
-        self.http.post(
-            f"{self.stack.url('pm')}/scale", json={"replicas": scenario.setup.replicas}, timeout=60
-        ).raise_for_status()
-        self.http.post(f"{self.stack.url('pm')}/fault", json={"mode": "none"}).raise_for_status()
+        """Scale to the scenario's replica count, put the inventory back on the baseline release, clear every
+        fault (inventory and payments), and wait until the stack is healthy."""
+        pm = self.stack.url("pm")
+        self.http.post(f"{pm}/scale", json={"replicas": scenario.setup.replicas}, timeout=60).raise_for_status()
+        if self.get("pm", "/deploys")["current_version"] != BASELINE_VERSION:
+            self.http.post(f"{pm}/deploy", json={"version": BASELINE_VERSION}, timeout=120).raise_for_status()
+        self.http.post(f"{pm}/fault", json={"mode": "none"}).raise_for_status()
+        for url in self.stack.payments_urls():
+            self.http.post(f"{url}/admin/faults", json={"mode": "none"}).raise_for_status()
         wait_until(self.healthy, SETTLE_TIMEOUT_S, interval=2.0, what="a healthy stack (no alerts, no firing incident)")
 
     def inject(self, fault: Fault) -> None:
-        """Apply one fault through the process manager or directly on the replica."""
+        """Apply one fault through the process manager, directly on the replica, or on a payments instance;
+        or deploy a release."""
         body = {"mode": fault.mode, **fault.params}
+        if fault.mode == "deploy":
+            answer = self.http.post(f"{self.stack.url('pm')}/deploy", json=fault.params, timeout=120)
+            answer.raise_for_status()
+            return
         if fault.via == "pm":
             target = {} if fault.target == "all" else {"replica": fault.target}
             self.http.post(f"{self.stack.url('pm')}/fault", json={**body, **target}).raise_for_status()
+            return
+        if fault.via == "payments":
+            urls = dict(zip((f"payments-{n}" for n in range(1, 10)), self.stack.payments_urls(), strict=False))
+            for name in urls if fault.target == "all" else [fault.target]:
+                self.http.post(f"{urls[name]}/admin/faults", json=body).raise_for_status()
             return
         urls = self.replica_urls()
         for name in urls if fault.target == "all" else [fault.target]:
             self.http.post(f"{urls[name]}/faults", json=body).raise_for_status()
 
-    def post_alert(self, alertname: str, status: str, started: str) -> None:
+    def post_alert(self, alertname: str, status: str, started: str, service: str = "inventory") -> None:
         """POST an Alertmanager webhook payload v4 for a control scenario's alert."""
-        labels = {"alertname": alertname, "service": "inventory", "severity": "critical"}
+        labels = {"alertname": alertname, "service": service, "severity": "critical"}
         alert = {
             "status": status,
             "labels": labels,
@@ -204,12 +239,12 @@ class Bench:
             "receiver": "oncall-agent",
             "status": status,
             "alerts": [alert],
-            "groupLabels": {"alertname": alertname, "service": "inventory"},
+            "groupLabels": {"alertname": alertname, "service": service},
             "commonLabels": labels,
             "commonAnnotations": {},
             "externalURL": self.stack.url("alertmanager"),
             "version": "4",
-            "groupKey": f'{{}}:{{alertname="{alertname}", service="inventory"}}',
+            "groupKey": f'{{}}:{{alertname="{alertname}", service="{service}"}}',
             "truncatedAlerts": 0,
         }
         self.http.post(f"{self.stack.url('agent')}/alerts", json=body).raise_for_status()
@@ -226,13 +261,16 @@ class Bench:
         """Run one scenario from a healthy state and return its score row."""
         self.reset(scenario)
         duration = scenario.observe_s + WARMUP_S + 30
+        mix = scenario.setup.traffic.mix
+        urls = [self.stack.url("lb")] if mix == "inventory" else self.stack.payments_urls()
         with open(self.stack.log_dir / f"traffic-{scenario.id}.log", "ab") as log:  # the child keeps its own handle
             traffic = subprocess.Popen(
                 [
                     sys.executable,
                     "traffic_gen.py",
-                    "--url",
-                    self.stack.url("lb"),
+                    "--mix",
+                    mix,
+                    *[arg for url in urls for arg in ("--url", url)],
                     "--quiet",
                     *traffic_args(scenario.setup.traffic, duration),
                 ],
@@ -251,7 +289,7 @@ class Bench:
             if scenario.alert.synthetic:
                 time.sleep(scenario.alert.after_s)
                 synthetic_started = datetime.now(UTC).isoformat()
-                self.post_alert(scenario.alert.synthetic, "firing", synthetic_started)
+                self.post_alert(scenario.alert.synthetic, "firing", synthetic_started, scenario.truth.service)
             try:
                 detail = wait_until(
                     lambda: self.diagnosis_after(injected_at), scenario.observe_s, interval=1.0, what="diagnosis"
@@ -262,10 +300,23 @@ class Bench:
         finally:
             traffic.terminate()
             traffic.wait(timeout=15)
-            log.close()
             self.http.post(f"{self.stack.url('pm')}/fault", json={"mode": "none"})
             if synthetic_started:
-                self.post_alert(scenario.alert.synthetic, "resolved", synthetic_started)
+                self.post_alert(scenario.alert.synthetic, "resolved", synthetic_started, scenario.truth.service)
+
+
+def deploy_named(truth: Truth, diagnosis: dict) -> bool:
+    """For a bad-deploy truth: the diagnosis names the deployed version and suggests the rollback; and
+    it names the scenario's service. True when the truth names no deploy and the service matches."""
+    if truth.service != diagnosis.get("affected_service") and not set(truth.fault_type) <= NO_CAUSE:
+        return False
+    if truth.version is None:
+        return True
+    rollback = any(
+        a.get("action") == "rollback" and (a.get("params") or {}).get("version") == truth.rollback_to
+        for a in diagnosis.get("proposed_actions") or []
+    )
+    return truth.version in diagnosis.get("summary", "") and rollback
 
 
 def score(scenario: Scenario, detail: dict | None, injected_at: float) -> dict:
@@ -298,17 +349,15 @@ def score(scenario: Scenario, detail: dict | None, injected_at: float) -> dict:
         diagnosis = detail["diagnosis"]
         investigations = detail.get("investigations", [])
         tokens = sum((i.get("prompt_tokens") or 0) + (i.get("completion_tokens") or 0) for i in investigations)
+        line = truth.line()
         line_ok = None
-        if truth.affected_file and truth.affected_function and truth.dereferenced_name:
-            line = attribute_access_line(
-                REPO_ROOT / truth.affected_file, truth.affected_function, truth.dereferenced_name
-            )
+        if line is not None:
             line_ok = (diagnosis.get("affected_file"), diagnosis.get("affected_line")) == (truth.affected_file, line)
         row.update(
             got=diagnosis["fault_type"],
             replicas=sorted(diagnosis.get("affected_replicas", [])),
             engine=diagnosis.get("engine"),
-            type_ok=diagnosis["fault_type"] in truth.fault_type,
+            type_ok=diagnosis["fault_type"] in truth.fault_type and deploy_named(truth, diagnosis),
             replicas_ok=sorted(diagnosis.get("affected_replicas", [])) == sorted(truth.affected_replicas),
             line_ok=line_ok,
             false_alarm=control and diagnosis["fault_type"] not in NO_CAUSE,

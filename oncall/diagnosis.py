@@ -24,6 +24,7 @@ class FaultType(StrEnum):
     cpu_saturation = "cpu_saturation"
     memory_pressure = "memory_pressure"
     instance_crash = "instance_crash"
+    deploy_regression = "deploy_regression"
     none = "none"
     unknown = "unknown"
 
@@ -118,11 +119,28 @@ class SimilarIncident(BaseModel):
     ticket: str | None = None
 
 
+class ChangeEvent(BaseModel):
+    """One change in the window around the onset: ``ts`` epoch seconds, ``offset_s`` seconds from the onset
+    (negative before it, None when the onset is unknown), ``kind`` (deploy, config, scale, fault, restart,
+    crash, start, stop, commit), the ``replica`` it touched and a one-line ``summary``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ts: float
+    offset_s: float | None = None
+    kind: str = Field(min_length=1)
+    replica: str | None = None
+    summary: str = Field(min_length=1)
+
+
 class Diagnosis(BaseModel):
     """Root-cause diagnosis sent to the on-call engineer.
 
     ``affected_replicas`` holds replica names as the process manager gives them (``inventory-2``);
     ``confidence`` is a ratio 0-1; ``engine`` says which engine produced it (``offline`` or ``openai:<model>``).
+    ``onset_at``: epoch seconds the symptoms began (the first alert's start), which ``changes`` (the change
+    timeline around it, oldest first) are relative to; ``catalog_gaps``: what the service catalog does not
+    say about the service (empty when its entry is complete).
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -143,6 +161,9 @@ class Diagnosis(BaseModel):
     proposed_actions: list[ProposedAction] = Field(default_factory=list, max_length=3)
     impact: Impact | None = None
     similar_incidents: list[SimilarIncident] = Field(default_factory=list, max_length=3)
+    onset_at: float | None = None
+    changes: list[ChangeEvent] = Field(default_factory=list)
+    catalog_gaps: list[str] = Field(default_factory=list)
     engine: str = "offline"
 
 

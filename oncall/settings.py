@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     outbox_backoff_max_s: float = Field(default=60.0, ge=1, le=3600, alias="OUTBOX_BACKOFF_MAX_S")
     outbox_warn_attempts: int = Field(default=5, ge=1, le=1000, alias="OUTBOX_WARN_ATTEMPTS")
 
-    # The demo stack the agent investigates
+    # The services the agent investigates: the catalog, and the demo stack's URLs it may name
+    services_file: Path = Field(default=REPO_ROOT / "services.yaml", alias="SERVICES_FILE")
     lb_url: str = Field(default="http://127.0.0.1:9000", alias="LB_URL")
     prometheus_url: str = Field(default="http://127.0.0.1:9090", alias="PROMETHEUS_URL")
     pm_url: str = Field(default="http://127.0.0.1:7070", alias="PM_URL")
@@ -335,6 +336,7 @@ class Settings(BaseSettings):
             if self._roster is not None
             else "disabled (ONCALL_WHATSAPP_NUMBERS are paged)",
             "console": self.console_report(),
+            "services_file": str(self.services_file),
         }
 
 

@@ -4,6 +4,8 @@ Environment:
     DEMO_EXIT=1        exit after the diagnosis instead of keeping the stack up until Ctrl-C.
     DEMO_FAULT=MODE    inject a fault through the process manager (errors, latency, cpu, oom_safe,
                        crash) instead of the default agentic traffic that hits the null-dereference bug.
+    DEMO_SCENARIO=bad-deploy  normal traffic, then a rolling deploy of the release with a regression
+                       (POST /deploy {"version": "1.4.1"}): the diagnosis names the deploy and the rollback.
     DEMO_TIMEOUT_S     seconds to wait for the diagnosis (default 170).
 """
 
@@ -44,6 +46,8 @@ FAULTS = {
     "oom_safe": {"mode": "oom_safe", "step_mb": 8, "max_mb": 400},
     "crash": {"mode": "crash", "replica": "inventory-2"},
 }
+SCENARIOS = {"bad-deploy": "1.4.1"}
+"""DEMO_SCENARIO -> the version deployed (1.4.1 ships the pricing regression)."""
 console = Console()
 
 
@@ -61,7 +65,7 @@ def new_run_dir() -> Path:
 
 def traffic_command(stack: Stack, fault: str | None, json_out: Path) -> list[str]:
     """The traffic_gen invocation: agentic (normal, then 80% to the buggy endpoint), or constant load while a
-    fault is injected."""
+    fault is injected or a bad release deployed."""
     base = [sys.executable, "traffic_gen.py", "--url", stack.url("lb"), "--quiet", "--json", str(json_out)]
     if fault:
         return base + ["--profile", "constant", "--rps", "30", "--duration", "170"]
@@ -209,6 +213,27 @@ def demo_agent_env(settings: Settings) -> dict[str, str | None]:
     return env
 
 
+def start_incident(stack: Stack, fault: str | None, scenario: str | None) -> None:
+    """Inject ``fault``, deploy the ``scenario``'s bad release, or announce the agentic traffic's bug."""
+    if scenario:
+        time.sleep(10)
+        version = SCENARIOS[scenario]
+        console.print(f"[yellow]deploying[/yellow] inventory {version} (rolling, one replica at a time) ...")
+        answer = httpx.post(f"{stack.url('pm')}/deploy", json={"version": version}, timeout=90)
+        answer.raise_for_status()
+        record = answer.json()
+        moved = f"{record['from_version']} -> {record['to_version']} on {', '.join(record['replicas'])}"
+        console.print(f"[yellow]deployed[/yellow] {moved}")
+    elif fault:
+        time.sleep(5)
+        httpx.post(f"{stack.url('pm')}/fault", json=FAULTS[fault], timeout=10).raise_for_status()
+        console.print(f"[yellow]injected fault[/yellow] {FAULTS[fault]}")
+    else:
+        console.print(
+            "[yellow]traffic:[/yellow] agentic profile, 10 s normal, then 80% of requests hit /random-endpoint/error"
+        )
+
+
 def demo_api_token(settings: Settings) -> str:
     """The agent's ONCALL_API_TOKEN for this run: the user's own, else a new random one (printed by the demo)."""
     if settings.oncall_api_token is not None:
@@ -236,8 +261,12 @@ def demo_console_login(settings: Settings) -> tuple[dict[str, str | None], str]:
 def main() -> int:
     """Run the demo; exit code 0 when a diagnosis was shown, 1 otherwise."""
     fault = os.environ.get("DEMO_FAULT") or None
+    scenario = os.environ.get("DEMO_SCENARIO") or None
     if fault and fault not in FAULTS:
         console.print(f"[red]DEMO_FAULT must be one of {sorted(FAULTS)}[/red]")
+        return 2
+    if scenario and scenario not in SCENARIOS:
+        console.print(f"[red]DEMO_SCENARIO must be one of {sorted(SCENARIOS)}[/red]")
         return 2
     try:
         settings = Settings(_env_file=REPO_ROOT / ".env")
@@ -276,17 +305,9 @@ def main() -> int:
         json_out = run_dir / "traffic.json"
         with open(stack.log_dir / "traffic_gen.log", "ab") as log:  # the child keeps its own handle
             traffic = subprocess.Popen(  # noqa: S603 - our own traffic generator
-                traffic_command(stack, fault, json_out), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+                traffic_command(stack, fault or scenario, json_out), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
             )
-        if fault:
-            time.sleep(5)
-            httpx.post(f"{stack.url('pm')}/fault", json=FAULTS[fault], timeout=10).raise_for_status()
-            console.print(f"[yellow]injected fault[/yellow] {FAULTS[fault]}")
-        else:
-            console.print(
-                "[yellow]traffic:[/yellow] agentic profile, 10 s normal, "
-                "then 80% of requests hit /random-endpoint/error"
-            )
+        start_incident(stack, fault, scenario)
         incident = wait_for_diagnosis(stack, float(os.environ.get("DEMO_TIMEOUT_S", "170")))
         stop_traffic(traffic, json_out)
         show_diagnosis(stack, incident)

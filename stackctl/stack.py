@@ -284,6 +284,7 @@ class Stack:
                 "PROMETHEUS_URL": self.url("prometheus"),
                 "PM_URL": self.url("pm"),
                 "CODE_ROOT": str(REPO_ROOT),
+                "PAYMENTS_LOG_DIR": str(self.payments_log_dir),
                 "ONCALL_API_TOKEN": self.api_token,
             }
         )

@@ -37,6 +37,23 @@ def attribute_access_line(path: Path, function: str, name: str) -> int:
     return lines.pop()
 
 
+def subscript_line(path: Path, function: str, name: str) -> int:
+    """1-based line of the one subscript ``<name>[...]`` inside ``function`` of the file ``path`` (ast, no marker).
+
+    Raises AssertionError unless exactly one function has that name and exactly one line of it subscripts ``name``.
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == function]
+    assert len(functions) == 1, f"expected one function {function!r} in {path}, found {len(functions)}"
+    lines = {
+        node.lineno
+        for node in ast.walk(functions[0])
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == name
+    }
+    assert len(lines) == 1, f"expected one line subscripting {name}[...] in {function}(), found {sorted(lines)}"
+    return lines.pop()
+
+
 def bug_line() -> int:
     """Line of inventory_service.py where ``discounted_price`` dereferences ``promotion``, the row its query
     returns (None for an item without a promotion): the null dereference the diagnosis must name."""
@@ -90,3 +107,14 @@ def wait_for_diagnosis(stack: Stack, incident_id: int, timeout: float = 60) -> d
         interval=0.5,
         what=f"diagnosis of incident {incident_id}",
     )
+
+
+def wait_for_outbound(stack: Stack, incident_id: int, timeout: float = 30) -> str:
+    """Wait until the agent has sent the incident's first WhatsApp message (it goes out after the diagnosis is
+    stored) and return its body."""
+
+    def first_outbound() -> str | None:
+        messages = incident_detail(stack, incident_id)["messages"]
+        return next((m["body"] for m in messages if m["direction"] == "out"), None)
+
+    return wait_until(first_outbound, timeout, interval=0.5, what=f"first message of incident {incident_id}")

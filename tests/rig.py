@@ -59,9 +59,9 @@ class Rig:
     http: httpx.AsyncClient
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
-    def tools(self, engine: str = "offline") -> dict[str, ToolSpec]:
-        """The investigation tool specs, stamping diagnoses with ``engine``."""
-        return investigation_tools(self.settings, self.http).specs(engine)
+    def tools(self, engine: str = "offline", service: str = "inventory") -> dict[str, ToolSpec]:
+        """The investigation tool specs of the catalog's ``service``, stamping diagnoses with ``engine``."""
+        return investigation_tools(self.settings, self.http).for_service(service).specs(engine)
 
     def investigator(self, llm_client: openai.AsyncOpenAI | None = None) -> Investigator:
         """The investigator the agent would build (the model engine with ``llm_client`` when given)."""

@@ -1,6 +1,7 @@
 """End to end with the second service: payments traffic + injected errors -> PaymentsHighErrorRate
 fires in real Prometheus -> Alertmanager posts it to the agent -> the agent stores an incident and
-its (inventory-minded, for now) pipeline finishes without crashing.
+the offline engine, reading the payments service through its catalog entry (instrumentator metrics by
+``instance``, plain-text log files), diagnoses the injected errors on both instances.
 
 The payments instances run without a supervisor: stackctl starts them directly and stops them by PID.
 """
@@ -17,7 +18,7 @@ import pytest
 
 from stackctl.processes import port_is_free
 from stackctl.stack import Stack
-from tests.e2e_support import incident_list, needs_prometheus, start_stack, wait_for_diagnosis
+from tests.e2e_support import incident_list, needs_prometheus, start_stack, wait_for_diagnosis, wait_for_outbound
 from tests.payments_support import read_records
 from tests.support import REPO_ROOT, wait_until
 
@@ -61,9 +62,12 @@ def assert_incident_stored_and_investigated(stack: Stack) -> None:
     assert incident["service"] == "payments" and incident["severity"] == "critical"
     detail = wait_for_diagnosis(stack, incident["id"])
     assert detail["investigation_status"] == "done"
+    diagnosis = detail["diagnosis"]
+    assert (diagnosis["fault_type"], diagnosis["affected_service"]) == ("injected_errors", "payments"), diagnosis
+    assert sorted(diagnosis["affected_replicas"]) == ["payments-1", "payments-2"]
     labels = [a["labels"] for a in detail["alerts"]]
     assert {"alertname": ALERTNAME, "service": "payments", "severity": "critical"}.items() <= labels[0].items()
-    assert [m for m in detail["messages"] if m["direction"] == "out"], "the on-call engineer was messaged"
+    assert wait_for_outbound(stack, incident["id"]), "the on-call engineer was messaged"
     assert httpx.get(f"{stack.url('agent')}/healthz", timeout=5).status_code == 200
 
 

@@ -16,10 +16,9 @@ import pytest
 import respx
 from prometheus_client import REGISTRY
 
-from oncall.investigate.engines.offline.observations import QUERIES
-from oncall.investigate.tools import error_rate_queries
 from oncall.store import incidents
 from oncall.store.database import Store
+from tests.catalog_support import QUERIES, error_rate_queries
 from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
 from tests.rig import LB, PM, PROM
 from tests.support import free_port, load_json_fixture, sql
@@ -148,6 +147,9 @@ class Stack:
             QUERIES["rss_growth"]: per(self.growth),
             QUERIES["up"]: per(self.up),
             QUERIES["restarts"]: per(self.restarts),
+            'inventory_build_info{job="inventory"}': [
+                ({"replica": r, "job": "inventory", "service": "inventory", "version": "1.4.0"}, 1) for r in self.up
+            ],
         }
 
     def mock(self, router: respx.Router) -> None:
@@ -430,9 +432,13 @@ def make_rig(tmp_path: Path, rig_factory):
     return rig_factory
 
 
-async def insert_incident(store: Store) -> int:
-    """Store an incident with the alert of a real Alertmanager webhook (fixtures/alertmanager/req_002.json)."""
+async def insert_incident(store: Store, service: str = "inventory", starts_at: str | None = None) -> int:
+    """Store an incident with the alert of a real Alertmanager webhook (fixtures/alertmanager/req_002.json),
+    relabelled as an alert of the catalog's ``service`` (``service`` and ``job`` labels), started at ``starts_at``
+    (RFC 3339) when given."""
     body = load_json_fixture("alertmanager/req_002.json")["body"]
+    for labels in [body["groupLabels"], body["commonLabels"], *(a["labels"] for a in body["alerts"])]:
+        labels.update(service=service, job=service)
     now = time.time()
     async with store.write() as conn:
         incident_id = await incidents.add_if_absent(
@@ -440,7 +446,7 @@ async def insert_incident(store: Store) -> int:
             {
                 "group_key": body["groupKey"],
                 "title": body["commonAnnotations"]["summary"],
-                "service": "inventory",
+                "service": service,
                 "severity": "critical",
                 "group_labels": body["groupLabels"],
                 "common_labels": body["commonLabels"],
@@ -459,7 +465,7 @@ async def insert_incident(store: Store) -> int:
                     "status": alert["status"],
                     "labels": alert["labels"],
                     "annotations": alert["annotations"],
-                    "starts_at": alert["startsAt"],
+                    "starts_at": starts_at or alert["startsAt"],
                     "ends_at": alert["endsAt"],
                     "generator_url": alert["generatorURL"],
                     "first_seen_at": now,
@@ -519,7 +525,13 @@ async def test_offline_engine_classifies_fault_modes(make_rig, scenario, fault_t
         rig.store, "SELECT tool, round, ok FROM tool_calls WHERE incident_id = :id ORDER BY id", id=incident_id
     )
     round1 = [c["tool"] for c in calls if c["round"] == 1]
-    assert sorted(set(round1)) == ["compute_error_rate", "fetch_logs", "get_recent_changes", "query_prometheus"]
+    assert sorted(set(round1)) == [
+        "compute_error_rate",
+        "fetch_logs",
+        "get_deployed_versions",
+        "get_recent_changes",
+        "query_prometheus",
+    ]
     assert round1.count("query_prometheus") == len(QUERIES) and all(c["ok"] for c in calls)
     assert calls[-1]["tool"] == "send_diagnosis"
     if fault_type == "none":
@@ -590,7 +602,7 @@ async def test_offline_is_unknown_when_tools_fail(make_rig) -> None:
     assert diagnosis.confidence <= 0.3
     assert diagnosis.affected_replicas == []
     failed = await sql(rig.store, "SELECT tool, error FROM tool_calls WHERE ok = 0")
-    assert len(failed) == 3 + len(QUERIES)
+    assert len(failed) == 4 + len(QUERIES)  # logs, error rate, changes, versions and every query
     assert any("HTTP 503" in f["error"] for f in failed)
 
 

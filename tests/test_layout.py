@@ -16,7 +16,7 @@ PACKAGE = REPO_ROOT / "oncall"
 MAX_MODULE_LINES = 400
 MAX_COMPLEXITY = 15
 LAYERS = [
-    {"settings", "diagnosis", "metrics", "redaction", "tasks", "roster"},
+    {"settings", "diagnosis", "metrics", "redaction", "tasks", "roster", "catalog"},
     {"store"},
     {"history", "paging"},
     {"sources"},

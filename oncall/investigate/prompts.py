@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from oncall.investigate.context import ServiceContext
 from oncall.investigate.fencing import FENCE_RULES, fence
 from oncall.store.alert_summary import summarise_alerts
 
@@ -15,17 +16,20 @@ PROMPT_VALUE_CHARS = 500
 """Characters of one label or annotation value shown in the first message (longer ones are cut)."""
 
 SYSTEM_PROMPT = (
-    """You are an SRE on-call investigator for the `inventory` service: several replicas \
-(named inventory-1, inventory-2, ...) behind a load balancer, scraped by Prometheus (job="inventory", \
-label `replica`), supervised by a process manager. An alert fired; find its root cause from evidence.
+    """You are an SRE on-call investigator. An alert fired for one service (described below \
+from the service catalog); find its root cause from evidence.
 
 How to work:
 - Call tools in parallel whenever calls are independent. Start with fetch_logs, compute_error_rate, \
-get_recent_changes and query_prometheus (p99 latency per replica, `up`, CPU rate, resident memory and its \
-growth) in ONE round.
-- When logs show an exception at a file:line of our code, read it with fetch_code_from_github.
+get_recent_changes, get_deployed_versions and query_prometheus (p99 latency per replica, `up`, CPU rate, resident \
+memory and its growth) in ONE round, as far as the service has them.
+- When logs show an exception at a file:line of our code, read it with fetch_code_from_github (at the version \
+the failing replicas run).
 - Log groups carry last_seen_s_ago: exceptions last logged more than ~60 s ago have stopped; they are \
 context, not the cause of what fires now.
+- Changes carry offset_s from the alert's onset: a deploy shortly before the onset, on the replicas that then \
+fail or slow down, is the likely cause (fault_type deploy_regression; propose a rollback to the previous version).
+- For a service outside the catalog, evaluate_alert_rule shows the alert's own expression per instance.
 - Base every conclusion on tool output. Never invent replicas, files, lines or numbers. If the system is \
 healthy now, say fault_type "none"; if the evidence is inconclusive or tools failed, say "unknown".
 - You MUST finish by calling send_diagnosis exactly once. Do not answer in plain text.
@@ -33,24 +37,57 @@ healthy now, say fault_type "none"; if the evidence is inconclusive or tools fai
 fault_type (closed set):
 - code_bug: a real exception (AttributeError, TypeError, KeyError, ...) raised at a file:line of our code; set \
 affected_file and affected_line.
+- deploy_regression: a deploy shortly before the onset introduced the failure or slowdown on the replicas it \
+reached; name the version, set affected_file/affected_line when an exception shows where, and propose \
+{"action": "rollback", "target": "all", "params": {"version": <previous version>}}.
 - injected_errors: requests fail with exception_type InjectedFault (fault injection).
 - latency: p99 latency high on some replicas while their CPU is low.
 - cpu_saturation: a replica burns close to or above 0.8 CPU cores (rate of process_cpu_seconds_total), usually \
 with high latency.
 - memory_pressure: resident memory (process_resident_memory_bytes) grew strongly or is far above the other replicas.
-- instance_crash: a replica is down (up == 0), crashed or restarted recently (process manager changes, restarts).
-- none: nothing wrong now (error ratio at baseline ~1 %, latency normal, all replicas up).
+- instance_crash: a replica is down (up == 0), crashed or restarted recently (changes, restarts).
+- none: nothing wrong now (error ratio at baseline, latency normal, all replicas up).
 - unknown: inconclusive.
 
-Diagnosis fields: affected_service "inventory"; affected_replicas = only the replicas whose own evidence \
-deviates (all of them when all deviate; with two independent faults, the replicas of both), as the process \
-manager names them; priority P1 (outage, most \
-requests failing) to P4 (no impact); confidence 0-1, lower when tools failed; evidence = items naming the \
-tool, the exact PromQL query or log line, and the finding; suggested_fix and next_steps concrete.
+Diagnosis fields: affected_service = the service's catalog name; affected_replicas = only the replicas whose own \
+evidence deviates (all of them when all deviate; with two independent faults, the replicas of both), named by \
+the service's replica label; priority P1 (outage, most requests failing) to P4 (no impact); confidence 0-1, \
+lower when tools failed; evidence = items naming the tool, the exact PromQL query or log line, and the finding; \
+changes = the change timeline around the onset; catalog_gaps = what the catalog lacks (given below); \
+suggested_fix and next_steps concrete.
 
 """
     + FENCE_RULES
 )
+
+
+def service_section(context: ServiceContext) -> str:
+    """The service the incident belongs to, from its catalog entry (or what is missing when it has none)."""
+    entry = context.entry
+    lines = [f"Service: {entry.name}" + (f" - {entry.description}" if entry.description else "")]
+    if not context.in_catalog:
+        lines[0] = f"Service: {entry.name} (NOT in the service catalog; only generic signals are available)"
+    if entry.prometheus is not None:
+        p = entry.prometheus
+        lines.append(
+            f"Prometheus: targets {p.selector}, replicas named by label `{p.replica_label}`, metrics {p.preset_name}."
+        )
+    for label, value in (("Owner team", entry.owner_team), ("Runbook", entry.runbook_url)):
+        if value:
+            lines.append(f"{label}: {value}")
+    if entry.slo is not None:
+        lines.append(f"SLO: {entry.slo.model_dump_json(exclude_none=True)}")
+    if context.onset:
+        lines.append(f"Onset (first alert started): {datetime.fromtimestamp(context.onset, UTC).isoformat()}")
+    if context.gaps:
+        lines.append("Missing from the catalog: " + "; ".join(context.gaps))
+    return "\n".join(lines)
+
+
+def system_prompt(context: ServiceContext) -> str:
+    """The system prompt of an investigation of ``context``'s service."""
+    return f"{SYSTEM_PROMPT}\n\n{service_section(context)}"
+
 
 CORRECTIVE_MESSAGE = """You ended without a valid send_diagnosis call. Call send_diagnosis now with \
 arguments that match its schema (fault_type from the closed set; say "none" or "unknown" rather than guess). \

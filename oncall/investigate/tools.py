@@ -1,32 +1,39 @@
 """The investigation tools: what the model (and the offline engine) may call, with argument schemas.
 
 Tools: ``fetch_logs``, ``compute_error_rate``, ``query_prometheus``, ``get_recent_changes``,
-``fetch_code_from_github`` and the terminal ``send_diagnosis``. Each handler reads through a source
-(``oncall.sources``) and returns a compact JSON-serialisable dict sized to fit the tool output cap,
-or raises ``SourceError`` with a message the model can act on.
+``get_deployed_versions``, ``fetch_code_from_github``, ``evaluate_alert_rule`` and the terminal
+``send_diagnosis``. They are built per investigation for the incident's service (``ServiceContext``):
+the descriptions the model sees name that service's sources and metrics from the catalog, and a
+tool whose source the catalog entry lacks is left out. Each handler returns a compact
+JSON-serialisable dict sized to fit the tool output cap, or raises ``SourceError`` with a message
+the model can act on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from oncall.diagnosis import AGENT_FIELDS, Diagnosis
-from oncall.investigate.toolloop import ToolSpec
-from oncall.sources.changes import ProcessManagerChanges
-from oncall.sources.code import CodeSource, numbered_lines
-from oncall.sources.logs import DemoLogTail, summarise_logs
-from oncall.sources.prometheus import PrometheusSource, by_label
+from oncall.investigate import descriptions
+from oncall.investigate.context import ServiceContext, Toolbox
+from oncall.investigate.rules import evaluate_rule
+from oncall.investigate.timeline import change_timeline
+from oncall.investigate.toolloop import ToolSpec, with_redactor
+from oncall.redaction import Redactor
+from oncall.sources.code import numbered_lines
+from oncall.sources.logs import summarise_logs
+from oncall.sources.prometheus import by_label
 
-SERVICE_JOB = "inventory"
-"""Prometheus job label of the inventory replicas."""
 TOOL_DEADLINE_FACTOR = 2.0
 """A tool's deadline is this many times the sources' timeout (room for a retried GET)."""
 CHANGES_KEPT = 30
-"""Newest process-manager changes listed by ``get_recent_changes``."""
+"""Newest changes listed by ``get_recent_changes``."""
 
 
 # ---------------------------------------------------------------- argument models
@@ -62,18 +69,35 @@ class RecentChangesArgs(BaseModel):
     since_seconds: int = Field(default=900, ge=1, le=86400, description="Look-back window in seconds.")
 
 
+class NoArgs(BaseModel):
+    """A tool without arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class FetchCodeArgs(BaseModel):
-    """Arguments of ``fetch_code_from_github``: repository-relative ``path``, optional 1-based ``line``
-    of interest and ``context_lines`` (0-200) shown around it."""
+    """Arguments of ``fetch_code_from_github``: repository-relative ``path`` (or the absolute path a traceback
+    shows), optional 1-based ``line`` of interest, ``context_lines`` (0-200) and the ``version`` to read at."""
 
     model_config = ConfigDict(extra="forbid")
     path: str = Field(
         min_length=1,
         max_length=400,
-        description="File path relative to the repository root, e.g. inventory_service.py.",
+        description="File path relative to the repository root (an absolute traceback path is mapped to it).",
     )
     line: int | None = Field(default=None, ge=1, description="Line of interest (from a stack trace).")
     context_lines: int = Field(default=20, ge=0, le=200, description="Lines shown before and after `line`.")
+    version: str | None = Field(
+        default=None, max_length=100, description="Service version to read the file at; default: the deployed one."
+    )
+
+
+class AlertRuleArgs(BaseModel):
+    """Arguments of ``evaluate_alert_rule``: the ``alertname`` and optionally the alert's ``labels``."""
+
+    model_config = ConfigDict(extra="forbid")
+    alertname: str = Field(min_length=1, max_length=200, description="The alert's name (label alertname).")
+    labels: dict[str, str] = Field(default_factory=dict, description="The alert's labels (pick among same-name rules).")
 
 
 _DIAGNOSIS_FIELDS: dict[str, Any] = {
@@ -92,51 +116,58 @@ def _rounded(values: dict[str, float | str], digits: int = 4) -> dict[str, float
 
 
 class InvestigationTools:
-    """The investigation tools over the demo stack's sources.
+    """The investigation tools over one service's sources.
 
     Args:
-        prometheus: instant PromQL queries.
-        logs: the ERROR log tail.
-        changes: the process manager's change log and instances.
-        code: where source files are read.
+        context: the incident's service, its catalog entry and sources.
         timeout_s: the sources' timeout per request, seconds (a tool's deadline is twice it).
+        redact: cleans every tool's result and error text (None: the tool loop's default, secret shapes only).
     """
 
-    def __init__(
-        self,
-        prometheus: PrometheusSource,
-        logs: DemoLogTail,
-        changes: ProcessManagerChanges,
-        code: CodeSource,
-        timeout_s: float,
-    ) -> None:
-        self.prometheus = prometheus
-        self.logs = logs
-        self.changes = changes
-        self.code = code
+    def __init__(self, context: ServiceContext, timeout_s: float, redact: Redactor | None = None) -> None:
+        self.context = context
+        self.redact = redact
+        self.sources = context.sources
+        self.prometheus = context.sources.prometheus
         self.timeout_s = timeout_s
+
+    def _map_paths(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Point each entry's ``file``/``line`` at the innermost frame of the service's own code (repository path)."""
+        code = self.sources.code
+        if code is None:
+            return entries
+        for entry in entries:
+            frames = entry.pop("frames", None) or [[entry.get("file"), entry.get("line"), entry.get("function")]]
+            mapped = [(code.repository_path(path), line, function) for path, line, function in frames]
+            ours = [frame for frame in mapped if frame[0]]
+            if ours:
+                entry["file"], entry["line"], entry["function"] = ours[-1]
+        return entries
 
     async def fetch_logs(self, args: FetchLogsArgs) -> dict[str, Any]:
         """Read ERROR logs and summarise them."""
-        entries = await self.logs.errors(args.seconds, args.limit, args.replica)
+        assert self.sources.logs is not None
+        entries = self._map_paths(await self.sources.logs.errors(args.seconds, args.limit, args.replica))
         summary = summarise_logs(entries)
         summary.update(seconds=args.seconds, limit=args.limit, hit_limit=len(entries) >= args.limit)
         return summary
 
     async def compute_error_rate(self, args: ErrorRateArgs) -> dict[str, Any]:
-        """Error ratio (5xx / all requests, 0-1) overall, per replica and per route, plus request rates."""
-        queries = error_rate_queries(args.window)
+        """Error ratio (failed / all requests, 0-1) overall, per replica and per route, plus request rates."""
+        assert self.context.queries is not None
+        queries = self.context.queries.error_rate(args.window)
         results = await asyncio.gather(*(self.prometheus.query(q) for q in queries.values()))
         data = dict(zip(queries, results, strict=True))
         overall = data["overall"]["result"]
+        label, route = self.context.replica_label, self.context.queries.route
         return {
             "window": args.window,
             "overall_error_ratio": round(overall[0]["value"], 4)
             if overall and isinstance(overall[0]["value"], float)
             else None,
-            "per_replica_error_ratio": _rounded(by_label(data["per_replica"], "replica")),
-            "per_route_error_ratio": _rounded(by_label(data["per_route"], "route")),
-            "requests_per_second_by_replica": _rounded(by_label(data["rps_per_replica"], "replica"), 2),
+            "per_replica_error_ratio": _rounded(by_label(data["per_replica"], label)),
+            "per_route_error_ratio": _rounded(by_label(data["per_route"], route)) if route else {},
+            "requests_per_second_by_replica": _rounded(by_label(data["rps_per_replica"], label), 2),
             "queries": queries,
         }
 
@@ -145,112 +176,118 @@ class InvestigationTools:
         return {"query": args.query, **await self.prometheus.query(args.query)}
 
     async def get_recent_changes(self, args: RecentChangesArgs) -> dict[str, Any]:
-        """Process-manager changes of the last ``since_seconds`` and the current instances."""
+        """Changes of the last ``since_seconds`` (offsets relative to the onset) and the current instances."""
+        assert self.sources.changes is not None
         now = time.time()
-        listed, instances = await self.changes.changes_and_instances(now - args.since_seconds)
+        since = min(now, self.context.onset or now) - args.since_seconds
+        listed, instances = await self.sources.changes.changes_and_instances(since)
+        changes = [
+            {**c, "age_s": round(now - c["ts"], 1)} for c in change_timeline(listed[:CHANGES_KEPT], self.context.onset)
+        ]
         return {
             "now": round(now, 3),
+            "onset": self.context.onset,
             "since_seconds": args.since_seconds,
-            "changes": [
-                {
-                    "ts": c.get("ts"),
-                    "age_s": round(now - c["ts"], 1) if c.get("ts") else None,
-                    "kind": c.get("kind"),
-                    "replica": c.get("replica"),
-                    "detail": c.get("detail"),
-                }
-                for c in listed[:CHANGES_KEPT]
-            ],
+            "source": self.sources.changes.name,
+            "changes": changes,
             "omitted_changes": max(0, len(listed) - CHANGES_KEPT),
             "instances": [
-                {k: i.get(k) for k in ("name", "state", "restarts", "fault", "started_at", "last_exit_code", "pid")}
+                {
+                    k: i.get(k)
+                    for k in ("name", "state", "version", "restarts", "fault", "started_at", "last_exit_code", "pid")
+                }
                 for i in instances
             ],
         }
 
+    async def get_deployed_versions(self, args: NoArgs) -> dict[str, Any]:
+        """The version each replica runs."""
+        assert self.sources.version is not None
+        versions = await self.sources.version.versions()
+        return {"source": self.sources.version.where, "versions": dict(sorted(versions.items()))}
+
+    async def _deployed_version(self) -> str | None:
+        """The version most replicas run, or None when unknown."""
+        if self.sources.version is None or self.sources.code is None or not self.sources.code.uses_version:
+            return None
+        try:
+            versions = await self.sources.version.versions()
+        except Exception:  # noqa: BLE001 - the version is a hint: without it the file is read at the default ref
+            return None
+        return Counter(versions.values()).most_common(1)[0][0] if versions else None
+
     async def fetch_code(self, args: FetchCodeArgs) -> dict[str, Any]:
-        """Source lines around ``line`` from the code source."""
-        text = await self.code.read(args.path)
-        return {"source": self.code.name, "path": args.path, **numbered_lines(text, args.line, args.context_lines)}
+        """Source lines around ``line``, read at the service's deployed version (or ``version``)."""
+        code = self.sources.code
+        assert code is not None
+        path = code.repository_path(args.path) or args.path
+        version = args.version or await self._deployed_version()
+        text, source, note = await code.read(path, version)
+        out = {
+            "source": source,
+            "path": path,
+            "version": version,
+            **numbered_lines(text, args.line, args.context_lines),
+        }
+        if note:
+            out["note"] = note
+        return out
+
+    async def evaluate_alert_rule(self, args: AlertRuleArgs) -> dict[str, Any]:
+        """The alerting rule behind ``alertname`` and its expression evaluated now, per series."""
+        return await evaluate_rule(self.prometheus, args.alertname, args.labels)
 
     def specs(self, engine: str) -> dict[str, ToolSpec]:
-        """The investigation ToolSpecs by name; ``send_diagnosis`` stamps diagnoses with ``engine``."""
+        """The ToolSpecs available for this service, by name; ``send_diagnosis`` stamps diagnoses with ``engine``."""
         deadline = self.timeout_s * TOOL_DEADLINE_FACTOR
+        text = descriptions.for_context(self.context)
 
         async def send_diagnosis(args: BaseModel) -> dict[str, Any]:
             return Diagnosis(**args.model_dump(), engine=engine).model_dump(mode="json")
 
-        specs = (
-            ToolSpec(
-                "fetch_logs",
-                "Recent ERROR logs of the inventory service (all replicas) through the load balancer's "
-                "/logs/tail, summarised: counts by exception_type, replica, route and file:line, the largest error "
-                "groups with their message and function, the newest entries and the dominant traceback tail.",
-                FetchLogsArgs,
-                self.fetch_logs,
-                deadline,
-            ),
-            ToolSpec(
-                "compute_error_rate",
-                "Error ratio (HTTP 5xx / all requests, 0-1) of the inventory service from "
-                "Prometheus: overall, per replica and per route, plus requests per second per replica.",
+        available: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[Any]], bool]] = {
+            "fetch_logs": (FetchLogsArgs, self.fetch_logs, self.sources.logs is not None),
+            "compute_error_rate": (
                 ErrorRateArgs,
                 self.compute_error_rate,
-                deadline,
+                bool(self.context.queries and self.context.queries.errors),
             ),
-            ToolSpec(
-                "query_prometheus",
-                "Run any PromQL instant query against Prometheus (e.g. p99 latency "
-                "histogram_quantile(0.99, sum by (replica, le)"
-                '(rate(http_request_duration_seconds_bucket{job="inventory"}[1m]))), '
-                'up{job="inventory"}, process_resident_memory_bytes, rate(process_cpu_seconds_total[1m])). '
-                "Returns labels and values; on bad PromQL returns Prometheus' error message.",
-                PromQueryArgs,
-                self.query_prometheus,
-                deadline,
-            ),
-            ToolSpec(
-                "get_recent_changes",
-                "Recent process-manager changes (scale, start, stop, fault, crash, restart) "
-                "and the current replica instances with state, restart count and exit code.",
-                RecentChangesArgs,
-                self.get_recent_changes,
-                deadline,
-            ),
-            ToolSpec(
-                "fetch_code_from_github",
-                "Source code of a file in the service repository, with line numbers "
-                "around `line` (e.g. the file:line a stack trace points at).",
-                FetchCodeArgs,
-                self.fetch_code,
-                deadline,
-            ),
-            ToolSpec(
-                "send_diagnosis",
-                "Submit the final root-cause diagnosis. Ends the investigation. Use fault_type "
-                "'none' when nothing is wrong and 'unknown' when the evidence is inconclusive.",
-                SendDiagnosisArgs,
-                send_diagnosis,
-                deadline,
-                terminal=True,
-            ),
+            "query_prometheus": (PromQueryArgs, self.query_prometheus, True),
+            "get_recent_changes": (RecentChangesArgs, self.get_recent_changes, self.sources.changes is not None),
+            "get_deployed_versions": (NoArgs, self.get_deployed_versions, self.sources.version is not None),
+            "fetch_code_from_github": (FetchCodeArgs, self.fetch_code, self.sources.code is not None),
+            "evaluate_alert_rule": (AlertRuleArgs, self.evaluate_alert_rule, True),
+        }
+        specs = [
+            ToolSpec(name, text[name], model, handler, deadline)
+            for name, (model, handler, present) in available.items()
+            if present
+        ]
+        specs.append(
+            ToolSpec("send_diagnosis", text["send_diagnosis"], SendDiagnosisArgs, send_diagnosis, deadline, True)
         )
-        return {spec.name: spec for spec in specs}
+        by_name = {spec.name: spec for spec in specs}
+        return with_redactor(by_name, self.redact) if self.redact is not None else by_name
 
 
-def error_rate_queries(window: str) -> dict[str, str]:
-    """PromQL for ``compute_error_rate``. Errors of a series with no 5xx yet count as 0 (``or ... * 0``),
-    so a healthy replica shows ratio 0 instead of disappearing."""
+class ToolFactory:
+    """Builds the investigation tools of an incident's service.
 
-    def ratio(by: str) -> str:
-        grouping = f" by ({by})" if by else ""
-        errors = f'sum{grouping}(rate(http_errors_total{{job="{SERVICE_JOB}"}}[{window}]))'
-        requests = f'sum{grouping}(rate(http_requests_total{{job="{SERVICE_JOB}"}}[{window}]))'
-        return f"({errors} or {requests} * 0) / {requests}"
+    Args:
+        toolbox: finds the incident's service and its sources.
+        timeout_s: the sources' timeout per request, seconds.
+        redact: cleans every tool's result and error text (the configured and the catalog's secrets).
+    """
 
-    return {
-        "overall": ratio(""),
-        "per_replica": ratio("replica"),
-        "per_route": ratio("route"),
-        "rps_per_replica": f'sum by (replica)(rate(http_requests_total{{job="{SERVICE_JOB}"}}[{window}]))',
-    }
+    def __init__(self, toolbox: Toolbox, timeout_s: float, redact: Redactor | None = None) -> None:
+        self.toolbox = toolbox
+        self.timeout_s = timeout_s
+        self.redact = redact
+
+    def for_incident(self, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> InvestigationTools:
+        """The tools of ``incident``'s service (an incidents row with its alert rows)."""
+        return InvestigationTools(self.toolbox.context(incident, alerts), self.timeout_s, self.redact)
+
+    def for_service(self, name: str) -> InvestigationTools:
+        """The tools of the catalog's service ``name``. Raises KeyError when unknown."""
+        return InvestigationTools(self.toolbox.service(name), self.timeout_s, self.redact)

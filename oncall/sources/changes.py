@@ -20,6 +20,8 @@ class ProcessManagerChanges:
         timeout_s: timeout of one request, seconds.
     """
 
+    name = "process_manager"
+
     def __init__(self, http: httpx.AsyncClient, base_url: str, timeout_s: float) -> None:
         self.http = http
         self.base_url = base_url

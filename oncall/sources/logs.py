@@ -34,10 +34,18 @@ class DemoLogTail:
         timeout_s: timeout of one request, seconds.
     """
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, timeout_s: float) -> None:
+    name = "http_tail"
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, timeout_s: float, path: str = "/logs/tail") -> None:
         self.http = http
         self.base_url = base_url
+        self.path = path
         self.timeout_s = timeout_s
+
+    @property
+    def where(self) -> str:
+        """The tail's URL, for tool descriptions and evidence."""
+        return f"GET {self.base_url}{self.path}"
 
     async def errors(self, seconds: int, limit: int, replica: str | None = None) -> list[dict[str, Any]]:
         """ERROR entries of the last ``seconds``, at most ``limit``, newest first (one replica's when given).
@@ -48,7 +56,7 @@ class DemoLogTail:
         params: dict[str, Any] = {"seconds": seconds, "limit": limit}
         if replica:
             params["replica"] = replica
-        body = await get_json(self.http, f"{self.base_url}/logs/tail", self.timeout_s, params)
+        body = await get_json(self.http, f"{self.base_url}{self.path}", self.timeout_s, params)
         return list(body.get("entries", []))
 
 
@@ -75,6 +83,8 @@ def _new_group(key: tuple[Any, ...], entry: dict[str, Any], now: float, ts: floa
         "replicas": Counter(),
         "recent_replicas": Counter(),
         "routes": Counter(),
+        "versions": Counter(),
+        "statuses": Counter(),
         "example": log_line(entry),
         "traceback": entry.get("traceback") or "",
     }
@@ -95,11 +105,17 @@ def _group_entries(entries: list[dict[str, Any]], now: float) -> list[dict[str, 
             group["recent_replicas"][entry.get("replica")] += 1
         group["replicas"][entry.get("replica")] += 1
         group["routes"][entry.get("route")] += 1
+        if entry.get("version"):
+            group["versions"][str(entry["version"])] += 1
+        if isinstance(entry.get("status"), int):
+            group["statuses"][str(entry["status"])] += 1
     ranked = sorted(groups.values(), key=lambda g: -g["count"])
     for group in ranked:
         group["replicas"] = dict(sorted(group["replicas"].items(), key=lambda kv: str(kv[0])))
         group["recent_replicas"] = dict(sorted(group["recent_replicas"].items(), key=lambda kv: str(kv[0])))
         group["routes"] = dict(group["routes"].most_common())
+        group["versions"] = dict(group["versions"].most_common())
+        group["statuses"] = dict(group["statuses"].most_common())
     return ranked
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from oncall.sources import http as source_http
-from oncall.sources.http import SourceError
+from oncall.sources.http import SourceError, get_json
 
 MAX_SERIES = 40
 """Series kept from one PromQL answer (the rest are counted, not listed)."""
@@ -81,3 +81,27 @@ class PrometheusSource:
         if body.get("status") != "success":
             raise SourceError(f"Prometheus rejected the query ({body.get('errorType')}): {body.get('error')}")
         return compact_prom_data(body["data"])
+
+    async def _api(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = await get_json(self.http, f"{self.base_url}{path}", self.timeout_s, params)
+        if body.get("status") != "success":
+            raise SourceError(f"Prometheus {path} failed ({body.get('errorType')}): {body.get('error')}")
+        return dict(body.get("data") or {})
+
+    async def targets(self) -> list[dict[str, Any]]:
+        """Active scrape targets (``GET /api/v1/targets?state=active``): ``labels``, ``scrapeUrl``, ``health``.
+
+        Raises:
+            SourceError / httpx.HTTPError: Prometheus failed or could not be reached.
+        """
+        return list((await self._api("/api/v1/targets", {"state": "active"})).get("activeTargets") or [])
+
+    async def alerting_rules(self) -> list[dict[str, Any]]:
+        """Every alerting rule (``GET /api/v1/rules?type=alert``): ``name``, ``query``, ``duration`` (s),
+        ``labels``, ``annotations``, ``alerts`` (active ones with their labels), each with its ``group``.
+
+        Raises:
+            SourceError / httpx.HTTPError: Prometheus failed or could not be reached.
+        """
+        groups = (await self._api("/api/v1/rules", {"type": "alert"})).get("groups") or []
+        return [{**rule, "group": group.get("name")} for group in groups for rule in group.get("rules") or []]

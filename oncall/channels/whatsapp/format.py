@@ -13,6 +13,7 @@ from oncall.diagnosis import Diagnosis
 WHATSAPP_BODY_LIMIT = 1600
 MAX_EVIDENCE_ITEMS = 3
 MAX_FINDING_CHARS = 220
+MAX_CHANGES = 6
 
 
 def incident_url(public_base_url: str, incident_id: int) -> str:
@@ -70,6 +71,7 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
             for item in diagnosis.evidence[:MAX_EVIDENCE_ITEMS]
         ]
         sections.append("*Evidence*\n" + "\n".join(lines))
+    sections += _service_sections(diagnosis)
     if diagnosis.suggested_fix:
         sections.append(f"*Suggested fix*\n{diagnosis.suggested_fix}")
     if diagnosis.next_steps:
@@ -78,6 +80,25 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
         f"Details: {incident_url(public_base_url, incident_id)}\nEngine: {diagnosis.engine}\n{reply_hint(incident_id)}"
     )
     return "\n\n".join(sections)
+
+
+def _service_sections(diagnosis: Diagnosis) -> list[str]:
+    """The change timeline around the onset, the proposed actions and what the catalog is missing."""
+    sections = []
+    if diagnosis.changes:
+        lines = [
+            f"• {'?' if c.offset_s is None else f'{c.offset_s:+.0f}s'} {_truncate(c.summary, 120)}"
+            for c in diagnosis.changes[-MAX_CHANGES:]
+        ]
+        sections.append("*Changes* (seconds from onset)\n" + "\n".join(lines))
+    for action in diagnosis.proposed_actions:
+        params = " ".join(f"{k}={v}" for k, v in sorted(action.params.items()))
+        where = f" {action.target}" if action.target else ""
+        sections.append(f"*Proposed action:* {action.action}{where} {params} ({action.risk} risk, needs your approval)")
+    if diagnosis.catalog_gaps:
+        gaps = "\n".join(f"• {_truncate(gap, 200)}" for gap in diagnosis.catalog_gaps)
+        sections.append("*Missing from the service catalog*\n" + gaps)
+    return sections
 
 
 def format_duration(seconds: float) -> str:

@@ -8,8 +8,9 @@ import openai
 
 from oncall.diagnosis import Diagnosis
 from oncall.investigate.engines.base import EngineResult, RecordSink
-from oncall.investigate.prompts import CORRECTIVE_MESSAGE, SYSTEM_PROMPT, user_message
-from oncall.investigate.toolloop import ToolSpec, run_model_loop
+from oncall.investigate.prompts import CORRECTIVE_MESSAGE, system_prompt, user_message
+from oncall.investigate.toolloop import run_model_loop
+from oncall.investigate.tools import ToolFactory
 from oncall.settings import Settings
 
 CORRECTIVE_MAX_ROUNDS = 2
@@ -49,7 +50,7 @@ class ModelEngine:
         temperature: sampling temperature 0-2.
         max_rounds: most tool-calling rounds before the corrective retry.
         max_output_chars: tool output kept in the conversation, characters.
-        tools: the investigation tool specs, stamped with this engine's ``name`` (``openai:<model>``).
+        tools: builds the tools of an incident's service (their specs stamped with ``openai:<model>``).
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class ModelEngine:
         temperature: float,
         max_rounds: int,
         max_output_chars: int,
-        tools: dict[str, ToolSpec],
+        tools: ToolFactory,
     ) -> None:
         self.client = client
         self.model = model
@@ -68,7 +69,7 @@ class ModelEngine:
         self.max_rounds = max_rounds
         self.max_output_chars = max_output_chars
         self.name = engine_name(model)
-        self.tools = list(tools.values())
+        self.factory = tools
 
     async def run(self, incident: dict[str, Any], alerts: list[dict[str, Any]], on_record: RecordSink) -> EngineResult:
         """Investigate ``incident`` with the model.
@@ -77,8 +78,10 @@ class ModelEngine:
             openai.OpenAIError / TimeoutError: the model endpoint failed.
             InvalidModelOutput: no valid send_diagnosis after one corrective retry.
         """
+        investigation = self.factory.for_incident(incident, alerts)
+        tools = list(investigation.specs(self.name).values())
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "system", "content": system_prompt(investigation.context)},
             {"role": "user", "content": user_message(incident, alerts)},
         ]
 
@@ -88,7 +91,7 @@ class ModelEngine:
                 model=self.model,
                 temperature=self.temperature,
                 messages=messages,
-                tools=self.tools,
+                tools=tools,
                 max_rounds=max_rounds,
                 max_output_chars=self.max_output_chars,
                 on_record=on_record,

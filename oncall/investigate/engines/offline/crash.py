@@ -10,8 +10,6 @@ from oncall.investigate.engines.offline.observations import (
     CHANGES_WINDOW_S,
     CRASH_EVENT_S,
     CRASH_RECENT_S,
-    QUERIES,
-    SERVICE,
     UNRESPONSIVE_SCORE,
     Candidate,
     Observations,
@@ -25,7 +23,7 @@ def _down(obs: Observations) -> tuple[list[str], list[Evidence]]:
     down = sorted(r for r, v in obs.metrics.get("up", {}).items() if v == 0)
     if not down:
         return [], []
-    return down, [Evidence(tool="query_prometheus", query=QUERIES["up"], finding=f"up == 0 for {', '.join(down)}")]
+    return down, [Evidence(tool="query_prometheus", query=obs.query("up"), finding=f"up == 0 for {', '.join(down)}")]
 
 
 def _crashed_now(obs: Observations) -> tuple[list[str], list[Evidence]]:
@@ -46,11 +44,17 @@ def _crashed_now(obs: Observations) -> tuple[list[str], list[Evidence]]:
 def _recent_crashes(obs: Observations) -> tuple[dict[str, dict[str, Any]], list[Evidence]]:
     """The newest crash event (crashes within ``CRASH_EVENT_S`` of the newest one, in the last
     ``CRASH_RECENT_S`` seconds) by replica; earlier crash events are listed as context."""
-    crashes = [
-        c
-        for c in (obs.changes or {}).get("changes", [])
-        if c.get("kind") == "crash" and c.get("replica") and c.get("age_s") is not None and c["age_s"] <= CRASH_RECENT_S
-    ]
+    crashes = sorted(  # newest first (the change timeline is in time order)
+        (
+            c
+            for c in (obs.changes or {}).get("changes", [])
+            if c.get("kind") == "crash"
+            and c.get("replica")
+            and c.get("age_s") is not None
+            and c["age_s"] <= CRASH_RECENT_S
+        ),
+        key=lambda c: c["age_s"],
+    )
     newest = min((c["age_s"] for c in crashes), default=0.0)
     recent: dict[str, dict[str, Any]] = {}
     evidence: list[Evidence] = []
@@ -68,13 +72,26 @@ def _recent_crashes(obs: Observations) -> tuple[dict[str, dict[str, Any]], list[
     return recent, evidence
 
 
+def _planned_restarts(obs: Observations) -> set[str]:
+    """Replicas restarted on purpose in the last ``CRASH_RECENT_S`` seconds: a deploy, a requested restart or
+    a start recorded in the change log (their new process is not a crash)."""
+    planned = set()
+    for change in (obs.changes or {}).get("changes", []):
+        kind, detail = change.get("kind"), change.get("detail") or {}
+        on_purpose = kind in ("deploy", "start") or (kind == "restart" and detail.get("reason") == "requested")
+        if on_purpose and change.get("replica") and (change.get("age_s") or 0.0) <= CRASH_RECENT_S:
+            planned.add(change["replica"])
+    return planned
+
+
 def _restarted(obs: Observations) -> tuple[list[str], list[Evidence]]:
-    """Replicas whose process started again in the last 3 minutes (Prometheus' view)."""
-    restarted = sorted(r for r, v in obs.metrics.get("restarts", {}).items() if v >= 1)
+    """Replicas whose process started again in the last 3 minutes (Prometheus' view), planned restarts excluded."""
+    planned = _planned_restarts(obs)
+    restarted = sorted(r for r, v in obs.metrics.get("restarts", {}).items() if v >= 1 and r not in planned)
     if not restarted:
         return [], []
     finding = f"process restarted in the last 3 min: {', '.join(restarted)}"
-    return restarted, [Evidence(tool="query_prometheus", query=QUERIES["restarts"], finding=finding)]
+    return restarted, [Evidence(tool="query_prometheus", query=obs.query("restarts"), finding=finding)]
 
 
 def detect_crash(obs: Observations) -> list[Candidate]:
@@ -95,7 +112,11 @@ def detect_crash(obs: Observations) -> list[Candidate]:
         # recorded: the replica is alive but not answering scrapes (busy or hung), which is weaker
         # evidence of a crash than of whatever keeps it busy (CPU, latency evidence outranks it).
         return [_unresponsive(names, evidence)]
-    return [_crashed(names, evidence, recent, down_now=bool(down or crashed_now), recorded=bool(recent or crashed_now))]
+    candidate = _crashed(
+        names, evidence, recent, down_now=bool(down or crashed_now), recorded=bool(recent or crashed_now)
+    )
+    candidate.next_steps[1] = f"Confirm it serves again: {obs.query('up')} == 1 and /healthz ok"
+    return [candidate]
 
 
 def _crashed(
@@ -119,7 +140,7 @@ def _crashed(
         "path; keep the process manager's restart backoff so a crash loop does not take the fleet down.",
         next_steps=[
             f"Check the crashed replica's stderr and recent changes for {joined}",
-            f'Confirm it serves again: up{{job="{SERVICE}"}} == 1 and /healthz ok',
+            "Confirm it serves again: up == 1 and /healthz ok",
             "Watch for repeated crashes (restart count, crash loop)",
         ],
         evidence=evidence,

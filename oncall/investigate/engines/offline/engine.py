@@ -1,10 +1,12 @@
 """Deterministic investigation engine used without a model (or when the model fails).
 
 It drives the same tools through the same path as the model loop (``execute_tool_calls`` with
-planned calls, every call recorded):
+planned calls, every call recorded), those of the incident's service (``ServiceContext``):
 
-1. in parallel: ``fetch_logs``, ``compute_error_rate``, ``get_recent_changes`` and
-   ``query_prometheus`` for per-replica p99 latency, CPU, RSS, RSS growth, ``up`` and restarts;
+1. in parallel, as far as the service's catalog entry has the sources: ``fetch_logs``,
+   ``compute_error_rate``, ``get_recent_changes``, ``get_deployed_versions``, ``evaluate_alert_rule``
+   (a service outside the catalog) and ``query_prometheus`` for the service's per-replica p99 latency,
+   CPU, RSS, RSS growth, ``up`` and restarts;
 2. ``fetch_code_from_github`` for the file:line the dominant stack trace points at (code exceptions only);
 3. ``send_diagnosis``.
 
@@ -18,8 +20,10 @@ import json
 from typing import Any
 
 from oncall.diagnosis import Diagnosis, Evidence, FaultType
+from oncall.investigate.context import ServiceContext
 from oncall.investigate.engines.base import EngineResult, RecordSink
 from oncall.investigate.engines.offline.crash import detect_crash
+from oncall.investigate.engines.offline.deploys import correlate_deploys
 from oncall.investigate.engines.offline.errors import detect_errors
 from oncall.investigate.engines.offline.memory import detect_memory
 from oncall.investigate.engines.offline.observations import (
@@ -28,33 +32,46 @@ from oncall.investigate.engines.offline.observations import (
     ERROR_RATE_WINDOW,
     LOG_LIMIT,
     LOG_WINDOW_S,
-    QUERIES,
     Candidate,
     Observations,
     finite,
     split_log_groups,
 )
 from oncall.investigate.engines.offline.saturation import detect_saturation
+from oncall.investigate.engines.offline.service_fields import add_service_fields
 from oncall.investigate.engines.offline.verdict import diagnosis_fields
 from oncall.investigate.toolloop import ToolCallRecord, ToolSpec, execute_tool_calls
+from oncall.investigate.tools import ToolFactory
 
 ENGINE_NAME = "offline"
 DETECTORS = (detect_crash, detect_errors, detect_saturation, detect_memory)
+CODE_FAULTS = (FaultType.code_bug, FaultType.deploy_regression)
 
 
-def observe(records: dict[str, ToolCallRecord]) -> Observations:
-    """Round-1 records by evidence key -> ``Observations`` (failed calls listed in ``failed``)."""
-    obs = Observations()
+def new_observations(context: ServiceContext) -> Observations:
+    """Empty observations of ``context``'s service: its name, round-1 queries, catalog standing and onset."""
+    return Observations(
+        service=context.name,
+        queries=context.queries.evidence() if context.queries else {},
+        in_catalog=context.in_catalog,
+        gaps=list(context.gaps),
+        onset=context.onset,
+    )
+
+
+def observe(records: dict[str, ToolCallRecord], obs: Observations, replica_label: str = "replica") -> Observations:
+    """Round-1 records by evidence key -> ``obs`` (failed calls listed in ``failed``); metric series are
+    keyed by their ``replica_label`` label."""
     for key, record in records.items():
         if not record.ok:
             obs.failed.append(f"{record.tool}({record.arguments}): {record.error}")
             continue
-        if key in QUERIES:
+        if key in obs.queries:
             obs.metrics[key] = finite(
                 {
-                    s["labels"].get("replica"): s.get("value")
+                    s["labels"].get(replica_label): s.get("value")
                     for s in record.result.get("result", [])
-                    if s["labels"].get("replica")
+                    if s["labels"].get(replica_label)
                 }
             )
         else:
@@ -64,9 +81,34 @@ def observe(records: dict[str, ToolCallRecord]) -> Observations:
 
 
 def candidates(obs: Observations) -> list[Candidate]:
-    """Every detector's candidates, strongest first."""
-    found = [candidate for detect in DETECTORS for candidate in detect(obs)]
-    return sorted(found, key=lambda c: -c.score)
+    """Every detector's candidates, strongest first, with a recent deploy correlated to what it explains."""
+    found = sorted((candidate for detect in DETECTORS for candidate in detect(obs)), key=lambda c: -c.score)
+    return correlate_deploys(obs, found)
+
+
+def round_one(context: ServiceContext, tools: dict[str, ToolSpec]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The first round's calls (evidence key, tool, arguments): every tool the service's catalog entry allows."""
+    planned: list[tuple[str, str, dict[str, Any]]] = [
+        ("logs", "fetch_logs", {"seconds": LOG_WINDOW_S, "limit": LOG_LIMIT}),
+        ("errors", "compute_error_rate", {"window": ERROR_RATE_WINDOW}),
+        ("changes", "get_recent_changes", {"since_seconds": CHANGES_WINDOW_S}),
+        ("versions", "get_deployed_versions", {}),
+    ]
+    calls = [call for call in planned if call[1] in tools]
+    alertname = next((a["labels"].get("alertname") for a in context.alerts if (a.get("labels") or {})), None)
+    if not context.in_catalog and alertname:
+        labels = next(a["labels"] for a in context.alerts if a.get("labels"))
+        calls.append(("rule", "evaluate_alert_rule", {"alertname": alertname, "labels": labels}))
+    queries = context.queries.evidence() if context.queries else {}
+    return calls + [(key, "query_prometheus", {"query": query}) for key, query in queries.items()]
+
+
+def code_version(candidate: Candidate, obs: Observations) -> str | None:
+    """The version the failing code ran (the most logged version of its exception group), if known."""
+    for group in obs.current_log_groups:
+        if group.get("file") == candidate.affected_file and group.get("versions"):
+            return str(next(iter(group["versions"])))
+    return None
 
 
 def add_code_evidence(candidate: Candidate, record: ToolCallRecord, obs: Observations) -> None:
@@ -75,11 +117,12 @@ def add_code_evidence(candidate: Candidate, record: ToolCallRecord, obs: Observa
         obs.failed.append(f"fetch_code_from_github: {record.error}")
         return
     focus = record.result.get("focus_text", "")
+    at = f" at {record.result['version']}" if record.result.get("version") else ""
     candidate.evidence.insert(
         1,
         Evidence(
             tool="fetch_code_from_github",
-            query=f"{candidate.affected_file}:{candidate.affected_line}",
+            query=f"{candidate.affected_file}:{candidate.affected_line}{at} ({record.result.get('source')})",
             finding=f"line {candidate.affected_line}: {focus or '(empty)'}",
         ),
     )
@@ -90,19 +133,23 @@ class OfflineEngine:
     """Deterministic investigator over the investigation tools (see module docstring).
 
     Args:
-        tools: the investigation tool specs by name (``InvestigationTools.specs("offline")``).
+        factory: builds the tools of an incident's service (``ToolFactory``).
     """
 
     name = ENGINE_NAME
 
-    def __init__(self, tools: dict[str, ToolSpec]) -> None:
-        self.tools = tools
+    def __init__(self, factory: ToolFactory) -> None:
+        self.factory = factory
 
     async def _round(
-        self, round_no: int, calls: list[tuple[str, str, dict[str, Any]]], on_record: RecordSink
+        self,
+        tools: dict[str, ToolSpec],
+        round_no: int,
+        calls: list[tuple[str, str, dict[str, Any]]],
+        on_record: RecordSink,
     ) -> dict[str, ToolCallRecord]:
         planned = [(f"offline-{round_no}-{key}", tool, json.dumps(args)) for key, tool, args in calls]
-        records = await execute_tool_calls(planned, self.tools, round_no)
+        records = await execute_tool_calls(planned, tools, round_no)
         await on_record(records)
         return {key: record for (key, _, _), record in zip(calls, records, strict=True)}
 
@@ -112,28 +159,26 @@ class OfflineEngine:
         Raises:
             RuntimeError: ``send_diagnosis`` rejected the engine's own output (a bug).
         """
-        round1: list[tuple[str, str, dict[str, Any]]] = [
-            ("logs", "fetch_logs", {"seconds": LOG_WINDOW_S, "limit": LOG_LIMIT}),
-            ("errors", "compute_error_rate", {"window": ERROR_RATE_WINDOW}),
-            ("changes", "get_recent_changes", {"since_seconds": CHANGES_WINDOW_S}),
-            *[(key, "query_prometheus", {"query": query}) for key, query in QUERIES.items()],
-        ]
-        obs = observe(await self._round(1, round1, on_record))
+        investigation = self.factory.for_incident(incident, alerts)
+        context, tools = investigation.context, investigation.specs(self.name)
+        records = await self._round(tools, 1, round_one(context, tools), on_record)
+        obs = observe(records, new_observations(context), context.replica_label)
         found = candidates(obs)
         rounds = 1
-        code_candidate = next((c for c in found if c.fault_type is FaultType.code_bug and c.affected_file), None)
-        if code_candidate is not None:
+        code_candidate = next((c for c in found if c.fault_type in CODE_FAULTS and c.affected_file), None)
+        if code_candidate is not None and "fetch_code_from_github" in tools:
             rounds += 1
             args = {
                 "path": code_candidate.affected_file,
                 "line": code_candidate.affected_line,
                 "context_lines": CODE_CONTEXT_LINES,
+                "version": code_version(code_candidate, obs),
             }
-            code = (await self._round(rounds, [("code", "fetch_code_from_github", args)], on_record))["code"]
+            code = (await self._round(tools, rounds, [("code", "fetch_code_from_github", args)], on_record))["code"]
             add_code_evidence(code_candidate, code, obs)
-        fields = diagnosis_fields(obs, found, alerts)
+        fields = add_service_fields(diagnosis_fields(obs, found, alerts), obs)
         rounds += 1
-        final = (await self._round(rounds, [("diagnosis", "send_diagnosis", fields)], on_record))["diagnosis"]
+        final = (await self._round(tools, rounds, [("diagnosis", "send_diagnosis", fields)], on_record))["diagnosis"]
         if not final.ok:
             raise RuntimeError(f"offline engine produced an invalid diagnosis: {final.error}")
         return EngineResult(Diagnosis.model_validate(final.result), rounds)

@@ -47,15 +47,21 @@ def _code_group(obs: Observations) -> dict[str, Any] | None:
 
 
 def _injected_group(obs: Observations) -> dict[str, Any] | None:
-    """The current InjectedFault group (a raised fault has a file:line; a crash's exit notice has none)."""
+    """The current InjectedFault group that failed requests: raised at a file:line, or logged with a 5xx status
+    (a crash fault's exit notice has neither)."""
     return next(
         (
             g
             for g in obs.current_log_groups
-            if g["exception_type"] == INJECTED_EXCEPTION and g.get("file") and g["count"] >= MIN_ERROR_LOGS
+            if g["exception_type"] == INJECTED_EXCEPTION and _failed_requests(g) and g["count"] >= MIN_ERROR_LOGS
         ),
         None,
     )
+
+
+def _failed_requests(group: dict[str, Any]) -> bool:
+    """True when a log group's entries failed requests: raised at a file:line, or logged with a 5xx status."""
+    return bool(group.get("file")) or any(str(status).startswith("5") for status in group.get("statuses") or {})
 
 
 def fix_for(group: dict[str, Any]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from oncall.diagnosis import Evidence, FaultType
 from oncall.investigate.engines.offline import units
 from oncall.investigate.engines.offline.observations import (
-    QUERIES,
     RSS_GROWTH_BYTES,
     RSS_HIGH_BYTES,
     Candidate,
@@ -22,12 +21,12 @@ def detect_memory(obs: Observations) -> list[Candidate]:
     replicas = sorted(set(growing) | set(deviating(rss, RSS_HIGH_BYTES)))
     if not replicas:
         return []
-    evidence = [Evidence(tool="query_prometheus", query=QUERIES["rss"], finding=f"RSS {units.fmt(rss, units.mib)}")]
+    evidence = [Evidence(tool="query_prometheus", query=obs.query("rss"), finding=f"RSS {units.fmt(rss, units.mib)}")]
     if growth:
         evidence.append(
             Evidence(
                 tool="query_prometheus",
-                query=QUERIES["rss_growth"],
+                query=obs.query("rss_growth"),
                 finding=f"RSS change over 5 min {units.fmt(growth, units.mib)}",
             )
         )

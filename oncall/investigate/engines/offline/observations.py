@@ -14,8 +14,6 @@ from typing import Any
 
 from oncall.diagnosis import Evidence, FaultType
 
-SERVICE = "inventory"
-
 # ---- evidence windows
 LOG_WINDOW_S = 300  # seconds of ERROR logs read
 LOG_LIMIT = 1000  # log entries read at most
@@ -58,23 +56,6 @@ PROGRAMMING_ERRORS = frozenset(
 )
 INJECTED_EXCEPTION = "InjectedFault"
 
-QUERIES = {
-    "p99": (
-        "histogram_quantile(0.99, sum by (replica, le)"
-        f'(rate(http_request_duration_seconds_bucket{{job="{SERVICE}"}}[1m])))'
-    ),
-    "cpu": f'rate(process_cpu_seconds_total{{job="{SERVICE}"}}[1m])',
-    "rss": f'process_resident_memory_bytes{{job="{SERVICE}"}}',
-    "rss_growth": f'delta(process_resident_memory_bytes{{job="{SERVICE}"}}[5m])',
-    "cpu_per_request": (
-        f'sum by (replica)(rate(process_cpu_seconds_total{{job="{SERVICE}"}}[1m])) / '
-        f'sum by (replica)(rate(http_requests_total{{job="{SERVICE}"}}[1m]))'
-    ),
-    "up": f'up{{job="{SERVICE}"}}',
-    "restarts": f'changes(process_start_time_seconds{{job="{SERVICE}"}}[3m])',
-}
-"""PromQL instant queries of round 1, by evidence key."""
-
 
 @dataclass
 class Observations:
@@ -83,8 +64,18 @@ class Observations:
     ``current_log_groups``: log groups still being logged (last seen within ``LOG_CURRENT_S``);
     ``context``: lines for the diagnosis about evidence that is not the current cause;
     ``failed``: tool calls that failed, with their error.
+    The service context: ``service`` (its name), ``queries`` (its round-1 PromQL by evidence key, from the
+    catalog), ``in_catalog``, ``gaps`` (what the catalog lacks), ``onset`` (epoch s), ``rule`` (the alert
+    rule's evaluation, for services outside the catalog) and ``versions`` (replica -> version).
     """
 
+    service: str = "unknown"
+    queries: dict[str, str] = field(default_factory=dict)
+    in_catalog: bool = True
+    gaps: list[str] = field(default_factory=list)
+    onset: float | None = None
+    rule: dict[str, Any] | None = None
+    versions: dict[str, Any] | None = None
     logs: dict[str, Any] | None = None
     errors: dict[str, Any] | None = None
     changes: dict[str, Any] | None = None
@@ -92,6 +83,10 @@ class Observations:
     current_log_groups: list[dict[str, Any]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     context: list[str] = field(default_factory=list)
+
+    def query(self, key: str) -> str:
+        """The PromQL behind evidence ``key`` (``p99``, ``cpu``, ``up`` ...)."""
+        return self.queries.get(key, key)
 
     @property
     def replicas(self) -> list[str]:
@@ -128,6 +123,7 @@ class Candidate:
     evidence: list[Evidence]
     affected_file: str | None = None
     affected_line: int | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def split_log_groups(logs: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[str]]:

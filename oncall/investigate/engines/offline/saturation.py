@@ -10,7 +10,6 @@ from oncall.investigate.engines.offline.observations import (
     CPU_OUTLIER_FACTOR,
     CPU_PER_REQUEST_HIGH_S,
     P99_HIGH_S,
-    QUERIES,
     Candidate,
     Observations,
     deviating,
@@ -88,12 +87,14 @@ def detect_saturation(obs: Observations) -> list[Candidate]:
     slow = deviating(p99, P99_HIGH_S)
     hot, saturated, cpu_bound = _hot_replicas(obs, slow)
     p99_ev = (
-        Evidence(tool="query_prometheus", query=QUERIES["p99"], finding=f"p99 latency {units.fmt(p99, units.seconds)}")
+        Evidence(
+            tool="query_prometheus", query=obs.query("p99"), finding=f"p99 latency {units.fmt(p99, units.seconds)}"
+        )
         if p99
         else None
     )
     cpu_ev = (
-        Evidence(tool="query_prometheus", query=QUERIES["cpu"], finding=f"CPU {units.fmt(cpu, units.cores)}")
+        Evidence(tool="query_prometheus", query=obs.query("cpu"), finding=f"CPU {units.fmt(cpu, units.cores)}")
         if cpu
         else None
     )
@@ -101,7 +102,7 @@ def detect_saturation(obs: Observations) -> list[Candidate]:
         per_request = obs.metrics.get("cpu_per_request", {})
         cpu_ev = Evidence(
             tool="query_prometheus",
-            query=QUERIES["cpu_per_request"],
+            query=obs.query("cpu_per_request"),
             finding=f"CPU per request {units.fmt(per_request, units.milliseconds)}; CPU {units.fmt(cpu, units.cores)}",
         )
     found: list[Candidate] = []

@@ -13,9 +13,7 @@ from oncall.investigate.engines.offline.observations import (
     ERROR_RATIO_P2,
     LOG_LIMIT,
     LOG_WINDOW_S,
-    QUERIES,
     SECONDARY_MIN_SCORE,
-    SERVICE,
     Candidate,
     Observations,
     deviating,
@@ -35,7 +33,7 @@ def diagnosis_fields(obs: Observations, candidates: list[Candidate], alerts: lis
     penalty = FAILED_TOOL_PENALTY * len(obs.failed)
     if candidates:
         chosen, others = candidates[0], candidates[1:]
-        fields = from_candidate(chosen, others)
+        fields = from_candidate(chosen, others, obs)
         fields["priority"] = priority(chosen, obs, overall, critical)
         fields["confidence"] = round(max(0.2, min(0.95, chosen.score - penalty)), 2)
     else:
@@ -48,7 +46,7 @@ def diagnosis_fields(obs: Observations, candidates: list[Candidate], alerts: lis
     return fields
 
 
-def from_candidate(chosen: Candidate, others: list[Candidate]) -> dict[str, Any]:
+def from_candidate(chosen: Candidate, others: list[Candidate], obs: Observations) -> dict[str, Any]:
     """Diagnosis fields of the chosen candidate; weaker ones are mentioned, independent strong ones add replicas."""
     root_cause = chosen.root_cause
     next_steps = list(chosen.next_steps)
@@ -65,13 +63,14 @@ def from_candidate(chosen: Candidate, others: list[Candidate]) -> dict[str, Any]
         "summary": chosen.summary,
         "root_cause": root_cause,
         "fault_type": chosen.fault_type.value,
-        "affected_service": SERVICE,
+        "affected_service": obs.service,
         "affected_replicas": sorted(replicas),
         "affected_file": chosen.affected_file,
         "affected_line": chosen.affected_line,
         "evidence": [e.model_dump() for e in evidence],
         "suggested_fix": chosen.suggested_fix,
         "next_steps": next_steps,
+        "proposed_actions": list(chosen.actions),
     }
 
 
@@ -91,7 +90,7 @@ def _overview_evidence(obs: Observations, overall: float | None, per_replica: di
     for key, unit in formats.items():
         if obs.metrics.get(key):
             evidence.append(
-                Evidence(tool="query_prometheus", query=QUERIES[key], finding=units.fmt(obs.metrics[key], unit))
+                Evidence(tool="query_prometheus", query=obs.query(key), finding=units.fmt(obs.metrics[key], unit))
             )
     if obs.logs:
         top = obs.logs.get("by_exception_type", {})
@@ -111,7 +110,7 @@ def no_candidate(obs: Observations, overall: float | None, per_replica: dict[str
     errors_high = bool(elevated) or (overall is not None and overall >= ERROR_RATIO_ELEVATED)
     ratio = units.ratio(overall) if overall is not None else "n/a"
     base = {
-        "affected_service": SERVICE,
+        "affected_service": obs.service,
         "affected_file": None,
         "affected_line": None,
         "evidence": [e.model_dump() for e in _overview_evidence(obs, overall, per_replica)],
