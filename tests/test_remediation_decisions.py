@@ -29,7 +29,9 @@ class RecordingExecutor:
         self.started.append(remediation_id)
 
 
-async def diagnosed_incident(store: Store, service: str = "inventory", *, age_s: float = 0.0) -> int:
+async def diagnosed_incident(
+    store: Store, service: str = "inventory", *, age_s: float = 0.0, first_risk: str = "low"
+) -> int:
     now = time.time()
     labels = {"alertname": "InventoryReplicaHighErrorRate", "service": service, "replica": f"{service}-2"}
     values = {
@@ -51,13 +53,14 @@ async def diagnosed_incident(store: Store, service: str = "inventory", *, age_s:
         priority="P2",
         confidence=0.9,
         proposed_actions=[
-            ProposedAction(action="clear_fault", target=f"{service}-2", risk="low"),
+            ProposedAction(action="clear_fault", target=f"{service}-2", risk=first_risk),  # type: ignore[arg-type]
             ProposedAction(action="restart_replica", target=f"{service}-2", risk="medium"),
         ],
     )
     async with store.write() as conn:
-        incident_id = await lifecycle.open_incident(conn, values, "test")
-        await lifecycle.record_diagnosis(conn, incident_id, diagnosis, now - age_s)
+        incident, _ = await lifecycle.open_or_lock(conn, values, "test", now)
+        incident_id = int(incident["id"])
+        await lifecycle.record_diagnosis(conn, incident_id, 1, diagnosis, "test-replica", now - age_s)
     return incident_id
 
 
@@ -170,6 +173,13 @@ class Outbox:
         self.sent.append(body)
         return []
 
+    async def queue(self, conn: object, body: str, *, incident_id: int | None, event: str, **_: object) -> list[int]:
+        self.sent.append(body)
+        return []
+
+    def wake(self) -> None:
+        return None
+
 
 async def test_auto_low_risk_runs_the_first_low_risk_option_and_reports_it(store: Store) -> None:
     from oncall.remediation.auto import AUTO_APPROVER, AutoApprover
@@ -183,10 +193,5 @@ async def test_auto_low_risk_runs_the_first_low_risk_option_and_reports_it(store
     assert len(executor.started) == 1 and "Approved option 1" in outbox.sent[0]
     rows = await sql(store, "SELECT number, decided_by, status FROM remediations")
     assert rows == [{"number": 1, "decided_by": AUTO_APPROVER, "status": "approved"}]
-    await sql_exec(store, "DELETE FROM remediations")
-    await sql_exec(
-        store,
-        "UPDATE incidents SET diagnosis = json_set(diagnosis, '$.proposed_actions[0].risk', 'medium') WHERE id = :i",
-        i=incident_id,
-    )
-    assert await auto.approve_when_stored(incident_id, since=0.0) is None  # medium risk waits for an engineer
+    medium = await diagnosed_incident(store, first_risk="medium")
+    assert await auto.approve_when_stored(medium, since=0.0) is None  # medium risk waits for an engineer

@@ -2,7 +2,8 @@
 
 A check (``POST /investigations {"service"}``, WhatsApp "check inventory") is an investigation without an
 alert: an incident with the group key ``check:<service>:<epoch ms>``, labels ``alertname="OnDemandCheck"``
-and ``service``, investigated like any other (its diagnosis, with proposals, goes to the on-call numbers).
+and ``service``, its episode's investigation queued in the same transaction and claimed by any replica like
+any other (its diagnosis, with proposals, goes to the on-call numbers).
 It has no alerts, so it never resolves by itself: the engineer resolves it.
 """
 
@@ -28,7 +29,7 @@ PENDING_SCAN = 50
 class Schedules(Protocol):
     """What checks need from ``oncall.incidents.scheduler.InvestigationScheduler``."""
 
-    def investigate(self, incident_id: int) -> bool: ...
+    def wake(self) -> None: ...
 
 
 class RemediationDesk:
@@ -78,8 +79,10 @@ class RemediationDesk:
             "updated_at": now,
         }
         async with self.store.write() as conn:
-            incident_id = await lifecycle.open_incident(conn, values, receiver=f"on-demand check by {by}")
-        self.scheduler.investigate(incident_id)
+            incident, _ = await lifecycle.open_or_lock(conn, values, f"on-demand check by {by}", now)
+            incident_id = int(incident["id"])
+            await lifecycle.queue_investigation(conn, incident_id, int(incident["episode"]), now)
+        self.scheduler.wake()  # any replica's scheduler may claim it; this one looks at once
         return incident_id
 
     async def resume(self, tasks: BackgroundTasks) -> list[int]:

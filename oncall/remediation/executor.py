@@ -5,7 +5,8 @@ stops): claim (``REMEDIATION_LEASE_S``) -> precondition on the live fleet (targe
 progress, ``guardrails.fleet_check``, a rollback goes to ``previous_version``) -> figures before ->
 the request written with ``sent_at`` -> the process manager call -> its answer -> wait for the operation
 it started to end -> ``Verifier.watch`` -> ``recovered`` / ``not_recovered`` / ``failed``, with a
-``remediation_result`` timeline event and a WhatsApp notice to the approver (or the on-call numbers).
+``remediation_result`` timeline event and a WhatsApp notice to the approver (or the on-call numbers), the
+notice an outbox row written in the transaction that records the outcome (``oncall.channels.outbox``).
 
 A replica that dies mid-action loses its lease; ``resume`` (at start, then every half lease in ``watch``)
 claims rows whose lease expired. When the dead replica had already sent the request (``sent_at`` set) the request is
@@ -19,6 +20,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.catalog.models import Catalog, ServiceEntry
 from oncall.diagnosis import ProposedAction
@@ -37,9 +40,23 @@ OPERATION_POLL_S = 1.0
 
 
 class SendsMessages(Protocol):
-    """What the executor needs from ``oncall.channels.whatsapp.sender.WhatsAppSender``."""
+    """What the executor needs from ``oncall.channels.whatsapp.sender.WhatsAppSender``: ``queue`` writes the
+    message to the outbox in the caller's transaction (once per ``event``), ``wake`` has it delivered now."""
 
     async def send(self, body: str, *, incident_id: int | None, to: list[str] | None = None) -> list[int]: ...
+
+    async def queue(
+        self,
+        conn: AsyncConnection,
+        body: str,
+        *,
+        incident_id: int | None,
+        event: str,
+        to: list[str] | None = None,
+        now: float | None = None,
+    ) -> list[int]: ...
+
+    def wake(self) -> None: ...
 
 
 class Executor:
@@ -217,8 +234,10 @@ class Executor:
             event = {"remediation_id": row["id"], "status": status, "action": row["action"], "target": row["target"]}
             event.update(params=row["params"], result=result, verification=verification, by=row["decided_by"])
             await timeline.add(conn, incident_id, "remediation_result", event)
-        to = [row["decided_by"]] if str(row["decided_by"]).startswith("whatsapp:") else None
-        await self.sender.send(text, incident_id=incident_id, to=to)
+            to = [row["decided_by"]] if str(row["decided_by"]).startswith("whatsapp:") else None
+            key = f"incident:{incident_id}:remediation:{row['id']}:{status}"
+            await self.sender.queue(conn, text, incident_id=incident_id, event=key, to=to, now=now)
+        self.sender.wake()
         return status
 
     async def _next_step(self, incident_id: int) -> str:

@@ -179,7 +179,9 @@ class Investigates(Protocol):
     @property
     def first_engine(self) -> str: ...
 
-    async def investigate(self, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> Diagnosis: ...
+    async def investigate(
+        self, incident: dict[str, Any], alerts: list[dict[str, Any]], *, episode: int | None = None
+    ) -> Diagnosis: ...
 
 
 def service_entry(catalog: Catalog, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> ServiceEntry | None:
@@ -220,9 +222,11 @@ class ProposingInvestigator:
         """The first engine of the wrapped investigator."""
         return self.inner.first_engine
 
-    async def investigate(self, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> Diagnosis:
-        """Investigate, then replace the diagnosis' proposals by the checked ones."""
-        diagnosis = await self.inner.investigate(incident, alerts)
+    async def investigate(
+        self, incident: dict[str, Any], alerts: list[dict[str, Any]], *, episode: int | None = None
+    ) -> Diagnosis:
+        """Investigate (episode ``episode``), then replace the diagnosis' proposals by the checked ones."""
+        diagnosis = await self.inner.investigate(incident, alerts, episode=episode)
         entry = service_entry(self.catalog, incident, alerts) or self.catalog.get(diagnosis.affected_service)
         if entry is None or entry.control_plane is None:
             return without_control_plane(diagnosis)

@@ -1,7 +1,7 @@
 """Remediation: decisions on proposed actions and their executions (lease, request, result, verification).
 
-Revision ID: 0004_remediations
-Revises: 0003_security
+Revision ID: 0005_remediations
+Revises: 0004_outbox_episodes
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0004_remediations"
-down_revision = "0003_security"
+revision = "0005_remediations"
+down_revision = "0004_outbox_episodes"
 branch_labels = None
 depends_on = None
 
