@@ -179,7 +179,11 @@ async def test_roster_people_may_send_commands_others_not(tmp_path: Path) -> Non
     app = create_app(
         make_settings(tmp_path, ONCALL_FILE=str(REPO_ROOT / "oncall.yaml")), build=with_conversation(conversation)
     )
-    senders = {"ravi": "whatsapp:+15550100002", "fallback": VECTOR["params"]["From"], "stranger": "whatsapp:+15550001111"}
+    senders = {
+        "ravi": "whatsapp:+15550100002",
+        "fallback": VECTOR["params"]["From"],
+        "stranger": "whatsapp:+15550001111",
+    }
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
