@@ -38,6 +38,7 @@ from oncall.investigate.investigator import Investigator
 from oncall.investigate.setup import build_tool_factory, load_service_catalog
 from oncall.investigate.tools import ToolFactory
 from oncall.metrics import INCIDENTS_OPEN
+from oncall.paging.answer import on_call_answer
 from oncall.redaction import Redactor, install_log_redaction
 from oncall.settings import Settings, get_settings
 from oncall.store import incidents as incident_rows
@@ -96,10 +97,10 @@ def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
 
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
-    redact = Redactor(settings.secret_values())
+    redact, catalog = Redactor(settings.secret_values()), load_service_catalog(settings)
     investigator = Investigator(
         store,
-        build_engines(settings, investigation_tools(settings, http)),
+        build_engines(settings, build_tool_factory(settings, http, catalog)),
         timeout_s=settings.investigation_timeout_s,
         tool_output_max_chars=settings.tool_output_max_chars,
         redact=redact,
@@ -123,7 +124,15 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         http=http,
         tasks=tasks,
         scheduler=InvestigationScheduler(store, investigator, sender, tasks, settings.max_concurrent_investigations),
-        conversation=ConversationHandler(store, sender, jira, url, reply_model, settings.confirmation_ttl_s),
+        conversation=ConversationHandler(
+            store,
+            sender,
+            jira,
+            url,
+            reply_model,
+            settings.confirmation_ttl_s,
+            on_call=on_call_answer(settings, catalog),
+        ),
     )
 
 

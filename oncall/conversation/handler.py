@@ -9,6 +9,8 @@ one, else the latest. The reply is read by deterministic code (``oncall.conversa
   ("Mark #3 ... resolved? Reply YES ..."); the engineer's YES executes exactly the stored action (on
   any replica, after a restart too), NO cancels it;
 - a negation ("don't create a ticket") does nothing and says so;
+- "who is on call?" is answered at once from the roster (read-only), with the escalation chain of the
+  incident's service when there is an incident;
 - anything unclear is answered with a question; with a model configured the model reads it first and
   may answer or *propose* an action, which again needs the engineer's YES.
 
@@ -38,6 +40,9 @@ log = logging.getLogger("oncall.conversation")
 
 Executor = Callable[[int, str, dict[str, Any]], Awaitable[str]]
 """Carries out one side-effecting action: (incident id, engineer, arguments) -> the line to send back."""
+OnCallAnswer = Callable[[str | None], str]
+"""The "who is on call?" answer now (``oncall.roster.answer.who_is_on_call``) for the incident's service
+(None: no incident), built by the composition root over the roster, the fallback numbers and the catalog."""
 
 
 class SendsMessages(Protocol):
@@ -56,6 +61,7 @@ class ConversationHandler:
         public_base_url: the agent's public URL, for incident links.
         model: reads unclear replies with the model, or None (deterministic reading only).
         confirmation_ttl_s: seconds a proposal waits for the engineer's YES (``CONFIRMATION_TTL_S``).
+        on_call: answers "who is on call?" (see ``OnCallAnswer``); None: the answer says there is no roster.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class ConversationHandler:
         public_base_url: str,
         model: ReplyModel | None,
         confirmation_ttl_s: float = 600.0,
+        on_call: OnCallAnswer | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -73,6 +80,7 @@ class ConversationHandler:
         self.public_base_url = public_base_url
         self.model = model
         self.confirmation_ttl_s = confirmation_ttl_s
+        self.on_call = on_call or (lambda service: "No on-call roster is configured (ONCALL_FILE).")
         self.executors: dict[Intent, Executor] = {
             Intent.create_ticket: self._create_ticket,
             Intent.acknowledge: self._acknowledge,
@@ -105,6 +113,9 @@ class ConversationHandler:
             return
         ref = reading.incident_ref
         incident = await self._find_incident(from_number, ref)
+        if incident is None and reading.intent is Intent.who_is_on_call and ref is None:
+            await self._answer(self.on_call(None), None, from_number)
+            return
         if incident is None:
             missing = f"Incident #{ref} not found." if ref is not None else "There are no incidents yet."
             await self._answer(f"{missing}\n\n{help_text()}", None, from_number)
@@ -136,6 +147,8 @@ class ConversationHandler:
             return await self._propose(reading.intent, arguments, incident, from_number, "parser")
         if reading.intent is Intent.status:
             return actions.status_text(await actions.status(self.store, incident_id, self.public_base_url))
+        if reading.intent is Intent.who_is_on_call:
+            return self.on_call(incident.get("service"))
         if reading.intent is Intent.help:
             return help_text(incident_id)
         return await self._unclear(reading, incident, from_number, body, event)
