@@ -45,3 +45,10 @@ EVENT_LOOP_LAG = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 JIRA_TICKETS = Counter("oncall_jira_tickets_total", "Jira tickets by outcome (created, draft, failed).", ["outcome"])
+INCIDENT_PHASE_SECONDS = Histogram(
+    "oncall_incident_phase_seconds",
+    "Seconds an incident episode spent in each phase (ingest, investigation, notification, acknowledgement, "
+    "action, resolution), observed once per episode when it resolves.",
+    ["phase"],
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+)

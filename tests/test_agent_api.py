@@ -396,6 +396,14 @@ async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
         assert (await client.post(f"/incidents/{incident_id}/resolve")).json()["already"] is True
         detail = (await client.get(f"/incidents/{incident_id}")).json()
         assert (detail["status"], detail["acknowledged_by"]) == ("resolved", "Ravi")
+        timings = detail["phase_timings"]
+        phases = {phase["name"]: phase for phase in timings["phases"]}
+        assert list(phases) == ["ingest", "investigation", "notification", "acknowledgement", "action", "resolution"]
+        assert (phases["acknowledgement"]["ended_at"], phases["resolution"]["ended_at"]) == (
+            detail["acknowledged_at"],
+            detail["resolved_at"],
+        )
+        assert timings["time_to_resolve_s"] >= timings["time_to_acknowledge_s"] >= 0
         assert (await client.get("/healthz")).json()["incidents_open"] == 0
         # Alertmanager later reports the alert resolved: the incident is already resolved, no second notice.
         assert (await client.post("/alerts", content=captured_bytes(10), headers=JSON)).json()["status"] == "accepted"
