@@ -18,6 +18,7 @@ from oncall.paging.planner import IncidentState, Timer, decide
 from oncall.roster.chain import escalation_chain
 from oncall.roster.config import parse_roster
 from oncall.roster.models import Roster
+from oncall.store import pages as store_pages
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
 from stackctl.postgres import PostgresServer, find_pg_bindir
@@ -88,6 +89,8 @@ async def test_two_levels_with_a_restart_in_between_page_once_each(tmp_path: Pat
     assert page is not None and (page.level, page.numbers, page.next_due_at) == (1, ["whatsapp:+15550100002"], T0 + 300)
     assert await start(first_run, incident_id) is None  # the episode's chain exists: never a second level 1
     assert await claim(first_run, T0 + 299) == []
+    async with first_run.read() as conn:
+        assert await store_pages.next_due_at(conn) == T0 + 300  # the poller sleeps until then
     await first_run.close()  # the agent stops with level 2 armed
 
     second_run = Store(url)
@@ -107,6 +110,13 @@ async def test_two_levels_with_a_restart_in_between_page_once_each(tmp_path: Pat
         (2, "paged", T0 + 300),
         (3, "paged", T0 + 900),
     ]
+    async with third_run.read() as conn:
+        assert await store_pages.next_due_at(conn) is None
+        assert await store_pages.paged_numbers(conn, incident_id, 1) == [
+            "whatsapp:+15550100002",
+            "whatsapp:+15550100003",
+            *FALLBACK,
+        ]
     events = await paged_events(third_run, incident_id)
     assert [(e["level"], e["escalated"], [r["name"] for r in e["recipients"]]) for e in events] == [
         (1, False, ["Ravi Kumar"]),
