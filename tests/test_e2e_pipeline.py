@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from oncall.history.narrative import duration
 from tests.e2e_support import (
     ONCALL_NUMBER,
     bug_line,
@@ -105,6 +106,41 @@ def test_agentic_traffic_fires_error_rate_alert_and_agent_finds_the_bug(tmp_path
         stack.stop()
 
 
+def postmortem_of(stack, incident_id: int) -> str:
+    """``GET /incidents/{id}/postmortem`` (Markdown), read with the stack's API token."""
+    response = httpx.get(
+        f"{stack.url('agent')}/incidents/{incident_id}/postmortem", headers=stack.api_headers(), timeout=10
+    )
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/markdown")
+    return response.text
+
+
+def assert_postmortem_of_the_injected_errors(markdown: str, resolved: dict) -> None:
+    """The post-mortem of the real incident: every section, its facts and the headline times."""
+    incident_id, timings = resolved["id"], resolved["phase_timings"]
+    assert markdown.startswith(f"# Post-mortem: #{incident_id} InventoryHighErrorRate\n")
+    sections = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
+    assert sections == [
+        "Summary",
+        "Impact",
+        "Timeline",
+        "Phase timings",
+        "Root cause",
+        "Contributing factors",
+        "What went well",
+        "What went badly",
+        "Action items",
+    ]
+    assert f"\\#{incident_id} InventoryHighErrorRate (service inventory, severity critical) is resolved." in markdown
+    assert f"Time to resolve: {duration(timings['time_to_resolve_s'])}." in markdown
+    assert "Fault type `injected_errors`" in markdown and "offline engine" in markdown
+    assert "Affected replicas: `inventory-1, inventory-2`" in markdown
+    assert "- investigation: " in markdown and "tool `query_prometheus`" in markdown
+    body = markdown.split("## Timeline", 1)[1].split("## Phase timings", 1)[0]
+    for event in ("Alert fired in Prometheus (detection)", "Diagnosis `injected_errors`", "Resolved: every alert"):
+        assert event in body, markdown
+
+
 def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
     stack = start_stack(tmp_path)
     traffic = None
@@ -142,6 +178,7 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
         assert resolved["resolved_at"] is not None
         outbound = [m for m in resolved["messages"] if m["direction"] == "out"]
         assert len(outbound) >= 2 and "resolved" in outbound[-1]["body"].lower()
+        assert_postmortem_of_the_injected_errors(postmortem_of(stack, detail["id"]), resolved)
     finally:
         if traffic is not None and traffic.poll() is None:
             traffic.terminate()

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store import incidents, investigations, messages, pages, tickets, timeline
+from oncall.store import incidents, investigations, messages, pages, postmortems, tickets, timeline
 from oncall.store.alert_summary import summarise_alerts
 from oncall.store.incidents import IncidentStatus
 from oncall.store.rows import Row
@@ -52,7 +52,8 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
     telling first), alert_summary (counts by status, alert name and label; ``shown``, ``omitted``),
     timeline (alert events capped, see ``capped_timeline``), investigations, tool_calls, messages,
     tickets (lists oldest first), pages (the escalation levels by episode and level: ``status``,
-    ``recipients``, ``reason``, ``due_at``, ``paged_at``, ``stop_reason``).
+    ``recipients``, ``reason``, ``due_at``, ``paged_at``, ``stop_reason``) and postmortem (the stored draft of
+    the latest resolved episode: ``episode``, ``updated_at``, ``text`` Markdown; None before any resolution).
     """
     incident = await incidents.get(conn, incident_id)
     if incident is None:
@@ -75,7 +76,15 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
         "messages": await messages.for_incident(conn, incident_id),
         "tickets": await tickets.for_incident(conn, incident_id),
         "pages": await pages.for_incident(conn, incident_id),
+        "postmortem": stored_postmortem(await postmortems.latest(conn, incident_id)),
     }
+
+
+def stored_postmortem(row: Row | None) -> Row | None:
+    """``{"episode", "updated_at", "text"}`` of a ``postmortems`` row, or None."""
+    if row is None:
+        return None
+    return {"episode": row["episode"], "updated_at": row["updated_at"], "text": row["markdown"]}
 
 
 def json_or_text(value: str | None) -> Any:
