@@ -26,7 +26,7 @@ from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
 from oncall.investigate.setup import load_service_catalog
-from oncall.paging.answer import on_call_answer
+from oncall.paging.answer import names_by_number, on_call_answer
 from oncall.roster.rotation import on_call
 from oncall.settings import Settings
 from oncall.store import messages
@@ -237,6 +237,10 @@ async def test_who_is_on_call_is_answered_from_the_roster(store: Store) -> None:
     assert await incident_row(store, incident_id) is not None
     assert (await reply_detail(store))["intent"] == "who_is_on_call"
     assert await sql(store, "SELECT * FROM confirmations") == []
+    assert (
+        names_by_number(settings)["whatsapp:+15550100002"] == "Ravi Kumar"
+        and names_by_number(Settings(_env_file=None)) == {}
+    )
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)

@@ -1,4 +1,5 @@
-"""The "who is on call?" answer of the running agent, over its settings and service catalog."""
+"""The roster as the running agent uses it: the "who is on call?" answer over its settings and service
+catalog, and the names of the people by WhatsApp number (post-mortems name who acknowledged)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,9 @@ def on_call_answer(settings: Settings, catalog: OwnerTeams | None) -> Callable[[
         return who_is_on_call(settings.roster, datetime.now(UTC), numbers, service=service, catalog=catalog)
 
     return answer
+
+
+def names_by_number(settings: Settings) -> dict[str, str]:
+    """WhatsApp number (``whatsapp:+E164``) -> person name, for every person of the roster ({} without one)."""
+    roster = settings.roster
+    return {person.whatsapp: person.name for person in roster.people.values()} if roster is not None else {}
