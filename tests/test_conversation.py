@@ -177,6 +177,7 @@ async def test_acknowledge_and_resolve(agent: Agent) -> None:
     assert incident["status"] == "resolved" and incident["resolved_at"] is not None
     ack, again, resolved = await replies_to(store)
     assert "acknowledged by" in ack and "already acknowledged" in again and "marked resolved" in resolved
+    assert resolved.endswith(f"\nPost-mortem: {PUBLIC_BASE}/incidents/{incident_id}/postmortem")
     kinds = [
         r["kind"]
         for r in await sql(store, "SELECT kind FROM timeline WHERE incident_id = :id ORDER BY id", id=incident_id)

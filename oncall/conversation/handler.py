@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from oncall.channels.jira.client import JiraClient
-from oncall.channels.whatsapp.format import alert_name
+from oncall.channels.whatsapp.format import alert_name, postmortem_url
 from oncall.conversation import wording
 from oncall.conversation.intents import SIDE_EFFECTS, Intent, Understanding, help_text, understand
 from oncall.conversation.model import ReplyModel
@@ -251,7 +251,9 @@ class ConversationHandler:
         return str((await actions.acknowledge(self.store, incident_id, by))["message"])
 
     async def _resolve(self, incident_id: int, by: str, arguments: dict[str, Any]) -> str:
-        return str((await actions.resolve(self.store, incident_id, by))["message"])
+        outcome = await actions.resolve(self.store, incident_id, by)
+        link = "" if outcome["already"] else f"\nPost-mortem: {postmortem_url(self.public_base_url, incident_id)}"
+        return f"{outcome['message']}{link}"
 
     async def _answer(self, text: str, incident_id: int | None, to: str) -> None:
         """Send the answer to the engineer who wrote."""
