@@ -133,9 +133,9 @@ async def test_acknowledgement_stops_the_chain(store: Store) -> None:
     await start(store, incident_id)
     async with store.write() as conn:  # the engineer answers "ack" before level 2 is due
         await lifecycle.acknowledge(conn, incident_id, "whatsapp:+15550100002", T0 + 100)
-    assert await claim(store, T0 + 300) == []
     row = (await sql(store, "SELECT status, stop_reason, stopped_at FROM pages WHERE level = 2"))[0]
-    assert (row["status"], row["stop_reason"], row["stopped_at"]) == ("cancelled", "acknowledged", T0 + 300)
+    assert (row["status"], row["stop_reason"], row["stopped_at"]) == ("cancelled", "acknowledged", T0 + 100)
+    assert await claim(store, T0 + 300) == []  # stopped in the acknowledging transaction
     stopped = await sql(store, "SELECT detail FROM timeline WHERE kind = 'escalation_stopped'")
     assert [json.loads(s["detail"])["reason"] for s in stopped] == ["acknowledged"]
     assert await claim(store, T0 + 10_000) == [] and len(await paged_events(store, incident_id)) == 1
