@@ -88,6 +88,11 @@ async def eventually(check, timeout: float = 10.0, what: str = "condition"):
         await asyncio.sleep(0.05)
 
 
+async def holds(value: bool) -> bool:
+    """``value`` as an awaitable, for ``eventually`` over state that is not in the database (the Jira fake)."""
+    return value
+
+
 async def messages_to(store: Store, number: str) -> list[str]:
     rows = await sql(
         store, "SELECT body FROM messages WHERE direction = 'out' AND to_number = :to ORDER BY id", to=number
@@ -160,18 +165,21 @@ async def test_resolution_post_mortem_and_jira_resolve_then_reopen_through_the_o
                 lambda: sql(store, "SELECT * FROM tickets WHERE status = 'created'"), what="the Jira issue created"
             )
             await client.post("/alerts", content=captured_bytes(10), headers=JSON)  # every alert resolved
-            await eventually(lambda: asyncio.sleep(0, issue.status == "Done"), what="the issue moved to Done")
+            await eventually(lambda: holds(issue.status == "Done"), what="the issue moved to Done")
             stored = await sql(store, "SELECT episode, markdown FROM postmortems")
             served = (await client.get(f"/incidents/{incident_id}/postmortem", headers=API)).text
             resolved_notice = (await messages_to(store, ANA))[-1]
 
             await client.post("/alerts", content=refired(captured_bytes(1)), headers=JSON)  # fires again
-            await eventually(lambda: asyncio.sleep(0, issue.status == "To Do"), what="the issue reopened")
-            await eventually(lambda: asyncio.sleep(0, len(issue.comments) == 2), what="the refire comment")
-            events = await sql(
-                store,
-                "SELECT kind, detail FROM timeline WHERE kind IN ('ticket_refire', 'ticket_lifecycle') ORDER BY id",
-            )
+            await eventually(lambda: holds(issue.status == "To Do"), what="the issue reopened")
+            await eventually(lambda: holds(len(issue.comments) == 2), what="the refire comment")
+            query = "SELECT kind, detail FROM timeline WHERE kind IN ('ticket_refire', 'ticket_lifecycle') ORDER BY id"
+
+            async def recorded() -> list[dict] | None:
+                rows = await sql(store, query)
+                return rows if len(rows) == 3 else None
+
+            events = await eventually(recorded, what="both Jira outcomes and the refire decision recorded")
     assert [row["episode"] for row in stored] == [1] and served == stored[0]["markdown"]
     assert served.startswith(f"# Post-mortem: #{incident_id} TargetDown\n") and "## Action items" in served
     assert f"Post-mortem: http://127.0.0.1:8088/incidents/{incident_id}/postmortem" in resolved_notice
