@@ -7,12 +7,15 @@ Runs the whole stack on free ports with the demo alert timing (stackctl/demo_tim
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
 from oncall.history.narrative import duration
+from oncall.roster.rotation import on_call
+from oncall.settings import Settings
 from tests.e2e_support import (
-    ONCALL_NUMBER,
     bug_line,
     incident_detail,
     incident_list,
@@ -22,13 +25,14 @@ from tests.e2e_support import (
     start_traffic,
     wait_for_diagnosis,
 )
-from tests.support import wait_until
+from tests.support import REPO_ROOT, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)"),
 ]
 
+ROSTER = REPO_ROOT / "oncall.yaml"
 ERROR_RATIO = 'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m]))'
 
 
@@ -137,12 +141,18 @@ def assert_postmortem_of_the_injected_errors(markdown: str, resolved: dict) -> N
     assert "Affected replicas: `inventory-1, inventory-2`" in markdown
     assert "- investigation: " in markdown and "tool `query_prometheus`" in markdown
     body = markdown.split("## Timeline", 1)[1].split("## Phase timings", 1)[0]
-    for event in ("Alert fired in Prometheus (detection)", "Diagnosis `injected_errors`", "Resolved: every alert"):
+    events = (
+        "Alert fired in Prometheus (detection)",
+        "Diagnosis `injected_errors`",
+        "Paged level 1: ",
+        "Resolved: every",
+    )
+    for event in events:
         assert event in body, markdown
 
 
 def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
-    stack = start_stack(tmp_path)
+    stack = start_stack(tmp_path, ONCALL_FILE=str(ROSTER))
     traffic = None
     try:
         traffic = start_traffic(
@@ -166,7 +176,12 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
             20,
             what="WhatsApp diagnosis",
         )
-        assert sent[0]["to_number"] == ONCALL_NUMBER and f"#{detail['id']}" in sent[0]["body"]
+        paged = on_call(Settings(_env_file=None, ONCALL_FILE=str(ROSTER)).roster, "inventory", datetime.now(UTC))
+        assert paged is not None  # the roster's inventory rotation has someone on call at every instant
+        assert sent[0]["to_number"] == paged.person.whatsapp and f"#{detail['id']}" in sent[0]["body"]
+        diagnosis_text = "".join(message["body"] for message in sent)  # one or two parts of at most 1600 chars
+        assert "📟 Paged: service inventory is owned by team inventory (service catalog)" in diagnosis_text
+        assert f"{paged.person.name}: on call for team inventory" in diagnosis_text
 
         inject(stack, {"mode": "none"})
         resolved = wait_until(
@@ -178,6 +193,8 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
         assert resolved["resolved_at"] is not None
         outbound = [m for m in resolved["messages"] if m["direction"] == "out"]
         assert len(outbound) >= 2 and "resolved" in outbound[-1]["body"].lower()
+        assert f"Post-mortem: {stack.url('agent')}/incidents/{detail['id']}/postmortem" in outbound[-1]["body"]
+        assert outbound[-1]["to_number"] == paged.person.whatsapp  # the resolved notice goes to who was paged
         assert_postmortem_of_the_injected_errors(postmortem_of(stack, detail["id"]), resolved)
     finally:
         if traffic is not None and traffic.poll() is None:
