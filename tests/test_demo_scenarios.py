@@ -37,7 +37,8 @@ def test_unknown_scenario_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_demo_pages_through_the_roster_and_replies_as_the_person_paged(tmp_path: Path) -> None:
     env = demo.demo_agent_env(Settings(_env_file=None))
-    assert env["ONCALL_FILE"] == str(demo.DEMO_ROSTER) and Settings(_env_file=None, **env).roster is not None
+    assert env["ONCALL_FILE"] == str(demo.DEMO_ROSTER)
+    assert Settings(_env_file=None, ONCALL_FILE=env["ONCALL_FILE"]).roster is not None
     assert "ONCALL_FILE" not in demo.demo_agent_env(Settings(_env_file=None, ONCALL_FILE=str(demo.DEMO_ROSTER)))
     ravi = {"name": "Ravi Kumar", "whatsapp": "whatsapp:+15550100002"}
     detail = {
