@@ -79,7 +79,9 @@ async def _notice(conn: AsyncConnection, incident_id: int, episode: int, what: s
 
 
 async def _resolved_notice_if_due(conn: AsyncConnection, incident_id: int, episode: int, now: float) -> None:
-    """The ``resolved`` notice once the episode is resolved by its alerts and its investigation has ended."""
+    """Once the episode is resolved (by its alerts or by hand) and its investigation has ended: its
+    ``resolved`` follow-up (post-mortem, Jira), and when its alerts resolved it, the ``resolved`` notice to
+    everyone paged for it (the default recipients when nobody was)."""
     row = await episodes.get(conn, incident_id, episode)
     if row is None or row["investigation"] not in FINISHED or row["resolution"] is None:
         return
