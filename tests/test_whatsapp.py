@@ -6,12 +6,15 @@ The Twilio path runs the real twilio SDK over HTTP against tests/fake_twilio.py 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.format import format_diagnosis, format_duration, format_resolved, split_message
@@ -456,3 +459,35 @@ async def test_an_incidents_messages_keep_their_order_through_retries(
     await worker(store, twilio).drain(retries=True)
     bodies = [m["body"] for m in fake_twilio.messages]
     assert len(bodies) == 2 and "🚨" in bodies[0] and "resolved after" in bodies[1]
+
+
+class AnswersLate:
+    """A store whose read transactions hand their result back 50 ms after their statements ran (the snapshot
+    is taken first), as on a busy machine: a delivery started meanwhile ends before the reader goes on."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.store.write()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.store.read() as conn:
+            yield conn
+        await asyncio.sleep(0.05)
+
+
+async def test_drain_delivers_all_when_a_delivery_ends_while_it_looks_for_the_next(
+    store: Store, console: WhatsAppSender
+) -> None:
+    """``drain`` returned with the resolved notice undelivered when the diagnosis notice's delivery ended while
+    ``run_due`` was reading when the next row is due (it had seen that notice's lease, 30 s away)."""
+    incident_id = await insert_incident(store, sample_diagnosis(), created_at=time.time() - 60, resolved_at=time.time())
+    await notice(store, incident_id, "diagnosis")
+    await notice(store, incident_id, "resolved")
+    late = OutboxWorker(AnswersLate(store), {"whatsapp": console}, BackgroundTasks(), replica_id="a", lease_s=30.0)  # type: ignore[arg-type]
+    await late.drain()
+    rows = await sql(store, "SELECT body, status FROM messages WHERE incident_id = :id ORDER BY id", id=incident_id)
+    assert [row["status"] for row in rows] == ["sent", "sent"], rows
+    assert "🚨" in rows[0]["body"] and "resolved after" in rows[1]["body"]

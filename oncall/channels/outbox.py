@@ -106,6 +106,7 @@ class OutboxWorker:
         self.warn_attempts = warn_attempts
         self.concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
+        self._ended = 0  # deliveries that ended (``drain`` looks again when one ended while it looked)
         self.poller = Poller("outbox", self.run_due, poll_s)
 
     @classmethod
@@ -180,15 +181,24 @@ class OutboxWorker:
         """
         async with asyncio.timeout(timeout):
             while True:
+                ended = self._ended
                 delay = await self.run_due()
                 if self._inflight:
                     await asyncio.wait(set(self._inflight))
                     continue
+                if self._ended != ended:
+                    continue  # a delivery ended while run_due looked: its delay may be stale
                 if delay is None or (delay > 0 and not retries):
                     return
                 await asyncio.sleep(min(delay, self.poller.poll_s))  # a delivery may end sooner than its lease
 
     async def _deliver(self, row: Row) -> None:
+        try:
+            await self._attempt(row)
+        finally:
+            self._ended += 1
+
+    async def _attempt(self, row: Row) -> None:
         deliverer = self.deliverers.get(row["channel"])
         if time.time() > row["created_at"] + self.expiry_s:
             last = f"; last error: {row['last_error']}" if row["last_error"] else ""
