@@ -26,12 +26,14 @@ from oncall.catalog.loader import CatalogError
 from oncall.channels.jira.client import JiraClient
 from oncall.channels.jira.delivery import JiraIssueDelivery
 from oncall.channels.jira.models import JiraConfig
-from oncall.channels.outbox import OutboxWorker
+from oncall.channels.outbox import Deliverer, OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.console.routes import router as console_router
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
 from oncall.incidents.checks import RemediationDesk
+from oncall.incidents.escalation import EscalationPoller
+from oncall.incidents.followup import followup_deliverers
 from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
@@ -42,6 +44,8 @@ from oncall.investigate.investigator import Investigator
 from oncall.investigate.setup import build_tool_factory, load_service_catalog
 from oncall.investigate.tools import ToolFactory
 from oncall.metrics import INCIDENTS_OPEN
+from oncall.paging.answer import on_call_answer
+from oncall.paging.escalation import Escalations
 from oncall.redaction import Redactor, install_log_redaction
 from oncall.remediation.setup import build_remediation, proposing
 from oncall.settings import Settings, get_settings
@@ -86,32 +90,25 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
     s, redact, catalog = settings, Redactor(settings.secret_values()), load_service_catalog(settings)
     investigator = Investigator(
         store,
-        build_engines(s, investigation_tools(s, http)),
+        build_engines(s, build_tool_factory(s, http, catalog)),
         timeout_s=s.investigation_timeout_s,
         tool_output_max_chars=s.tool_output_max_chars,
         redact=redact,
         replica_id=s.agent_replica_id,
     )
     sender, config = WhatsAppSender.from_settings(s, store), JiraConfig.from_settings(s)
+    deliverers: dict[str, Deliverer] = {"whatsapp": sender, "jira": JiraIssueDelivery(http, config, sender)}
     outbox = OutboxWorker.from_settings(
-        s, store, tasks, {"whatsapp": sender, "jira": JiraIssueDelivery(http, config, sender)}
+        s, store, tasks, {**deliverers, **followup_deliverers(s, http, config, catalog)}
     )
     sender.wake = outbox.wake
+    escalations = Escalations(s.roster, s.oncall_whatsapp_numbers, catalog)
     jira = JiraClient(store, http, config, s.public_base_url, wake=outbox.wake)
     remedy = build_remediation(s, store, http, tasks, sender, catalog)
-    reply_model = None
-    if s.llm_enabled:
-        reply_model = ReplyModel(
-            build_client(s),
-            store,
-            model=s.openai_model,
-            temperature=s.llm_temperature,
-            max_rounds=s.reply_max_rounds,
-            max_output_chars=s.tool_output_max_chars,
-            redact=redact,
-        )
     proposer = proposing(investigator, s, http, catalog, remedy)
-    scheduler = InvestigationScheduler.from_settings(s, store, proposer, tasks, on_outcome=outbox.wake)
+    scheduler = InvestigationScheduler.from_settings(
+        s, store, proposer, tasks, on_outcome=outbox.wake, escalations=escalations
+    )
     desk = RemediationDesk(store, catalog, scheduler, remedy)
     replay = RawAlertReplay(store, s.lease_s, on_investigation=scheduler.wake, on_notice=outbox.wake)
     return Services(
@@ -121,11 +118,19 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         tasks=tasks,
         scheduler=scheduler,
         conversation=ConversationHandler(
-            store, sender, jira, s.public_base_url, reply_model, s.confirmation_ttl_s, desk
+            store,
+            sender,
+            jira,
+            s.public_base_url,
+            ReplyModel.from_settings(s, store, redact),
+            s.confirmation_ttl_s,
+            remediation=desk,
+            on_call=on_call_answer(s, catalog),
         ),
         outbox=outbox,
         replay=replay,
         remediation=desk,
+        escalation=EscalationPoller.from_settings(s, store, escalations, sender, on_paged=outbox.wake),
     )
 
 

@@ -67,3 +67,10 @@ RAW_ALERTS_REPLAYED = Counter(
     "oncall_raw_alerts_replayed_total",
     "Stored webhook bodies that were not applied (the receiving process died) and were applied by a replay.",
 )
+INCIDENT_PHASE_SECONDS = Histogram(
+    "oncall_incident_phase_seconds",
+    "Seconds an incident episode spent in each phase (ingest, investigation, notification, acknowledgement, "
+    "action, resolution), observed once per episode when it resolves.",
+    ["phase"],
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+)

@@ -7,6 +7,10 @@ Environment:
     DEMO_SCENARIO=bad-deploy  normal traffic, then a rolling deploy of the release with a regression
                        (POST /deploy {"version": "1.4.1"}): the diagnosis names the deploy and the rollback.
     DEMO_TIMEOUT_S     seconds to wait for the diagnosis (default 170).
+
+After the diagnosis the demo prints who was paged and why (the roster ``oncall.yaml`` unless
+``ONCALL_FILE`` is set), makes ``make reply`` send as that person, clears the fault and prints the
+incident's post-mortem once it resolved.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from rich.table import Table
 from oncall.console.passwords import hash_password
 from oncall.settings import Settings
 from stackctl.config import StackPorts, load_timing
+from stackctl.demo_paging import RESOLVE_TIMEOUT_S, show_paging, show_postmortem, wait_for_resolution
 from stackctl.processes import REPO_ROOT
 from stackctl.stack import Stack, StackError
 
@@ -48,6 +53,9 @@ FAULTS = {
 }
 SCENARIOS = {"bad-deploy": "1.4.1"}
 """DEMO_SCENARIO -> the version deployed (1.4.1 ships the pricing regression)."""
+GOOD_VERSION = "1.4.0"
+"""The release a bad-deploy scenario rolls back to when the demo clears the fault."""
+DEMO_ROSTER = REPO_ROOT / "oncall.yaml"
 console = Console()
 
 
@@ -214,10 +222,13 @@ def interrupt(signum: int, frame: object) -> None:
 def demo_agent_env(settings: Settings) -> dict[str, str | None]:
     """Agent environment the demo adds to the user's settings (environment and .env win).
 
-    Without on-call numbers, a demo engineer's number is paged on the console channel. Without a
-    Twilio auth token, a per-run token lets ``make reply`` sign webhooks; replies then go to the console.
+    Without a roster (``ONCALL_FILE``), the demo roster ``oncall.yaml`` decides who is paged. Without
+    on-call numbers, a demo engineer's number is the fallback. Without a Twilio auth token, a per-run
+    token lets ``make reply`` sign webhooks; replies then go to the console.
     """
     env: dict[str, str | None] = {}
+    if settings.oncall_file is None:
+        env["ONCALL_FILE"] = str(DEMO_ROSTER)
     if not settings.oncall_whatsapp_numbers:
         env["ONCALL_WHATSAPP_NUMBERS"] = DEMO_ENGINEER
     if not settings.twilio_auth_token:
@@ -244,6 +255,24 @@ def start_incident(stack: Stack, fault: str | None, scenario: str | None) -> Non
         console.print(
             "[yellow]traffic:[/yellow] agentic profile, 10 s normal, then 80% of requests hit /random-endpoint/error"
         )
+
+
+def clear_incident(stack: Stack, fault: str | None, scenario: str | None) -> None:
+    """End the incident's cause: the fault off, or the bad release rolled back (the buggy traffic has stopped)."""
+    if scenario:
+        console.print(f"[yellow]rolling back[/yellow] inventory to {GOOD_VERSION} ...")
+        httpx.post(f"{stack.url('pm')}/deploy", json={"version": GOOD_VERSION}, timeout=90).raise_for_status()
+    elif fault:
+        httpx.post(f"{stack.url('pm')}/fault", json={"mode": "none"}, timeout=10).raise_for_status()
+    console.print("[yellow]fault cleared[/yellow]: waiting for the alert to resolve and the post-mortem ...")
+
+
+def resolve_and_show_postmortem(stack: Stack, incident_id: int, fault: str | None, scenario: str | None) -> None:
+    """Clear the fault, wait for the incident to resolve, print its post-mortem (read with the API token)."""
+    clear_incident(stack, fault, scenario)
+    with httpx.Client(timeout=10.0, headers=stack.api_headers()) as client:
+        wait_for_resolution(client, stack.url("agent"), incident_id, RESOLVE_TIMEOUT_S)
+        show_postmortem(console, client, stack.url("agent"), incident_id)
 
 
 def demo_api_token(settings: Settings) -> str:
@@ -323,6 +352,8 @@ def main() -> int:
         incident = wait_for_diagnosis(stack, float(os.environ.get("DEMO_TIMEOUT_S", "170")))
         stop_traffic(traffic, json_out)
         show_diagnosis(stack, incident)
+        show_paging(console, incident, run_dir)
+        resolve_and_show_postmortem(stack, int(incident["id"]), fault, scenario)
         if os.environ.get("DEMO_EXIT", "").lower() in {"1", "true", "yes"}:
             return 0
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

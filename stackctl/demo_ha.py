@@ -42,6 +42,7 @@ from stackctl.demo import (
     stop_traffic,
     traffic_command,
 )
+from stackctl.demo_paging import show_paging
 from stackctl.ha_stack import HAStack
 from stackctl.processes import REPO_ROOT, port_is_free
 from stackctl.stack import StackError
@@ -294,6 +295,7 @@ def main() -> int:
         replica_id, incident = wait_for_diagnosis(stack, float(os.environ.get("DEMO_TIMEOUT_S", "170")))
         stop_traffic(traffic, run_dir / "traffic.json")
         show_diagnosis(stack, replica_id, incident)
+        show_paging(console, incident, run_dir)
         if os.environ.get("DEMO_EXIT", "").lower() in {"1", "true", "yes"}:
             return 0
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

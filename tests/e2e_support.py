@@ -60,14 +60,15 @@ def bug_line() -> int:
     return attribute_access_line(REPO_ROOT / "inventory_service.py", "discounted_price", "promotion")
 
 
-def start_stack(run_dir: Path, replicas: int = 2) -> Stack:
-    """Start an isolated stack (offline engine, console WhatsApp channel) with the demo timing."""
+def start_stack(run_dir: Path, replicas: int = 2, **agent_env: str) -> Stack:
+    """Start an isolated stack (offline engine, console WhatsApp channel) with the demo timing; ``agent_env``
+    adds agent settings (e.g. ``ONCALL_FILE``)."""
     stack = Stack(
         run_dir=run_dir,
         ports=free_stack_ports(),
         timing=load_timing(),
         isolated=True,
-        agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, "TWILIO_AUTH_TOKEN": "e2e-webhook-token"},
+        agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, "TWILIO_AUTH_TOKEN": "e2e-webhook-token", **agent_env},
     )
     stack.start(replicas=replicas)
     return stack

@@ -79,7 +79,8 @@ class FakeInvestigator:
 
 class Fakes:
     """Services factory for ``create_app``: the real services, with the fake investigator behind the scheduler
-    (and the raw-alert replay waking that scheduler); keeps the fake for assertions."""
+    (paging through the agent's escalation chains, and the raw-alert replay waking that scheduler); keeps the
+    fake for assertions."""
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
@@ -89,7 +90,9 @@ class Fakes:
         services = build_services(settings, store, http, tasks)
         self.investigator = FakeInvestigator(store, fail=self.fail)
         wake = services.outbox.wake
-        scheduler = InvestigationScheduler.from_settings(settings, store, self.investigator, tasks, on_outcome=wake)
+        scheduler = InvestigationScheduler.from_settings(
+            settings, store, self.investigator, tasks, on_outcome=wake, escalations=services.scheduler.escalations
+        )
         replay = RawAlertReplay(store, settings.lease_s, on_investigation=scheduler.wake, on_notice=wake)
         return replace(services, scheduler=scheduler, replay=replay)
 
@@ -181,7 +184,9 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
         assert {a["fingerprint"]: a["status"] for a in detail["alerts"]} == {FP_19557: "resolved", FP_19556: "resolved"}
         assert detail["diagnosis"]["fault_type"] == "unknown"
         assert [i["status"] for i in detail["investigations"]] == ["done"]
-        kinds = [event["kind"] for event in detail["timeline"] if event["kind"] != "notified"]
+        every = [event["kind"] for event in detail["timeline"]]
+        assert every.count("paged") == every.count("postmortem") == 1  # level 1 with the diagnosis; the draft
+        kinds = [kind for kind in every if kind not in ("notified", "paged", "postmortem")]
         investigation = ("investigation_started", "diagnosis")
         assert [k for k in kinds if k not in investigation] == [
             "created",
@@ -464,6 +469,14 @@ async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
         assert (await client.post(f"/incidents/{incident_id}/resolve")).json()["already"] is True
         detail = (await client.get(f"/incidents/{incident_id}")).json()
         assert (detail["status"], detail["acknowledged_by"]) == ("resolved", "Ravi")
+        timings = detail["phase_timings"]
+        phases = {phase["name"]: phase for phase in timings["phases"]}
+        assert list(phases) == ["ingest", "investigation", "notification", "acknowledgement", "action", "resolution"]
+        assert (phases["acknowledgement"]["ended_at"], phases["resolution"]["ended_at"]) == (
+            detail["acknowledged_at"],
+            detail["resolved_at"],
+        )
+        assert timings["time_to_resolve_s"] >= timings["time_to_acknowledge_s"] >= 0
         assert (await client.get("/healthz")).json()["incidents_open"] == 0
         # Alertmanager later reports the alert resolved: the incident is already resolved, no second notice.
         assert (await client.post("/alerts", content=captured_bytes(10), headers=JSON)).json()["status"] == "accepted"

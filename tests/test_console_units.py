@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import argon2
@@ -20,6 +21,7 @@ from oncall.console.evidence import link_evidence
 from oncall.console.live import LIVE_EXPIRED, LIVE_ON, LIVE_PAUSED, updates
 from oncall.console.templating import fragment
 from oncall.settings import Settings
+from tests.support import REPO_ROOT
 
 CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "correct horse battery"
@@ -300,6 +302,53 @@ def test_slots_render_proposed_actions_and_the_postmortem_when_present() -> None
     assert "/acknowledge" not in viewer and "/resolve" not in viewer and "You are a viewer" in viewer
     waiting = views.pending_approvals([detail])
     assert [(item["incident"]["id"], item["action"]["ref"]) for item in waiting] == [(7, "1")]
+
+
+def test_phase_timings_and_escalation_levels_render() -> None:
+    detail = bare_detail()
+    detail["timeline"] = [
+        {"id": 1, "at": 10.0, "kind": "investigation_started", "detail": {}},
+        {"id": 2, "at": 14.0, "kind": "diagnosis", "detail": {}},
+        {"id": 3, "at": 15.0, "kind": "paged", "detail": {}},
+    ]
+    detail["pages"] = [
+        {"episode": 1, "level": 1, "status": "paged", "paged_at": 15.0, "due_at": 15.0, "stop_reason": None,
+         "recipients": [{"name": "Ravi Kumar", "whatsapp": "whatsapp:+15550100002"}],
+         "reason": "on call for team inventory (weekly rotation)"},
+        {"episode": 1, "level": 2, "status": "cancelled", "paged_at": None, "due_at": 315.0,
+         "stop_reason": "acknowledged", "recipients": [], "reason": None},
+    ]  # fmt: skip
+    html = fragment("_incident_body.html", slot_context(detail, responder=True, remediation=True))
+    phases = html[html.index('id="phase-timings"') : html.index("</section>", html.index('id="phase-timings"'))]
+    assert "<dt>Investigation</dt><dd>4s</dd>" in phases and "<dt>Notification</dt><dd>1s</dd>" in phases
+    assert "<dt>Acknowledgement</dt><dd>in progress</dd>" in phases and "<dt>Resolution</dt>" in phases
+    assert (
+        "<code>query_prometheus</code></td><td>3</td>" in phases
+        and "get_recent_changes</code></td><td>2</td><td>1" in phases
+    )
+    levels = html[html.index('id="escalation"') : html.index("</ol>", html.index('id="escalation"'))]
+    assert "level 1: <strong>Ravi Kumar</strong>" in levels and "on call for team inventory" in levels
+    assert "level 2: <strong>the console channel</strong> · not paged (acknowledged)" in levels
+
+
+def test_oncall_now_names_each_teams_shift_from_the_roster() -> None:
+    at = datetime(2026, 12, 1, 23, 0, tzinfo=UTC)  # a Tuesday: inventory's week from Mon 30 Nov 09:00 Berlin
+    roster = Settings(
+        _env_file=None, ONCALL_FILE=str(REPO_ROOT / "oncall.yaml"), ONCALL_WHATSAPP_NUMBERS="+15550109999"
+    )
+    shown = {entry["role"]: entry for entry in views.oncall_now(roster, at)}
+    assert set(shown) == {"team inventory", "team payments", "team platform"}
+    inventory = shown["team inventory"]
+    assert inventory["name"] == "Ravi Kumar" and inventory["number"] == "whatsapp:+1••••••0002"
+    assert inventory["until"] == datetime(2026, 12, 7, 8, 0, tzinfo=UTC).timestamp()  # Monday 09:00 Berlin
+    assert "weekly rotation of team inventory" in inventory["source"]
+    assert shown["team payments"]["name"] == "Marta Silva" and shown["team platform"]["name"] == "Lee Chen"
+    html = fragment("slots/oncall_now.html", {"oncall": views.oncall_now(roster, at)})
+    assert "<strong>Ravi Kumar</strong> whatsapp:+1••••••0002 (team inventory)" in html
+    bare = views.oncall_now(Settings(_env_file=None, ONCALL_WHATSAPP_NUMBERS="+15550109999"), at)
+    assert bare == [
+        {"number": "whatsapp:+1••••••9999", "channel": "console WhatsApp channel", "source": "ONCALL_WHATSAPP_NUMBERS"}
+    ]
 
 
 def test_demo_makes_a_responder_login_unless_the_user_has_accounts() -> None:

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,16 @@ from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
+from oncall.investigate.setup import load_service_catalog
+from oncall.paging.answer import names_by_number, on_call_answer
+from oncall.roster.rotation import on_call
 from oncall.settings import Settings
 from oncall.store import messages
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
 from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
 from tests.fake_twilio import FakeTwilio
-from tests.support import settle, sql, sql_one
+from tests.support import REPO_ROOT, settle, sql, sql_one
 from tests.test_whatsapp import insert_incident, sample_diagnosis
 
 JIRA = "https://acme.atlassian.net"
@@ -185,6 +189,7 @@ async def test_acknowledge_and_resolve(agent: Agent) -> None:
     assert incident["status"] == "resolved" and incident["resolved_at"] is not None
     ack, again, resolved = await replies_to(store)
     assert "acknowledged by" in ack and "already acknowledged" in again and "marked resolved" in resolved
+    assert resolved.endswith(f"\nPost-mortem: {PUBLIC_BASE}/incidents/{incident_id}/postmortem")
     kinds = [
         r["kind"]
         for r in await sql(store, "SELECT kind FROM timeline WHERE incident_id = :id ORDER BY id", id=incident_id)
@@ -222,6 +227,33 @@ async def test_reply_goes_to_the_senders_latest_open_incident(agent: Agent) -> N
     await agent.conversation.handle_inbound(ENGINEER, "ack", "SM10")
     assert (await incident_row(store, mine))["acknowledged_by"] == ENGINEER
     assert (await incident_row(store, other))["acknowledged_by"] is None
+
+
+async def test_who_is_on_call_is_answered_from_the_roster(store: Store) -> None:
+    """Read-only: answered at once without an incident, and with the incident service's escalation chain."""
+    settings = Settings(_env_file=None, ONCALL_FILE=str(REPO_ROOT / "oncall.yaml"), ONCALL_WHATSAPP_NUMBERS=ENGINEER)
+    async with httpx.AsyncClient() as http:
+        agent = build_agent(store, http)
+        agent.conversation.on_call = on_call_answer(settings, load_service_catalog(settings))
+        await agent.conversation.handle_inbound(ENGINEER, "who is on call?", "SM40")
+        incident_id = await insert_incident(store, sample_diagnosis())
+        await agent.conversation.handle_inbound(ENGINEER, "Who's on call now?", "SM41")
+    roster = settings.roster
+    assert roster is not None
+    now = on_call(roster, "inventory", datetime.now(UTC))
+    assert now is not None
+    alone, with_incident = await replies_to(store)
+    assert alone.startswith("*On call now*") and f"• inventory: {now.person.name} until" in alone
+    assert "Escalation for" not in alone and "• payments:" in alone
+    assert "Escalation for inventory: service inventory is owned by team inventory (service catalog)" in with_incident
+    assert f"1. {now.person.name}, after 5 min unacknowledged:" in with_incident and "2. Lee Chen" in with_incident
+    assert await incident_row(store, incident_id) is not None
+    assert (await reply_detail(store))["intent"] == "who_is_on_call"
+    assert await sql(store, "SELECT * FROM confirmations") == []
+    assert (
+        names_by_number(settings)["whatsapp:+15550100002"] == "Ravi Kumar"
+        and names_by_number(Settings(_env_file=None)) == {}
+    )
 
 
 @respx.mock(assert_all_mocked=True, assert_all_called=False)

@@ -7,11 +7,15 @@ Runs the whole stack on free ports with the demo alert timing (stackctl/demo_tim
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
+from oncall.history.narrative import duration
+from oncall.roster.rotation import on_call
+from oncall.settings import Settings
 from tests.e2e_support import (
-    ONCALL_NUMBER,
     bug_line,
     incident_detail,
     incident_list,
@@ -21,13 +25,14 @@ from tests.e2e_support import (
     start_traffic,
     wait_for_diagnosis,
 )
-from tests.support import wait_until
+from tests.support import REPO_ROOT, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(needs_prometheus, reason="prometheus / alertmanager binaries not installed (make deps)"),
 ]
 
+ROSTER = REPO_ROOT / "oncall.yaml"
 ERROR_RATIO = 'sum(rate(http_errors_total{job="inventory"}[1m])) / sum(rate(http_requests_total{job="inventory"}[1m]))'
 
 
@@ -105,8 +110,49 @@ def test_agentic_traffic_fires_error_rate_alert_and_agent_finds_the_bug(tmp_path
         stack.stop()
 
 
+def postmortem_of(stack, incident_id: int) -> str:
+    """``GET /incidents/{id}/postmortem`` (Markdown), read with the stack's API token."""
+    response = httpx.get(
+        f"{stack.url('agent')}/incidents/{incident_id}/postmortem", headers=stack.api_headers(), timeout=10
+    )
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/markdown")
+    return response.text
+
+
+def assert_postmortem_of_the_injected_errors(markdown: str, resolved: dict) -> None:
+    """The post-mortem of the real incident: every section, its facts and the headline times."""
+    incident_id, timings = resolved["id"], resolved["phase_timings"]
+    assert markdown.startswith(f"# Post-mortem: #{incident_id} InventoryHighErrorRate\n")
+    sections = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
+    assert sections == [
+        "Summary",
+        "Impact",
+        "Timeline",
+        "Phase timings",
+        "Root cause",
+        "Contributing factors",
+        "What went well",
+        "What went badly",
+        "Action items",
+    ]
+    assert f"\\#{incident_id} InventoryHighErrorRate (service inventory, severity critical) is resolved." in markdown
+    assert f"Time to resolve: {duration(timings['time_to_resolve_s'])}." in markdown
+    assert "Fault type `injected_errors`" in markdown and "offline engine" in markdown
+    assert "Affected replicas: `inventory-1, inventory-2`" in markdown
+    assert "- investigation: " in markdown and "tool `query_prometheus`" in markdown
+    body = markdown.split("## Timeline", 1)[1].split("## Phase timings", 1)[0]
+    events = (
+        "Alert fired in Prometheus (detection)",
+        "Diagnosis `injected_errors`",
+        "Paged level 1: ",
+        "Resolved: every",
+    )
+    for event in events:
+        assert event in body, markdown
+
+
 def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
-    stack = start_stack(tmp_path)
+    stack = start_stack(tmp_path, ONCALL_FILE=str(ROSTER))
     traffic = None
     try:
         traffic = start_traffic(
@@ -130,7 +176,12 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
             20,
             what="WhatsApp diagnosis",
         )
-        assert sent[0]["to_number"] == ONCALL_NUMBER and f"#{detail['id']}" in sent[0]["body"]
+        paged = on_call(Settings(_env_file=None, ONCALL_FILE=str(ROSTER)).roster, "inventory", datetime.now(UTC))
+        assert paged is not None  # the roster's inventory rotation has someone on call at every instant
+        assert sent[0]["to_number"] == paged.person.whatsapp and f"#{detail['id']}" in sent[0]["body"]
+        diagnosis_text = "".join(message["body"] for message in sent)  # one or two parts of at most 1600 chars
+        assert "📟 Paged: service inventory is owned by team inventory (service catalog)" in diagnosis_text
+        assert f"{paged.person.name}: on call for team inventory" in diagnosis_text
 
         inject(stack, {"mode": "none"})
         resolved = wait_until(
@@ -142,6 +193,9 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
         assert resolved["resolved_at"] is not None
         outbound = [m for m in resolved["messages"] if m["direction"] == "out"]
         assert len(outbound) >= 2 and "resolved" in outbound[-1]["body"].lower()
+        assert f"Post-mortem: {stack.url('agent')}/incidents/{detail['id']}/postmortem" in outbound[-1]["body"]
+        assert outbound[-1]["to_number"] == paged.person.whatsapp  # the resolved notice goes to who was paged
+        assert_postmortem_of_the_injected_errors(postmortem_of(stack, detail["id"]), resolved)
     finally:
         if traffic is not None and traffic.poll() is None:
             traffic.terminate()

@@ -19,6 +19,7 @@ from oncall.roster.chain import escalation_chain
 from oncall.roster.config import parse_roster
 from oncall.roster.models import Roster
 from oncall.store import incidents
+from oncall.store import pages as store_pages
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
 from stackctl.postgres import PostgresServer, find_pg_bindir
@@ -89,6 +90,8 @@ async def test_two_levels_with_a_restart_in_between_page_once_each(tmp_path: Pat
     assert page is not None and (page.level, page.numbers, page.next_due_at) == (1, ["whatsapp:+15550100002"], T0 + 300)
     assert await start(first_run, incident_id) is None  # the episode's chain exists: never a second level 1
     assert await claim(first_run, T0 + 299) == []
+    async with first_run.read() as conn:
+        assert await store_pages.next_due_at(conn) == T0 + 300  # the poller sleeps until then
     await first_run.close()  # the agent stops with level 2 armed
 
     second_run = Store(url)
@@ -108,6 +111,13 @@ async def test_two_levels_with_a_restart_in_between_page_once_each(tmp_path: Pat
         (2, "paged", T0 + 300),
         (3, "paged", T0 + 900),
     ]
+    async with third_run.read() as conn:
+        assert await store_pages.next_due_at(conn) is None
+        assert await store_pages.paged_numbers(conn, incident_id, 1) == [
+            "whatsapp:+15550100002",
+            "whatsapp:+15550100003",
+            *FALLBACK,
+        ]
     events = await paged_events(third_run, incident_id)
     assert [(e["level"], e["escalated"], [r["name"] for r in e["recipients"]]) for e in events] == [
         (1, False, ["Ravi Kumar"]),
@@ -123,9 +133,9 @@ async def test_acknowledgement_stops_the_chain(store: Store) -> None:
     await start(store, incident_id)
     async with store.write() as conn:  # the engineer answers "ack" before level 2 is due
         await lifecycle.acknowledge(conn, incident_id, "whatsapp:+15550100002", T0 + 100)
-    assert await claim(store, T0 + 300) == []
     row = (await sql(store, "SELECT status, stop_reason, stopped_at FROM pages WHERE level = 2"))[0]
-    assert (row["status"], row["stop_reason"], row["stopped_at"]) == ("cancelled", "acknowledged", T0 + 300)
+    assert (row["status"], row["stop_reason"], row["stopped_at"]) == ("cancelled", "acknowledged", T0 + 100)
+    assert await claim(store, T0 + 300) == []  # stopped in the acknowledging transaction
     stopped = await sql(store, "SELECT detail FROM timeline WHERE kind = 'escalation_stopped'")
     assert [json.loads(s["detail"])["reason"] for s in stopped] == ["acknowledged"]
     assert await claim(store, T0 + 10_000) == [] and len(await paged_events(store, incident_id)) == 1

@@ -21,7 +21,7 @@ from oncall.channels.whatsapp.inbound import EMPTY_TWIML
 from oncall.settings import Settings
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
-from tests.support import load_json_fixture, sql, sql_one
+from tests.support import REPO_ROOT, load_json_fixture, sql, sql_one
 
 VECTOR = load_json_fixture("twilio/whatsapp_inbound_signed_vector.json")
 PUBLIC_BASE = "https://oncall.example.com"
@@ -171,6 +171,29 @@ async def test_unknown_sender_gets_twiml_and_no_action(app_client, caplog: pytes
     await asyncio.sleep(0.05)
     assert conversation.calls == [] and await sql(services.store, "SELECT * FROM messages") == []
     assert any("not an on-call number" in record.getMessage() for record in caplog.records)
+
+
+async def test_roster_people_may_send_commands_others_not(tmp_path: Path) -> None:
+    """The allowlist is the roster's people plus ONCALL_WHATSAPP_NUMBERS (the one-person fallback)."""
+    conversation = RecordingConversation()
+    app = create_app(
+        make_settings(tmp_path, ONCALL_FILE=str(REPO_ROOT / "oncall.yaml")), build=with_conversation(conversation)
+    )
+    senders = {
+        "ravi": "whatsapp:+15550100002",
+        "fallback": VECTOR["params"]["From"],
+        "stranger": "whatsapp:+15550001111",
+    }
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        for index, number in enumerate(senders.values()):
+            params = {**VECTOR["params"], "From": number, "MessageSid": f"SM{index:032d}"}
+            response = await client.post("/webhook/twilio", data=params, headers={"X-Twilio-Signature": sign(params)})
+            assert response.status_code == 200 and response.text == EMPTY_TWIML
+        await app.state.services.tasks.drain()
+    assert sorted(call[0] for call in conversation.calls) == sorted([senders["ravi"], senders["fallback"]])
 
 
 async def test_repeated_message_sid_is_ignored(app_client) -> None:

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from oncall.channels.outbox import OutboxWorker
 from oncall.conversation.handler import ConversationHandler
 from oncall.incidents.checks import RemediationDesk
+from oncall.incidents.escalation import EscalationPoller
 from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
@@ -29,7 +30,7 @@ from oncall.tasks import BackgroundTasks
 @dataclass(frozen=True)
 class Services:
     """The long-lived objects the routers use, built in the lifespan of ``on_call_agent.create_app``;
-    ``start``/``stop`` run the work queues (investigations, outbox, raw-alert replay)."""
+    ``start``/``stop`` run the work queues (investigations, outbox, raw-alert replay, escalation)."""
 
     settings: Settings
     store: Store
@@ -39,6 +40,7 @@ class Services:
     conversation: ConversationHandler
     outbox: OutboxWorker
     replay: RawAlertReplay
+    escalation: EscalationPoller
     remediation: RemediationDesk | None = None
 
     async def start(self) -> None:
@@ -47,11 +49,13 @@ class Services:
         await self.outbox.start()
         await self.scheduler.start()
         self.replay.start()
+        self.escalation.start()
         if self.remediation is not None:
             await self.remediation.resume(self.tasks)
 
     async def stop(self) -> None:
         """Stop the work queues: running investigations and leases are handed back for other replicas."""
+        await self.escalation.stop()
         await self.replay.stop()
         await self.scheduler.stop()
         await self.outbox.stop()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from oncall.api.deps import ApiTokenDep, ServicesDep
 from oncall.channels.whatsapp.format import incident_url
+from oncall.history.phases import phase_timings, timings_json
 from oncall.history.postmortem import postmortem_markdown
 from oncall.incidents import actions
 from oncall.store import incidents as incident_rows
@@ -42,12 +43,14 @@ async def get_incidents(
 
 @router.get("/incidents/{incident_id}")
 async def get_incident_detail(incident_id: IncidentId, services: ServicesDep) -> dict[str, Any]:
-    """The incident with its alerts, diagnosis, timeline, investigations, tool calls, messages, tickets; 404 unknown."""
+    """The incident with its alerts, diagnosis, timeline, investigations, tool calls, messages, tickets, pages
+    (escalation levels: who was paged and why) and ``phase_timings`` of its latest episode
+    (``oncall.history.phases.timings_json``); 404 unknown."""
     async with services.store.read() as conn:
         detail = await incident_detail(conn, incident_id)
     if detail is None:
         raise HTTPException(status_code=404, detail=f"incident {incident_id} not found")
-    return detail
+    return {**detail, "phase_timings": timings_json(phase_timings(detail))}
 
 
 @router.post("/incidents/{incident_id}/acknowledge")

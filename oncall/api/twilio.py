@@ -18,6 +18,7 @@ from twilio.request_validator import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 from oncall.api.deps import Services, ServicesDep
 from oncall.api.schemas import form_body
 from oncall.channels.whatsapp.inbound import EMPTY_TWIML, InboundMessage, public_url, signature_valid
+from oncall.roster.chain import allowed_senders
 from oncall.store import messages
 
 log = logging.getLogger("oncall.api.twilio")
@@ -59,7 +60,8 @@ async def twilio_inbound(request: Request, services: ServicesDep) -> Response:
     """Accept an incoming WhatsApp message from Twilio.
 
     403: signature missing or invalid. 422: From/Body/MessageSid missing. 200 with empty TwiML otherwise;
-    messages from numbers outside ONCALL_WHATSAPP_NUMBERS and repeated MessageSids cause no action.
+    messages from numbers that are neither a person of the on-call roster (``ONCALL_FILE``) nor in
+    ``ONCALL_WHATSAPP_NUMBERS`` (``oncall.roster.chain.allowed_senders``), and repeated MessageSids, cause no action.
     """
     form = await request.form()
     verify_signature(services, request, form)
@@ -67,7 +69,8 @@ async def twilio_inbound(request: Request, services: ServicesDep) -> Response:
         message = InboundMessage.model_validate(dict(form.items()))
     except ValidationError as exc:
         raise HTTPException(status_code=422, detail=json.loads(exc.json(include_url=False))) from exc
-    if message.From not in services.settings.oncall_whatsapp_numbers:
+    settings = services.settings
+    if message.From not in allowed_senders(settings.roster, settings.oncall_whatsapp_numbers):
         log.warning("ignored WhatsApp message %s from %s: not an on-call number", message.MessageSid, message.From)
         return twiml()
     async with services.store.write() as conn:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from oncall.console.evidence import EvidenceLink, link_evidence
 from oncall.diagnosis import Hypothesis, Impact, SimilarIncident
+from oncall.history.phases import phase_timings, timings_json
+from oncall.roster.rotation import on_call
 from oncall.settings import Settings
 from oncall.tasks import BackgroundTasks
 
@@ -60,17 +63,31 @@ def services_overview(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(overview.values(), key=lambda entry: (-entry["open"], entry["name"]))
 
 
-def oncall_now(settings: Settings) -> list[dict[str, str]]:
-    """Who is paged now: each of ``ONCALL_WHATSAPP_NUMBERS`` (masked) and the channel that reaches them.
-
-    Extension point: the on-call roster replaces this with the roster's current shift
-    (``name``, ``number``, ``until``, ``source``).
-    """
+def oncall_now(settings: Settings, at: datetime | None = None) -> list[dict[str, Any]]:
+    """Who is paged now: per team of the roster (``ONCALL_FILE``) the person on call at ``at`` (default
+    now) with ``name``, ``number`` (masked), ``role`` (the team), ``until`` (epoch s, None when unbounded),
+    ``channel`` and ``source`` (the rotation or override); a team with nobody on call, or no roster at all,
+    lists the ``ONCALL_WHATSAPP_NUMBERS`` fallback numbers."""
     channel = "WhatsApp (Twilio)" if settings.twilio_enabled else "console WhatsApp channel"
-    return [
+    fallback = [
         {"number": mask_number(number), "channel": channel, "source": "ONCALL_WHATSAPP_NUMBERS"}
         for number in settings.oncall_whatsapp_numbers
     ]
+    roster = settings.roster
+    if roster is None:
+        return fallback
+    moment = at or datetime.now(UTC)
+    shown: list[dict[str, Any]] = []
+    for team_id in roster.teams:
+        current = on_call(roster, team_id, moment)
+        if current is None:
+            shown += [{**entry, "role": f"team {team_id}, nobody on call"} for entry in fallback]
+            continue
+        until = current.until.timestamp() if current.until is not None else None
+        number = mask_number(current.person.whatsapp)
+        entry = {"name": current.person.name, "number": number, "role": f"team {team_id}", "until": until}
+        shown.append({**entry, "channel": channel, "source": current.reason})
+    return shown
 
 
 def investigation_queue(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -102,6 +119,14 @@ def paged(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         entry["count"] += 1
     return list(seen.values())
+
+
+def escalation(pages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The escalation levels (``pages`` rows, by episode then level) with ``names``: who was (or will be) paged."""
+    return [
+        {**page, "names": ", ".join(str(r.get("name") or r.get("whatsapp")) for r in page.get("recipients") or [])}
+        for page in pages
+    ]
 
 
 def proposed_actions(detail: dict[str, Any]) -> list[dict[str, Any]]:
@@ -186,7 +211,8 @@ def incident_context(detail: dict[str, Any], remediation_enabled: bool) -> dict[
     """Everything the incident page renders besides the session: the detail and its derived sections.
 
     ``impact`` (``oncall.diagnosis.Impact``) and ``postmortem`` come from the detail or the diagnosis when
-    present (None otherwise); ``similar`` is the diagnosis' ``similar_incidents``.
+    present (None otherwise); ``similar`` is the diagnosis' ``similar_incidents``; ``escalation`` the levels
+    paged (``pages``) and ``phases`` the latest episode's phase timings.
     """
     diagnosis = detail.get("diagnosis") or {}
     return {
@@ -200,6 +226,8 @@ def incident_context(detail: dict[str, Any], remediation_enabled: bool) -> dict[
         "remediation_enabled": remediation_enabled,
         "postmortem": detail.get("postmortem") or diagnosis.get("postmortem"),
         "paged": paged(detail.get("messages") or []),
+        "escalation": escalation(detail.get("pages") or []),
+        "phases": timings_json(phase_timings(detail)) if detail.get("created_at") is not None else None,
     }
 
 

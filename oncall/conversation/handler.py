@@ -9,6 +9,8 @@ one, else the latest. The reply is read by deterministic code (``oncall.conversa
   ("Mark #3 ... resolved? Reply YES ..."); the engineer's YES executes exactly the stored action (on
   any replica, after a restart too), NO cancels it;
 - a negation ("don't create a ticket") does nothing and says so;
+- "who is on call?" is answered at once from the roster (read-only), with the escalation chain of the
+  incident's service when there is an incident;
 - anything unclear is answered with a question; with a model configured the model reads it first and
   may answer or *propose* an action, which again needs the engineer's YES.
 
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from oncall.channels.jira.client import JiraClient
-from oncall.channels.whatsapp.format import alert_name, format_options
+from oncall.channels.whatsapp.format import alert_name, format_options, postmortem_url
 from oncall.conversation import wording
 from oncall.conversation.intents import SIDE_EFFECTS, Intent, Understanding, help_text, understand
 from oncall.conversation.model import ReplyModel
@@ -41,6 +43,9 @@ log = logging.getLogger("oncall.conversation")
 
 Executor = Callable[[int, str, dict[str, Any]], Awaitable[str]]
 """Carries out one side-effecting action: (incident id, engineer, arguments) -> the line to send back."""
+OnCallAnswer = Callable[[str | None], str]
+"""The "who is on call?" answer now (``oncall.roster.answer.who_is_on_call``) for the incident's service
+(None: no incident), built by the composition root over the roster, the fallback numbers and the catalog."""
 
 
 class SendsMessages(Protocol):
@@ -69,6 +74,7 @@ class ConversationHandler:
         model: reads unclear replies with the model, or None (deterministic reading only).
         confirmation_ttl_s: seconds a proposal waits for the engineer's YES (``CONFIRMATION_TTL_S``).
         remediation: approves and rejects proposed actions, runs on-demand checks; None: not enabled.
+        on_call: answers "who is on call?" (see ``OnCallAnswer``); None: the answer says there is no roster.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class ConversationHandler:
         model: ReplyModel | None,
         confirmation_ttl_s: float = 600.0,
         remediation: Remediates | None = None,
+        on_call: OnCallAnswer | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -88,6 +95,7 @@ class ConversationHandler:
         self.model = model
         self.confirmation_ttl_s = confirmation_ttl_s
         self.remediation = remediation
+        self.on_call = on_call or (lambda service: "No on-call roster is configured (ONCALL_FILE).")
         self.executors: dict[Intent, Executor] = {
             Intent.create_ticket: self._create_ticket,
             Intent.acknowledge: self._acknowledge,
@@ -125,6 +133,9 @@ class ConversationHandler:
             return
         ref = reading.incident_ref
         incident = await self._find_incident(from_number, ref)
+        if incident is None and reading.intent is Intent.who_is_on_call and ref is None:
+            await self._answer(self.on_call(None), None, from_number)
+            return
         if incident is None:
             missing = f"Incident #{ref} not found." if ref is not None else "There are no incidents yet."
             await self._answer(f"{missing}\n\n{help_text()}", None, from_number)
@@ -158,6 +169,8 @@ class ConversationHandler:
             return await self._propose(reading.intent, arguments, incident, from_number, "parser")
         if reading.intent is Intent.status:
             return actions.status_text(await actions.status(self.store, incident_id, self.public_base_url))
+        if reading.intent is Intent.who_is_on_call:
+            return self.on_call(incident.get("service"))
         if reading.intent is Intent.help:
             return help_text(incident_id)
         return await self._unclear(reading, incident, from_number, body, event)
@@ -263,7 +276,9 @@ class ConversationHandler:
         return str((await actions.acknowledge(self.store, incident_id, by))["message"])
 
     async def _resolve(self, incident_id: int, by: str, arguments: dict[str, Any]) -> str:
-        return str((await actions.resolve(self.store, incident_id, by))["message"])
+        outcome = await actions.resolve(self.store, incident_id, by)
+        link = "" if outcome["already"] else f"\nPost-mortem: {postmortem_url(self.public_base_url, incident_id)}"
+        return f"{outcome['message']}{link}"
 
     async def _approve(self, incident_id: int, by: str, arguments: dict[str, Any]) -> str:
         return await self._decide(incident_id, by, arguments, approve=True)

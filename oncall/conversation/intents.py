@@ -12,6 +12,7 @@ The set of intents is closed (``Intent``); each is recognised by one ``IntentRul
 - a **negation** ("don't create a ticket", "it's not fixed yet", "no ticket needed"): nothing is done;
 - ``confirm`` / ``decline``: a bare "yes" / "no" answering the agent's question;
 - ``status`` for questions about the incident ("is it resolved?", "any news?"), ``help``;
+- ``who_is_on_call`` ("who is on call?", "who's paged?", "on-call roster"): read-only, answered at once;
 - ``unclear`` for everything else, including hedges ("I'm not sure this is a task for me") and
   several side-effecting requests in one message: the handler answers with a question, never an action.
 
@@ -77,6 +78,7 @@ class Intent(StrEnum):
     resolve = "resolve"
     create_ticket = "create_ticket"
     status = "status"
+    who_is_on_call = "who_is_on_call"
     help = "help"
     confirm = "confirm"
     decline = "decline"
@@ -143,6 +145,8 @@ TICKET_CREATE = (
     r"(?:create|open|file|raise|make|log|cut|add|start)\b[\w\s'-]{0,40}?\b(?:ticket|task|issue|jira|bug)s?\b"
 )
 TICKET_TERSE = r"(?:(?:a|an|one|new|another|second|extra)\s+)*(?:jira\b|tickets?\b|task\s+(?:for|assign)\b)"
+ON_CALL = r"(?:on[\s-]?call|oncall)"
+WHO_ON_CALL = rf"who(?:'?s|\s+is|\s+are)?\s+(?:{ON_CALL}|(?:being\s+|getting\s+|gets\s+)?paged)"
 RULES = (
     IntentRule(
         Intent.create_ticket,
@@ -164,6 +168,14 @@ RULES = (
         ),
         re.compile(
             r"\b(?:ack|acked|acking|acknowledged?|on it|looking into it|taking (?:it|this)|i'?ll take (?:it|this))\b"
+        ),
+        command_anywhere=True,
+    ),
+    IntentRule(
+        Intent.who_is_on_call,
+        re.compile(rf"^{POLITE}(?:{WHO_ON_CALL}|{ON_CALL}(?:\s+(?:now|today|roster|schedule|rota))?\W*$|roster\W*$)"),
+        re.compile(
+            rf"\b(?:{WHO_ON_CALL}|{ON_CALL}\s+(?:roster|schedule|rota))\b|\b{ON_CALL}(?:\s+(?:now|today|tonight))?\W*$"
         ),
         command_anywhere=True,
     ),
@@ -318,7 +330,7 @@ def _from_rules(rest: str, original: str, ref: int | None) -> Understanding:
     if effects:
         chosen = next((f for f in effects if not f.negated), effects[0])
         return _side_effect(chosen, rest, original, ref)
-    return Understanding(Intent.status if found else Intent.unclear, ref)
+    return Understanding(found[0].rule.intent if found else Intent.unclear, ref)  # who_is_on_call, else status
 
 
 def understand(text: str) -> Understanding:
@@ -353,6 +365,7 @@ def help_text(incident_id: int | None = None) -> str:
         f"• {ref} status\n"
         f"• {ref} approve 1 / {ref} reject 1 (a proposed action)\n"
         "• check inventory (investigate a service now)\n"
+        "• who is on call?\n"
         "• YES / NO to confirm or cancel what I proposed\n"
         "Without #N the reply applies to your latest open incident."
     )

@@ -20,10 +20,11 @@ from typing import Any, Literal
 import openai
 from pydantic import BaseModel, ConfigDict, Field
 
-from oncall.investigate.engines.model import engine_name
+from oncall.investigate.engines.model import build_client, engine_name
 from oncall.investigate.fencing import FENCE_RULES, fence
 from oncall.investigate.toolloop import ToolCallRecord, ToolSpec, audit_values, run_model_loop
 from oncall.redaction import Redactor
+from oncall.settings import Settings
 from oncall.store import investigations
 from oncall.store.database import Store
 from oncall.store.rows import Row
@@ -119,6 +120,22 @@ class ReplyModel:
         model: model name; temperature 0-2; max_rounds: most rounds per reply; max_output_chars: tool output kept.
         redact: cleans tool output (default: secret-shaped strings only).
     """
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store, redact: Redactor) -> ReplyModel | None:
+        """The reply model configured by the settings (``OPENAI_*``, ``LLM_TEMPERATURE``, ``REPLY_MAX_ROUNDS``,
+        ``TOOL_OUTPUT_MAX_CHARS``), or None when no model is configured (deterministic reading only)."""
+        if not settings.llm_enabled:
+            return None
+        return cls(
+            build_client(settings),
+            store,
+            model=settings.openai_model,
+            temperature=settings.llm_temperature,
+            max_rounds=settings.reply_max_rounds,
+            max_output_chars=settings.tool_output_max_chars,
+            redact=redact,
+        )
 
     def __init__(
         self,

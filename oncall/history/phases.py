@@ -21,9 +21,11 @@ The episode is the part of the timeline after the last ``reopened`` event (all o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from oncall.history.impact import onset
+from oncall.metrics import INCIDENT_PHASE_SECONDS
 from oncall.store.history import ACTION_KINDS
 from oncall.store.rows import Row
 
@@ -148,3 +150,26 @@ def phase_timings(detail: Row) -> PhaseTimings:
         time_to_acknowledge_s=acknowledged - detected if acknowledged is not None else None,
         time_to_resolve_s=resolved - detected if resolved is not None else None,
     )
+
+
+def timings_json(timings: PhaseTimings) -> dict[str, Any]:
+    """The timings as JSON types (``GET /incidents/{id}`` ``phase_timings``): ``episode_started_at``,
+    ``detected_at``, ``time_to_acknowledge_s``, ``time_to_resolve_s``, ``phases`` (``name``, ``started_at``,
+    ``ended_at``, ``duration_s``; epoch s and seconds, None while not reached) and ``tools`` (``tool``,
+    ``calls``, ``failed``, ``total_s``, ``max_s``)."""
+    return {
+        "episode_started_at": timings.episode_started_at,
+        "detected_at": timings.detected_at,
+        "time_to_acknowledge_s": timings.time_to_acknowledge_s,
+        "time_to_resolve_s": timings.time_to_resolve_s,
+        "phases": [{**asdict(phase), "duration_s": phase.duration_s} for phase in timings.phases],
+        "tools": [asdict(tool) for tool in timings.tools],
+    }
+
+
+def observe_phases(timings: PhaseTimings) -> None:
+    """Observe every finished phase in ``oncall_incident_phase_seconds{phase}`` (call once per episode, when
+    it resolves)."""
+    for phase in timings.phases:
+        if phase.duration_s is not None:
+            INCIDENT_PHASE_SECONDS.labels(phase=phase.name).observe(phase.duration_s)

@@ -13,7 +13,14 @@ Notices: the messages a status change causes are written to the outbox in the sa
 - ``resolved`` once the episode is resolved by its alerts AND its investigation has ended, whichever
   comes last, so the resolved notice always follows the diagnosis (also across a restart); an episode
   that was never investigated (never seen firing) gets none, and a resolution by hand gets none (the
-  engineer who resolved it is answered directly).
+  engineer who resolved it is answered directly). It goes to everyone paged for the episode.
+
+Paging (``oncall.paging.escalation``): the diagnosis (or investigation_failed) notice starts the episode's
+escalation chain in its transaction and is addressed to level 1 (who, and why, in the payload); an
+acknowledgement or a resolution stops the chain in its own transaction. Follow-ups
+(``oncall.incidents.followup``, outbox channel ``incident``): the resolved episode's post-mortem and Jira
+resolution once it is resolved (by its alerts or by hand) and its investigation has ended; a new episode's
+Jira reopen check.
 
 Every function takes the caller's connection, so a status change commits in the same transaction as
 whatever caused it, and records the change on the incident's timeline.
@@ -27,7 +34,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.diagnosis import Diagnosis
-from oncall.store import episodes, incidents, outbox, timeline
+from oncall.incidents.followup import queue_followup
+from oncall.paging.escalation import Escalations, stop_chain
+from oncall.store import episodes, incidents, outbox, pages, timeline
 from oncall.store.rows import Row
 
 NOTICE_CHANNEL = "whatsapp"
@@ -70,10 +79,36 @@ async def _notice(conn: AsyncConnection, incident_id: int, episode: int, what: s
 
 
 async def _resolved_notice_if_due(conn: AsyncConnection, incident_id: int, episode: int, now: float) -> None:
-    """The ``resolved`` notice once the episode is resolved by its alerts and its investigation has ended."""
+    """Once the episode is resolved (by its alerts or by hand) and its investigation has ended: its
+    ``resolved`` follow-up (post-mortem, Jira), and when its alerts resolved it, the ``resolved`` notice to
+    everyone paged for it (the default recipients when nobody was)."""
     row = await episodes.get(conn, incident_id, episode)
-    if row is not None and row["resolution"] == "alerts" and row["investigation"] in FINISHED:
-        await _notice(conn, incident_id, episode, "resolved", now)
+    if row is None or row["investigation"] not in FINISHED or row["resolution"] is None:
+        return
+    await queue_followup(conn, incident_id, episode, "resolved", now)
+    if row["resolution"] == "alerts":
+        paged = await pages.paged_numbers(conn, incident_id, episode)
+        await _notice(conn, incident_id, episode, "resolved", now, **({"to": paged} if paged else {}))
+
+
+async def _page(
+    conn: AsyncConnection, escalations: Escalations | None, incident_id: int, episode: int, now: float
+) -> dict[str, Any]:
+    """Start the episode's escalation chain; the notice payload addressing level 1 (``to``, ``paged``: why),
+    or {} without escalations or when the chain was started before."""
+    incident = await incidents.get(conn, incident_id)
+    row = await episodes.get(conn, incident_id, episode)
+    if escalations is None or incident is None or row is None:
+        return {}
+    page = await escalations.start(
+        conn,
+        incident_id=incident_id,
+        episode=episode,
+        service=incident["service"],
+        episode_started_at=float(row["opened_at"]),
+        now=now,
+    )
+    return {"to": page.numbers, "paged": page.reason} if page is not None else {}
 
 
 async def open_or_lock(conn: AsyncConnection, values: dict[str, Any], receiver: str, now: float) -> tuple[Row, bool]:
@@ -108,6 +143,7 @@ async def new_episode(conn: AsyncConnection, incident: Row, fingerprints: list[s
     )
     await episodes.open_episode(conn, incident["id"], number, now)
     await timeline.add(conn, incident["id"], "reopened", {"fingerprints": fingerprints, "episode": number})
+    await queue_followup(conn, incident["id"], number, "refired", now)
     return number
 
 
@@ -128,6 +164,7 @@ async def resolve_from_alerts(conn: AsyncConnection, incident: Row, ends_at: flo
     )
     await episodes.set_resolution(conn, incident["id"], episode, now, "alerts")
     await timeline.add(conn, incident["id"], "resolved", {"episode": episode, "ends_at": ends_at})
+    await stop_chain(conn, incident["id"], "resolved", now, episode)
     await _resolved_notice_if_due(conn, incident["id"], episode, now)
 
 
@@ -145,9 +182,11 @@ async def acknowledge(
         LookupError: no such incident.
     """
     changed = await incidents.acknowledge_once(conn, incident_id, by, now)
+    incident = await _existing(conn, incident_id)
     if changed:
         await timeline.add(conn, incident_id, "acknowledged", {"by": by, "note": note})
-    return Acknowledgement(await _existing(conn, incident_id), already=not changed)
+        await stop_chain(conn, incident_id, "acknowledged", now, int(incident["episode"]))
+    return Acknowledgement(incident, already=not changed)
 
 
 async def resolve_by_hand(
@@ -164,6 +203,8 @@ async def resolve_by_hand(
         await incidents.update_fields(conn, incident_id, episode_ends_at=now)
         await episodes.set_resolution(conn, incident_id, incident["episode"], now, "manual")
         await timeline.add(conn, incident_id, "resolved", {"by": by, "manual": True, "note": note})
+        await stop_chain(conn, incident_id, "resolved", now, int(incident["episode"]))
+        await _resolved_notice_if_due(conn, incident_id, int(incident["episode"]), now)
     return Resolution(incident, already=not changed)
 
 
@@ -198,10 +239,17 @@ async def begin_investigation(
 
 
 async def record_diagnosis(
-    conn: AsyncConnection, incident_id: int, episode: int, diagnosis: Diagnosis, replica_id: str, now: float
+    conn: AsyncConnection,
+    incident_id: int,
+    episode: int,
+    diagnosis: Diagnosis,
+    replica_id: str,
+    now: float,
+    escalations: Escalations | None = None,
 ) -> None:
     """Store the diagnosis on the incident (its investigation is ``done``) and write the diagnosis notice
-    (and the resolved notice when the episode is already resolved by its alerts)."""
+    to level 1 of the escalation chain it starts (``escalations``; None: the default recipients), and the
+    resolved notice when the episode is already resolved by its alerts."""
     await incidents.update_fields(
         conn, incident_id, diagnosis=diagnosis.model_dump(mode="json"), diagnosed_at=now, updated_at=now
     )
@@ -220,19 +268,28 @@ async def record_diagnosis(
             "replica": replica_id,
         },
     )
-    await _notice(conn, incident_id, episode, "diagnosis", now)
+    await _notice(
+        conn, incident_id, episode, "diagnosis", now, **await _page(conn, escalations, incident_id, episode, now)
+    )
     await _resolved_notice_if_due(conn, incident_id, episode, now)
 
 
 async def fail_investigation(
-    conn: AsyncConnection, incident_id: int, episode: int, error: str, replica_id: str, now: float
+    conn: AsyncConnection,
+    incident_id: int,
+    episode: int,
+    error: str,
+    replica_id: str,
+    now: float,
+    escalations: Escalations | None = None,
 ) -> None:
-    """The episode's investigation failed with ``error``: recorded, and the engineer is paged regardless."""
+    """The episode's investigation failed with ``error``: recorded, and level 1 is paged regardless."""
     await incidents.set_investigation_status(conn, incident_id, "failed", now, episode=episode)
     await timeline.add(
         conn, incident_id, "investigation_failed", {"error": error, "episode": episode, "replica": replica_id}
     )
-    await _notice(conn, incident_id, episode, "investigation_failed", now, error=error)
+    page = await _page(conn, escalations, incident_id, episode, now)
+    await _notice(conn, incident_id, episode, "investigation_failed", now, error=error, **page)
     await _resolved_notice_if_due(conn, incident_id, episode, now)
 
 

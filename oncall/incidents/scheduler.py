@@ -28,6 +28,7 @@ from typing import Protocol
 from oncall.diagnosis import Diagnosis
 from oncall.incidents import lifecycle
 from oncall.metrics import INVESTIGATION_CLAIMS
+from oncall.paging.escalation import Escalations
 from oncall.settings import Settings
 from oncall.store import episodes, incidents, investigations
 from oncall.store.database import Store
@@ -58,6 +59,8 @@ class InvestigationScheduler:
         lease_s: lease of a claim, seconds (``LEASE_S``); renewed every third of it.
         poll_s: longest wait between two looks for queued work, seconds (``WORK_POLL_S``).
         on_outcome: called after an outcome (and its notices) was committed (wakes the outbox worker).
+        escalations: the escalation chains; the diagnosis is paged to level 1 of the chain its
+            transaction starts (None: to the default recipients).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class InvestigationScheduler:
         lease_s: float = 30.0,
         poll_s: float = 2.0,
         on_outcome: Callable[[], None] = lambda: None,
+        escalations: Escalations | None = None,
     ) -> None:
         self.store = store
         self.investigator = investigator
@@ -79,6 +83,7 @@ class InvestigationScheduler:
         self.replica_id = replica_id
         self.lease_s = lease_s
         self.on_outcome = on_outcome
+        self.escalations = escalations
         self._running: dict[int, asyncio.Task[Diagnosis | None]] = {}
         self.poller = Poller("investigation-claims", self.run_due, poll_s)
         self.heartbeat = Poller("investigation-leases", self.renew_leases, lease_s / 3)
@@ -91,6 +96,7 @@ class InvestigationScheduler:
         investigator: Investigates,
         tasks: BackgroundTasks,
         on_outcome: Callable[[], None] = lambda: None,
+        escalations: Escalations | None = None,
     ) -> InvestigationScheduler:
         """The scheduler of this replica with ``MAX_CONCURRENT_INVESTIGATIONS``, ``AGENT_REPLICA_ID``, ``LEASE_S``
         and ``WORK_POLL_S``."""
@@ -103,6 +109,7 @@ class InvestigationScheduler:
             lease_s=settings.lease_s,
             poll_s=settings.work_poll_s,
             on_outcome=on_outcome,
+            escalations=escalations,
         )
 
     def wake(self) -> None:
@@ -219,13 +226,17 @@ class InvestigationScheduler:
             error = f"{type(exc).__name__}: {exc}"
             async with self.store.write() as conn:
                 if await episodes.finish(conn, episode_id, self.replica_id, "failed", time.time()):
-                    await lifecycle.fail_investigation(conn, incident_id, number, error, self.replica_id, time.time())
+                    await lifecycle.fail_investigation(
+                        conn, incident_id, number, error, self.replica_id, time.time(), self.escalations
+                    )
             self.on_outcome()
             return None
         async with self.store.write() as conn:
             held = await episodes.finish(conn, episode_id, self.replica_id, "done", time.time())
             if held:
-                await lifecycle.record_diagnosis(conn, incident_id, number, diagnosis, self.replica_id, time.time())
+                await lifecycle.record_diagnosis(
+                    conn, incident_id, number, diagnosis, self.replica_id, time.time(), self.escalations
+                )
         if not held:
             log.warning("incident %d: claim lost before the diagnosis was recorded; discarded", incident_id)
         self.on_outcome()

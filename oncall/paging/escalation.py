@@ -175,12 +175,8 @@ class Escalations:
     async def stop(
         self, conn: AsyncConnection, incident_id: int, reason: str, now: float, episode: int | None = None
     ) -> int:
-        """Stop the incident's chain (one ``episode`` only when given) for ``reason`` (``acknowledged``,
-        ``resolved``): cancels its armed levels; returns how many were cancelled."""
-        cancelled = await pages.cancel_open(conn, incident_id, reason, now, episode)
-        if cancelled:
-            await self._stopped(conn, {"incident_id": incident_id, "episode": episode}, reason, cancelled)
-        return cancelled
+        """Stop the incident's chain (see ``stop_chain``); returns how many armed levels were cancelled."""
+        return await stop_chain(conn, incident_id, reason, now, episode)
 
     async def _paged(
         self, conn: AsyncConnection, page: Page, chain: EscalationChain, episode_started_at: float, now: float
@@ -216,7 +212,24 @@ class Escalations:
 
     @staticmethod
     async def _stopped(conn: AsyncConnection, row: Row, reason: str, cancelled: int) -> None:
-        detail = {"reason": reason, "episode": row.get("episode"), "cancelled_levels": cancelled}
-        if "level" in row:
-            detail["level"] = row["level"]
-        await timeline.add(conn, int(row["incident_id"]), "escalation_stopped", detail)
+        await _stopped(conn, row, reason, cancelled)
+
+
+async def _stopped(conn: AsyncConnection, row: Row, reason: str, cancelled: int) -> None:
+    detail = {"reason": reason, "episode": row.get("episode"), "cancelled_levels": cancelled}
+    if "level" in row:
+        detail["level"] = row["level"]
+    await timeline.add(conn, int(row["incident_id"]), "escalation_stopped", detail)
+
+
+async def stop_chain(
+    conn: AsyncConnection, incident_id: int, reason: str, now: float, episode: int | None = None
+) -> int:
+    """Stop the incident's chain (one ``episode`` only when given) for ``reason`` (``acknowledged``,
+    ``resolved``) in the caller's transaction: cancels its armed levels, records ``escalation_stopped``
+    when there were any; returns how many were cancelled. Needs no roster (the acknowledging and resolving
+    transactions call it)."""
+    cancelled = await pages.cancel_open(conn, incident_id, reason, now, episode)
+    if cancelled:
+        await _stopped(conn, {"incident_id": incident_id, "episode": episode}, reason, cancelled)
+    return cancelled

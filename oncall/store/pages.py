@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.store.rows import Row, all_rows, insert_ignoring_conflicts
@@ -110,3 +110,21 @@ async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
         select(pages).where(pages.c.incident_id == incident_id).order_by(pages.c.episode, pages.c.level)
     )
     return all_rows(result)
+
+
+async def next_due_at(conn: AsyncConnection) -> float | None:
+    """When the earliest ``scheduled`` level is due (epoch s), or None when no level is armed."""
+    result = await conn.execute(select(func.min(pages.c.due_at)).where(pages.c.status == "scheduled"))
+    value = result.scalar()
+    return float(value) if value is not None else None
+
+
+async def paged_numbers(conn: AsyncConnection, incident_id: int, episode: int) -> list[str]:
+    """The WhatsApp numbers paged for the episode (every ``paged`` level), in paging order, each once."""
+    result = await conn.execute(
+        select(pages.c.recipients)
+        .where(pages.c.incident_id == incident_id, pages.c.episode == episode, pages.c.status == "paged")
+        .order_by(pages.c.level)
+    )
+    numbers = [str(r["whatsapp"]) for row in result for r in (row.recipients or []) if r.get("whatsapp")]
+    return list(dict.fromkeys(numbers))

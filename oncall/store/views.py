@@ -16,7 +16,18 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store import episodes, incidents, investigations, messages, outbox, remediations, tickets, timeline
+from oncall.store import (
+    episodes,
+    incidents,
+    investigations,
+    messages,
+    outbox,
+    pages,
+    postmortems,
+    remediations,
+    tickets,
+    timeline,
+)
 from oncall.store.alert_summary import summarise_alerts
 from oncall.store.incidents import IncidentStatus
 from oncall.store.rows import Row
@@ -53,8 +64,11 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
     timeline (alert events capped, see ``capped_timeline``), investigations, tool_calls, messages,
     tickets, episodes (each with its investigation claim: ``investigation``, ``claimed_by``,
     ``attempts``), outbox (delivery state of every message and Jira call: ``event_key``, ``status``,
-    ``attempts``, ``last_error``, ``delivered_by``), lists oldest first, and proposed_actions (the
-    diagnosis' options with their decisions, see ``remediations.with_decisions``).
+    ``attempts``, ``last_error``, ``delivered_by``), lists oldest first; proposed_actions (the diagnosis'
+    options with their decisions, see ``remediations.with_decisions``); pages (the escalation levels by
+    episode and level: ``status``, ``recipients``, ``reason``, ``due_at``, ``paged_at``, ``stop_reason``) and
+    postmortem (the stored draft of the latest resolved episode: ``episode``, ``updated_at``, ``text``
+    Markdown; None before any resolution).
     """
     incident = await incidents.get(conn, incident_id)
     if incident is None:
@@ -79,7 +93,16 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
         "episodes": await episodes.for_incident(conn, incident_id),
         "outbox": await outbox.for_incident(conn, incident_id),
         "proposed_actions": await remediations.with_decisions(conn, incident),
+        "pages": await pages.for_incident(conn, incident_id),
+        "postmortem": stored_postmortem(await postmortems.latest(conn, incident_id)),
     }
+
+
+def stored_postmortem(row: Row | None) -> Row | None:
+    """``{"episode", "updated_at", "text"}`` of a ``postmortems`` row, or None."""
+    if row is None:
+        return None
+    return {"episode": row["episode"], "updated_at": row["updated_at"], "text": row["markdown"]}
 
 
 def json_or_text(value: str | None) -> Any:

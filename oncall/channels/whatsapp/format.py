@@ -22,6 +22,12 @@ def incident_url(public_base_url: str, incident_id: int) -> str:
     return f"{public_base_url}/ui/incidents/{incident_id}"
 
 
+def postmortem_url(public_base_url: str, incident_id: int) -> str:
+    """Return the incident's post-mortem draft (Markdown, read with the incident API token):
+    ``{public_base_url}/incidents/{id}/postmortem``."""
+    return f"{public_base_url}/incidents/{incident_id}/postmortem"
+
+
 def alert_name(incident: dict[str, Any]) -> str:
     """Return the alert name of an incident row (common label ``alertname``, else its title)."""
     for key in ("common_labels", "group_labels"):

@@ -5,7 +5,9 @@ Two kinds of ``outbox`` rows on channel ``whatsapp``:
 - ``notice`` (written by ``oncall.incidents.lifecycle``: ``diagnosis``, ``resolved``,
   ``investigation_failed``): rendered when delivered, from the incident as stored then, into one
   ``message`` row per recipient and part (key ``<notice key>:<recipient>:<part>``), in the transaction
-  that marks the notice delivered, with a ``notified`` timeline event.
+  that marks the notice delivered, with a ``notified`` timeline event. The payload's ``to`` (the people
+  paged) replaces the default recipients, ``paged`` (why them) is shown under the diagnosis, and the
+  resolved notice links the post-mortem.
 - ``message``: one part (at most 1600 characters) to one recipient. Its ``messages`` row (the
   conversation log shown on the incident page) is written with it as ``queued`` and mirrors the
   delivery: attempts and last error while retried, then ``sent`` (with Twilio's MessageSid) or
@@ -37,6 +39,7 @@ from oncall.channels.whatsapp.format import (
     format_diagnosis,
     format_investigation_failed,
     format_resolved,
+    postmortem_url,
     split_message,
 )
 from oncall.diagnosis import Diagnosis
@@ -251,7 +254,8 @@ class WhatsAppSender:
     async def _expand_notice(self, conn: AsyncConnection, row: Row, body: str) -> None:
         """Queue the rendered notice's parts and record ``notified`` (the transaction marking it delivered)."""
         incident_id = int(row["incident_id"])
-        ids = await self.queue(conn, body, incident_id=incident_id, event=row["event_key"])
+        to = row["payload"].get("to") or None
+        ids = await self.queue(conn, body, incident_id=incident_id, event=row["event_key"], to=to)
         await timeline.add(
             conn,
             incident_id,
@@ -270,14 +274,19 @@ class WhatsAppSender:
         Raises:
             ValueError: an unknown notice, or a diagnosis notice for an incident without a diagnosis.
         """
+        paged = f"\n\n📟 Paged: {payload['paged']}" if payload.get("paged") else ""
         if what == "diagnosis":
             if incident["diagnosis"] is None:
                 raise ValueError(f"incident {incident['id']} has no diagnosis to send")
-            return format_diagnosis(Diagnosis.model_validate(incident["diagnosis"]), incident, self.public_base_url)
+            diagnosis = Diagnosis.model_validate(incident["diagnosis"])
+            return format_diagnosis(diagnosis, incident, self.public_base_url) + paged
         if what == "resolved":
-            return format_resolved(incident)
+            return (
+                f"{format_resolved(incident)}\nPost-mortem: {postmortem_url(self.public_base_url, int(incident['id']))}"
+            )
         if what == "investigation_failed":
-            return format_investigation_failed(incident, str(payload.get("error", "")), self.public_base_url)
+            error = str(payload.get("error", ""))
+            return format_investigation_failed(incident, error, self.public_base_url) + paged
         raise ValueError(f"unknown notice {what!r}")
 
     def _create(self, to_number: str, body: str) -> Any:
