@@ -9,8 +9,9 @@ Environment:
     DEMO_TIMEOUT_S     seconds to wait for the diagnosis (default 170).
 
 After the diagnosis the demo prints who was paged and why (the roster ``oncall.yaml`` unless
-``ONCALL_FILE`` is set), makes ``make reply`` send as that person, clears the fault and prints the
-incident's post-mortem once it resolved.
+``ONCALL_FILE`` is set) and the proposed action, makes ``make reply`` send as that person, waits
+DEMO_APPROVAL_WAIT_S (default 120 s) for ``make reply MSG="#N approve 1"`` (the agent then acts and
+verifies the recovery), else clears the fault itself, and prints the incident's post-mortem once it resolved.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ from rich.table import Table
 from oncall.console.passwords import hash_password
 from oncall.settings import Settings
 from stackctl.config import StackPorts, load_timing
-from stackctl.demo_paging import RESOLVE_TIMEOUT_S, show_paging, show_postmortem, wait_for_resolution
+from stackctl.demo_paging import (
+    RESOLVE_TIMEOUT_S,
+    show_paging,
+    show_postmortem,
+    wait_for_approval,
+    wait_for_resolution,
+)
 from stackctl.processes import REPO_ROOT
 from stackctl.stack import Stack, StackError
 
@@ -267,12 +274,30 @@ def clear_incident(stack: Stack, fault: str | None, scenario: str | None) -> Non
     console.print("[yellow]fault cleared[/yellow]: waiting for the alert to resolve and the post-mortem ...")
 
 
-def resolve_and_show_postmortem(stack: Stack, incident_id: int, fault: str | None, scenario: str | None) -> None:
-    """Clear the fault, wait for the incident to resolve, print its post-mortem (read with the API token)."""
-    clear_incident(stack, fault, scenario)
+def resolve_and_show_postmortem(stack: Stack, incident: dict, fault: str | None, scenario: str | None) -> None:
+    """Wait up to DEMO_APPROVAL_WAIT_S (default 120 s; 0 with DEMO_EXIT=1) for the engineer to approve a
+    proposed action with ``make reply``; without an approval clear the fault the demo caused. Then wait for the
+    incident to resolve and print its post-mortem (read with the API token)."""
+    incident_id, proposed = int(incident["id"]), (incident.get("diagnosis") or {}).get("proposed_actions")
+    wait_s = 0.0 if exit_after_diagnosis() else float(os.environ.get("DEMO_APPROVAL_WAIT_S", "120"))
     with httpx.Client(timeout=10.0, headers=stack.api_headers()) as client:
+        approved = None
+        if proposed and wait_s > 0:
+            console.print(
+                f'waiting up to {wait_s:.0f} s for your approval (make reply MSG="#{incident_id} approve 1") ...'
+            )
+            approved = wait_for_approval(client, stack.url("agent"), incident_id, wait_s)
+        if approved is None:
+            clear_incident(stack, fault, scenario)
+        else:
+            console.print(f"[green]approved[/green] {approved['action']}: the agent acts and verifies the recovery ...")
         wait_for_resolution(client, stack.url("agent"), incident_id, RESOLVE_TIMEOUT_S)
         show_postmortem(console, client, stack.url("agent"), incident_id)
+
+
+def exit_after_diagnosis() -> bool:
+    """DEMO_EXIT=1: run unattended and exit once the incident is resolved, instead of staying up."""
+    return os.environ.get("DEMO_EXIT", "").lower() in {"1", "true", "yes"}
 
 
 def demo_api_token(settings: Settings) -> str:
@@ -353,8 +378,8 @@ def main() -> int:
         stop_traffic(traffic, json_out)
         show_diagnosis(stack, incident)
         show_paging(console, incident, run_dir)
-        resolve_and_show_postmortem(stack, int(incident["id"]), fault, scenario)
-        if os.environ.get("DEMO_EXIT", "").lower() in {"1", "true", "yes"}:
+        resolve_and_show_postmortem(stack, incident, fault, scenario)
+        if exit_after_diagnosis():
             return 0
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         explore(stack, console_login)

@@ -79,6 +79,20 @@ def wait_for_resolution(client: httpx.Client, agent_url: str, incident_id: int, 
     raise TimeoutError(f"incident #{incident_id} still firing {timeout:.0f} s after the fault was cleared")
 
 
+def wait_for_approval(client: httpx.Client, agent_url: str, incident_id: int, timeout: float) -> dict[str, Any] | None:
+    """Poll ``GET /incidents/{id}`` for up to ``timeout`` seconds until an engineer approved one of its
+    ``proposed_actions`` (``make reply MSG="#N approve 1"``); returns that action (with its ``status``:
+    approved, running, recovered, ...), or None when none was approved in time or one was rejected."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        detail: dict[str, Any] = client.get(f"{agent_url}/incidents/{incident_id}").json()
+        decided = [a for a in detail.get("proposed_actions") or [] if a.get("status") not in (None, "proposed")]
+        if decided:
+            return None if decided[0]["status"] in ("rejected", "refused") else decided[0]
+        time.sleep(1.0)
+    return None
+
+
 def show_postmortem(console: Console, client: httpx.Client, agent_url: str, incident_id: int) -> str:
     """Fetch ``GET /incidents/{id}/postmortem`` (Markdown) and print it; returns the Markdown."""
     response = client.get(f"{agent_url}/incidents/{incident_id}/postmortem")
