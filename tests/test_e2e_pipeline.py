@@ -26,6 +26,7 @@ from tests.e2e_support import (
     wait_for_diagnosis,
 )
 from tests.support import REPO_ROOT, wait_until
+from tests.test_postmortem import SECTIONS
 
 pytestmark = [
     pytest.mark.e2e,
@@ -124,17 +125,7 @@ def assert_postmortem_of_the_injected_errors(markdown: str, resolved: dict) -> N
     incident_id, timings = resolved["id"], resolved["phase_timings"]
     assert markdown.startswith(f"# Post-mortem: #{incident_id} InventoryHighErrorRate\n")
     sections = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
-    assert sections == [
-        "Summary",
-        "Impact",
-        "Timeline",
-        "Phase timings",
-        "Root cause",
-        "Contributing factors",
-        "What went well",
-        "What went badly",
-        "Action items",
-    ]
+    assert sections == SECTIONS
     assert f"\\#{incident_id} InventoryHighErrorRate (service inventory, severity critical) is resolved." in markdown
     assert f"Time to resolve: {duration(timings['time_to_resolve_s'])}." in markdown
     assert "Fault type `injected_errors`" in markdown and "offline engine" in markdown
