@@ -324,6 +324,37 @@ def demo_console_login(settings: Settings) -> tuple[dict[str, str | None], str]:
     return env, f"user {DEMO_CONSOLE_USER}, password {password}, responder"
 
 
+def demo_settings() -> Settings | None:
+    """The agent settings from the environment and ``.env``; None (the reason printed) when they are invalid."""
+    try:
+        return Settings(_env_file=REPO_ROOT / ".env")
+    except ValidationError as exc:
+        console.print(f"[red]invalid settings in the environment or .env:[/red]\n{exc}")
+        return None
+
+
+def start_run() -> Path:
+    """A new run folder with this demo's PID in ``demo.pid`` (``make stop-demo`` stops it by that PID), and
+    SIGTERM shutting the demo down as cleanly as Ctrl-C."""
+    run_dir = new_run_dir()
+    (run_dir / "demo.pid").write_text(str(os.getpid()))
+    signal.signal(signal.SIGTERM, interrupt)
+    return run_dir
+
+
+def write_reply_file(run_dir: Path, stack: Stack, settings: Settings, agent_env: dict[str, str | None]) -> None:
+    """``reply.json`` for ``make reply``: the agent's URL, who the reply is from (the first on-call number, or
+    the demo engineer until paging names the person paged), the Twilio token it is signed with, the API token."""
+    reply = {
+        "agent_url": stack.url("agent"),
+        "public_base_url": settings.public_base_url,
+        "from": (settings.oncall_whatsapp_numbers or [DEMO_ENGINEER])[0],
+        "token": agent_env.get("TWILIO_AUTH_TOKEN"),
+        "api_token": stack.api_token,
+    }
+    (run_dir / "reply.json").write_text(json.dumps(reply))
+
+
 def main() -> int:
     """Run the demo; exit code 0 when a diagnosis was shown, 1 otherwise."""
     fault = os.environ.get("DEMO_FAULT") or None
@@ -334,14 +365,10 @@ def main() -> int:
     if scenario and scenario not in SCENARIOS:
         console.print(f"[red]DEMO_SCENARIO must be one of {sorted(SCENARIOS)}[/red]")
         return 2
-    try:
-        settings = Settings(_env_file=REPO_ROOT / ".env")
-    except ValidationError as exc:
-        console.print(f"[red]invalid settings in the environment or .env:[/red]\n{exc}")
+    settings = demo_settings()
+    if settings is None:
         return 2
-    run_dir = new_run_dir()
-    (run_dir / "demo.pid").write_text(str(os.getpid()))  # `make stop-demo` stops the demo by this PID
-    signal.signal(signal.SIGTERM, interrupt)  # SIGTERM shuts down as cleanly as Ctrl-C
+    run_dir = start_run()
     console_env, console_login = demo_console_login(settings)
     agent_env = {**demo_agent_env(settings), **console_env}
     stack = Stack(
@@ -351,14 +378,7 @@ def main() -> int:
         agent_env=agent_env,
         api_token=demo_api_token(settings),
     )
-    reply = {
-        "agent_url": stack.url("agent"),
-        "public_base_url": settings.public_base_url,
-        "from": (settings.oncall_whatsapp_numbers or [DEMO_ENGINEER])[0],
-        "token": agent_env.get("TWILIO_AUTH_TOKEN"),
-        "api_token": stack.api_token,
-    }
-    (run_dir / "reply.json").write_text(json.dumps(reply))
+    write_reply_file(run_dir, stack, settings, agent_env)
     traffic = None
     try:
         console.rule("[bold]On-call agent demo")

@@ -13,7 +13,6 @@ and frees every port.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,24 +22,22 @@ from collections.abc import Mapping
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import ValidationError
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from oncall.settings import Settings
 from stackctl.config import StackPorts, load_timing
 from stackctl.demo import (
-    DEMO_ENGINEER,
     FAULTS,
     console,
     demo_agent_env,
-    interrupt,
-    new_run_dir,
+    demo_settings,
     progress_table,
     prometheus_state,
+    start_run,
     stop_traffic,
     traffic_command,
+    write_reply_file,
 )
 from stackctl.demo_paging import show_paging
 from stackctl.ha_stack import HAStack
@@ -266,23 +263,13 @@ def main() -> int:
     if fault and fault not in FAULTS:
         console.print(f"[red]DEMO_FAULT must be one of {sorted(FAULTS)}[/red]")
         return 2
-    try:
-        settings = Settings(_env_file=REPO_ROOT / ".env")
-    except ValidationError as exc:
-        console.print(f"[red]invalid settings in the environment or .env:[/red]\n{exc}")
+    settings = demo_settings()
+    if settings is None:
         return 2
-    run_dir = new_run_dir()
-    (run_dir / "demo.pid").write_text(str(os.getpid()))  # `make stop-demo` stops the demo by this PID
-    signal.signal(signal.SIGTERM, interrupt)
+    run_dir = start_run()
     agent_env = demo_agent_env(settings)
     stack = HAStack(run_dir=run_dir, ports=StackPorts(), timing=load_timing(), agent_env=agent_env)
-    reply = {
-        "agent_url": stack.url("agent"),
-        "public_base_url": settings.public_base_url,
-        "from": (settings.oncall_whatsapp_numbers or [DEMO_ENGINEER])[0],
-        "token": agent_env.get("TWILIO_AUTH_TOKEN"),
-    }
-    (run_dir / "reply.json").write_text(json.dumps(reply))
+    write_reply_file(run_dir, stack, settings, agent_env)
     traffic = None
     started = False
     try:
