@@ -31,9 +31,11 @@ from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
 from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
+from oncall.investigate.aftercare import Aftercare
 from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
 from oncall.investigate.engines.offline.engine import OfflineEngine
+from oncall.investigate.history import IncidentHistory
 from oncall.investigate.investigator import Investigator
 from oncall.investigate.setup import build_tool_factory, load_service_catalog
 from oncall.investigate.tools import ToolFactory
@@ -53,10 +55,11 @@ DRAIN_TIMEOUT_S = 10.0
 ServicesFactory = Callable[[Settings, Store, httpx.AsyncClient, BackgroundTasks], Services]
 
 
-def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> ToolFactory:
+def investigation_tools(settings: Settings, http: httpx.AsyncClient, store: Store | None = None) -> ToolFactory:
     """The investigation tools of the catalog's services (``SERVICES_FILE``) over the configured sources:
-    code reads limited by ``CODE_READ_GLOBS``, every tool's output redacted with the configured secrets."""
-    return build_tool_factory(settings, http)
+    code reads limited by ``CODE_READ_GLOBS``, every tool's output redacted with the configured secrets, and
+    with ``store`` the resolved incidents like the one investigated (``find_similar_incidents``)."""
+    return build_tool_factory(settings, http, history=IncidentHistory(store) if store is not None else None)
 
 
 def build_engines(settings: Settings, tools: ToolFactory, client: openai.AsyncOpenAI | None = None) -> list[Engine]:
@@ -97,12 +100,14 @@ def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
     redact = Redactor(settings.secret_values())
+    tools = investigation_tools(settings, http, store)
     investigator = Investigator(
         store,
-        build_engines(settings, investigation_tools(settings, http)),
+        build_engines(settings, tools),
         timeout_s=settings.investigation_timeout_s,
         tool_output_max_chars=settings.tool_output_max_chars,
         redact=redact,
+        aftercare=Aftercare(tools, IncidentHistory(store)),
     )
     sender, url = build_sender(settings, store), settings.public_base_url
     jira = JiraClient(store, http, JiraConfig.from_settings(settings), url)

@@ -14,6 +14,8 @@ from on_call_agent import build_engines, build_sender, investigation_tools
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.diagnosis import Diagnosis
 from oncall.incidents.scheduler import InvestigationScheduler
+from oncall.investigate.aftercare import Aftercare
+from oncall.investigate.history import IncidentHistory
 from oncall.investigate.investigator import Investigator
 from oncall.investigate.toolloop import ToolSpec
 from oncall.redaction import Redactor
@@ -56,12 +58,13 @@ class Rig:
 
     def tools(self, engine: str = "offline", service: str = "inventory") -> dict[str, ToolSpec]:
         """The investigation tool specs of the catalog's ``service``, stamping diagnoses with ``engine``."""
-        return investigation_tools(self.settings, self.http).for_service(service).specs(engine)
+        return investigation_tools(self.settings, self.http, self.store).for_service(service).specs(engine)
 
     def investigator(self, llm_client: openai.AsyncOpenAI | None = None) -> Investigator:
         """The investigator the agent would build (the model engine with ``llm_client`` when given)."""
         s = self.settings
-        engines = build_engines(s, investigation_tools(s, self.http), llm_client)
+        tools = investigation_tools(s, self.http, self.store)
+        engines = build_engines(s, tools, llm_client)
         redact = Redactor([s.openai_api_key, s.github_token])
         return Investigator(
             self.store,
@@ -69,6 +72,7 @@ class Rig:
             timeout_s=s.investigation_timeout_s,
             tool_output_max_chars=s.tool_output_max_chars,
             redact=redact,
+            aftercare=Aftercare(tools, IncidentHistory(self.store)),
         )
 
     def sender(self) -> WhatsAppSender:
