@@ -11,6 +11,8 @@ import pytest
 from oncall.catalog import models as m
 from oncall.catalog.loader import CatalogError, load_catalog, parse_catalog
 from oncall.catalog.matchers import parse_matcher
+from oncall.roster.chain import owning_team
+from oncall.roster.config import parse_roster
 from tests.catalog_support import SHIPPED_CATALOG, service_queries
 from tests.support import REPO_ROOT, free_port
 from tests.test_agent_api import agent_env, uvicorn_args
@@ -33,7 +35,8 @@ def test_shipped_catalog_describes_the_demo_services() -> None:
     assert SHIPPED_CATALOG.match([{"alertname": "TargetDown", "service": "checkout"}]) is None
     assert inventory.gaps() == [] and payments.gaps() == ["no `changes` source"]
     assert inventory.control_plane is not None and payments.control_plane is None
-    assert inventory.owner_team == "inventory-team" and inventory.slo is not None
+    assert inventory.owner_team == "inventory" and inventory.slo is not None
+    assert SHIPPED_CATALOG.owner_team("payments") == "payments" and SHIPPED_CATALOG.owner_team("checkout") is None
     assert inventory.slo.latency is not None and inventory.slo.latency.threshold_s == 0.5
 
 
@@ -147,3 +150,10 @@ def test_readme_examples_are_valid_catalog_entries() -> None:
     checkout = parse_catalog("services:\n" + loki, "README", {}).services[0]
     assert isinstance(checkout.logs, m.LokiLogs) and checkout.logs.tenant == "shop"
     assert checkout.matches({"alertname": "CheckoutSlow"}) and not checkout.matches({"alertname": "Slow"})
+
+
+def test_the_catalog_names_the_owner_team_the_roster_pages() -> None:
+    roster = parse_roster((REPO_ROOT / "oncall.yaml").read_text())
+    team, why = owning_team(roster, "payments", SHIPPED_CATALOG)
+    assert team == "payments" and why.endswith("(service catalog)")
+    assert owning_team(roster, "checkout", SHIPPED_CATALOG)[0] == roster.default_team

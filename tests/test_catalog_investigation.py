@@ -165,7 +165,7 @@ async def test_the_model_sees_the_service_from_the_catalog(make_rig) -> None:  #
         request = fake.requests[0]
     system = request["messages"][0]["content"]
     assert "Service: payments - Payments API" in system and "metrics instrumentator" in system
-    assert "Owner team: payments-team" in system and "Missing from the catalog: no `changes` source" in system
+    assert "Owner team: payments" in system and "Missing from the catalog: no `changes` source" in system
     tools = {t["function"]["name"]: t["function"]["description"] for t in request["tools"]}
     assert "get_recent_changes" not in tools and "get_deployed_versions" in tools
     assert "/*.log" in tools["fetch_logs"] and "payments" in tools["fetch_logs"]

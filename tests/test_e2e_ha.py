@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from rich.console import Console
 
-from stackctl.config import load_timing
+from stackctl.config import PAYMENTS_INSTANCES, load_timing
 from stackctl.demo_ha import handled_tables, peer_rows, replica_rows
 from stackctl.ha_stack import HAStack, free_ha_stack
 from stackctl.postgres import find_pg_bindir
@@ -131,7 +131,12 @@ def test_killing_an_agent_replica_by_pid_leaves_the_other_serving(stack: HAStack
 
 def test_stop_ends_every_process_and_frees_every_port(stack: HAStack):
     ports = stack.all_ports(inventory_replicas=2)  # the ports of processes we started
-    assert stack.postgres.port in ports and len(ports) == 12
+    started = [stack.ports.pm, stack.ports.lb, stack.ports.prometheus, stack.postgres.port]
+    started += [stack.ports.replica_base + n for n in (1, 2)]
+    started += [stack.ports.payments_port(n) for n in range(1, PAYMENTS_INSTANCES + 1)]
+    started += [port for peer in stack.alertmanager_peers for port in (peer.web_port, peer.cluster_port)]
+    started += [replica.port for replica in stack.agent_replicas]
+    assert ports == sorted(started)
     stack.stop()
     assert stack.postgres.pid is None
     assert [port for port in ports if not port_is_free(port)] == []

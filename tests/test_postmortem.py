@@ -31,6 +31,7 @@ from oncall.paging.escalation import Escalations
 from oncall.roster.config import parse_roster
 from oncall.store import pages, views
 from tests.api_fuzz import fuzz_asgi_app
+from tests.catalog_support import catalog_with_alias
 from tests.support import migrated_store
 from tests.test_agent_api import API, agent, make_settings
 from tests.test_ingest import capture, webhook_bytes
@@ -87,9 +88,9 @@ def links(tokens: list[Token]) -> list[str | None]:
 
 
 @pytest.fixture
-async def resolved_incident(make_rig):  # noqa: F811
+async def resolved_incident(make_rig, tmp_path):  # noqa: F811
     """The rig, and an incident taken from firing to resolved the way the agent would."""
-    rig = make_rig()
+    rig = make_rig(SERVICES_FILE=str(catalog_with_alias(tmp_path / "catalog", "checkout")))
     store = rig.store
     fired = time.time() - 25
     firing = await ingest_notification(store, replayed(3, fired))

@@ -22,6 +22,7 @@ from on_call_agent import create_app
 from oncall.incidents.body import MAX_ALERT_BODY_BYTES
 from oncall.incidents.retention import DAY_S, RawAlertRetention
 from oncall.settings import Settings
+from tests.catalog_support import catalog_with_alias
 from tests.fake_openai import FakeOpenAI, tool_calls_response
 from tests.support import free_port, sql, sql_exec
 from tests.test_ingest import capture
@@ -95,6 +96,7 @@ async def test_secrets_never_leave_the_machine(tmp_path: Path, caplog: pytest.Lo
     with FakeOpenAI(script) as fake:
         settings = settings_for(
             tmp_path,
+            SERVICES_FILE=str(catalog_with_alias(tmp_path / "catalog", "checkout")),  # the captured alert's service
             CODE_ROOT=str(code),
             OPENAI_BASE_URL=fake.base_url,
             JIRA_BASE_URL="https://acme.atlassian.net",

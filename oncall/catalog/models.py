@@ -343,7 +343,7 @@ class ServiceEntry(_Strict):
 
     name: str = Field(pattern=NAME)
     description: str = ""
-    owner_team: str | None = None
+    owner_team: str | None = None  # a team id of the on-call roster (ONCALL_FILE)
     runbook_url: str | None = None
     slo: SLO | None = None
     alerts: list[AlertRoute] = Field(min_length=1)
@@ -395,6 +395,12 @@ class Catalog(_Strict):
     def get(self, name: str) -> ServiceEntry | None:
         """The service called ``name``, or None."""
         return next((s for s in self.services if s.name == name), None)
+
+    def owner_team(self, service: str) -> str | None:
+        """The team owning ``service`` (a roster team id), or None when the catalog does not say
+        (``oncall.roster.chain.OwnerTeams``: the catalog's owner wins over the roster's ``services``)."""
+        entry = self.get(service)
+        return entry.owner_team if entry is not None else None
 
 
 __all__ = ["PRESETS", "Catalog", "ServiceEntry"]
