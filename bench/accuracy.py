@@ -1,6 +1,6 @@
 """Diagnosis accuracy benchmark: inject real faults into the running demo stack and grade the agent.
 
-    python bench/accuracy.py [--scenario ID ...] [--repeat N] [--resume run/accuracy-.../rows.jsonl]
+    python bench/accuracy.py [--scenario ID ...] [--repeat N (default 3)] [--resume run/accuracy-.../rows.jsonl]
 
 Brings the stack up once (demo alert timing, console WhatsApp channel), then for each scenario in
 ``bench/scenarios/*.yaml`` (``accuracy_scenarios``) and each round: returns the stack to a healthy
@@ -183,8 +183,8 @@ class Bench:
         """Incident details whose diagnosis was made after ``since`` (epoch s), oldest diagnosis first."""
         found = []
         for summary in self.get("agent", "/incidents")["incidents"]:
-            if (summary.get("updated_at") or 0) < since or not summary.get("diagnosis"):
-                continue  # not touched since: no diagnosis made after ``since``
+            if (summary.get("updated_at") or 0) < since or not summary.get("fault_type"):
+                continue  # not touched since, or not diagnosed (the list shows the diagnosis' fault type)
             detail = self.get("agent", f"/incidents/{summary['id']}")
             if detail.get("diagnosis") and (detail.get("diagnosed_at") or 0) >= since:
                 found.append(detail)
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected scenarios ``--repeat`` times; print the tables; write JSON and the README section."""
     parser = argparse.ArgumentParser(description="Diagnosis accuracy benchmark on the live demo stack")
     parser.add_argument("--scenario", action="append", help="scenario id (repeatable); default: all")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (default 3)")
     parser.add_argument("--resume", type=Path, help="rows.jsonl of an interrupted run: run only what it lacks")
     args = parser.parse_args(argv)
     scenarios = load_scenarios(args.scenario)

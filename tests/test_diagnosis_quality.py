@@ -16,10 +16,12 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 import respx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oncall.channels.whatsapp.format import format_diagnosis
 from oncall.diagnosis import Diagnosis, Hypothesis, Impact
-from oncall.investigate.advice import takes_fleet_out
+from oncall.investigate.advice import make_safe, takes_fleet_out, unsafe_action
 from oncall.store import incidents
 from oncall.store.database import Store
 from tests.diagnosis_support import Series, client_view_answers, rule_query
@@ -34,6 +36,8 @@ from tests.test_investigation import (
     scenario_injected_errors,
     scenario_latency_and_injected,
 )
+from tests.test_similar import diagnosis as similar_diagnosis
+from tests.test_similar import seed
 from tests.test_tools import prom_vector
 from tests.test_whatsapp import sample_diagnosis
 
@@ -355,3 +359,92 @@ def test_the_page_shows_what_clients_saw_and_the_other_hypotheses() -> None:
     assert "AttributeError in apply_discount" not in text.split("*Other hypotheses*")[1]
     bare = format_diagnosis(sample_diagnosis(), {"id": 8, "title": "x", "common_labels": {}}, "http://h")
     assert "*Clients:*" not in bare and "*Other hypotheses*" not in bare
+
+
+VERBS = ["Take", "Remove", "Pull", "Stop", "Restart", "Kill", "Drain", "Shut down", "Evict", "Terminate", "Disable"]
+FLEET_WORDS = ["all replicas", "every instance", "all the backends", "both replicas", "the whole fleet", "each pod"]
+
+
+@st.composite
+def advice(draw: st.DrawFn) -> tuple[list[str], dict[str, Any]]:
+    """A fleet of 1-5 replicas and diagnosis fields whose steps, fix and actions mix advice that takes the whole
+    fleet out (every replica named, or a word for all of them) with harmless advice."""
+    fleet = [f"svc-{n}" for n in range(1, draw(st.integers(1, 5)) + 1)]
+    whole = st.sampled_from([", ".join(fleet), " and ".join(fleet), *FLEET_WORDS])
+    unsafe = st.builds(
+        lambda v, w, tail: f"{v} {w}{tail}",
+        st.sampled_from(VERBS),
+        whole,
+        st.sampled_from(["", " out of the load balancer", " now"]),
+    )
+    harmless = st.sampled_from(["Check p99", f"Restart {fleet[0]} if it stays slow", "Scale out", "Roll back to 1.4.0"])
+    steps = draw(st.lists(st.one_of(unsafe, harmless), min_size=1, max_size=5))
+    actions = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "action": st.sampled_from(["restart_replica", "scale", "clear_fault", "rollback"]),
+                    "target": st.sampled_from([None, "all", *fleet]),
+                    "params": st.fixed_dictionaries({"replicas": st.integers(-1, 6)}),
+                }
+            ),
+            max_size=3,
+        )
+    )
+    return fleet, {
+        "next_steps": steps,
+        "suggested_fix": ". ".join(draw(st.lists(st.one_of(unsafe, harmless), max_size=3))),
+        "proposed_actions": actions,
+    }
+
+
+@given(advice(), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_no_step_fix_or_action_left_takes_every_replica_out(
+    case: tuple[list[str], dict[str, Any]], overload: bool
+) -> None:
+    fleet, fields = case
+    before = [s for s in fields["next_steps"] if not takes_fleet_out(s, fleet)]
+    safe = make_safe(dict(fields), fleet, overload=overload)
+    assert not any(takes_fleet_out(s, fleet) for s in safe["next_steps"])
+    assert not takes_fleet_out(safe["suggested_fix"], fleet)
+    assert not any(unsafe_action(a, fleet) for a in safe["proposed_actions"])
+    assert all(s in safe["next_steps"] for s in before)  # harmless advice is kept
+    for action in safe["proposed_actions"]:
+        assert action["target"] != "all" or action["action"] != "restart_replica"
+        if len(fleet) == 1 and action["action"] == "restart_replica":
+            pytest.fail(f"restarting the only replica {fleet[0]} was kept")
+
+
+# ---------------------------------------------------------------- history and impact
+
+
+async def test_similar_resolved_incidents_are_evidence_and_listed_with_the_impact(make_rig) -> None:  # noqa: F811
+    """A resolved incident with the same alert, replica and fault is evidence for the headline (both engines
+    get it from find_similar_incidents) and heads ``similar_incidents``; the impact is the agent's measurement
+    of what clients saw since the onset."""
+    rig = make_rig()
+    past = await seed(
+        rig.store,
+        "last-week",
+        alert="InventoryReplicaHighErrorRate",
+        found=similar_diagnosis("injected_errors", replicas=["inventory-2"]),
+        replicas=("inventory-2",),
+        by="Ravi",
+        note="cleared the fault",
+    )
+    stack = paging(
+        as_alert_stack(scenario_injected_errors()),
+        "InventoryReplicaHighErrorRate",
+        [({"replica": "inventory-2"}, 0.47)],
+    )
+    diagnosis = await diagnose(rig, stack, "InventoryReplicaHighErrorRate", replica="inventory-2")
+    assert diagnosis.fault_type.value == "injected_errors"
+    assert diagnosis.similar_incidents and diagnosis.similar_incidents[0].incident_id == past
+    assert diagnosis.similar_incidents[0].fault_type is not None
+    assert diagnosis.similar_incidents[0].fault_type.value == "injected_errors"
+    assert any(e.tool == "find_similar_incidents" for e in diagnosis.hypotheses[0].evidence_for)
+    impact = diagnosis.impact
+    assert impact is not None and impact.requests and impact.failed_requests is not None
+    assert impact.failed_ratio == pytest.approx(impact.failed_requests / impact.requests, abs=1e-3)
+    assert impact.affected_replicas == ["inventory-2"] and impact.affected_routes == ["/items/{item_id}"]

@@ -276,8 +276,7 @@ VersionSpec = Annotated[PromQLVersion | HttpVersion, Field(discriminator="type")
 
 
 class ProcessManagerControl(_Strict):
-    """The service's control plane for remediation (deploy/rollback, restart, scale, faults);
-    ``max_replicas``: the most replicas a scale-out may ask for (the demo process manager runs 0-10)."""
+    """The control plane for remediation (deploy, restart, scale, faults); ``max_replicas``: scale-out's most."""
 
     type: Literal["process_manager"]
     url: str
@@ -285,15 +284,10 @@ class ProcessManagerControl(_Strict):
 
 
 class LoadBalancerSpec(_Strict):
-    """What clients saw: the load balancer in front of the service, in Prometheus.
-
-    ``selector``: its scrape target (``{job="loadbalancer"}``); ``backend_label``: the label naming the
-    backend, a URL whose ``host:port`` is the replica's scrape ``instance``; the series (defaults: the
-    demo's ``loadbalancer.py``): ``requests`` a counter of answered requests with a status ``code_label``
-    (its own 502/503/504 included), ``duration_buckets`` a histogram ``_bucket`` of request durations
-    (seconds), ``upstream_errors`` a counter of failed upstream attempts by ``kind_label`` (``timeout``,
-    ``connect`` ...), ``in_flight`` a gauge of upstream requests in flight.
-    """
+    """What clients saw: the load balancer in front of the service, in Prometheus. ``selector``: its scrape
+    target; ``backend_label`` names the backend, a URL whose ``host:port`` is the replica's ``instance``; series
+    (defaults: the demo's ``loadbalancer.py``): ``requests`` answered by status ``code_label`` (its own 502/503/504
+    too), ``duration_buckets`` (seconds), ``upstream_errors`` by ``kind_label``, ``in_flight`` (a gauge)."""
 
     selector: str
     backend_label: str = Field(default="backend", pattern=LABEL)

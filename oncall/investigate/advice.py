@@ -47,12 +47,12 @@ def takes_fleet_out(text: str, fleet: list[str]) -> bool:
     return any(_clause_takes_fleet_out(clause, fleet) for clause in SENTENCE.split(text))
 
 
-def safe_alternative(fleet: list[str], overload: bool) -> str:
-    """The advice that replaces an instruction taking the whole fleet out."""
-    which = ", ".join(fleet) if fleet else "the replicas"
+def safe_alternative(overload: bool) -> str:
+    """The advice that replaces an instruction taking the whole fleet out (it names no replica, so that it
+    reads the same for a fleet of any size and never itself lists the whole fleet)."""
     if overload:
-        return f"Do not take {which} out or restart them all: scale out or shed load at the load balancer instead"
-    return f"Do not take {which} out at once: act on one replica at a time and keep the others serving"
+        return "Do not take the replicas out or restart them all: scale out or shed load at the load balancer instead"
+    return "Do not take the replicas out at once: act on one replica at a time and keep the others serving"
 
 
 def unsafe_action(action: dict[str, Any], fleet: list[str]) -> bool:
@@ -72,7 +72,7 @@ def make_safe(fields: dict[str, Any], fleet: list[str], *, overload: bool) -> di
     dropped (see the module docstring)."""
     steps, seen = [], set()
     for step in fields.get("next_steps") or []:
-        text = safe_alternative(fleet, overload) if takes_fleet_out(step, fleet) else step
+        text = safe_alternative(overload) if takes_fleet_out(step, fleet) else step
         if text not in seen:
             steps.append(text)
             seen.add(text)
@@ -80,7 +80,7 @@ def make_safe(fields: dict[str, Any], fleet: list[str], *, overload: bool) -> di
     fix = fields.get("suggested_fix") or ""
     if takes_fleet_out(fix, fleet):
         kept = [
-            c if not _clause_takes_fleet_out(c, fleet) else safe_alternative(fleet, overload) + "."
+            c if not _clause_takes_fleet_out(c, fleet) else safe_alternative(overload) + "."
             for c in SENTENCE.split(fix)
         ]
         fields["suggested_fix"] = " ".join(kept)
