@@ -51,11 +51,13 @@ class AlertStack(Stack):
 
     breaching: dict[str, Series] = field(default_factory=dict)
     timeouts: dict[str, float] = field(default_factory=dict)
+    client_p99: dict[str, float] | None = None
 
     def prom_answers(self) -> dict[str, list]:
         answers = super().prom_answers()
         per_replica = dict.fromkeys(self.up, self.rps / len(self.up))
-        answers.update(client_view_answers(per_replica, self.err, self.p99, self.in_flight, self.timeouts))
+        p99 = self.client_p99 if self.client_p99 is not None else self.p99
+        answers.update(client_view_answers(per_replica, self.err, p99, self.in_flight, self.timeouts))
         return answers
 
     def answer(self, request: httpx.Request) -> httpx.Response:
@@ -203,6 +205,20 @@ async def test_a_surge_beyond_capacity_is_overload_with_the_rates_and_safe_advic
     assert "scale out" in diagnosis.suggested_fix.lower()
     assert_fleet_safe(diagnosis, REPLICAS)
     assert any(e.tool == "get_load" for e in diagnosis.evidence)
+
+
+async def test_a_surge_queued_on_every_replica_is_overload_though_one_replica_p99_is_just_under(make_rig) -> None:  # noqa: F811
+    """Recorded on the live stack (surge-overload, 27 -> 189 req/s): the replicas' own p99 are 0.46, 1.35 and
+    0.98 s, so two "stand out", but the load balancer queues about 190 requests on each and its clients see a
+    p99 of 2.3-4.3 s on all three: the symptom is spread, the surge is the cause."""
+    rig = make_rig()
+    stack = surge_stack(189.0, 1.0, 190.0)
+    stack.baseline_rps = 27.0
+    stack.p99 = {"inventory-1": 0.46, "inventory-2": 1.345, "inventory-3": 0.975}
+    stack.client_p99 = {"inventory-1": 2.28, "inventory-2": 4.29, "inventory-3": 2.42}
+    diagnosis = await diagnose(rig, stack, "InventoryHighLatencyP99")
+    assert (diagnosis.fault_type.value, diagnosis.affected_replicas) == ("overload", REPLICAS), diagnosis.root_cause
+    assert all("stands out" not in e.finding for e in diagnosis.hypotheses[0].evidence_against)
 
 
 async def test_a_surge_within_capacity_names_no_fault(make_rig) -> None:  # noqa: F811

@@ -77,9 +77,14 @@ def _suffering(obs: Observations) -> list[str]:
 
 
 def _concentrated(obs: Observations) -> list[str]:
-    """Replicas whose p99 stands out from their peers' (``RELATIVE_FACTOR`` times the others' median)."""
+    """Replicas whose p99 stands out from their peers' (``RELATIVE_FACTOR`` times the others' median); none
+    when the clients wait on every replica (slow or queued at the load balancer): the symptom is spread, and a
+    replica's own p99 just under the threshold is not a healthy peer."""
     p99 = obs.metrics.get("p99", {})
     outliers = deviating(p99, P99_HIGH_S)
+    waiting = set(clients.slow(obs, P99_HIGH_S)) | set(clients.queued(obs))
+    if obs.replicas and waiting >= set(obs.replicas):
+        return []
     return outliers if outliers and len(outliers) < len(p99) else []
 
 
