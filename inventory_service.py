@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import uvicorn
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Query, Response
@@ -43,10 +43,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
+
+from demo_faults import FaultSpecBase, InjectedFault
 
 REPO_ROOT = Path(__file__).resolve().parent
 LOG_FILE_NAME = "inventory_common.log"
@@ -275,13 +277,13 @@ CRASH_DELAY_S = 0.2
 MIB = 1024 * 1024
 
 
-class FaultSpec(BaseModel):
+class FaultSpec(FaultSpecBase):
     """POST /faults body (stack contract). Units: latency_ms and cpu_ms milliseconds, p_error a
     probability 0-1, step_mb and max_mb MiB. Unknown fields, out-of-range values and parameters
     of another mode are rejected (ValidationError -> 422); the mode's missing parameters get defaults.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    mode_params: ClassVar[dict[str, dict[str, int | float]]] = MODE_PARAMS
 
     mode: FaultMode
     latency_ms: int | None = Field(default=None, ge=1, le=30000)
@@ -289,27 +291,6 @@ class FaultSpec(BaseModel):
     cpu_ms: int | None = Field(default=None, ge=1, le=2000)
     step_mb: int | None = Field(default=None, ge=1, le=64)
     max_mb: int | None = Field(default=None, ge=1, le=1024)
-
-    @model_validator(mode="after")
-    def _params_match_mode(self) -> FaultSpec:
-        defaults = MODE_PARAMS[self.mode]
-        for name in ("latency_ms", "p_error", "cpu_ms", "step_mb", "max_mb"):
-            value = getattr(self, name)
-            if name not in defaults and value is not None:
-                raise ValueError(f"{name} does not apply to mode {self.mode!r}")
-            if name in defaults and value is None:
-                setattr(self, name, defaults[name])
-        return self
-
-    def params(self) -> dict[str, int | float]:
-        """The parameters of this mode only, e.g. ``{"latency_ms": 800}``."""
-        return {name: getattr(self, name) for name in MODE_PARAMS[self.mode]}
-
-
-class InjectedFault(Exception):
-    """Raised by the ``errors`` fault; answered 500 {"detail": "injected fault: errors"}."""
-
-    public_detail = "injected fault: errors"
 
 
 @dataclass

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -41,10 +41,12 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
+
+from demo_faults import FaultSpecBase, InjectedFault
 
 REPO_ROOT = Path(__file__).resolve().parent
 SERVICE = "payments"
@@ -228,37 +230,16 @@ MODE_PARAMS: dict[str, dict[str, int | float]] = {
 }
 
 
-class FaultSpec(BaseModel):
+class FaultSpec(FaultSpecBase):
     """POST /admin/faults body. ``p_error`` is a probability 0-1, ``latency_ms`` milliseconds
     (1-30000). Unknown fields, out-of-range values and parameters of another mode are rejected
     (422 with the reason); the mode's missing parameters get their defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    mode_params: ClassVar[dict[str, dict[str, int | float]]] = MODE_PARAMS
 
     mode: FaultMode
     p_error: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     latency_ms: int | None = Field(default=None, ge=1, le=30000)
-
-    @model_validator(mode="after")
-    def _params_match_mode(self) -> FaultSpec:
-        defaults = MODE_PARAMS[self.mode]
-        for name in ("p_error", "latency_ms"):
-            value = getattr(self, name)
-            if name not in defaults and value is not None:
-                raise ValueError(f"{name} does not apply to mode {self.mode!r}")
-            if name in defaults and value is None:
-                setattr(self, name, defaults[name])
-        return self
-
-    def params(self) -> dict[str, int | float]:
-        """The parameters of this mode only, e.g. ``{"p_error": 0.5}``."""
-        return {name: getattr(self, name) for name in MODE_PARAMS[self.mode]}
-
-
-class InjectedFault(Exception):
-    """Raised by the ``errors`` fault; answered 500 {"detail": "injected fault: errors"}."""
-
-    public_detail = "injected fault: errors"
 
 
 @dataclass

@@ -107,3 +107,14 @@ def wait_for_diagnosis(stack: Stack, incident_id: int, timeout: float = 60) -> d
         interval=0.5,
         what=f"diagnosis of incident {incident_id}",
     )
+
+
+def wait_for_outbound(stack: Stack, incident_id: int, timeout: float = 30) -> str:
+    """Wait until the agent has sent the incident's first WhatsApp message (it goes out after the diagnosis is
+    stored) and return its body."""
+
+    def first_outbound() -> str | None:
+        messages = incident_detail(stack, incident_id)["messages"]
+        return next((m["body"] for m in messages if m["direction"] == "out"), None)
+
+    return wait_until(first_outbound, timeout, interval=0.5, what=f"first message of incident {incident_id}")

@@ -29,6 +29,7 @@ from tests.e2e_support import (
     start_stack,
     start_traffic,
     wait_for_diagnosis,
+    wait_for_outbound,
 )
 from tests.payments_support import bug_line as payments_bug_line
 from tests.support import REPO_ROOT, wait_until
@@ -99,7 +100,7 @@ def test_bad_deploy_is_named_with_its_version_and_the_rollback(stack: Stack) -> 
     assert all(c["offset_s"] is not None and c["offset_s"] < 60 for c in deploys)
     assert all("1.4.0 -> 1.4.1" in c["summary"] for c in deploys)
     assert diagnosis["catalog_gaps"] == []
-    message = next(m["body"] for m in detail["messages"] if m["direction"] == "out")
+    message = wait_for_outbound(stack, detail["id"])
     assert "deploy_regression" in message and "1.4.1" in message and "rollback" in message.lower()
 
 

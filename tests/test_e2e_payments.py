@@ -18,7 +18,7 @@ import pytest
 
 from stackctl.processes import port_is_free
 from stackctl.stack import Stack
-from tests.e2e_support import incident_list, needs_prometheus, start_stack, wait_for_diagnosis
+from tests.e2e_support import incident_list, needs_prometheus, start_stack, wait_for_diagnosis, wait_for_outbound
 from tests.payments_support import read_records
 from tests.support import REPO_ROOT, wait_until
 
@@ -67,7 +67,7 @@ def assert_incident_stored_and_investigated(stack: Stack) -> None:
     assert sorted(diagnosis["affected_replicas"]) == ["payments-1", "payments-2"]
     labels = [a["labels"] for a in detail["alerts"]]
     assert {"alertname": ALERTNAME, "service": "payments", "severity": "critical"}.items() <= labels[0].items()
-    assert [m for m in detail["messages"] if m["direction"] == "out"], "the on-call engineer was messaged"
+    assert wait_for_outbound(stack, incident["id"]), "the on-call engineer was messaged"
     assert httpx.get(f"{stack.url('agent')}/healthz", timeout=5).status_code == 200
 
 
