@@ -373,6 +373,7 @@ def test_the_page_shows_what_clients_saw_and_the_other_hypotheses() -> None:
     assert "routes /random-endpoint/error; 0.4% of the SLO error budget" in text
     assert "*Other hypotheses*\n• latency on inventory-3 (52%, not this alert): p99 1.2 s on inventory-3" in text
     assert "AttributeError in apply_discount" not in text.split("*Other hypotheses*")[1]
+    assert text.index("*Next steps*") < text.index("*Clients:*")  # the actionable part stays in the first message
     bare = format_diagnosis(sample_diagnosis(), {"id": 8, "title": "x", "common_labels": {}}, "http://h")
     assert "*Clients:*" not in bare and "*Other hypotheses*" not in bare
 

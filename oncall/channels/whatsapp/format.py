@@ -65,7 +65,6 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
     if where:
         head.append(f"*Where:* {where}")
     sections = ["\n".join(head), f"*Summary*\n{diagnosis.summary}", f"*Root cause*\n{diagnosis.root_cause}"]
-    sections += diagnosis_context_sections(diagnosis)
     if diagnosis.evidence:
         lines = [
             f"• {item.tool}: {_truncate(item.finding, MAX_FINDING_CHARS)} ({_truncate(item.query, 120)})"
@@ -77,6 +76,7 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
         sections.append(f"*Suggested fix*\n{diagnosis.suggested_fix}")
     if diagnosis.next_steps:
         sections.append("*Next steps*\n" + "\n".join(f"{n}. {step}" for n, step in enumerate(diagnosis.next_steps, 1)))
+    sections += diagnosis_context_sections(diagnosis)  # after the actionable part: the first message keeps it
     sections.append(
         f"Details: {incident_url(public_base_url, incident_id)}\nEngine: {diagnosis.engine}\n{reply_hint(incident_id)}"
     )
