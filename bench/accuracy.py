@@ -75,12 +75,21 @@ class Bench:
         """Replica name -> base URL, from the process manager."""
         return {i["name"]: i["url"] for i in self.get("pm", "/instances")["instances"]}
 
+    def unhealthy(self) -> list[str]:
+        """What keeps the stack from a clean start: pending/firing alerts in Prometheus, incidents the agent has
+        not resolved, replicas not running (empty when healthy)."""
+        alerts = self.get("prometheus", "/api/v1/alerts")["data"]["alerts"]
+        incidents = [i for i in self.get("agent", "/incidents")["incidents"] if i["status"] != "resolved"]
+        stopped = [i for i in self.get("pm", "/instances")["instances"] if i["state"] != "running"]
+        return (
+            [f"alert {a['labels'].get('alertname')} {a['state']}" for a in alerts]
+            + [f"incident #{i['id']} {i['title'][:60]} {i['status']}" for i in incidents]
+            + [f"replica {i['name']} {i['state']}" for i in stopped]
+        )
+
     def healthy(self) -> bool:
         """No pending/firing alert in Prometheus, no firing incident at the agent, every replica running."""
-        alerts = self.get("prometheus", "/api/v1/alerts")["data"]["alerts"]
-        firing_incidents = [i for i in self.get("agent", "/incidents")["incidents"] if i["status"] != "resolved"]
-        running = all(i["state"] == "running" for i in self.get("pm", "/instances")["instances"])
-        return not alerts and not firing_incidents and running
+        return not self.unhealthy()
 
     def firing(self, alertname: str) -> bool:
         """True when Prometheus shows ``alertname`` firing."""
@@ -105,7 +114,10 @@ class Bench:
         if self.get("pm", "/deploys")["current_version"] != BASELINE_VERSION:
             self.http.post(f"{pm}/deploy", json={"version": BASELINE_VERSION}, timeout=120).raise_for_status()
         self.clear_faults()
-        wait_until(self.healthy, SETTLE_TIMEOUT_S, interval=2.0, what="a healthy stack (no alerts, no firing incident)")
+        try:
+            wait_until(self.healthy, SETTLE_TIMEOUT_S, interval=2.0, what="a healthy stack")
+        except TimeoutError:  # run the case anyway (graded as it comes out), saying what was left over
+            console.print(f"  [yellow]not healthy after {SETTLE_TIMEOUT_S:g} s: {'; '.join(self.unhealthy())}[/yellow]")
 
     def start_traffic(self, scenario: Scenario, args: list[str], name: str) -> None:
         """Run traffic_gen.py with ``args`` towards the scenario's service (bounded by its ``--duration``)."""
