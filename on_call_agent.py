@@ -24,11 +24,14 @@ from oncall.api.deps import Services
 from oncall.api.schemas import install_components
 from oncall.catalog.loader import CatalogError
 from oncall.channels.jira.client import JiraClient
+from oncall.channels.jira.delivery import JiraIssueDelivery
 from oncall.channels.jira.models import JiraConfig
-from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
+from oncall.channels.outbox import OutboxWorker
+from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.console.routes import router as console_router
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
+from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.investigate.aftercare import Aftercare
@@ -79,56 +82,47 @@ def build_engines(settings: Settings, tools: ToolFactory, client: openai.AsyncOp
     return engines
 
 
-def build_sender(settings: Settings, store: Store) -> WhatsAppSender:
-    """The WhatsApp sender: Twilio when configured, else the console channel."""
-    twilio = None
-    if settings.twilio_enabled and settings.twilio_auth_token is not None:
-        twilio = build_twilio_client(
-            settings.twilio_account_sid or "",
-            settings.twilio_auth_token.get_secret_value(),
-            settings.twilio_api_base_url,
-        )
-    return WhatsAppSender(
-        store,
-        twilio=twilio,
-        from_number=settings.twilio_whatsapp_from,
-        recipients=settings.oncall_whatsapp_numbers,
-        public_base_url=settings.public_base_url,
-    )
-
-
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
-    redact = Redactor(settings.secret_values())
-    tools = investigation_tools(settings, http, store)
+    s, redact = settings, Redactor(settings.secret_values())
+    tools = investigation_tools(s, http, store)
     investigator = Investigator(
         store,
-        build_engines(settings, tools),
-        timeout_s=settings.investigation_timeout_s,
-        tool_output_max_chars=settings.tool_output_max_chars,
+        build_engines(s, tools),
+        timeout_s=s.investigation_timeout_s,
+        tool_output_max_chars=s.tool_output_max_chars,
         redact=redact,
+        replica_id=s.agent_replica_id,
         aftercare=Aftercare(tools, IncidentHistory(store)),
     )
-    sender, url = build_sender(settings, store), settings.public_base_url
-    jira = JiraClient(store, http, JiraConfig.from_settings(settings), url)
+    sender, config = WhatsAppSender.from_settings(s, store), JiraConfig.from_settings(s)
+    outbox = OutboxWorker.from_settings(
+        s, store, tasks, {"whatsapp": sender, "jira": JiraIssueDelivery(http, config, sender)}
+    )
+    sender.wake = outbox.wake
+    jira = JiraClient(store, http, config, s.public_base_url, wake=outbox.wake)
     reply_model = None
-    if settings.llm_enabled:
+    if s.llm_enabled:
         reply_model = ReplyModel(
-            build_client(settings),
+            build_client(s),
             store,
-            model=settings.openai_model,
-            temperature=settings.llm_temperature,
-            max_rounds=settings.reply_max_rounds,
-            max_output_chars=settings.tool_output_max_chars,
+            model=s.openai_model,
+            temperature=s.llm_temperature,
+            max_rounds=s.reply_max_rounds,
+            max_output_chars=s.tool_output_max_chars,
             redact=redact,
         )
+    scheduler = InvestigationScheduler.from_settings(s, store, investigator, tasks, on_outcome=outbox.wake)
+    replay = RawAlertReplay(store, s.lease_s, on_investigation=scheduler.wake, on_notice=outbox.wake)
     return Services(
-        settings=settings,
+        settings=s,
         store=store,
         http=http,
         tasks=tasks,
-        scheduler=InvestigationScheduler(store, investigator, sender, tasks, settings.max_concurrent_investigations),
-        conversation=ConversationHandler(store, sender, jira, url, reply_model, settings.confirmation_ttl_s),
+        scheduler=scheduler,
+        conversation=ConversationHandler(store, sender, jira, s.public_base_url, reply_model, s.confirmation_ttl_s),
+        outbox=outbox,
+        replay=replay,
     )
 
 
@@ -183,12 +177,14 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
         install_log_redaction(redact)
         await asyncio.to_thread(migrate, active.store_url)
         store = Store(active.store_url, redact)
-        log.info("database %s", store.engine.url.render_as_string(hide_password=True))
+        log.info(
+            "database %s, replica %s", store.engine.url.render_as_string(hide_password=True), active.agent_replica_id
+        )
         tasks = BackgroundTasks()
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
             services = build(active, store, http, tasks)
             app.state.services = services
-            await services.scheduler.resume_interrupted()
+            await services.start()
             async with store.read() as conn:
                 INCIDENTS_OPEN.set(await incident_rows.count_firing(conn))
             tasks.spawn_daemon(RawAlertRetention(store, active.raw_alert_retention_days).run(), "raw-alert-retention")
@@ -198,6 +194,7 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
             try:
                 yield
             finally:
+                await services.stop()
                 await tasks.drain(DRAIN_TIMEOUT_S)
                 await store.close()
 

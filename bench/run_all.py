@@ -1,6 +1,6 @@
 """Run every benchmark (or a subset) one after another.
 
-    python bench/run_all.py [--only lb,gen,ingest,investigation,e2e]
+    python bench/run_all.py [--only lb,gen,ingest,investigation,e2e,ha]
 
 Each benchmark runs as its own process (bench/<name>_bench.py) so one failing does not stop the
 others; each writes bench/results/<name>.json and its table in bench/README.md. Exit status 1 when
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "ingest": "ingest_bench.py",
     "investigation": "investigation_bench.py",
     "e2e": "e2e_bench.py",
+    "ha": "ha_bench.py",
 }
 TIME_LIMIT_S = 900  # per benchmark; each is bounded well below this
 

@@ -45,3 +45,25 @@ EVENT_LOOP_LAG = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 JIRA_TICKETS = Counter("oncall_jira_tickets_total", "Jira tickets by outcome (created, draft, failed).", ["outcome"])
+INVESTIGATION_CLAIMS = Counter(
+    "oncall_investigation_claims_total",
+    "Investigations claimed by this replica, by kind (queued, takeover: another replica's lease had expired).",
+    ["kind"],
+)
+OUTBOX_DELIVERIES = Counter(
+    "oncall_outbox_deliveries_total",
+    "Outbox delivery attempts by channel (whatsapp, jira), operation (notice, message, create_issue) and outcome "
+    "(delivered, retry, failed, expired).",
+    ["channel", "operation", "outcome"],
+)
+OUTBOX_PENDING = Gauge("oncall_outbox_pending", "Outbox rows not delivered yet (all replicas).")
+OUTBOX_OLDEST_PENDING_SECONDS = Gauge(
+    "oncall_outbox_oldest_pending_seconds", "Age of the oldest undelivered outbox row, seconds (0 when none)."
+)
+OUTBOX_UNDELIVERABLE = Gauge(
+    "oncall_outbox_undeliverable", "Outbox rows given up (failed permanently or expired), by status.", ["status"]
+)
+RAW_ALERTS_REPLAYED = Counter(
+    "oncall_raw_alerts_replayed_total",
+    "Stored webhook bodies that were not applied (the receiving process died) and were applied by a replay.",
+)

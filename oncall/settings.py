@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -67,6 +68,11 @@ def parse_console_users(text: str) -> list[dict[str, str]]:
     return users
 
 
+def default_replica_id() -> str:
+    """``<hostname>-<pid>``: unique per agent process on a machine and across machines."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 class Settings(BaseSettings):
     """All agent settings. Durations are seconds, sizes are characters, URLs have no trailing slash."""
 
@@ -81,6 +87,16 @@ class Settings(BaseSettings):
     raw_alert_retention_days: float = Field(default=14.0, gt=0, alias="RAW_ALERT_RETENTION_DAYS")
     confirmation_ttl_s: float = Field(default=600.0, gt=0, le=86400, alias="CONFIRMATION_TTL_S")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    # Replicas sharing one database: work claims and the outbox
+    agent_replica_id: str = Field(
+        default_factory=default_replica_id, alias="AGENT_REPLICA_ID", max_length=100, pattern=r"^[\w.@:-]+$"
+    )
+    lease_s: float = Field(default=30.0, ge=1, le=3600, alias="LEASE_S")
+    work_poll_s: float = Field(default=2.0, gt=0, le=60, alias="WORK_POLL_S")
+    outbox_expiry_s: float = Field(default=21600.0, ge=60, alias="OUTBOX_EXPIRY_S")
+    outbox_backoff_max_s: float = Field(default=60.0, ge=1, le=3600, alias="OUTBOX_BACKOFF_MAX_S")
+    outbox_warn_attempts: int = Field(default=5, ge=1, le=1000, alias="OUTBOX_WARN_ATTEMPTS")
 
     # The services the agent investigates: the catalog, and the demo stack's URLs it may name
     services_file: Path = Field(default=REPO_ROOT / "services.yaml", alias="SERVICES_FILE")

@@ -1,11 +1,13 @@
-"""Background work of the agent (investigations, replies, deliveries): started, tracked, drained."""
+"""Background work of the agent (investigations, replies, deliveries): started, tracked, drained; and
+``Poller``, the loop of each work queue (investigations, outbox, raw-alert replay)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from oncall.metrics import EVENT_LOOP_LAG
@@ -59,6 +61,56 @@ class BackgroundTasks:
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+
+class Poller:
+    """Runs ``tick`` in a background task whenever woken (``wake``) and at least every ``poll_s`` seconds.
+
+    ``tick`` returns how many seconds until it has work again (None = ``poll_s``); it runs again at once
+    when woken meanwhile. An exception in ``tick`` is logged and the loop goes on after ``poll_s``.
+
+    Args:
+        name: task name (logs).
+        tick: one round of work.
+        poll_s: longest sleep between rounds, seconds (> 0): how soon work written by another replica is seen.
+    """
+
+    def __init__(self, name: str, tick: Callable[[], Awaitable[float | None]], poll_s: float) -> None:
+        self.name = name
+        self.tick = tick
+        self.poll_s = poll_s
+        self._woken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Run a round as soon as possible (many wakes before it runs make one round)."""
+        self._woken.set()
+
+    def start(self) -> None:
+        """Start the loop (once). It is not one of the ``BackgroundTasks`` (it never ends by itself, so
+        draining those does not wait for it); ``stop`` ends it."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        """Cancel the loop and wait until it ended."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            self._woken.clear()
+            try:
+                delay = await self.tick()
+            except Exception:  # noqa: BLE001 - a database outage must not end the loop
+                log.exception("%s: round failed; retrying in %.1f s", self.name, self.poll_s)
+                delay = self.poll_s
+            wait = self.poll_s if delay is None else max(0.0, min(delay, self.poll_s))
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), timeout=wait)
 
 
 LOOP_LAG_INTERVAL_S = 0.01

@@ -3,9 +3,12 @@
 PostgreSQL, two agent replicas (``agent-1`` on 8088, ``agent-2`` on 8089), two clustered
 Alertmanagers (9093 and 9095, gossip on 9094 and 9096) and the rest of ``make demo``'s stack. The
 incident is driven exactly as in ``stackctl.demo`` (same environment variables: DEMO_EXIT, DEMO_FAULT,
-DEMO_TIMEOUT_S); then a table shows, per Alertmanager peer, the cluster state and the webhook
-notifications it sent, and per agent replica the notifications it received, the investigations it
-ran and the incidents it holds. Ctrl-C (or ``make stop-demo``) stops everything and frees every port.
+DEMO_TIMEOUT_S); then tables show, per Alertmanager peer, the cluster state and the webhook
+notifications it sent; per agent replica the notifications it received, the investigations it ran (and
+took over from a dead replica) and the WhatsApp messages it delivered; and for the incident, which
+replica claimed its investigation, recorded the diagnosis and delivered each message (the replicas
+share PostgreSQL: every replica sees every incident). Ctrl-C (or ``make stop-demo``) stops everything
+and frees every port.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ def metric_total(metrics_text: str, sample_name: str, labels: Mapping[str, str] 
 
 def replica_rows(client: httpx.Client, stack: HAStack) -> list[dict]:
     """Per agent replica: replica_id, url, pid (None when down), notifications (webhook POSTs received),
-    investigations (finished), incidents (id -> fault_type or investigation status) as it reports them."""
+    investigations (finished by this replica), takeovers (investigations it took over after another
+    replica's lease expired), delivered (WhatsApp messages it delivered), incidents (id -> fault_type or
+    investigation status; the same for every replica, they share the database)."""
     rows = []
     for replica in stack.agents.replicas:
         row: dict = {"replica_id": replica.replica_id, "url": replica.url, "pid": stack.agents.pid(replica.replica_id)}
@@ -68,6 +73,10 @@ def replica_rows(client: httpx.Client, stack: HAStack) -> list[dict]:
             metrics = client.get(f"{replica.url}/metrics").text
             row["notifications"] = metric_total(metrics, "oncall_alert_notifications_total")
             row["investigations"] = metric_total(metrics, "oncall_investigations_total")
+            row["takeovers"] = metric_total(metrics, "oncall_investigation_claims_total", {"kind": "takeover"})
+            row["delivered"] = metric_total(
+                metrics, "oncall_outbox_deliveries_total", {"operation": "message", "outcome": "delivered"}
+            )
             incidents = client.get(f"{replica.url}/incidents", headers=stack.api_headers()).json()["incidents"]
             row["incidents"] = {i["id"]: i["fault_type"] or i["investigation_status"] for i in incidents}
         rows.append(row)
@@ -132,12 +141,13 @@ def handled_tables(stack: HAStack) -> tuple[Table, Table]:
         alive = row["pid"] is not None
         cells = [str(row["pid"]), row["status"], str(row["peers"]), f"{row['sent']:.0f}"] if alive else ["down"] * 4
         peer_table.add_row(row["name"], row["url"], *cells)
-    replica_table = Table(title="Agent replicas (each notification goes to every replica)")
-    for column in ("replica", "url", "pid", "notifications received", "investigations", "incidents"):
+    replica_table = Table(title="Agent replicas (each notification goes to every replica; the database decides)")
+    columns = ("replica", "url", "pid", "notifications received", "investigations", "taken over", "messages sent")
+    for column in (*columns, "incidents"):
         replica_table.add_column(column)
     for row in replicas:
         if row["pid"] is None:
-            replica_table.add_row(row["replica_id"], row["url"], "down", "-", "-", "-")
+            replica_table.add_row(row["replica_id"], row["url"], "down", "-", "-", "-", "-", "-")
             continue
         incidents = ", ".join(f"#{i} {state}" for i, state in row["incidents"].items()) or "-"
         replica_table.add_row(
@@ -146,31 +156,44 @@ def handled_tables(stack: HAStack) -> tuple[Table, Table]:
             str(row["pid"]),
             f"{row['notifications']:.0f}",
             f"{row['investigations']:.0f}",
+            f"{row['takeovers']:.0f}",
+            f"{row['delivered']:.0f}",
             incidents,
         )
     return peer_table, replica_table
 
 
+def incident_handlers(incident: dict) -> Table:
+    """Which replica did what for one incident: investigation claims, diagnosis, each outbox delivery."""
+    table = Table(title=f"Incident #{incident['id']}: which replica handled what")
+    for column in ("what", "replica", "detail"):
+        table.add_column(column)
+    for episode in incident.get("episodes", []):
+        detail = f"episode {episode['number']}, {episode['investigation']}, attempt {episode['attempts']}"
+        table.add_row("investigation claim", str(episode["claimed_by"]), detail)
+    for event in incident["timeline"]:
+        if event["kind"] in ("investigation_resumed", "investigation_started", "diagnosis"):
+            table.add_row(event["kind"], str(event["detail"].get("replica")), str(event["detail"].get("engine", "")))
+    for row in incident.get("outbox", []):
+        detail = f"{row['event_key']} ({row['status']}, {row['attempts']} attempt(s))"
+        table.add_row(f"{row['channel']} {row['operation']}", str(row["delivered_by"]), detail)
+    return table
+
+
 def database_note(stack: HAStack) -> str:
-    """One line on the replicas' database; says so loudly while the TEMPORARY per-replica SQLite fallback is on."""
-    if stack.shared_database:
-        return f"agent replicas share PostgreSQL {stack.postgres.display_url}"
-    return (
-        "[bold yellow]TEMPORARY:[/bold yellow] the agent does not read DATABASE_URL yet, so each replica keeps its "
-        f"own SQLite file ({stack.run_dir}/oncall-agent-N.db) and both investigate every alert. They already get "
-        f"DATABASE_URL of PostgreSQL {stack.postgres.display_url} and AGENT_REPLICA_ID."
-    )
+    """One line on the replicas' shared database."""
+    return f"agent replicas share PostgreSQL {stack.postgres.display_url}"
 
 
 def show_diagnosis(stack: HAStack, replica_id: str, incident: dict) -> None:
-    """The WhatsApp messages of the diagnosed incident, which replica sent them, and who did what."""
+    """The WhatsApp messages of the diagnosed incident and who did what (seen from ``replica_id``)."""
     url = stack.agents.replica(replica_id).url
     for message in (m for m in incident["messages"] if m["direction"] == "out"):
-        title = f"WhatsApp from {replica_id} to {message.get('to_number') or 'on-call'} ({message['channel']})"
+        title = f"WhatsApp to {message.get('to_number') or 'on-call'} ({message['channel']}, {message['status']})"
         console.print(Panel(message["body"], title=title, border_style="green"))
     console.print(f"[bold]Incident:[/bold] {url}/incidents/{incident['id']}")
     console.print(f"[bold]API token:[/bold] {stack.api_token}  (ONCALL_API_TOKEN; send it as a Bearer token)")
-    for table in handled_tables(stack):
+    for table in (*handled_tables(stack), incident_handlers(incident)):
         console.print(table)
 
 

@@ -5,10 +5,9 @@ Order: PostgreSQL -> process manager -> inventory replicas -> load balancer -> A
 Alertmanager peer notifies every agent replica (one ``webhook_configs`` entry per replica). ``stop()``
 stops everything by PID, newest first, then PostgreSQL.
 
-Database of the replicas: every replica gets ``DATABASE_URL`` of the shared PostgreSQL. Until the
-agent reads ``DATABASE_URL`` (its Settings have no such field yet), each replica ALSO gets its own
-SQLite file through ``DATABASE_PATH`` -- a TEMPORARY fallback (see ``agent_reads_database_url``)
-that disappears by itself once the agent's Settings declare ``DATABASE_URL``.
+Database of the replicas: every replica gets ``DATABASE_URL`` of the shared PostgreSQL and its own
+``AGENT_REPLICA_ID``; the database decides who handles what (one incident per group key, one
+investigation per episode claimed with a lease, one delivery per outbox row).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import yaml
 
-from oncall.settings import Settings
 from stackctl.agent_replicas import AgentReplica, AgentReplicaError, AgentReplicas, free_agent_replicas
 from stackctl.alertmanager_cluster import (
     AlertmanagerCluster,
@@ -42,14 +40,6 @@ DEMO_ALERTMANAGER_PEERS = (
     AlertmanagerPeer("alertmanager-2", 9095, 9096),
 )
 DEMO_AGENT_REPLICAS = (AgentReplica("agent-1", 8088), AgentReplica("agent-2", 8089))
-
-
-def agent_reads_database_url() -> bool:
-    """True once the agent's Settings declare ``DATABASE_URL`` (its SQLAlchemy store selects PostgreSQL).
-
-    While False, ``HAStack`` gives each replica its own SQLite file (TEMPORARY fallback, replicas share nothing).
-    """
-    return any(info.alias == "DATABASE_URL" for info in Settings.model_fields.values())
 
 
 def scrape_agent_replicas(config_file: Path, replicas: list[AgentReplica]) -> Path:
@@ -95,11 +85,6 @@ class HAStack(Stack):
             timing=self.cluster_timing,
         )
         self.agents = AgentReplicas(self.procs, self.agent_replicas)
-
-    @property
-    def shared_database(self) -> bool:
-        """True when the replicas share PostgreSQL; False while each has its own SQLite file (TEMPORARY)."""
-        return agent_reads_database_url()
 
     def all_ports(self, inventory_replicas: int = 10) -> list[int]:
         """Every port on 127.0.0.1 the stack binds: ``StackPorts.all_ports(inventory_replicas)``, every peer's web
@@ -158,20 +143,12 @@ class HAStack(Stack):
         self.alertmanager.start(step=step)
 
     def replica_environment(self) -> dict[str, dict[str, str | None]]:
-        """Variables each agent replica gets on top of the shared ``agent_environment()``.
-
-        Isolated: ``PUBLIC_BASE_URL`` is the replica's own URL. Without ``shared_database``: its own
-        ``DATABASE_PATH`` (``run_dir/oncall-<replica id>.db``) -- TEMPORARY, until the agent reads DATABASE_URL.
-        """
-        extra: dict[str, dict[str, str | None]] = {}
-        for replica in self.agent_replicas:
-            env: dict[str, str | None] = {}
-            if self.isolated:
-                env["PUBLIC_BASE_URL"] = replica.url
-            if not self.shared_database:
-                env["DATABASE_PATH"] = str(self.run_dir / f"oncall-{replica.replica_id}.db")
-            extra[replica.replica_id] = env
-        return extra
+        """Variables each agent replica gets on top of the shared ``agent_environment()`` (which carries
+        ``DATABASE_URL``): isolated, ``PUBLIC_BASE_URL`` is the replica's own URL."""
+        return {
+            replica.replica_id: {"PUBLIC_BASE_URL": replica.url} if self.isolated else {}
+            for replica in self.agent_replicas
+        }
 
     def _start_agent(self, step: Callable[[str], None]) -> None:
         self.agents.env = {"DATABASE_URL": self.postgres.url, **self.agent_environment()}

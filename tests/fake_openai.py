@@ -12,7 +12,8 @@ Usage::
         ...
         fake.requests[0]["tools"]   # what the client sent
 
-When the script is exhausted the server answers 500 with an OpenAI-style error body.
+When the script is exhausted the server answers 500 with an OpenAI-style error body. Instead of a
+script, a ``responder`` may answer each request from its body (several clients at once, in any order).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import copy
 import itertools
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +93,11 @@ class FakeOpenAI:
         auth_headers: the ``Authorization`` header of each request.
     """
 
-    def __init__(self, script: Sequence[dict | Scripted] = ()) -> None:
+    def __init__(
+        self, script: Sequence[dict | Scripted] = (), responder: Callable[[dict], Scripted] | None = None
+    ) -> None:
         self.script: list[Scripted] = [s if isinstance(s, Scripted) else Scripted(s) for s in script]
+        self.responder = responder
         self.requests: list[dict] = []
         self.auth_headers: list[str | None] = []
         self.base_url = ""
@@ -112,7 +116,10 @@ class FakeOpenAI:
         with self._lock:
             self.requests.append(body)
             self.auth_headers.append(request.headers.get("Authorization"))
-            answer = self.script.pop(0) if self.script else None
+            if self.responder is not None:
+                answer: Scripted | None = self.responder(body)
+            else:
+                answer = self.script.pop(0) if self.script else None
         if answer is None:
             error = {
                 "error": {

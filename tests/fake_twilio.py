@@ -3,7 +3,9 @@
 A real HTTP server on 127.0.0.1 (in a thread) so the twilio SDK is exercised over the wire: form body
 ``To``/``From``/``Body``, HTTP basic auth (AccountSid, AuthToken) checked, 201 with a Message resource
 shaped like Twilio's (docs: "Message resource" properties), errors as Twilio's JSON error body
-``{"code", "message", "more_info", "status"}``. Failures are scripted with ``fail_next``.
+``{"code", "message", "more_info", "status"}``. Failures are scripted with ``fail_next`` (the next N
+requests), ``fail_for`` (every request for a while, then it recovers) and ``hang_for`` (requests hang
+for a while, past the client's timeout, and create nothing).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -40,6 +43,9 @@ class FakeTwilio:
     messages: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     _failures: list[ScriptedFailure] = field(default_factory=list)
+    _failing_until: float = 0.0
+    _failing_with: ScriptedFailure | None = None
+    _hanging_until: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -53,6 +59,20 @@ class FakeTwilio:
         """Answer the next ``times`` requests with this error instead of 201."""
         with self._lock:
             self._failures.extend([ScriptedFailure(status, code, message)] * times)
+
+    def fail_for(
+        self, seconds: float, status: int = 500, code: int = 20500, message: str = "Internal Server Error"
+    ) -> None:
+        """Answer every request with this error for the next ``seconds`` seconds, then recover."""
+        with self._lock:
+            self._failing_until = time.monotonic() + seconds
+            self._failing_with = ScriptedFailure(status, code, message)
+
+    def hang_for(self, seconds: float) -> None:
+        """For the next ``seconds`` seconds, hold every request until that time is over, then answer 503
+        (the client has timed out by then) without creating a message."""
+        with self._lock:
+            self._hanging_until = time.monotonic() + seconds
 
     def start(self) -> FakeTwilio:
         """Listen on a free loopback port and serve in a daemon thread."""
@@ -102,8 +122,15 @@ class FakeTwilio:
                 "A 'To' phone number is required." if not form.get("To") else "Message body is required.",
             )
         with self._lock:
-            if self._failures:
-                failure = self._failures.pop(0)
+            hang = self._hanging_until - time.monotonic()
+        if hang > 0:
+            time.sleep(hang)
+            return 503, _error(503, 20503, "Service Unavailable")
+        with self._lock:
+            failure = self._failures.pop(0) if self._failures else None
+            if failure is None and self._failing_with is not None and time.monotonic() < self._failing_until:
+                failure = self._failing_with
+            if failure is not None:
                 return failure.status, _error(failure.status, failure.code, failure.message)
             message = self._message_resource(form)
             self.messages.append(message)

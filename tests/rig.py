@@ -1,5 +1,6 @@
 """The agent's services assembled for unit tests: settings, a migrated store, one HTTP client,
-the investigation tools, an investigator and a scheduler with the console WhatsApp channel."""
+the investigation tools, an investigator, a scheduler, and the outbox worker delivering on the console
+WhatsApp channel (or Twilio when the settings say so)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 import httpx
 import openai
 
-from on_call_agent import build_engines, build_sender, investigation_tools
+from on_call_agent import build_engines, investigation_tools
+from oncall.channels.jira.delivery import JiraIssueDelivery
+from oncall.channels.jira.models import JiraConfig
+from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.diagnosis import Diagnosis
 from oncall.incidents.scheduler import InvestigationScheduler
@@ -41,6 +45,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "GITHUB_API_URL": GITHUB,
         "CODE_ROOT": str(tmp_path / "code"),
         "TOOL_TIMEOUT_S": "2",
+        "AGENT_REPLICA_ID": "test-replica",
         "ONCALL_API_TOKEN": API_TOKEN,
         **overrides,
     }
@@ -77,18 +82,21 @@ class Rig:
 
     def sender(self) -> WhatsAppSender:
         """The WhatsApp sender the agent would build (the console channel without Twilio settings)."""
-        return build_sender(self.settings, self.store)
+        return WhatsAppSender.from_settings(self.settings, self.store)
+
+    def outbox(self, sender: WhatsAppSender | None = None) -> OutboxWorker:
+        """The outbox worker the agent would build over ``sender`` (default ``sender()``) and Jira."""
+        sender = sender or self.sender()
+        jira = JiraIssueDelivery(self.http, JiraConfig.from_settings(self.settings), sender)
+        return OutboxWorker.from_settings(self.settings, self.store, self.tasks, {"whatsapp": sender, "jira": jira})
 
     def scheduler(self, llm_client: openai.AsyncOpenAI | None = None) -> InvestigationScheduler:
-        """A scheduler over ``investigator(llm_client)`` and ``sender()``."""
-        return InvestigationScheduler(
-            self.store,
-            self.investigator(llm_client),
-            self.sender(),
-            self.tasks,
-            self.settings.max_concurrent_investigations,
-        )
+        """A scheduler over ``investigator(llm_client)``."""
+        investigator = self.investigator(llm_client)
+        return InvestigationScheduler.from_settings(self.settings, self.store, investigator, self.tasks)
 
     async def investigate(self, incident_id: int, llm_client: openai.AsyncOpenAI | None = None) -> Diagnosis | None:
-        """Investigate the incident now as the agent would: diagnosis stored and sent."""
-        return await self.scheduler(llm_client).investigate_now(incident_id)
+        """Investigate the incident now as the agent would: diagnosis stored, then its notice delivered."""
+        diagnosis = await self.scheduler(llm_client).investigate_now(incident_id)
+        await self.outbox().drain()
+        return diagnosis

@@ -6,8 +6,10 @@ SIGKILL after a grace period) so no test leaves an orphan or a busy port behind.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +54,15 @@ def migrated_store(path: Path) -> Store:
 
 
 async def sql(store: Store, statement: str, **params: Any) -> list[dict[str, Any]]:
-    """Rows of a raw SQL query (named ``:params``) as dicts: for assertions on what was stored."""
+    """Rows of a raw SQL query (named ``:params``) as dicts: for assertions on what was stored. JSON columns
+    come back as JSON text on both dialects (PostgreSQL's JSONB is decoded by the driver; re-encoded here)."""
     async with store.read() as conn:
-        return all_rows(await conn.execute(text(statement), params))
+        rows = all_rows(await conn.execute(text(statement), params))
+    return [{key: _as_text(value) for key, value in row.items()} for row in rows]
+
+
+def _as_text(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value
 
 
 async def sql_one(store: Store, statement: str, **params: Any) -> dict[str, Any] | None:
@@ -67,3 +75,36 @@ async def sql_exec(store: Store, statement: str, **params: Any) -> None:
     """Run a raw SQL write (named ``:params``) in its own transaction: for seeding test states."""
     async with store.write() as conn:
         await conn.execute(text(statement), params)
+
+
+async def until_idle(store: Store, timeout: float = 20.0) -> None:
+    """Wait until the agent's work queues are empty: no investigation queued or running and no outbox row due
+    (rows in backoff are not waited for). Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while not await _idle(store):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"agent still busy after {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def settle(services: Any, timeout: float = 20.0) -> None:
+    """Wait until an in-process agent's background work is done: no task running (replies being handled,
+    deliveries, investigations) and its work queues empty (``until_idle``), twice in a row 50 ms apart.
+    Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"agent still busy after {timeout} s")
+        quiet = quiet + 1 if not services.tasks.tasks and await _idle(services.store) else 0
+        await asyncio.sleep(0.05 if quiet else 0.02)
+
+
+async def _idle(store: Store) -> bool:
+    busy = await sql_one(
+        store,
+        "SELECT (SELECT count(*) FROM episodes WHERE investigation IN ('queued', 'running'))"
+        " + (SELECT count(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= :now) AS n",
+        now=time.time(),
+    )
+    return busy is not None and busy["n"] == 0

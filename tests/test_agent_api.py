@@ -1,13 +1,14 @@
 """The agent's HTTP API driven with the captured Alertmanager webhooks.
 
 In-process tests run the real FastAPI app (its lifespan included) through httpx's ASGI transport,
-with counting fakes for the investigator and notifier; the subprocess tests start the agent with
-uvicorn on a free loopback port.
+with a counting fake investigator and the real outbox (console WhatsApp channel); the subprocess tests
+start the agent with uvicorn on a free loopback port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import time
@@ -22,17 +23,18 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from on_call_agent import build_sender, build_services, create_app
+from on_call_agent import build_services, create_app
 from oncall.api.deps import Services
 from oncall.diagnosis import Diagnosis, FaultType
 from oncall.incidents.body import MAX_ALERT_BODY_BYTES
+from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store import investigations
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
 from tests.rig import API_TOKEN
-from tests.support import REPO_ROOT, free_port, migrated_store, sql, sql_exec, wait_http_ok, wait_until
+from tests.support import REPO_ROOT, free_port, migrated_store, sql, sql_exec, until_idle, wait_http_ok, wait_until
 from tests.test_ingest import FP_19556, FP_19557, capture, captured_bytes
 
 JSON = {"Content-Type": "application/json"}
@@ -53,7 +55,7 @@ class FakeInvestigator:
         self.gate: asyncio.Event | None = None
         self.fail = fail
 
-    async def investigate(self, incident: dict, alerts: list[dict]) -> Diagnosis:
+    async def investigate(self, incident: dict, alerts: list[dict], *, episode: int | None = None) -> Diagnosis:
         incident_id = int(incident["id"])
         self.calls.append(incident_id)
         async with self.store.write() as conn:
@@ -75,48 +77,35 @@ class FakeInvestigator:
         )
 
 
-class FakeNotifier:
-    """Counts diagnosis and resolved notices per incident."""
-
-    def __init__(self) -> None:
-        self.diagnoses: list[int] = []
-        self.resolved: list[int] = []
-        self.failed: list[tuple[int, str]] = []
-
-    async def send_investigation_failed(self, incident_id: int, error: str) -> list[int]:
-        self.failed.append((incident_id, error))
-        return []
-
-    async def send_diagnosis(self, incident_id: int) -> list[int]:
-        self.diagnoses.append(incident_id)
-        return []
-
-    async def send_resolved(self, incident_id: int) -> list[int]:
-        self.resolved.append(incident_id)
-        return []
-
-    async def resend_queued(self) -> int:
-        return 0
-
-
 class Fakes:
-    """Services factory for ``create_app``: the real services, with the fake investigator (and the fake
-    notifier unless ``real_sender``) behind the scheduler; keeps the fakes for assertions."""
+    """Services factory for ``create_app``: the real services, with the fake investigator behind the scheduler
+    (and the raw-alert replay waking that scheduler); keeps the fake for assertions."""
 
-    def __init__(self, fail: bool = False, real_sender: bool = False) -> None:
+    def __init__(self, fail: bool = False) -> None:
         self.fail = fail
-        self.real_sender = real_sender
         self.investigator: FakeInvestigator | None = None
-        self.notifier = FakeNotifier()
 
     def __call__(self, settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
         services = build_services(settings, store, http, tasks)
         self.investigator = FakeInvestigator(store, fail=self.fail)
-        sender = build_sender(settings, store) if self.real_sender else self.notifier
-        scheduler = InvestigationScheduler(
-            store, self.investigator, sender, tasks, settings.max_concurrent_investigations
-        )
-        return replace(services, scheduler=scheduler)
+        wake = services.outbox.wake
+        scheduler = InvestigationScheduler.from_settings(settings, store, self.investigator, tasks, on_outcome=wake)
+        replay = RawAlertReplay(store, settings.lease_s, on_investigation=scheduler.wake, on_notice=wake)
+        return replace(services, scheduler=scheduler, replay=replay)
+
+
+async def notices(store: Store) -> list[tuple[int, str]]:
+    """The notices written to the outbox, oldest first: ``(incident_id, what)``."""
+    rows = await sql(store, "SELECT incident_id, event_key FROM outbox WHERE operation = 'notice' ORDER BY id")
+    return [(row["incident_id"], row["event_key"].rsplit(":", 1)[1]) for row in rows]
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 def make_settings(tmp_path: Path, **env: str) -> Settings:
@@ -153,7 +142,7 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
             response = await client.post("/alerts", content=captured_bytes(seq), headers=JSON)
             assert response.status_code == 200, response.text
             answers.append(response.json())
-        await app.state.services.tasks.drain()
+        await until_idle(app.state.services.store)
 
         incident_id = answers[0]["incident_id"]
         assert [a["status"] for a in answers] == [
@@ -172,8 +161,7 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
         assert {a["incident_id"] for a in answers} == {incident_id}
         assert [a["investigation_started"] for a in answers] == [True] + [False] * 10
         assert fakes.investigator.calls == [incident_id]
-        assert fakes.notifier.diagnoses == [incident_id]
-        assert fakes.notifier.resolved == [incident_id]
+        assert await notices(app.state.services.store) == [(incident_id, "diagnosis"), (incident_id, "resolved")]
         assert metric("oncall_alert_notifications_total", outcome="duplicate") - duplicates_before == 5
 
         listing = (await client.get("/incidents")).json()
@@ -193,7 +181,7 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
         assert {a["fingerprint"]: a["status"] for a in detail["alerts"]} == {FP_19557: "resolved", FP_19556: "resolved"}
         assert detail["diagnosis"]["fault_type"] == "unknown"
         assert [i["status"] for i in detail["investigations"]] == ["done"]
-        kinds = [event["kind"] for event in detail["timeline"]]
+        kinds = [event["kind"] for event in detail["timeline"] if event["kind"] != "notified"]
         investigation = ("investigation_started", "diagnosis")
         assert [k for k in kinds if k not in investigation] == [
             "created",
@@ -204,12 +192,18 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
             "resolved",
         ]
         assert [k for k in kinds if k in investigation] == list(investigation)
-        assert detail["tool_calls"] == [] and detail["messages"] == [] and detail["tickets"] == []
+        assert detail["tool_calls"] == [] and detail["tickets"] == []
+        diagnosis, resolved = detail["messages"]  # console channel: the diagnosis, then the resolved notice
+        assert "🚨" in diagnosis["body"] and "resolved after" in resolved["body"]
+        assert {m["status"] for m in detail["messages"]} == {"sent"}
         assert (await client.get("/incidents/999")).status_code == 404
         assert (await client.get("/incidents/abc")).status_code == 422
 
         health = (await client.get("/healthz")).json()
         assert health["status"] == "ok" and health["db"] == "ok" and health["incidents_open"] == 0
+        assert health["replica_id"] == app.state.services.settings.agent_replica_id
+        assert health["outbox"] == {"pending": 0, "failed": 0, "expired": 0, "oldest_pending_age_s": None}
+        assert health["investigations"]["queued"] == 0 and health["investigations"]["running"] == 0
         assert health["integrations"]["twilio"].startswith("disabled")
         exposition = (await client.get("/metrics")).text
         assert 'oncall_alert_notifications_total{outcome="accepted"}' in exposition
@@ -263,9 +257,9 @@ async def test_bearer_token(tmp_path: Path) -> None:
 async def test_no_second_investigation_while_one_runs(tmp_path: Path) -> None:
     fakes = Fakes()
     async with agent(make_settings(tmp_path), fakes) as (client, app):
-        first = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()
         fakes.investigator.gate = asyncio.Event()
-        await asyncio.sleep(0)  # let the background investigation start and block on the gate
+        first = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()
+        await until(lambda: fakes.investigator.calls)  # claimed and blocked on the gate
         assert first["investigation_started"]
         retry = (await client.post("/alerts", content=captured_bytes(3), headers=JSON)).json()  # Alertmanager's retry
         more = (await client.post("/alerts", content=captured_bytes(4), headers=JSON)).json()  # a second alert fires
@@ -276,9 +270,9 @@ async def test_no_second_investigation_while_one_runs(tmp_path: Path) -> None:
         )
         assert sorted(r.json()["status"] for r in concurrent) == ["accepted"] + ["duplicate"] * 4
         fakes.investigator.gate.set()
-        await app.state.services.tasks.drain()
+        await until_idle(app.state.services.store)
         assert fakes.investigator.calls == [first["incident_id"]]
-        assert fakes.notifier.diagnoses == [first["incident_id"]]
+        assert await notices(app.state.services.store) == [(first["incident_id"], "diagnosis")]
         detail = (await client.get(f"/incidents/{first['incident_id']}")).json()
         assert [e["detail"].get("fingerprint") for e in detail["timeline"] if e["kind"] == "alert_firing"] == [
             FP_19557,
@@ -301,29 +295,37 @@ async def test_investigations_beyond_the_limit_wait_their_turn(tmp_path: Path) -
         fakes.investigator.gate = asyncio.Event()
         answers = [(await client.post("/alerts", content=group_body(n), headers=JSON)).json() for n in range(3)]
         assert all(a["investigation_started"] for a in answers)
-        await asyncio.sleep(0.05)
+        await until(lambda: fakes.investigator.calls)
+        await asyncio.sleep(0.1)
         assert fakes.investigator.calls == [answers[0]["incident_id"]]  # the other two wait for the one slot
         fakes.investigator.gate.set()
-        await app.state.services.tasks.drain()
+        await until_idle(app.state.services.store)
         ids = sorted(a["incident_id"] for a in answers)
-        assert sorted(fakes.investigator.calls) == ids and sorted(fakes.notifier.diagnoses) == ids
+        assert sorted(fakes.investigator.calls) == ids
+        assert sorted(await notices(app.state.services.store)) == [(i, "diagnosis") for i in ids]
 
 
 async def test_failed_investigation_is_recorded(tmp_path: Path) -> None:
     fakes = Fakes(fail=True)
     async with agent(make_settings(tmp_path), fakes) as (client, app):
         incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
-        await app.state.services.tasks.drain()
+        await until_idle(app.state.services.store)
         detail = (await client.get(f"/incidents/{incident_id}")).json()
         assert detail["investigation_status"] == "failed"
-        assert detail["timeline"][-1]["kind"] == "investigation_failed"
-        assert "both unavailable" in detail["timeline"][-1]["detail"]["error"]
-        assert fakes.notifier.diagnoses == []
-        assert fakes.notifier.failed == [(incident_id, "RuntimeError: model and offline engine both unavailable")]
+        [failed] = [event for event in detail["timeline"] if event["kind"] == "investigation_failed"]
+        assert "both unavailable" in failed["detail"]["error"]
+        assert await notices(app.state.services.store) == [(incident_id, "investigation_failed")]
+        [page] = detail["messages"]
+        assert "investigation failed" in page["body"] and "model and offline engine both unavailable" in page["body"]
 
 
-async def seed_interrupted(path: Path) -> tuple[int, int]:
-    """A database as a killed agent leaves it: one firing incident mid-investigation, one resolved one."""
+KILLED_REPLICA = "agent-1"
+
+
+async def seed_killed_replica(path: Path, lease_until: float) -> tuple[int, int]:
+    """A database as a replica killed by ``kill -9`` leaves it: two incidents mid-investigation (claims held by
+    ``agent-1`` until ``lease_until``), the second one resolved by its alerts during the investigation, and a
+    message still queued in the outbox."""
     store = migrated_store(path)
     now = time.time()
     ids = []
@@ -331,61 +333,127 @@ async def seed_interrupted(path: Path) -> tuple[int, int]:
         await sql_exec(
             store,
             "INSERT INTO incidents (group_key, status, title, group_labels, common_labels, common_annotations,"
-            " created_at, updated_at, investigation_status)"
-            " VALUES (:key, :status, :key, '{}', '{}', '{}', :now, :now, 'running')",
+            " created_at, updated_at, resolved_at, investigation_status)"
+            " VALUES (:key, :status, :key, '{}', '{}', '{}', :now, :now, :resolved, 'running')",
             key=key,
             status=status,
-            now=now,
+            now=now - 60,
+            resolved=now if status == "resolved" else None,
         )
-        ids.append((await sql(store, "SELECT id FROM incidents WHERE group_key = :key", key=key))[0]["id"])
+        [row] = await sql(store, "SELECT id FROM incidents WHERE group_key = :key", key=key)
+        ids.append(row["id"])
+        await sql_exec(
+            store,
+            "INSERT INTO episodes (incident_id, number, opened_at, resolved_at, resolution, investigation, queued_at,"
+            " claimed_by, lease_until, attempts) VALUES (:id, 1, :now, :resolved, :resolution, 'running', :now,"
+            " :replica, :lease, 1)",
+            id=row["id"],
+            now=now - 60,
+            resolved=now if status == "resolved" else None,
+            resolution="alerts" if status == "resolved" else None,
+            replica=KILLED_REPLICA,
+            lease=lease_until,
+        )
+        await sql_exec(
+            store,
+            "INSERT INTO investigations (incident_id, started_at, status, episode, replica_id)"
+            " VALUES (:id, :now, 'running', 1, :replica)",
+            id=row["id"],
+            now=now - 60,
+            replica=KILLED_REPLICA,
+        )
     await sql_exec(
         store,
-        "INSERT INTO investigations (incident_id, started_at, status) VALUES (:id, :now, 'running')",
+        "INSERT INTO messages (incident_id, direction, channel, to_number, body, status, created_at, updated_at)"
+        " VALUES (:id, 'out', 'console', 'console', 'queued before the kill', 'queued', :now, :now)",
         id=ids[0],
         now=now,
     )
     await sql_exec(
         store,
-        "INSERT INTO messages (incident_id, direction, channel, to_number, body, status, created_at, updated_at)"
-        " VALUES (:id, 'out', 'console', 'console', 'queued before the restart', 'queued', :now, :now)",
+        "INSERT INTO outbox (event_key, channel, operation, incident_id, payload, status, attempts, next_attempt_at,"
+        " claimed_by, lease_until, created_at) VALUES ('message:left-over:console:1', 'whatsapp', 'message', :id,"
+        " :payload, 'pending', 1, :now, :replica, :lease, :now)",
         id=ids[0],
+        payload=json.dumps(
+            {"to": "console", "from": None, "body": "queued before the kill", "via": "console", "message_id": 1}
+        ),
         now=now,
+        replica=KILLED_REPLICA,
+        lease=lease_until,
     )
     await store.close()
     return ids[0], ids[1]
 
 
-async def test_restart_resumes_interrupted_investigation(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    firing_id, resolved_id = await seed_interrupted(settings.database_path)
+@pytest.mark.parametrize("replica_id", [KILLED_REPLICA, "agent-2"], ids=["same-replica-restarted", "other-replica"])
+async def test_work_of_a_killed_replica_is_taken_over_and_nothing_is_lost(tmp_path: Path, replica_id: str) -> None:
+    """Loss case: a resolution during an investigation, then ``kill -9``. The same replica restarted releases
+    its claims at once; another replica takes them over when the lease expired. Either way both incidents
+    get their diagnosis, the resolved one its resolved notice after it, and the queued message goes out."""
+    settings = make_settings(tmp_path, AGENT_REPLICA_ID=replica_id, LEASE_S="1", WORK_POLL_S="0.1")
+    lease_until = time.time() + (60 if replica_id == KILLED_REPLICA else 0.5)
+    firing_id, resolved_id = await seed_killed_replica(settings.database_path, lease_until)
     fakes = Fakes()
     async with agent(settings, fakes) as (client, app):
-        await app.state.services.tasks.drain()
-        assert fakes.investigator.calls == [firing_id]
-        assert fakes.notifier.diagnoses == [firing_id]
-        detail = (await client.get(f"/incidents/{firing_id}")).json()
-        assert [i["status"] for i in detail["investigations"]] == ["interrupted", "done"]
-        assert "investigation_resumed" in [e["kind"] for e in detail["timeline"]]
-        assert detail["diagnosis"]["engine"] == "fake"
-        assert (await client.get(f"/incidents/{resolved_id}")).json()["investigation_status"] == "interrupted"
-
-
-async def test_restart_resends_queued_messages_with_the_real_notifier(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    firing_id, _ = await seed_interrupted(settings.database_path)
-    async with agent(settings, Fakes(real_sender=True)) as (client, app):
-        await app.state.services.tasks.drain()
-        messages = (await client.get(f"/incidents/{firing_id}")).json()["messages"]
-        queued = [m for m in messages if m["body"] == "queued before the restart"]
+        await wait_until_async(lambda: len(fakes.investigator.calls) == 2)
+        await until_idle(app.state.services.store)
+        assert sorted(fakes.investigator.calls) == [firing_id, resolved_id]
+        assert sorted(await notices(app.state.services.store)) == [
+            (firing_id, "diagnosis"),
+            (resolved_id, "diagnosis"),
+            (resolved_id, "resolved"),
+        ]
+        for incident_id in (firing_id, resolved_id):
+            detail = (await client.get(f"/incidents/{incident_id}")).json()
+            assert [i["status"] for i in detail["investigations"]] == ["interrupted", "done"]
+            resumed = [e["detail"] for e in detail["timeline"] if e["kind"] == "investigation_resumed"]
+            assert resumed == [{"episode": 1, "replica": replica_id, "previous_replica": KILLED_REPLICA, "attempt": 2}]
+            [started] = [e["detail"] for e in detail["timeline"] if e["kind"] == "investigation_started"]
+            assert started["replica"] == replica_id
+            assert detail["diagnosis"]["engine"] == "fake"
+        resolved_messages = (await client.get(f"/incidents/{resolved_id}")).json()["messages"]
+        assert ["🚨" in m["body"] for m in resolved_messages] == [True, False]
+        assert "resolved after" in resolved_messages[1]["body"]
+        queued = [m for m in (await client.get(f"/incidents/{firing_id}")).json()["messages"] if "kill" in m["body"]]
         assert [m["status"] for m in queued] == ["sent"]
-        assert any(m["id"] != queued[0]["id"] and m["status"] == "sent" for m in messages)  # the resumed diagnosis
+
+
+async def test_raw_alerts_stored_but_never_applied_are_replayed_at_start(tmp_path: Path) -> None:
+    """Loss case: the process died between storing a webhook body and applying it. At the next start the
+    body is applied, so the incident, its investigation and its page exist as if the POST had finished."""
+    settings = make_settings(tmp_path, LEASE_S="1")
+    store = migrated_store(settings.database_path)
+    body = captured_bytes(1)
+    await sql_exec(
+        store,
+        "INSERT INTO raw_alerts (received_at, body_sha256, body, valid) VALUES (:at, :sha, :body, 0)",
+        at=time.time() - 5,
+        sha=hashlib.sha256(body).hexdigest(),
+        body=body.decode(),
+    )
+    await store.close()
+    fakes = Fakes()
+    async with agent(settings, fakes) as (client, app):
+        await wait_until_async(lambda: fakes.investigator.calls)
+        await until_idle(app.state.services.store)
+        [raw] = await sql(app.state.services.store, "SELECT valid, incident_id, error FROM raw_alerts")
+        assert raw == {"valid": 1, "incident_id": fakes.investigator.calls[0], "error": None}
+        assert await notices(app.state.services.store) == [(raw["incident_id"], "diagnosis")]
+        assert metric("oncall_raw_alerts_replayed_total") >= 1
+        # The same body posted again (Alertmanager's retry) changes nothing.
+        assert (await client.post("/alerts", content=body, headers=JSON)).json()["status"] == "duplicate"
+
+
+async def wait_until_async(predicate, timeout: float = 15.0) -> None:
+    await until(predicate, timeout)
 
 
 async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
     fakes = Fakes()
     async with agent(make_settings(tmp_path), fakes) as (client, app):
         incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
-        await app.state.services.tasks.drain()
+        await until_idle(app.state.services.store)
         acked = (await client.post(f"/incidents/{incident_id}/acknowledge", json={"by": "Ravi"})).json()
         assert (acked["acknowledged"], acked["already"]) == (True, False)
         assert (await client.post(f"/incidents/{incident_id}/acknowledge", json={"by": ""})).status_code == 422
@@ -399,8 +467,8 @@ async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
         assert (await client.get("/healthz")).json()["incidents_open"] == 0
         # Alertmanager later reports the alert resolved: the incident is already resolved, no second notice.
         assert (await client.post("/alerts", content=captured_bytes(10), headers=JSON)).json()["status"] == "accepted"
-        await app.state.services.tasks.drain()
-        assert fakes.notifier.resolved == []
+        await until_idle(app.state.services.store)
+        assert await notices(app.state.services.store) == [(incident_id, "diagnosis")]
 
 
 def agent_env(tmp_path: Path, **extra: str) -> dict[str, str]:

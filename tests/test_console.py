@@ -25,13 +25,14 @@ from on_call_agent import build_services, create_app
 from oncall.api.deps import Services
 from oncall.console.auth import LOGIN_COOKIE, MAX_FAILURES, SESSION_COOKIE, ConsoleAuth, Session
 from oncall.diagnosis import Diagnosis, Evidence, FaultType
+from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store import investigations
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
-from tests.support import sql
-from tests.test_agent_api import FakeNotifier, make_settings
+from tests.support import sql, until_idle
+from tests.test_agent_api import make_settings
 from tests.test_ingest import capture, webhook_bytes
 
 CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -53,7 +54,7 @@ class EvidenceInvestigator:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def investigate(self, incident: dict, alerts: list[dict]) -> Diagnosis:
+    async def investigate(self, incident: dict, alerts: list[dict], *, episode: int | None = None) -> Diagnosis:
         incident_id, now = int(incident["id"]), time.time()
         diagnosis = Diagnosis(
             summary=f"p99 of {incident['service']} above 2 s",
@@ -93,10 +94,15 @@ class EvidenceInvestigator:
 
 
 def with_evidence(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
-    """The real services, with ``EvidenceInvestigator`` and a notifier fake behind the scheduler."""
+    """The real services (console WhatsApp channel through the outbox), with ``EvidenceInvestigator`` behind
+    the scheduler."""
     services = build_services(settings, store, http, tasks)
-    scheduler = InvestigationScheduler(store, EvidenceInvestigator(store), FakeNotifier(), tasks, 2)
-    return replace(services, scheduler=scheduler)
+    wake = services.outbox.wake
+    scheduler = InvestigationScheduler.from_settings(
+        settings, store, EvidenceInvestigator(store), tasks, on_outcome=wake
+    )
+    replay = RawAlertReplay(store, settings.lease_s, on_investigation=scheduler.wake, on_notice=wake)
+    return replace(services, scheduler=scheduler, replay=replay)
 
 
 def console_settings(tmp_path: Path, **env: str) -> Settings:
@@ -130,7 +136,7 @@ class Console:
             alert["labels"] = {**alert["labels"], "service": service}
         async with self.client() as client:
             answer = (await client.post("/alerts", content=webhook_bytes(body), headers=JSON)).json()
-        await self.app.state.services.tasks.drain()
+        await until_idle(self.app.state.services.store)
         return int(answer["incident_id"])
 
 

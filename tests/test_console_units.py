@@ -157,7 +157,7 @@ async def test_session_cookies_expire_and_end_when_the_account_changes() -> None
     cookie = auth.dump(auth.with_notice(session, "done"))
     loaded = auth.load(cookie)
     assert loaded is not None and (loaded.user, loaded.csrf, loaded.notice) == ("ravi", session.csrf, "done")
-    assert auth.load(cookie[:-2] + ("A" if cookie[-1] != "A" else "B") + cookie[-1]) is None  # tampered
+    assert auth.load(cookie[:-2] + ("A" if cookie[-2] != "A" else "B") + cookie[-1]) is None  # tampered
     demoted = Settings(_env_file=None, CONSOLE_USERS=f"ravi:viewer:{HASH}", CONSOLE_SESSION_SECRET=SECRET)
     assert ConsoleAuth(demoted, clock=lambda: now[0]).load(cookie).role == "viewer"  # type: ignore[union-attr]
     rehashed = Settings(

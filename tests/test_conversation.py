@@ -3,7 +3,6 @@ through the WhatsAppSender; one end-to-end run from a signed Twilio webhook to t
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,16 +19,19 @@ from twilio.request_validator import RequestValidator
 from on_call_agent import create_app
 from oncall.api.deps import Services
 from oncall.channels.jira.client import JiraClient
+from oncall.channels.jira.delivery import JiraIssueDelivery
 from oncall.channels.jira.models import JiraConfig
+from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
 from oncall.settings import Settings
 from oncall.store import messages
 from oncall.store.database import Store
+from oncall.tasks import BackgroundTasks
 from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
 from tests.fake_twilio import FakeTwilio
-from tests.support import sql, sql_one
+from tests.support import settle, sql, sql_one
 from tests.test_whatsapp import insert_incident, sample_diagnosis
 
 JIRA = "https://acme.atlassian.net"
@@ -51,6 +53,11 @@ class Agent:
     sender: WhatsAppSender
     jira: JiraClient
     conversation: ConversationHandler
+    outbox: OutboxWorker
+
+    async def deliver(self) -> None:
+        """Deliver what the outbox holds (Jira issue creations, then their confirmations)."""
+        await self.outbox.drain(retries=True)
 
 
 def build_agent(
@@ -62,7 +69,10 @@ def build_agent(
     """
     settings = Settings(_env_file=None, PUBLIC_BASE_URL=PUBLIC_BASE, **(JIRA_ENV if jira else {}))
     sender = WhatsAppSender(store, twilio=None, from_number=None, recipients=[], public_base_url=PUBLIC_BASE)
-    jira_client = JiraClient(store, http, JiraConfig.from_settings(settings), PUBLIC_BASE, backoff_s=0.01)
+    config = JiraConfig.from_settings(settings)
+    jira_client = JiraClient(store, http, config, PUBLIC_BASE, backoff_s=0.01)
+    deliverers = {"whatsapp": sender, "jira": JiraIssueDelivery(http, config, sender)}
+    outbox = OutboxWorker(store, deliverers, BackgroundTasks(), replica_id="test", backoff_s=0.01, poll_s=0.05)
     model = None
     if llm is not None:
         model = ReplyModel(
@@ -74,7 +84,7 @@ def build_agent(
             max_output_chars=settings.tool_output_max_chars,
         )
     conversation = ConversationHandler(store, sender, jira_client, PUBLIC_BASE, model)
-    return Agent(store, sender, jira_client, conversation)
+    return Agent(store, sender, jira_client, conversation, outbox)
 
 
 @pytest.fixture
@@ -122,13 +132,15 @@ async def test_offline_reply_creates_jira_ticket_and_confirms(agent: Agent, resp
     await store_inbound(store, "create a Jira task and assign it to Ravi", "SM1")
 
     await agent.conversation.handle_inbound(ENGINEER, "create a Jira task and assign it to Ravi", "SM1")
+    await agent.deliver()
 
     assert search.calls.last.request.url.params["query"] == "Ravi"
     assert json.loads(create.calls.last.request.content)["fields"]["assignee"] == {"accountId": "acc-ravi"}
     ticket = await sql_one(store, "SELECT * FROM tickets")
     assert ticket is not None
     assert ticket["incident_id"] == incident_id and ticket["status"] == "created" and ticket["jira_key"] == "OPS-42"
-    [confirmation] = await replies_to(store)
+    queued, confirmation = await replies_to(store)
+    assert queued.startswith(f"⏳ Creating the Jira issue for #{incident_id} assigned to Ravi Kumar")
     assert "OPS-42" in confirmation and "Ravi Kumar" in confirmation and f"{JIRA}/browse/OPS-42" in confirmation
     inbound = await sql_one(store, "SELECT incident_id FROM messages WHERE message_sid = 'SM1'")
     assert inbound is not None and inbound["incident_id"] == incident_id
@@ -232,6 +244,7 @@ async def test_model_proposes_and_the_engineers_yes_creates_the_ticket(
             assert create.call_count == 0 and await sql(store, "SELECT * FROM tickets") == []
             [question] = await replies_to(store)
             await agent.conversation.handle_inbound(ENGINEER, "YES", "SM11b")
+            await agent.deliver()
             answers = await replies_to(store)
             audit = await sql(
                 store, "SELECT tool, ok FROM tool_calls WHERE incident_id = :id ORDER BY id", id=incident_id
@@ -242,9 +255,10 @@ async def test_model_proposes_and_the_engineers_yes_creates_the_ticket(
         await llm.close()
     assert question.startswith(f"Create a Jira task for #{incident_id} InventoryHighErrorRate assigned to Ravi?")
     assert "Reply YES" in question
-    assert create.call_count == 1 and answers[1] == (
-        f"✅ Jira OPS-42 created for #{incident_id} and assigned to Ravi Kumar: {JIRA}/browse/OPS-42"
-    )
+    assert create.call_count == 1 and answers[1:] == [  # the action's own line, then the outbox confirms
+        f"⏳ Creating the Jira issue for #{incident_id} assigned to Ravi Kumar; I will confirm here once Jira has it.",
+        f"✅ Jira OPS-42 created for #{incident_id} and assigned to Ravi Kumar: {JIRA}/browse/OPS-42",
+    ]
     assert [row["tool"] for row in audit] == ["get_incident_status", "propose_action"]
     assert events[0]["engine"].startswith("openai:") and events[0]["proposed"] == "create_ticket"
     assert (events[1]["decision"], events[1]["action"]) == ("confirmed", "create_ticket")
@@ -323,11 +337,11 @@ async def test_signed_webhook_to_ticket_to_twilio_confirmation(tmp_path: Path, r
             ) as client:
                 response = await client.post("/webhook/twilio", data=form, headers={"X-Twilio-Signature": signature})
             assert response.status_code == 200
-            await asyncio.wait_for(services.tasks.drain(), 10)
-            row = await sql_one(services.store, "SELECT * FROM messages WHERE direction = 'out'")
+            await settle(services, 10)
+            rows = await sql(services.store, "SELECT * FROM messages WHERE direction = 'out' ORDER BY id")
     finally:
         twilio.stop()
-    assert [m["to"] for m in twilio.messages] == [ENGINEER]
-    assert "OPS-42" in twilio.messages[0]["body"]
-    assert row is not None
-    assert row["status"] == "sent" and row["channel"] == "twilio" and row["message_sid"] == twilio.messages[0]["sid"]
+    assert [m["to"] for m in twilio.messages] == [ENGINEER, ENGINEER]
+    assert "⏳" in twilio.messages[0]["body"] and "OPS-42" in twilio.messages[1]["body"]
+    assert [(row["status"], row["channel"]) for row in rows] == [("sent", "twilio"), ("sent", "twilio")]
+    assert [row["message_sid"] for row in rows] == [m["sid"] for m in twilio.messages]

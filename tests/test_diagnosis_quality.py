@@ -79,7 +79,7 @@ async def alert_incident(store: Store, alertname: str, **labels: str) -> int:
     all_labels = {"alertname": alertname, "service": "inventory", "job": "inventory", "severity": "warning", **labels}
     started = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - 90))
     async with store.write() as conn:
-        incident_id = await incidents.add(
+        incident_id = await incidents.add_if_absent(
             conn,
             {
                 "group_key": f'{{}}:{{alertname="{alertname}", run="{next(RUNS)}"}}',
@@ -93,6 +93,7 @@ async def alert_incident(store: Store, alertname: str, **labels: str) -> int:
                 "updated_at": now,
             },
         )
+        assert incident_id is not None
         await incidents.add_alert(
             conn,
             {

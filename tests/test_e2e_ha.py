@@ -1,8 +1,12 @@
 """End to end on the highly available stack: PostgreSQL, two clustered Alertmanagers, two agent replicas.
 
 A real fault fires InventoryHighErrorRate in Prometheus, which sends it to BOTH Alertmanager peers;
-exactly one peer notifies, every agent replica receives the notification, a replica killed by PID
-leaves the other serving, and stop() frees every port. One stack for the module (tests in file order).
+exactly one peer notifies, every agent replica receives the notification, and the shared database
+decides: one incident, one investigation, one diagnosis message (through the fake Twilio API). The
+replica holding the investigation is killed with SIGKILL while its model call is in flight (a loopback
+fake of the OpenAI API answers after ``MODEL_DELAY_S``); the other replica takes the investigation over
+once the lease (``LEASE_S``) expired and finishes it, still one diagnosis message. The killed replica
+restarts and serves again; stop() frees every port. One stack for the module (tests in file order).
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from stackctl.ha_stack import HAStack, free_ha_stack
 from stackctl.postgres import find_pg_bindir
 from stackctl.processes import port_is_free
 from tests.e2e_support import ONCALL_NUMBER, inject, needs_prometheus, start_traffic
+from tests.fake_openai import FakeOpenAI, Scripted, tool_calls_response
+from tests.fake_twilio import FakeTwilio
 from tests.support import wait_until
+from tests.test_investigation import diagnosis_args
 
 pytestmark = [
     pytest.mark.e2e,
@@ -29,16 +36,44 @@ pytestmark = [
     pytest.mark.skipif(find_pg_bindir() is None, reason="PostgreSQL binaries not installed (make deps)"),
 ]
 ALERT = "InventoryHighErrorRate"
+TWILIO_SID = "AC" + "e2e0" * 8
+TWILIO_TOKEN = "e2e-webhook-token"
+LEASE_S = 4
+MODEL_DELAY_S = 8.0
+
+
+def slow_diagnosis(_body: dict) -> Scripted:
+    """Every investigation's model call answers ``send_diagnosis`` after ``MODEL_DELAY_S`` seconds."""
+    return Scripted(tool_calls_response([("send_diagnosis", diagnosis_args())]), delay_s=MODEL_DELAY_S)
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    ha = free_ha_stack(
-        tmp_path_factory.mktemp("ha"),
-        timing=load_timing(),
-        isolated=True,
-        agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, "TWILIO_AUTH_TOKEN": "e2e-webhook-token"},
-    )
+def twilio():
+    fake = FakeTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def model():
+    with FakeOpenAI(responder=slow_diagnosis) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, twilio: FakeTwilio, model: FakeOpenAI):
+    env = {
+        "ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TWILIO_WHATSAPP_FROM": "whatsapp:+14155238886",
+        "TWILIO_API_BASE_URL": twilio.base_url,
+        "OPENAI_BASE_URL": model.base_url,
+        "OPENAI_API_KEY": "sk-e2e",
+        "LEASE_S": str(LEASE_S),
+        "WORK_POLL_S": "0.5",
+    }
+    ha = free_ha_stack(tmp_path_factory.mktemp("ha"), timing=load_timing(), isolated=True, agent_env=env)
     traffic = None
     try:
         ha.start(replicas=2)
@@ -49,6 +84,12 @@ def stack(tmp_path_factory):
             traffic.terminate()
             traffic.wait(timeout=10)
         ha.stop()
+
+
+def query(stack: HAStack, statement: str, *params: object) -> list[tuple]:
+    """Rows of a query on the replicas' shared PostgreSQL."""
+    with psycopg.connect(stack.postgres.url, connect_timeout=5) as conn:
+        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
 
 
 def process_environment(pid: int) -> dict[str, str]:
@@ -120,13 +161,88 @@ def test_alert_fired_by_prometheus_is_notified_by_one_peer_to_every_replica(stac
     assert "agent-1" in text and "agent-2" in text and senders[0]["name"] in text
 
 
-def test_killing_an_agent_replica_by_pid_leaves_the_other_serving(stack: HAStack):
-    first, second = stack.agents.replicas
-    stack.agents.kill(first.replica_id)
-    assert port_is_free(first.port)
-    assert httpx.get(f"{second.url}/healthz", timeout=5).status_code == 200
+def alert_incident(stack: HAStack) -> int:
+    [(incident_id,)] = query(stack, "SELECT id FROM incidents WHERE common_labels->>'alertname' = %s", ALERT)
+    return int(incident_id)
+
+
+def test_one_investigation_survives_kill_9_of_its_replica_and_pages_once(stack: HAStack, twilio: FakeTwilio):
+    incident_id = alert_incident(stack)  # exactly one incident for the group, seen by both replicas
+    holder = wait_until(
+        lambda: (
+            (
+                rows := query(
+                    stack,
+                    "SELECT claimed_by FROM episodes WHERE incident_id = %s AND investigation = 'running'",
+                    incident_id,
+                )
+            )
+            and rows[0][0]
+        ),
+        timeout=30,
+        interval=0.1,
+        what="the investigation claimed by a replica",
+    )
+    survivor = next(r.replica_id for r in stack.agents.replicas if r.replica_id != holder)
+    stack.agents.kill(holder)  # SIGKILL while its model call is in flight
+    done = wait_until(
+        lambda: (
+            (
+                rows := query(
+                    stack,
+                    "SELECT investigation, claimed_by, attempts FROM episodes WHERE incident_id = %s",
+                    incident_id,
+                )
+            )
+            and rows[0][0] == "done"
+            and rows
+        ),
+        timeout=LEASE_S + MODEL_DELAY_S + 30,
+        interval=0.5,
+        what="the investigation finished by the surviving replica",
+    )
+    assert done == [("done", survivor, 2)]
+    runs = query(stack, "SELECT status, replica_id FROM investigations WHERE incident_id = %s ORDER BY id", incident_id)
+    assert runs == [("interrupted", holder), ("done", survivor)]
+    parts = wait_until(
+        lambda: (
+            (
+                rows := query(
+                    stack,
+                    "SELECT status, delivered_by FROM outbox WHERE event_key LIKE %s ORDER BY id",
+                    f"incident:{incident_id}:episode:1:diagnosis:%",
+                )
+            )
+            and all(status == "delivered" for status, _ in rows)
+            and rows
+        ),
+        timeout=30,
+        interval=0.5,
+        what="the diagnosis delivered",
+    )
+    assert {replica for _, replica in parts} == {survivor}
+    diagnoses = [m for m in twilio.messages if f"#{incident_id} " in m["body"] and "🚨" in m["body"]]
+    assert len(diagnoses) == len(parts) >= 1 and diagnoses[0]["to"] == ONCALL_NUMBER
+    assert query(stack, "SELECT count(*) FROM episodes WHERE incident_id = %s", incident_id) == [(1,)]
+    resumed = query(
+        stack, "SELECT detail FROM timeline WHERE incident_id = %s AND kind = 'investigation_resumed'", incident_id
+    )
+    assert [row[0]["previous_replica"] for row in resumed] == [holder]
+
+
+def test_the_killed_replica_restarts_and_serves_again(stack: HAStack):
+    dead = next(r for r in stack.agents.replicas if stack.agents.pid(r.replica_id) is None)
+    alive = next(r for r in stack.agents.replicas if r is not dead)
+    assert port_is_free(dead.port)
+    assert (
+        httpx.get(f"{alive.url}/healthz", headers=stack.api_headers(), timeout=5).json()["replica_id"]
+        == alive.replica_id
+    )
     rows = {row["replica_id"]: row for row in replica_rows(httpx.Client(timeout=5), stack)}
-    assert rows[first.replica_id]["pid"] is None and rows[second.replica_id]["pid"] is not None
+    assert rows[dead.replica_id]["pid"] is None and rows[alive.replica_id]["pid"] is not None
+    stack.agents.start_replica(dead.replica_id)
+    health = httpx.get(f"{dead.url}/healthz", headers=stack.api_headers(), timeout=5).json()
+    assert health["replica_id"] == dead.replica_id and health["outbox"]["pending"] == 0
 
 
 def test_stop_ends_every_process_and_frees_every_port(stack: HAStack):

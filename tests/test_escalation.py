@@ -18,6 +18,7 @@ from oncall.paging.planner import IncidentState, Timer, decide
 from oncall.roster.chain import escalation_chain
 from oncall.roster.config import parse_roster
 from oncall.roster.models import Roster
+from oncall.store import incidents
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
 from stackctl.postgres import PostgresServer, find_pg_bindir
@@ -138,7 +139,9 @@ async def test_stop_and_resolution_cancel_armed_levels(store: Store) -> None:
     async with store.write() as conn:
         assert await escalations().stop(conn, stopped_id, "acknowledged", T0 + 10) == 1
         assert await escalations().stop(conn, stopped_id, "acknowledged", T0 + 11) == 0
-        await lifecycle.resolve_from_alerts(conn, resolved_id, T0 + 20, notify=True)
+        resolved = await incidents.get(conn, resolved_id)
+        assert resolved is not None
+        await lifecycle.resolve_from_alerts(conn, resolved, None, T0 + 20)
     assert await claim(store, T0 + 300) == []
     rows = await sql(store, "SELECT incident_id, status, stop_reason FROM pages WHERE level = 2 ORDER BY incident_id")
     assert [(r["incident_id"], r["status"], r["stop_reason"]) for r in rows] == [

@@ -7,10 +7,7 @@ import subprocess
 
 import pytest
 import yaml
-from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from stackctl import ha_stack
 from stackctl.agent_replicas import AgentReplica
 from stackctl.alertmanager_cluster import AlertmanagerPeer, fan_out_webhook
 from stackctl.config import StackPorts, load_timing, render_alertmanager
@@ -84,28 +81,10 @@ def test_alertmanager_notifies_every_replica_with_the_shipped_settings(tmp_path)
         fan_out_webhook(config_file, "http://127.0.0.1:8088", [AGENTS[0].url])
 
 
-def test_each_replica_gets_its_own_id_url_and_until_the_switch_its_own_sqlite(tmp_path, monkeypatch):
+def test_each_replica_gets_its_own_url_and_all_share_the_database(tmp_path):
     stack = make_stack(tmp_path, isolated=True)
-    monkeypatch.setattr(ha_stack, "agent_reads_database_url", lambda: False)
-    assert stack.replica_environment() == {
-        "agent-1": {"PUBLIC_BASE_URL": "http://127.0.0.1:18101", "DATABASE_PATH": str(tmp_path / "oncall-agent-1.db")},
-        "agent-2": {"PUBLIC_BASE_URL": "http://127.0.0.1:18102", "DATABASE_PATH": str(tmp_path / "oncall-agent-2.db")},
-    }
-    monkeypatch.setattr(ha_stack, "agent_reads_database_url", lambda: True)
     assert stack.replica_environment() == {
         "agent-1": {"PUBLIC_BASE_URL": "http://127.0.0.1:18101"},
         "agent-2": {"PUBLIC_BASE_URL": "http://127.0.0.1:18102"},
     }
-
-
-def test_database_url_support_is_read_from_the_agent_settings(monkeypatch):
-    class WithDatabaseUrl(BaseSettings):
-        database_url: str | None = Field(default=None, alias="DATABASE_URL")
-
-    class WithoutDatabaseUrl(BaseSettings):
-        database_path: str = Field(default="x.db", alias="DATABASE_PATH")
-
-    monkeypatch.setattr(ha_stack, "Settings", WithDatabaseUrl)
-    assert ha_stack.agent_reads_database_url() is True
-    monkeypatch.setattr(ha_stack, "Settings", WithoutDatabaseUrl)
-    assert ha_stack.agent_reads_database_url() is False
+    assert "DATABASE_PATH" not in str(stack.replica_environment())

@@ -10,14 +10,19 @@ import asyncio
 import copy
 import hashlib
 import json
-from pathlib import Path
+import random
 from typing import Any
 
 import pytest
 
+from oncall.channels.outbox import OutboxWorker
+from oncall.channels.whatsapp.sender import WhatsAppSender
+from oncall.diagnosis import Diagnosis, FaultType
 from oncall.incidents.ingest import IngestResult, ingest_notification
+from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.store.database import Store
-from tests.support import load_json_fixture, migrated_store, sql
+from oncall.tasks import BackgroundTasks
+from tests.support import load_json_fixture, sql
 
 FP_19557 = "1f29588ab39692c3"  # never up: fires from req_001 until req_010
 FP_19556 = "e3d60c4adbad6964"  # killed then restarted: fires in req_004, resolved in req_006/007
@@ -228,15 +233,132 @@ async def test_unknown_fields_are_tolerated(store: Store) -> None:
     assert (await ingest_notification(store, webhook_bytes(body))).outcome == "accepted"
 
 
-async def test_concurrent_identical_posts_from_two_connections(tmp_path: Path) -> None:
-    """Two stores on one file (like two agent processes) ingest the same body at once: one accepted, one duplicate."""
-    first = migrated_store(tmp_path / "shared.db")
-    second = migrated_store(tmp_path / "shared.db")
+async def test_concurrent_identical_posts_from_two_connections(store: Store) -> None:
+    """Two stores on one database (like two agent replicas) ingest the same body at once: one accepted, one
+    duplicate, one incident, one investigation."""
+    second = Store(store.url)
     results: list[IngestResult] = await asyncio.gather(
-        *(ingest_notification(store, captured_bytes(1)) for store in (first, second))
+        *(ingest_notification(each, captured_bytes(1)) for each in (store, second))
     )
+    await second.close()
     assert sorted(r.outcome for r in results) == ["accepted", "duplicate"]
     assert sum(r.start_investigation for r in results) == 1
-    assert len(await sql(first, "SELECT * FROM incidents")) == 1
-    for store in (first, second):
-        await store.close()
+    assert len(await sql(store, "SELECT * FROM incidents")) == 1
+
+
+async def test_a_new_group_key_posted_to_two_replicas_at_once_makes_one_incident(store: Store) -> None:
+    """Different bodies of one new group (two webhook configs) at once: one incident, both applied."""
+    second = Store(store.url)
+    results = await asyncio.gather(
+        ingest_notification(store, captured_bytes(4)), ingest_notification(second, captured_bytes(5))
+    )
+    await second.close()
+    assert [r.outcome for r in results] == ["accepted", "accepted"]
+    assert {r.incident_id for r in results} == {(await only_incident(store))["id"]}
+    assert sum(r.start_investigation for r in results) == 1
+    assert await alert_statuses(store) == {FP_19557: "firing", FP_19556: "firing"}
+
+
+class InstantInvestigator:
+    """Diagnoses at once (the paging decisions under test do not depend on what the diagnosis says)."""
+
+    first_engine = "instant"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+
+    async def investigate(self, incident: dict, alerts: list[dict], *, episode: int | None = None) -> Diagnosis:
+        self.calls.append((int(incident["id"]), episode))
+        return Diagnosis(
+            summary="instant",
+            root_cause="instant",
+            fault_type=FaultType.unknown,
+            affected_service="checkout",
+            priority="P3",
+            confidence=0.1,
+            engine="instant",
+        )
+
+
+async def final_state(store: Store) -> dict[str, Any]:
+    """What must not depend on arrival order: the incident's status and episode, each alert's merged state."""
+    incident = await only_incident(store)
+    alerts = await sql(
+        store, "SELECT fingerprint, status, starts_at, ends_at FROM incident_alerts ORDER BY fingerprint"
+    )
+    return {"status": incident["status"], "episode": incident["episode"], "alerts": alerts}
+
+
+@pytest.mark.parametrize("seed", range(25))
+async def test_shuffled_replay_pages_once_per_episode_whatever_the_order(store: Store, seed: int) -> None:
+    """The 11 captures in a shuffled order (Alertmanager peers, webhook configs and retries race), with the
+    investigation running at a random point of the sequence: the same final state, one investigation, one
+    diagnosis message, then one resolved message, as in arrival order."""
+    rng = random.Random(seed)
+    order = list(range(1, 12))
+    rng.shuffle(order)
+    investigator = InstantInvestigator()
+    tasks = BackgroundTasks()
+    scheduler = InvestigationScheduler(store, investigator, tasks, 2, replica_id="replay", lease_s=30)
+    investigate_after = rng.randrange(len(order))
+    for position, seq in enumerate(order):
+        await ingest_notification(store, captured_bytes(seq))
+        if position == investigate_after:
+            await run_investigations(scheduler)
+    await run_investigations(scheduler)
+    sender = WhatsAppSender(store, twilio=None, from_number=None, recipients=[], public_base_url="http://agent")
+    await OutboxWorker(store, {"whatsapp": sender}, tasks, replica_id="replay").drain()
+
+    assert await final_state(store) == {
+        "status": "resolved",
+        "episode": 1,
+        "alerts": [
+            {
+                "fingerprint": FP_19557,
+                "status": "resolved",
+                "starts_at": "2026-11-22T07:09:50.568000+00:00",
+                "ends_at": "2026-11-22T07:11:26.568000+00:00",
+            },
+            {
+                "fingerprint": FP_19556,
+                "status": "resolved",
+                "starts_at": "2026-11-22T07:10:10.568000+00:00",
+                "ends_at": "2026-11-22T07:10:30.568000+00:00",
+            },
+        ],
+    }, order
+    incident_id = (await only_incident(store))["id"]
+    assert investigator.calls == [(incident_id, 1)], order
+    pages = await sql(store, "SELECT body FROM messages WHERE direction = 'out' ORDER BY id")
+    outbox_rows = await sql(store, "SELECT id, event_key, status, attempts, next_attempt_at FROM outbox ORDER BY id")
+    state = (order, investigate_after, outbox_rows, await sql(store, "SELECT * FROM episodes"))
+    assert len(pages) == 2 and pages[0]["body"].startswith("🚨") and "resolved after" in pages[1]["body"], state
+
+
+async def run_investigations(scheduler: InvestigationScheduler) -> None:
+    """Claim every queued investigation and wait until each has its outcome."""
+    await scheduler.run_due()
+    await asyncio.gather(*scheduler._running.values())
+
+
+async def test_an_episode_only_ever_seen_resolved_pages_nobody(store: Store) -> None:
+    for seq in (10, 11, 6):
+        await ingest_notification(store, captured_bytes(seq))
+    assert await sql(store, "SELECT investigation FROM episodes") == [{"investigation": "none"}]
+    assert await sql(store, "SELECT * FROM outbox") == []
+    assert (await only_incident(store))["status"] == "resolved"
+
+
+async def test_a_later_firing_period_is_a_new_episode_an_earlier_one_is_not(store: Store) -> None:
+    """After the episode ended (07:11:26), an alert starting 08:00 opens episode 2; a copy of a period that
+    started inside episode 1 changes nothing and pages nobody."""
+    await ingest_notification(store, captured_bytes(1))
+    await ingest_notification(store, captured_bytes(10))
+    again = await ingest_notification(store, refire(1, "2026-11-22T08:00:00Z"))
+    assert again.start_investigation and (await only_incident(store))["episode"] == 2
+    late = await ingest_notification(store, captured_bytes(4))  # 19556 of 07:10:10, first seen now: episode 1
+    assert not late.start_investigation and late.new_firing == (FP_19556,)
+    assert await sql(store, "SELECT number, investigation FROM episodes ORDER BY number") == [
+        {"number": 1, "investigation": "queued"},
+        {"number": 2, "investigation": "queued"},
+    ]

@@ -461,7 +461,7 @@ async def insert_incident(store: Store, service: str = "inventory", starts_at: s
         labels.update(service=service, job=service)
     now = time.time()
     async with store.write() as conn:
-        incident_id = await incidents.add(
+        incident_id = await incidents.add_if_absent(
             conn,
             {
                 "group_key": body["groupKey"],

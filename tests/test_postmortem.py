@@ -19,6 +19,8 @@ from markdown_it.token import Token
 
 from on_call_agent import build_services, create_app
 from oncall.channels.jira.client import JiraClient
+from oncall.channels.jira.delivery import JiraIssueDelivery
+from oncall.channels.outbox import OutboxWorker
 from oncall.diagnosis import Diagnosis, FaultType, Hypothesis, ProposedAction
 from oncall.diagnosis import Impact as DiagnosisImpact
 from oncall.history.document import Document, Section, code, link, text, to_markdown
@@ -32,7 +34,7 @@ from oncall.roster.config import parse_roster
 from oncall.store import pages, views
 from tests.api_fuzz import fuzz_asgi_app
 from tests.catalog_support import catalog_with_alias
-from tests.support import migrated_store
+from tests.support import migrated_store, sql
 from tests.test_agent_api import API, agent, make_settings
 from tests.test_ingest import capture, webhook_bytes
 from tests.test_investigation import BUG_LINE, make_rig, scenario_code_bug  # noqa: F401  (make_rig: a fixture)
@@ -120,7 +122,11 @@ async def resolved_incident(make_rig, tmp_path):  # noqa: F811
         ticket = await JiraClient(store, rig.http, jira_config(), "https://oncall.example.com").create_ticket(
             incident_id, assignee=None
         )
-        assert ticket.key == "OPS-42"
+        assert ticket.status == "queued"  # the issue is created from the outbox
+        jira = JiraIssueDelivery(rig.http, jira_config(), rig.sender())
+        await OutboxWorker(store, {"jira": jira}, rig.tasks, replica_id="test").drain()
+        [created] = await sql(store, "SELECT jira_key FROM tickets WHERE incident_id = :id", id=incident_id)
+        assert created["jira_key"] == "OPS-42"
     await actions.acknowledge(store, incident_id, "whatsapp:+15550100003", note="rolling back")
     async with store.write() as conn:
         await escalations.stop(conn, incident_id, "acknowledged", time.time())

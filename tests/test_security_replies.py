@@ -119,6 +119,7 @@ async def test_yes_executes_the_stored_proposal_once_on_another_replica(
         await asyncio.gather(
             other.handle_inbound(ENGINEER, "YES", "SM-y1"), first.conversation.handle_inbound(ENGINEER, "yes", "SM-y2")
         )
+        await first.deliver()  # the issue creation queued by whichever handler won, delivered from the outbox
     assert create.call_count == 1
     body = json.loads(create.calls.last.request.content)
     assert body["fields"]["assignee"] == {"accountId": "acc-ravi"}

@@ -65,7 +65,7 @@ async def seed(
     resolved_at = NOW - resolved_ago if resolved_ago is not None else None
     created = (resolved_at or NOW) - took
     async with store.write() as conn:
-        incident_id = await incidents.add(
+        incident_id = await incidents.add_if_absent(
             conn,
             {
                 "group_key": f"{{}}:{{alertname={alert!r}, name={name!r}}}",

@@ -1,18 +1,21 @@
-"""The Alembic migrations and ``oncall.store.schema`` describe the same database, with one head, and a
-database written by the agent's first (SQLite-only) version is adopted, not recreated."""
+"""The Alembic migrations and ``oncall.store.schema`` describe the same database (SQLite and PostgreSQL), with
+one head, and a database written by the agent's first (SQLite-only) version is adopted, not recreated."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
+from oncall.store.database import sync_url
 from oncall.store.migrate import FIRST_VERSION_REVISION, MIGRATIONS, alembic_config, migrate
 from oncall.store.schema import metadata
+from tests.conftest import TEST_DATABASE, database_url
 from tests.support import LOCAL_FIXTURES
 
 FIRST_VERSION_SCHEMA = (LOCAL_FIXTURES / "store" / "v1_schema.sql").read_text()
@@ -28,10 +31,14 @@ def test_migrations_have_one_head() -> None:
     assert MIGRATIONS.is_dir()
 
 
-def test_migrated_database_matches_the_schema(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    migrate(url)
-    engine = create_engine(url)
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_migrated_database_matches_the_schema(tmp_path: Path, dialect: str, request: pytest.FixtureRequest) -> None:
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+        migrate(url)
+    else:
+        url = database_url(request.getfixturevalue("postgres").url, TEST_DATABASE)  # migrated by the fixture
+    engine = create_engine(sync_url(url))
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
     engine.dispose()
@@ -49,5 +56,8 @@ def test_a_first_version_database_is_stamped_and_upgraded(tmp_path: Path) -> Non
         version = MigrationContext.configure(connection).get_current_revision()
         assert set(metadata.tables) <= set(inspect(connection).get_table_names())
         assert connection.exec_driver_sql("SELECT title FROM incidents").scalar_one() == "Old"
+        # the old firing incident, never investigated, becomes episode 1 with its investigation queued
+        episode = connection.exec_driver_sql("SELECT number, investigation FROM episodes").one()
+        assert tuple(episode) == (1, "queued")
     engine.dispose()
     assert version is not None and version >= FIRST_VERSION_REVISION

@@ -46,11 +46,11 @@ async def receive_alerts(request: Request, services: ServicesDep) -> JSONRespons
     result = await ingest_received(services.store, received)
     if result.outcome == "invalid":
         return JSONResponse({"detail": result.error, "errors": result.errors, "raw_id": result.raw_id}, status_code=422)
-    started = False
-    if result.start_investigation and result.incident_id is not None:
-        started = services.scheduler.investigate(result.incident_id)
-    if result.resolved_now and result.incident_id is not None:
-        services.scheduler.notify_resolved(result.incident_id)
+    started = result.start_investigation  # queued in the database; this replica looks at once
+    if started:
+        services.scheduler.wake()
+    if result.resolved_now:
+        services.outbox.wake()
     log.info(
         "notification raw#%d %s: incident %s, new firing %s, newly resolved %s, investigation %s%s",
         result.raw_id,

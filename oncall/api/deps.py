@@ -16,7 +16,9 @@ import httpx
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from oncall.channels.outbox import OutboxWorker
 from oncall.conversation.handler import ConversationHandler
+from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store.database import Store
@@ -25,7 +27,8 @@ from oncall.tasks import BackgroundTasks
 
 @dataclass(frozen=True)
 class Services:
-    """The long-lived objects the routers use, built in the lifespan of ``on_call_agent.create_app``."""
+    """The long-lived objects the routers use, built in the lifespan of ``on_call_agent.create_app``;
+    ``start``/``stop`` run the work queues (investigations, outbox, raw-alert replay)."""
 
     settings: Settings
     store: Store
@@ -33,6 +36,21 @@ class Services:
     tasks: BackgroundTasks
     scheduler: InvestigationScheduler
     conversation: ConversationHandler
+    outbox: OutboxWorker
+    replay: RawAlertReplay
+
+    async def start(self) -> None:
+        """Start the outbox worker, the investigation scheduler and the raw-alert replay (claims of a
+        previous process with this replica id are released first)."""
+        await self.outbox.start()
+        await self.scheduler.start()
+        self.replay.start()
+
+    async def stop(self) -> None:
+        """Stop the work queues: running investigations and leases are handed back for other replicas."""
+        await self.replay.stop()
+        await self.scheduler.stop()
+        await self.outbox.stop()
 
 
 def get_services(request: Request) -> Services:

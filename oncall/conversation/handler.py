@@ -230,7 +230,10 @@ class ConversationHandler:
 
     async def _create_ticket(self, incident_id: int, by: str, arguments: dict[str, Any]) -> str:
         result = await self.jira.create_ticket(
-            incident_id, assignee=arguments.get("assignee"), force_new=bool(arguments.get("force_new"))
+            incident_id,
+            assignee=arguments.get("assignee"),
+            force_new=bool(arguments.get("force_new")),
+            notify=[by],  # the confirmation with the issue key follows once Jira has it (the outbox)
         )
         return result.message
 

@@ -6,16 +6,20 @@ Rules (Alertmanager webhook payload v4, see ``oncall.incidents.payload``):
   as its SHA-256, size, reason and first KiB (so junk posts cannot fill the database).
 - A body byte-identical (same SHA-256) to one already accepted changes nothing: Alertmanager re-sends
   the identical body after a 5xx, and repeat notifications of an unchanged group are identical too.
-- One incident per ``groupKey``; alerts are tracked by ``fingerprint`` with their latest status.
-  The incident row is locked for the transaction (PostgreSQL ``FOR UPDATE``; SQLite writers are
-  serialised by ``BEGIN IMMEDIATE``), so concurrent notifications of one group apply one by one.
-- An investigation starts once per episode: for a new incident with a firing alert, and for a
-  resolved incident that fires again (a new episode). New firing alerts of a firing incident only
-  go to its timeline (the episode's investigation is running or done; a restart resumes a cut one).
+- One incident per ``groupKey``: created with ``INSERT ... ON CONFLICT DO NOTHING`` and then locked
+  for the transaction (PostgreSQL ``FOR UPDATE``; SQLite writers are serialised by ``BEGIN IMMEDIATE``),
+  so replicas receiving the same notification at once apply it one after the other, and only once.
+- Alerts are merged by ``fingerprint`` and ``startsAt`` (``oncall.incidents.merge``: a newer
+  ``startsAt`` wins; for one ``startsAt`` resolved wins over firing), so the final state does not
+  depend on the order notifications arrive in.
+- Episodes (``oncall.incidents.lifecycle``): an alert firing after the episode's end (its alerts'
+  ``endsAt``) opens the next episode; one that started before it continues the episode.
+- One investigation, hence one page, per episode: queued the first time any notification shows an
+  alert of the episode firing (even a firing copy that arrives after the resolution: Alertmanager
+  did notify it). An episode only ever seen resolved is never investigated nor paged.
 - The incident is resolved when all its tracked alerts are resolved, but never by a notification
-  with ``truncatedAlerts > 0`` (it lists only part of the group; a cut alert may still fire).
-- A ``firing`` status for an alert already resolved with the same ``startsAt`` is a stale copy (two
-  webhook configs of one receiver race); a real re-fire has a new ``startsAt``.
+  with ``truncatedAlerts > 0`` (it lists only part of the group; a cut alert may still fire). The
+  resolved notice is written by the lifecycle once the episode's investigation has ended too.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.incidents import lifecycle
+from oncall.incidents import lifecycle, merge
 from oncall.incidents.body import ReceivedBody, receive_notification, storable_text
 from oncall.incidents.payload import WebhookAlert, WebhookNotification
 from oncall.metrics import ALERT_NOTIFICATIONS, ALERTS_RECEIVED, INCIDENTS_OPEN
@@ -47,8 +51,9 @@ class IngestResult:
 
     ``outcome``: ``accepted`` (applied), ``duplicate`` (identical body already accepted; nothing
     changed) or ``invalid`` (``error`` holds the reason, ``errors`` the per-field details).
-    ``start_investigation``: the caller must start an investigation of ``incident_id``.
-    ``resolved_now``: this notification resolved the incident (once per episode); notify the engineer.
+    ``start_investigation``: this notification queued the episode's investigation (wake the scheduler).
+    ``resolved_now``: this notification resolved a firing incident (the resolved notice, if due, is in
+    the outbox already: wake the outbox worker).
     ``new_firing`` / ``newly_resolved``: fingerprints that changed state.
     """
 
@@ -121,23 +126,29 @@ async def _store_invalid(store: Store, received: ReceivedBody) -> IngestResult:
 
 
 async def apply_notification(conn: AsyncConnection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult:
-    """Apply a valid notification inside the caller's transaction."""
-    incident = await incidents.by_group_key(conn, n.group_key)
-    duplicate, duplicate_incident = await raw_alerts.applied_copy_incident(conn, sha256, raw_id)
-    if duplicate:
-        await raw_alerts.mark_applied(conn, raw_id, n.group_key, duplicate_incident)
-        return IngestResult(outcome="duplicate", raw_id=raw_id, incident_id=duplicate_incident, group_key=n.group_key)
+    """Apply a valid notification inside the caller's transaction (see the module docstring).
 
+    A byte-identical body already applied makes this one a ``duplicate`` (checked first: most repeat
+    notifications are, and SQLite writers are serialised, so the check is final there; PostgreSQL
+    checks again under the incident's lock, where a concurrent replica may just have applied it). The
+    raw row is marked applied before the alerts are merged, only if it is not applied yet (by the
+    start-up replay or another replica's), in this same transaction.
+    """
+    duplicate = await _duplicate(conn, raw_id, sha256, n)
+    if duplicate is not None:
+        return duplicate
     now = time.time()
-    if incident is None:
-        incident_id = await lifecycle.open_incident(conn, incident_values(n, now), n.receiver)
-    else:
-        incident_id = int(incident["id"])
-    new_firing, newly_resolved = await _upsert_alerts(conn, incident_id, n.alerts, now)
-    any_firing = await incidents.any_alert_firing(conn, incident_id)
-    start, resolved_now = await _status_change(conn, incident, incident_id, n, any_firing, new_firing, now)
+    incident, created = await lifecycle.open_or_lock(conn, incident_values(n, now), n.receiver, now)
+    incident_id = int(incident["id"])
+    if not created and conn.dialect.name == "postgresql":
+        duplicate = await _duplicate(conn, raw_id, sha256, n)
+        if duplicate is not None:
+            return duplicate
+    if not await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id):
+        return IngestResult(outcome="duplicate", raw_id=raw_id, incident_id=incident_id, group_key=n.group_key)
+    changes = await _merge_alerts(conn, incident_id, n.alerts, now)
+    start, resolved_now = await _status_change(conn, incident, created, n, changes, now)
     await _refresh_incident(conn, incident_id, n, now)
-    await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id)
     return IngestResult(
         outcome="accepted",
         raw_id=raw_id,
@@ -145,39 +156,62 @@ async def apply_notification(conn: AsyncConnection, raw_id: int, sha256: str, n:
         group_key=n.group_key,
         start_investigation=start,
         resolved_now=resolved_now,
-        new_firing=tuple(new_firing),
-        newly_resolved=tuple(newly_resolved),
+        new_firing=tuple(changes.new_firing),
+        newly_resolved=tuple(changes.newly_resolved),
     )
 
 
+async def _duplicate(conn: AsyncConnection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult | None:
+    """The ``duplicate`` result when a byte-identical body was applied already (this raw row is marked
+    applied to the same incident), else None."""
+    duplicate, incident_id = await raw_alerts.applied_copy_incident(conn, sha256, raw_id)
+    if not duplicate:
+        return None
+    await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id)
+    return IngestResult(outcome="duplicate", raw_id=raw_id, incident_id=incident_id, group_key=n.group_key)
+
+
+@dataclass
+class AlertChanges:
+    """What merging a notification's alerts changed: fingerprints that became firing or resolved, the
+    ``startsAt`` (epoch s) of the alerts that became firing and of every alert the notification shows
+    firing, and the stored states after the merge."""
+
+    new_firing: list[str] = field(default_factory=list)
+    newly_resolved: list[str] = field(default_factory=list)
+    new_firing_starts: list[float] = field(default_factory=list)
+    firing_starts: list[float] = field(default_factory=list)
+    states: dict[str, Row] = field(default_factory=dict)
+
+
 async def _status_change(
-    conn: AsyncConnection,
-    incident: Row | None,
-    incident_id: int,
-    n: WebhookNotification,
-    any_firing: bool,
-    new_firing: list[str],
-    now: float,
+    conn: AsyncConnection, incident: Row, created: bool, n: WebhookNotification, changes: AlertChanges, now: float
 ) -> tuple[bool, bool]:
-    """Open, reopen or resolve the incident as the notification demands; returns (investigate, resolved now)."""
-    if incident is None:
-        if not any_firing:  # first seen already resolved (e.g. the agent was down while it fired)
-            await lifecycle.resolve_from_alerts(conn, incident_id, now, notify=False)
-        return any_firing, False
-    if incident["status"] == "resolved" and new_firing:
-        await lifecycle.reopen(conn, incident_id, new_firing)
-        return True, False
-    if incident["status"] == "firing" and not any_firing:
-        if n.truncated:
-            log.info(
-                "incident %d: not resolved from a truncated notification (%d alerts cut)",
-                incident_id,
-                n.truncated_alerts,
-            )
-            return False, False
-        await lifecycle.resolve_from_alerts(conn, incident_id, now, notify=True)
-        return False, True
-    return False, False
+    """Start an episode, go on with it, queue its investigation or resolve it, as the merged alert states
+    demand; returns (investigation queued, firing incident resolved now)."""
+    incident_id = int(incident["id"])
+    if incident["status"] == "resolved" and changes.new_firing:
+        ended = incident["episode_ends_at"]
+        if ended is None or any(start > ended for start in changes.new_firing_starts):
+            number = await lifecycle.new_episode(conn, incident, changes.new_firing, now)
+            incident = {**incident, "episode": number, "episode_after": ended, "investigation_status": "pending"}
+        else:
+            await lifecycle.unresolve(conn, incident, changes.new_firing)
+        incident = {**incident, "status": "firing"}
+    after = incident["episode_after"]
+    start = False
+    asked = incident["investigation_status"] != "pending"  # the episode's investigation is queued or past it
+    if not asked and any(after is None or begun > after for begun in changes.firing_starts):
+        start = await lifecycle.queue_investigation(conn, incident_id, int(incident["episode"]), now)
+    if incident["status"] != "firing" or any(state["status"] == "firing" for state in changes.states.values()):
+        return start, False
+    if n.truncated:
+        log.info(
+            "incident %d: not resolved from a truncated notification (%d alerts cut)", incident_id, n.truncated_alerts
+        )
+        return start, False
+    await lifecycle.resolve_from_alerts(conn, incident, merge.latest_end(changes.states), now)
+    return start, not created
 
 
 def incident_values(n: WebhookNotification, now: float) -> dict[str, Any]:
@@ -205,34 +239,34 @@ def incident_title(n: WebhookNotification) -> str:
     return f"{title}: {summary}" if summary else title
 
 
-async def _upsert_alerts(
+async def _merge_alerts(
     conn: AsyncConnection, incident_id: int, alerts: list[WebhookAlert], now: float
-) -> tuple[list[str], list[str]]:
-    """Insert or update each alert by fingerprint; return (newly firing, newly resolved) fingerprints."""
-    known = await incidents.alert_states(conn, incident_id)
-    new_firing: list[str] = []
-    newly_resolved: list[str] = []
+) -> AlertChanges:
+    """Merge each alert with its fingerprint's stored state (``oncall.incidents.merge``) and store the winners."""
+    changes = AlertChanges(states=await incidents.alert_states(conn, incident_id))
     for alert in alerts:
-        starts_at = alert.starts_at.isoformat()
-        previous = known.get(alert.fingerprint)
+        previous = changes.states.get(alert.fingerprint)
+        choice = merge.verdict(previous, alert)
+        begun = alert.starts_at.timestamp()
+        if merge.shows_firing(alert, choice):
+            changes.firing_starts.append(begun)
+        if not merge.applies(choice):
+            continue
         if previous is None:
             await incidents.add_alert(
                 conn, {**_alert_values(alert, now), "incident_id": incident_id, "first_seen_at": now}
             )
-        elif alert.status == "firing" and previous["status"] == "resolved" and previous["starts_at"] == starts_at:
-            continue  # stale copy of the episode that already ended
         else:
             await incidents.update_alert(conn, incident_id, alert.fingerprint, _alert_update(alert, previous, now))
-        known[alert.fingerprint] = {"status": alert.status, "starts_at": starts_at}
-        if previous is not None and alert.status == previous["status"]:
-            continue
-        if alert.status == "firing":
-            new_firing.append(alert.fingerprint)
+        changes.states[alert.fingerprint] = _alert_values(alert, now)
+        if alert.status == "firing" and (previous is None or previous["status"] != "firing" or choice == "newer"):
+            changes.new_firing.append(alert.fingerprint)
+            changes.new_firing_starts.append(begun)
             await _timeline_alert(conn, incident_id, "alert_firing", alert)
-        elif previous is not None:
-            newly_resolved.append(alert.fingerprint)
+        elif alert.status == "resolved" and previous is not None and previous["status"] == "firing":
+            changes.newly_resolved.append(alert.fingerprint)
             await _timeline_alert(conn, incident_id, "alert_resolved", alert)
-    return new_firing, newly_resolved
+    return changes
 
 
 def _alert_values(alert: WebhookAlert, now: float) -> dict[str, Any]:

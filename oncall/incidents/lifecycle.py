@@ -1,10 +1,19 @@
 """The incident lifecycle: the ONE place that changes an incident's status and investigation status.
 
-Incident ``status``: ``firing`` -> ``resolved`` (all alerts resolved, or by hand) -> ``firing`` again
-(``reopen``: a new episode). ``acknowledged_at/by``: set once, by the first acknowledgement.
-``investigation_status``: ``pending`` -> ``running`` -> ``done`` | ``failed``; ``interrupted`` when
-the agent restarted while a resolved incident was being investigated; a cancelled investigation
-stays ``running`` so the next start resumes it.
+Incident ``status``: ``firing`` -> ``resolved`` (all alerts resolved, or by hand) -> ``firing`` again.
+Firing again is a new *episode* (``episode`` + 1, its own investigation and page) when an alert fires
+that started after the episode's end (the alerts' own ``endsAt``); an alert that started before it
+belongs to the episode that was thought over, which goes on without a second page (``unresolved``).
+``acknowledged_at/by``: set once, by the first acknowledgement. ``investigation_status`` mirrors the
+current episode's investigation: ``pending`` -> ``running`` -> ``done`` | ``failed``.
+
+Notices: the messages a status change causes are written to the outbox in the same transaction, keyed
+``incident:{id}:episode:{n}:{what}`` so each is written once per episode:
+- ``diagnosis`` (or ``investigation_failed``) when the episode's investigation ends;
+- ``resolved`` once the episode is resolved by its alerts AND its investigation has ended, whichever
+  comes last, so the resolved notice always follows the diagnosis (also across a restart); an episode
+  that was never investigated (never seen firing) gets none, and a resolution by hand gets none (the
+  engineer who resolved it is answered directly).
 
 Every function takes the caller's connection, so a status change commits in the same transaction as
 whatever caused it, and records the change on the incident's timeline.
@@ -18,8 +27,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.diagnosis import Diagnosis
-from oncall.store import incidents, timeline
+from oncall.store import episodes, incidents, outbox, timeline
 from oncall.store.rows import Row
+
+NOTICE_CHANNEL = "whatsapp"
+FINISHED = ("done", "failed")
 
 
 @dataclass(frozen=True)
@@ -38,23 +50,90 @@ class Resolution:
     already: bool
 
 
-async def open_incident(conn: AsyncConnection, values: dict[str, Any], receiver: str) -> int:
-    """Create a ``firing`` incident (``values``: its columns) and return its id."""
-    incident_id = await incidents.add(conn, {**values, "status": "firing", "investigation_status": "pending"})
-    await timeline.add(conn, incident_id, "created", {"group_key": values["group_key"], "receiver": receiver})
-    return incident_id
+def notice_key(incident_id: int, episode: int, what: str) -> str:
+    """The outbox event key of an episode's notice, e.g. ``incident:7:episode:1:diagnosis``."""
+    return f"incident:{incident_id}:episode:{episode}:{what}"
 
 
-async def reopen(conn: AsyncConnection, incident_id: int, fingerprints: list[str]) -> None:
-    """A resolved incident fires again: a new episode with its own investigation."""
-    await incidents.update_fields(conn, incident_id, status="firing", resolved_at=None, investigation_status="pending")
-    await timeline.add(conn, incident_id, "reopened", {"fingerprints": fingerprints})
+async def _notice(conn: AsyncConnection, incident_id: int, episode: int, what: str, now: float, **extra: Any) -> bool:
+    """Write a notice for the WhatsApp channel (rendered and sent by its outbox worker); False when written before."""
+    added = await outbox.add(
+        conn,
+        event_key=notice_key(incident_id, episode, what),
+        channel=NOTICE_CHANNEL,
+        operation="notice",
+        incident_id=incident_id,
+        payload={"what": what, "episode": episode, **extra},
+        now=now,
+    )
+    return added is not None
 
 
-async def resolve_from_alerts(conn: AsyncConnection, incident_id: int, now: float, *, notify: bool) -> None:
-    """Every alert of the incident resolved at ``now`` (epoch s); ``notify`` says whether the engineer is told."""
-    await incidents.update_fields(conn, incident_id, status="resolved", resolved_at=now)
-    await timeline.add(conn, incident_id, "resolved", {"notify": notify})
+async def _resolved_notice_if_due(conn: AsyncConnection, incident_id: int, episode: int, now: float) -> None:
+    """The ``resolved`` notice once the episode is resolved by its alerts and its investigation has ended."""
+    row = await episodes.get(conn, incident_id, episode)
+    if row is not None and row["resolution"] == "alerts" and row["investigation"] in FINISHED:
+        await _notice(conn, incident_id, episode, "resolved", now)
+
+
+async def open_or_lock(conn: AsyncConnection, values: dict[str, Any], receiver: str, now: float) -> tuple[Row, bool]:
+    """The incident of ``values["group_key"]``, created ``firing`` in episode 1 when absent, locked for the
+    transaction; returns ``(incident row, created)``."""
+    incident = await incidents.by_group_key(conn, values["group_key"])
+    if incident is not None:
+        return incident, False
+    incident_id = await incidents.add_if_absent(
+        conn, {**values, "status": "firing", "investigation_status": "pending", "episode": 1}
+    )
+    if incident_id is not None:
+        await episodes.open_episode(conn, incident_id, 1, now)
+        await timeline.add(conn, incident_id, "created", {"group_key": values["group_key"], "receiver": receiver})
+    incident = await incidents.by_group_key(conn, values["group_key"])
+    assert incident is not None  # inserted above, or by a transaction that committed before our lock
+    return incident, incident_id is not None
+
+
+async def new_episode(conn: AsyncConnection, incident: Row, fingerprints: list[str], now: float) -> int:
+    """A resolved incident fires again after its episode ended: the next episode; returns its number."""
+    number = int(incident["episode"]) + 1
+    await incidents.update_fields(
+        conn,
+        incident["id"],
+        status="firing",
+        resolved_at=None,
+        investigation_status="pending",
+        episode=number,
+        episode_after=incident["episode_ends_at"],
+        episode_ends_at=None,
+    )
+    await episodes.open_episode(conn, incident["id"], number, now)
+    await timeline.add(conn, incident["id"], "reopened", {"fingerprints": fingerprints, "episode": number})
+    return number
+
+
+async def unresolve(conn: AsyncConnection, incident: Row, fingerprints: list[str]) -> None:
+    """An alert that started before the episode's end fires: the episode was not over (no new page)."""
+    await incidents.update_fields(conn, incident["id"], status="firing", resolved_at=None, episode_ends_at=None)
+    await episodes.set_resolution(conn, incident["id"], incident["episode"], None, None)
+    await timeline.add(
+        conn, incident["id"], "unresolved", {"fingerprints": fingerprints, "episode": incident["episode"]}
+    )
+
+
+async def resolve_from_alerts(conn: AsyncConnection, incident: Row, ends_at: float | None, now: float) -> None:
+    """Every alert of the incident resolved; ``ends_at``: the latest alert ``endsAt`` (epoch s), the episode's end."""
+    episode = int(incident["episode"])
+    await incidents.update_fields(
+        conn, incident["id"], status="resolved", resolved_at=now, episode_ends_at=ends_at if ends_at else now
+    )
+    await episodes.set_resolution(conn, incident["id"], episode, now, "alerts")
+    await timeline.add(conn, incident["id"], "resolved", {"episode": episode, "ends_at": ends_at})
+    await _resolved_notice_if_due(conn, incident["id"], episode, now)
+
+
+async def queue_investigation(conn: AsyncConnection, incident_id: int, episode: int, now: float) -> bool:
+    """An alert of the episode was seen firing: its one investigation is queued; True when this call queued it."""
+    return await episodes.queue_investigation(conn, incident_id, episode, now)
 
 
 async def acknowledge(
@@ -74,35 +153,59 @@ async def acknowledge(
 async def resolve_by_hand(
     conn: AsyncConnection, incident_id: int, by: str, now: float, note: str | None = None
 ) -> Resolution:
-    """Resolve the incident by hand for ``by`` (its alerts may still fire).
+    """Resolve the incident by hand for ``by`` (its alerts may still fire); the episode ends now.
 
     Raises:
         LookupError: no such incident.
     """
     changed = await incidents.resolve_if_open(conn, incident_id, now)
+    incident = await _existing(conn, incident_id)
     if changed:
+        await incidents.update_fields(conn, incident_id, episode_ends_at=now)
+        await episodes.set_resolution(conn, incident_id, incident["episode"], now, "manual")
         await timeline.add(conn, incident_id, "resolved", {"by": by, "manual": True, "note": note})
-    return Resolution(await _existing(conn, incident_id), already=not changed)
+    return Resolution(incident, already=not changed)
 
 
 async def begin_investigation(
-    conn: AsyncConnection, incident_id: int, engine: str, alert_count: int, now: float
+    conn: AsyncConnection, claim: Row, engine: str, alert_count: int, replica_id: str, now: float
 ) -> None:
-    """The investigation of the incident's current episode starts with ``engine``."""
-    await incidents.update_fields(conn, incident_id, investigation_status="running", updated_at=now)
-    await timeline.add(conn, incident_id, "investigation_started", {"engine": engine, "alerts": alert_count})
+    """The investigation of ``claim`` (an ``episodes`` row just claimed) starts on ``replica_id`` with ``engine``.
 
-
-async def record_diagnosis(conn: AsyncConnection, incident_id: int, diagnosis: Diagnosis, now: float) -> None:
-    """Store the diagnosis on the incident; its investigation is ``done``."""
-    await incidents.update_fields(
+    A claim taken over (a previous attempt's replica lost its lease) or handed back records
+    ``investigation_resumed`` first.
+    """
+    incident_id, episode = int(claim["incident_id"]), int(claim["number"])
+    await incidents.set_investigation_status(conn, incident_id, "running", now, episode=episode)
+    if claim["attempts"] > 1:
+        await timeline.add(
+            conn,
+            incident_id,
+            "investigation_resumed",
+            {
+                "episode": episode,
+                "replica": replica_id,
+                "previous_replica": claim["claimed_by"],
+                "attempt": claim["attempts"],
+            },
+        )
+    await timeline.add(
         conn,
         incident_id,
-        diagnosis=diagnosis.model_dump(mode="json"),
-        diagnosed_at=now,
-        investigation_status="done",
-        updated_at=now,
+        "investigation_started",
+        {"engine": engine, "alerts": alert_count, "episode": episode, "replica": replica_id},
     )
+
+
+async def record_diagnosis(
+    conn: AsyncConnection, incident_id: int, episode: int, diagnosis: Diagnosis, replica_id: str, now: float
+) -> None:
+    """Store the diagnosis on the incident (its investigation is ``done``) and write the diagnosis notice
+    (and the resolved notice when the episode is already resolved by its alerts)."""
+    await incidents.update_fields(
+        conn, incident_id, diagnosis=diagnosis.model_dump(mode="json"), diagnosed_at=now, updated_at=now
+    )
+    await incidents.set_investigation_status(conn, incident_id, "done", now, episode=episode)
     await timeline.add(
         conn,
         incident_id,
@@ -113,26 +216,24 @@ async def record_diagnosis(conn: AsyncConnection, incident_id: int, diagnosis: D
             "priority": diagnosis.priority,
             "affected_replicas": diagnosis.affected_replicas,
             "summary": diagnosis.summary,
+            "episode": episode,
+            "replica": replica_id,
         },
     )
+    await _notice(conn, incident_id, episode, "diagnosis", now)
+    await _resolved_notice_if_due(conn, incident_id, episode, now)
 
 
-async def fail_investigation(conn: AsyncConnection, incident_id: int, error: str, now: float) -> bool:
-    """Mark a pending or running investigation ``failed`` with ``error``; False when it was not running."""
-    changed = await incidents.fail_if_running(conn, incident_id, now)
-    if changed:
-        await timeline.add(conn, incident_id, "investigation_failed", {"error": error})
-    return changed
-
-
-async def interrupted_by_restart(conn: AsyncConnection) -> list[int]:
-    """At start: resolved incidents cut off mid-investigation become ``interrupted``; returns the firing
-    incidents whose investigation must run again (each gets an ``investigation_resumed`` event)."""
-    await incidents.interrupt_resolved_running(conn)
-    resumed = await incidents.ids_to_resume(conn)
-    for incident_id in resumed:
-        await timeline.add(conn, incident_id, "investigation_resumed", {"reason": "agent restarted"})
-    return resumed
+async def fail_investigation(
+    conn: AsyncConnection, incident_id: int, episode: int, error: str, replica_id: str, now: float
+) -> None:
+    """The episode's investigation failed with ``error``: recorded, and the engineer is paged regardless."""
+    await incidents.set_investigation_status(conn, incident_id, "failed", now, episode=episode)
+    await timeline.add(
+        conn, incident_id, "investigation_failed", {"error": error, "episode": episode, "replica": replica_id}
+    )
+    await _notice(conn, incident_id, episode, "investigation_failed", now, error=error)
+    await _resolved_notice_if_due(conn, incident_id, episode, now)
 
 
 async def _existing(conn: AsyncConnection, incident_id: int) -> Row:

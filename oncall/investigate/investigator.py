@@ -47,6 +47,7 @@ class Investigator:
         timeout_s: most seconds a fallible engine may take in all (``INVESTIGATION_TIMEOUT_S``).
         tool_output_max_chars: characters of a tool result kept in the audit trail.
         redact: removes secrets from error texts before they are stored or logged.
+        replica_id: the agent replica running the engines (stamped on each ``investigations`` row).
         aftercare: completes each engine's diagnosis (impact, similar incidents, fleet-safe advice); None: as is.
     """
 
@@ -58,6 +59,7 @@ class Investigator:
         timeout_s: float,
         tool_output_max_chars: int,
         redact: Callable[[str], str],
+        replica_id: str | None = None,
         aftercare: Aftercare | None = None,
     ) -> None:
         if not engines:
@@ -67,6 +69,7 @@ class Investigator:
         self.timeout_s = timeout_s
         self.tool_output_max_chars = tool_output_max_chars
         self.redact = redact
+        self.replica_id = replica_id
         self.aftercare = aftercare
 
     @property
@@ -74,27 +77,32 @@ class Investigator:
         """Name of the engine that is tried first."""
         return self.engines[0].name
 
-    async def investigate(self, incident: Row, alerts: list[Row]) -> Diagnosis:
-        """Investigate ``incident`` (an ``incidents`` row) with its ``alerts`` and return the diagnosis.
+    async def investigate(self, incident: Row, alerts: list[Row], *, episode: int | None = None) -> Diagnosis:
+        """Investigate ``incident`` (an ``incidents`` row) with its ``alerts`` and return the diagnosis;
+        ``episode`` (the incident's episode number) is recorded on each engine run.
 
         Raises:
             InvestigationFailed: the last engine failed too.
         """
         for engine in self.engines[:-1]:
-            diagnosis = await self._attempt(engine, incident, alerts, fallible=True)
+            diagnosis = await self._attempt(engine, incident, alerts, fallible=True, episode=episode)
             if diagnosis is not None:
                 return diagnosis
-        diagnosis = await self._attempt(self.engines[-1], incident, alerts, fallible=False)
+        diagnosis = await self._attempt(self.engines[-1], incident, alerts, fallible=False, episode=episode)
         assert diagnosis is not None  # the last engine either returns a diagnosis or raises
         return diagnosis
 
-    async def _attempt(self, engine: Engine, incident: Row, alerts: list[Row], *, fallible: bool) -> Diagnosis | None:
+    async def _attempt(
+        self, engine: Engine, incident: Row, alerts: list[Row], *, fallible: bool, episode: int | None
+    ) -> Diagnosis | None:
         """Run one engine with its own ``investigations`` row. A fallible engine's error is recorded and
         None returned (the next engine runs); the last engine's error raises ``InvestigationFailed``."""
         incident_id = int(incident["id"])
         t0 = time.perf_counter()
         async with self.store.write() as conn:
-            investigation_id = await investigations.start(conn, incident_id, engine.name, time.time())
+            investigation_id = await investigations.start(
+                conn, incident_id, engine.name, time.time(), episode=episode, replica_id=self.replica_id
+            )
 
         async def on_record(records: list[ToolCallRecord]) -> None:
             async with self.store.write() as conn:
@@ -110,7 +118,7 @@ class Investigator:
                 result = await engine.run(incident, alerts, on_record)
         except asyncio.CancelledError:
             await self._finish(
-                investigation_id, "interrupted", error="cancelled (agent shutting down); resumed at next start"
+                investigation_id, "interrupted", error="cancelled (shutdown or claim lost); investigated again"
             )
             raise
         except Exception as exc:  # noqa: BLE001 - any engine failure falls back or is reported

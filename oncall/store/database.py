@@ -2,7 +2,8 @@
 
 - SQLite (``sqlite:///path``, driver aiosqlite): WAL mode, ``busy_timeout`` 5 s, foreign keys on.
   Write blocks start with ``BEGIN IMMEDIATE`` so two writers (coroutines or processes) never deadlock
-  on a lock upgrade; reads use a deferred ``BEGIN`` and run beside writers (WAL). SQLAlchemy's
+  on a lock upgrade, and a process's own writers take turns on an asyncio lock first; reads use a
+  deferred ``BEGIN`` and run beside writers (WAL). SQLAlchemy's
   documented recipe: the driver's own BEGIN is disabled (``isolation_level = None``) and the
   ``begin`` event emits ours (SQLAlchemy docs, "Transactions with SQLite and the sqlite3 driver").
 - PostgreSQL (``postgresql://...``, driver psycopg 3): READ COMMITTED; rows that several replicas may
@@ -18,12 +19,14 @@ hook, whichever module wrote it. Text already redacted (``Redacted``) is not sca
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -118,6 +121,56 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+T = TypeVar("T")
+
+
+async def uncancellable(step: Awaitable[T]) -> T:
+    """Run ``step`` (a statement, BEGIN, COMMIT, ROLLBACK) to its end even when the task is cancelled meanwhile;
+    the cancellation is raised once it finished. SQLAlchemy invalidates a connection whose operation is cut
+    by a cancellation, and with aiosqlite the dropped connection keeps its SQLite write lock until it is
+    garbage-collected, so no operation is ever cut."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
+
+
+class ShieldedConnection(AsyncConnection):
+    """An ``AsyncConnection`` whose statements run to their end when the task is cancelled (``uncancellable``)."""
+
+    async def execute(self, statement: Any, parameters: Any = None, **options: Any) -> Any:
+        """``AsyncConnection.execute``, not interrupted by a cancellation (raised after the statement)."""
+        return await uncancellable(super().execute(statement, parameters, **options))
+
+
+class ShieldedEngine(AsyncEngine):
+    """An ``AsyncEngine`` handing out ``ShieldedConnection`` objects."""
+
+    _connection_cls = ShieldedConnection
+
+
+@asynccontextmanager
+async def _transaction(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Begin, then commit or roll back, every step and statement run to its end even when the task is cancelled
+    (shutdown, a lost claim), so a cancelled task never leaves a SQLite write lock or a PostgreSQL
+    transaction open on a pooled connection."""
+    transaction = conn.begin()
+    try:
+        await uncancellable(transaction.start())
+    except asyncio.CancelledError:
+        if conn.in_transaction():
+            await uncancellable(transaction.rollback())
+        raise
+    try:
+        yield
+    except BaseException:
+        await uncancellable(transaction.rollback())
+        raise
+    await uncancellable(transaction.commit())
+
+
 class Store:
     """The async engine and its transactions.
 
@@ -134,8 +187,17 @@ class Store:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(async_url(url), json_serializer=json_dumps, pool_pre_ping=True)
+        # A local SQLite file needs no liveness ping on every checkout (each costs aiosqlite thread hops).
+        # The pool's rollback on checkin stays: it ends a transaction whose BEGIN a cancelled task left behind.
+        local = make_url(url).get_backend_name() == "sqlite"
+        engine = create_async_engine(async_url(url), json_serializer=json_dumps, pool_pre_ping=not local)
+        self.engine: AsyncEngine = ShieldedEngine(engine.sync_engine)
         self.dialect = self.engine.dialect.name
+        # SQLite has one writer at a time: this process's writers queue here (fair, FIFO, holding no pooled
+        # connection) instead of in SQLite's busy handler, where a burst of them could each wait out
+        # busy_timeout while the writer holding the lock waits for the event loop. Other processes on the
+        # same file still meet the busy handler.
+        self._writers = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._before_execute, retval=True)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -149,15 +211,15 @@ class Store:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A read-write transaction: committed when the block ends, rolled back when it raises."""
-        async with self.engine.connect() as conn:
+        async with self._writers, self.engine.connect() as conn:
             conn = await conn.execution_options(**{WRITE_OPTION: True})
-            async with conn.begin():
+            async with _transaction(conn):
                 yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction (a consistent snapshot on both dialects)."""
-        async with self.engine.connect() as conn, conn.begin():
+        async with self.engine.connect() as conn, _transaction(conn):
             yield conn
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.rows import Row, all_rows, first_row
+from oncall.store.rows import Row, all_rows, first_row, insert_ignoring_conflicts
 from oncall.store.schema import incident_alerts, incidents, messages
 
 IncidentStatus = Literal["firing", "resolved"]
@@ -34,10 +34,17 @@ async def by_group_key(conn: AsyncConnection, group_key: str) -> Row | None:
     return first_row(result)
 
 
-async def add(conn: AsyncConnection, values: dict[str, Any]) -> int:
-    """Insert an incident (``values``: its columns) and return its id."""
-    result = await conn.execute(insert(incidents).values(**values).returning(incidents.c.id))
-    return int(result.scalar_one())
+async def lock(conn: AsyncConnection, incident_id: int) -> Row | None:
+    """The incident row locked for the transaction (PostgreSQL ``FOR UPDATE``; SQLite writers are serialised)."""
+    return first_row(await conn.execute(select(incidents).where(incidents.c.id == incident_id).with_for_update()))
+
+
+async def add_if_absent(conn: AsyncConnection, values: dict[str, Any]) -> int | None:
+    """Insert an incident (``values``: its columns) unless its group key has one (``INSERT ... ON CONFLICT DO
+    NOTHING``: concurrent replicas never create two); returns the new id, or None when it existed."""
+    result = await conn.execute(insert_ignoring_conflicts(conn, incidents).values(**values).returning(incidents.c.id))
+    row = result.first()
+    return int(row.id) if row is not None else None
 
 
 async def update_fields(conn: AsyncConnection, incident_id: int, **values: Any) -> int:
@@ -70,23 +77,14 @@ async def resolve_if_open(conn: AsyncConnection, incident_id: int, now: float) -
     return bool(result.rowcount)
 
 
-async def fail_if_running(conn: AsyncConnection, incident_id: int, now: float) -> bool:
-    """Set ``investigation_status='failed'`` when it is ``pending`` or ``running``; True when it did."""
-    result = await conn.execute(
-        update(incidents)
-        .where(incidents.c.id == incident_id, incidents.c.investigation_status.in_(("pending", "running")))
-        .values(investigation_status="failed", updated_at=now)
-    )
-    return bool(result.rowcount)
-
-
-async def interrupt_resolved_running(conn: AsyncConnection) -> int:
-    """Resolved incidents whose investigation was cut off by a restart become ``interrupted``; returns how many."""
-    result = await conn.execute(
-        update(incidents)
-        .where(incidents.c.status == "resolved", incidents.c.investigation_status == "running")
-        .values(investigation_status="interrupted")
-    )
+async def set_investigation_status(
+    conn: AsyncConnection, incident_id: int, status: InvestigationStatus, now: float, episode: int | None = None
+) -> int:
+    """Set ``investigation_status`` (only while the incident is in ``episode`` when given); returns rows changed."""
+    query = update(incidents).where(incidents.c.id == incident_id)
+    if episode is not None:
+        query = query.where(incidents.c.episode == episode)
+    result = await conn.execute(query.values(investigation_status=status, updated_at=now))
     return int(result.rowcount)
 
 
@@ -94,16 +92,6 @@ async def count_firing(conn: AsyncConnection) -> int:
     """Number of incidents with status ``firing``."""
     result = await conn.execute(select(func.count()).select_from(incidents).where(incidents.c.status == "firing"))
     return int(result.scalar_one())
-
-
-async def ids_to_resume(conn: AsyncConnection) -> list[int]:
-    """Firing incidents whose investigation is ``pending`` or ``running`` (cut off by a restart), oldest first."""
-    result = await conn.execute(
-        select(incidents.c.id)
-        .where(incidents.c.status == "firing", incidents.c.investigation_status.in_(("pending", "running")))
-        .order_by(incidents.c.id)
-    )
-    return [int(row.id) for row in result]
 
 
 async def summaries(conn: AsyncConnection, status: IncidentStatus | None, limit: int) -> list[Row]:
@@ -182,13 +170,18 @@ async def alerts(conn: AsyncConnection, incident_id: int) -> list[Row]:
 
 
 async def alert_states(conn: AsyncConnection, incident_id: int) -> dict[str, Row]:
-    """``{fingerprint: {"status", "starts_at"}}`` of the incident's alerts."""
+    """``{fingerprint: {"status", "starts_at", "ends_at"}}`` of the incident's alerts (times as stored, RFC 3339)."""
     result = await conn.execute(
-        select(incident_alerts.c.fingerprint, incident_alerts.c.status, incident_alerts.c.starts_at).where(
-            incident_alerts.c.incident_id == incident_id
-        )
+        select(
+            incident_alerts.c.fingerprint,
+            incident_alerts.c.status,
+            incident_alerts.c.starts_at,
+            incident_alerts.c.ends_at,
+        ).where(incident_alerts.c.incident_id == incident_id)
     )
-    return {row.fingerprint: {"status": row.status, "starts_at": row.starts_at} for row in result}
+    return {
+        row.fingerprint: {"status": row.status, "starts_at": row.starts_at, "ends_at": row.ends_at} for row in result
+    }
 
 
 async def add_alert(conn: AsyncConnection, values: dict[str, Any]) -> None:
@@ -203,16 +196,6 @@ async def update_alert(conn: AsyncConnection, incident_id: int, fingerprint: str
         .where(incident_alerts.c.incident_id == incident_id, incident_alerts.c.fingerprint == fingerprint)
         .values(**values)
     )
-
-
-async def any_alert_firing(conn: AsyncConnection, incident_id: int) -> bool:
-    """True when at least one of the incident's alerts is firing."""
-    result = await conn.execute(
-        select(incident_alerts.c.fingerprint)
-        .where(incident_alerts.c.incident_id == incident_id, incident_alerts.c.status == "firing")
-        .limit(1)
-    )
-    return result.first() is not None
 
 
 async def alerts_page(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.store.database import storable
@@ -12,11 +12,26 @@ from oncall.store.rows import Row, all_rows
 from oncall.store.schema import investigations, tool_calls
 
 
-async def start(conn: AsyncConnection, incident_id: int, engine: str, started_at: float) -> int:
-    """Insert a ``running`` engine run and return its id."""
+async def start(
+    conn: AsyncConnection,
+    incident_id: int,
+    engine: str,
+    started_at: float,
+    *,
+    episode: int | None = None,
+    replica_id: str | None = None,
+) -> int:
+    """Insert a ``running`` engine run (of the incident's ``episode``, run by ``replica_id``) and return its id."""
     result = await conn.execute(
         insert(investigations)
-        .values(incident_id=incident_id, started_at=started_at, status="running", engine=engine)
+        .values(
+            incident_id=incident_id,
+            started_at=started_at,
+            status="running",
+            engine=engine,
+            episode=episode,
+            replica_id=replica_id,
+        )
         .returning(investigations.c.id)
     )
     return int(result.scalar_one())
@@ -48,13 +63,22 @@ async def finish(
     )
 
 
-async def interrupt_running(conn: AsyncConnection, finished_at: float, reason: str) -> int:
-    """Close every ``running`` engine run as ``interrupted`` (at start nothing runs yet); returns how many."""
-    result = await conn.execute(
-        update(investigations)
-        .where(investigations.c.status == "running")
-        .values(status="interrupted", finished_at=finished_at, error=reason)
-    )
+async def interrupt_running(
+    conn: AsyncConnection,
+    finished_at: float,
+    reason: str,
+    *,
+    replica_id: str | None = None,
+    incident_id: int | None = None,
+) -> int:
+    """Close ``running`` engine runs as ``interrupted``: those of ``replica_id`` (and runs from before replicas
+    were recorded) at its start, or those of ``incident_id`` when its claim is taken over. Returns how many."""
+    query = update(investigations).where(investigations.c.status == "running")
+    if replica_id is not None:
+        query = query.where(or_(investigations.c.replica_id == replica_id, investigations.c.replica_id.is_(None)))
+    if incident_id is not None:
+        query = query.where(investigations.c.incident_id == incident_id)
+    result = await conn.execute(query.values(status="interrupted", finished_at=finished_at, error=storable(reason)))
     return int(result.rowcount)
 
 

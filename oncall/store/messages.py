@@ -1,4 +1,5 @@
-"""``messages``: the WhatsApp conversation, inbound (``in``) and outbound (``out``, also the outbox)."""
+"""``messages``: the WhatsApp conversation the incident page shows, inbound (``in``) and outbound (``out``;
+an outbound row mirrors the delivery state of its ``outbox`` row)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.store.database import storable
-from oncall.store.rows import Row, all_rows, first_row, insert_ignoring_conflicts
+from oncall.store.rows import Row, all_rows, insert_ignoring_conflicts
 from oncall.store.schema import messages
 
 
@@ -41,11 +42,6 @@ async def queue_outbound(
     return int(result.scalar_one())
 
 
-async def get(conn: AsyncConnection, message_id: int) -> Row | None:
-    """One message row, or None."""
-    return first_row(await conn.execute(select(messages).where(messages.c.id == message_id)))
-
-
 async def finish_outbound(
     conn: AsyncConnection,
     message_id: int,
@@ -61,16 +57,6 @@ async def finish_outbound(
     if message_sid is not None:
         values["message_sid"] = message_sid
     await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
-
-
-async def queued_before(conn: AsyncConnection, before: float) -> list[int]:
-    """Ids of outbound parts still ``queued`` that were created before ``before`` (epoch s), oldest first."""
-    result = await conn.execute(
-        select(messages.c.id)
-        .where(messages.c.direction == "out", messages.c.status == "queued", messages.c.created_at < before)
-        .order_by(messages.c.id)
-    )
-    return [int(row.id) for row in result]
 
 
 async def add_inbound(

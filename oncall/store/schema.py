@@ -12,6 +12,10 @@ Alembic migrations in ``migrations/versions`` create exactly this schema (a test
 - ``tool_calls``: audit trail of every tool call (arguments, capped result, timing).
 - ``messages``: WhatsApp conversation and outbox (direction ``out``/``in``).
 - ``tickets``: Jira issues created, or drafts kept when Jira is not configured.
+- ``episodes``: one row per episode of an incident (firing until all its alerts resolve), holding the
+  episode's one investigation as a work claim (``claimed_by`` / ``lease_until``).
+- ``outbox``: every outgoing WhatsApp message and Jira call, written in the transaction of the state
+  change that causes it, delivered by a claimed lease until delivered or expired; ``event_key`` unique.
 - ``confirmations``: side-effecting actions the agent proposed to an engineer and waits for a YES on.
 - ``pages``: the escalation chain of an incident episode, one row per level (its timer, who was paged).
 - ``postmortems``: the post-mortem draft (Markdown) of an incident episode, written on resolution.
@@ -64,6 +68,9 @@ incidents = Table(
     Column("investigation_status", Text, nullable=False, server_default="pending"),
     Column("diagnosis", Json),
     Column("diagnosed_at", Float),
+    Column("episode", Integer, nullable=False, server_default="1"),
+    Column("episode_after", Float),
+    Column("episode_ends_at", Float),
 )
 
 incident_alerts = Table(
@@ -107,6 +114,8 @@ investigations = Table(
     Column("prompt_tokens", Integer, nullable=False, server_default="0"),
     Column("completion_tokens", Integer, nullable=False, server_default="0"),
     Column("error", Text),
+    Column("episode", Integer),
+    Column("replica_id", Text),
     Index("investigations_incident", "incident_id"),
 )
 
@@ -162,6 +171,48 @@ tickets = Table(
     Column("error", Text),
     Column("created_at", Float, nullable=False),
     Index("tickets_incident", "incident_id"),
+)
+
+episodes = Table(
+    "episodes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("resolved_at", Float),
+    Column("resolution", Text),
+    Column("investigation", Text, nullable=False, server_default="none"),
+    Column("queued_at", Float),
+    Column("claimed_by", Text),
+    Column("lease_until", Float),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("finished_at", Float),
+    UniqueConstraint("incident_id", "number", name="episodes_incident_number"),
+    Index("episodes_investigation", "investigation", "queued_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_key", Text, nullable=False, unique=True),
+    Column("channel", Text, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("incident_id", Integer),
+    Column("payload", Json, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_by", Text),
+    Column("lease_until", Float),
+    Column("created_at", Float, nullable=False),
+    Column("last_error", Text),
+    Column("delivered_at", Float),
+    Column("delivered_by", Text),
+    Column("warned", Integer, nullable=False, server_default="0"),
+    Index("outbox_due", "status", "next_attempt_at"),
+    Index("outbox_incident", "incident_id", "channel", "id"),
 )
 
 confirmations = Table(

@@ -1,10 +1,11 @@
-"""``tickets``: Jira issues created for incidents, drafts kept when Jira is not configured, and failures."""
+"""``tickets``: Jira issues created for incidents (``queued`` while the outbox creates them), drafts kept
+when Jira is not configured, and failures."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.store.rows import Row, all_rows, first_row
@@ -15,6 +16,11 @@ async def add(conn: AsyncConnection, values: dict[str, Any]) -> int:
     """Insert a ticket row (``values``: its columns but ``id``) and return its id."""
     result = await conn.execute(insert(tickets).values(**values).returning(tickets.c.id))
     return int(result.scalar_one())
+
+
+async def update_fields(conn: AsyncConnection, ticket_id: int, **values: Any) -> None:
+    """Set columns of one ticket row (its outcome once the outbox delivered or gave up its creation)."""
+    await conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(**values))
 
 
 async def latest(conn: AsyncConnection, incident_id: int, statuses: tuple[str, ...] | None = None) -> Row | None:

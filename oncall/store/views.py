@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store import incidents, investigations, messages, tickets, timeline
+from oncall.store import episodes, incidents, investigations, messages, outbox, tickets, timeline
 from oncall.store.alert_summary import summarise_alerts
 from oncall.store.incidents import IncidentStatus
 from oncall.store.rows import Row
@@ -51,7 +51,9 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
     Keys: the ``incidents`` row's columns (JSON decoded), alerts (at most ``PAGE_ALERTS``, the most
     telling first), alert_summary (counts by status, alert name and label; ``shown``, ``omitted``),
     timeline (alert events capped, see ``capped_timeline``), investigations, tool_calls, messages,
-    tickets (lists oldest first).
+    tickets, episodes (each with its investigation claim: ``investigation``, ``claimed_by``,
+    ``attempts``) and outbox (delivery state of every message and Jira call: ``event_key``, ``status``,
+    ``attempts``, ``last_error``, ``delivered_by``), lists oldest first.
     """
     incident = await incidents.get(conn, incident_id)
     if incident is None:
@@ -73,6 +75,8 @@ async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None
         "tool_calls": calls,
         "messages": await messages.for_incident(conn, incident_id),
         "tickets": await tickets.for_incident(conn, incident_id),
+        "episodes": await episodes.for_incident(conn, incident_id),
+        "outbox": await outbox.for_incident(conn, incident_id),
     }
 
 

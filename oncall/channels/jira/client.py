@@ -7,14 +7,19 @@
   Format) answers 201 ``CreatedIssue`` ``{"id", "key", "self"}``; errors come as ``ErrorCollection``
   ``{"errorMessages": [...], "errors": {field: message}}``.
 Authentication is HTTP basic with the account e-mail and an API token.
+
+An engineer's request is checked here (incident, existing ticket, assignee) and the issue creation is
+written to the outbox with a ``queued`` ticket row in one transaction; ``oncall.channels.jira.delivery``
+makes the call, records the issue and queues the WhatsApp confirmation once Jira has it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,7 +30,7 @@ from oncall.channels.jira.models import JiraConfig, JiraError, JiraUser, TicketR
 from oncall.channels.whatsapp.format import alert_name, incident_url
 from oncall.diagnosis import Diagnosis
 from oncall.metrics import JIRA_TICKETS
-from oncall.store import incidents, investigations, tickets, timeline
+from oncall.store import incidents, investigations, outbox, tickets, timeline
 from oncall.store.database import Store
 from oncall.store.rows import Row
 
@@ -44,9 +49,9 @@ def _transient_status(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError)
 
 
-def _not_sent(exc: BaseException) -> bool:
-    """Retry an issue creation only when the connection was never made (no duplicate issue possible)."""
-    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+def idempotency_label() -> str:
+    """A label unique to one requested issue (``oncall-<24 hex>``): a retry finds the issue by it."""
+    return f"oncall-{uuid.uuid4().hex[:24]}"
 
 
 class JiraClient:
@@ -57,7 +62,8 @@ class JiraClient:
         http: the shared client.
         config: the Jira site and credentials, or None to keep drafts only.
         public_base_url: the agent's public URL, linked from the issue.
-        backoff_s: first retry wait in seconds (doubles per attempt); at most 3 attempts per call.
+        backoff_s: first retry wait of the assignee search in seconds (doubles per attempt); at most 3 attempts.
+        wake: called once an issue creation was written to the outbox (the outbox worker's ``wake``).
     """
 
     def __init__(
@@ -67,18 +73,25 @@ class JiraClient:
         config: JiraConfig | None,
         public_base_url: str,
         backoff_s: float = 0.5,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.http = http
         self.config = config
         self.public_base_url = public_base_url
         self.backoff_s = backoff_s
-        self._lock = asyncio.Lock()  # one ticket per incident even when two replies race
+        self.wake = wake
 
     async def create_ticket(
-        self, incident_id: int, *, assignee: str | None, summary: str | None = None, force_new: bool = False
+        self,
+        incident_id: int,
+        *,
+        assignee: str | None,
+        summary: str | None = None,
+        force_new: bool = False,
+        notify: list[str] | None = None,
     ) -> TicketResult:
-        """Create (or draft) the Jira issue for an incident.
+        """Request (or draft) the Jira issue for an incident.
 
         Args:
             incident_id: the incident.
@@ -86,16 +99,21 @@ class JiraClient:
                 search; None = unassigned.
             summary: issue summary; default ``[#id] <alert>: <diagnosis summary>`` (max 255 chars).
             force_new: create another issue even when the incident already has one.
+            notify: who gets the confirmation once Jira has the issue (default: the on-call numbers).
         Returns:
-            A ``TicketResult``; Jira and network errors are reported in it, never raised.
+            A ``TicketResult``: ``queued`` when the creation went to the outbox; Jira and network errors of
+            the assignee search are reported in it, never raised.
         """
-        async with self._lock:
-            return await self._create(
-                incident_id, assignee=assignee.strip() if assignee else None, summary=summary, force_new=force_new
-            )
+        return await self._create(
+            incident_id,
+            assignee=assignee.strip() if assignee else None,
+            summary=summary,
+            force_new=force_new,
+            notify=notify,
+        )
 
     async def _create(
-        self, incident_id: int, *, assignee: str | None, summary: str | None, force_new: bool
+        self, incident_id: int, *, assignee: str | None, summary: str | None, force_new: bool, notify: list[str] | None
     ) -> TicketResult:
         async with self.store.read() as conn:
             incident = await incidents.get(conn, incident_id)
@@ -126,7 +144,7 @@ class JiraClient:
                 return choice
             account = choice
             fields["assignee"] = {"accountId": account.accountId}
-        return await self._post_issue(incident_id, fields, assignee, account)
+        return await self._enqueue(incident_id, fields, assignee, account, force_new=force_new, notify=notify)
 
     async def _assignee(self, incident_id: int, assignee: str, fields: dict[str, Any]) -> JiraUser | TicketResult:
         """The one Jira user ``assignee`` names, or the result to report instead (lookup failed, none, several)."""
@@ -145,16 +163,15 @@ class JiraClient:
         return self._choose(assignee, users, incident_id)
 
     async def _existing_ticket(self, conn: Any, incident_id: int) -> TicketResult | None:
-        """The incident's ticket that blocks a new one: a created issue, or a draft while Jira is disabled."""
-        statuses = ("created",) if self.config is not None else ("created", "draft")
+        """The incident's ticket that blocks a new one: a created or queued issue, or a draft while Jira is disabled."""
+        statuses = ("created", "queued") if self.config is not None else ("created", "draft")
         row = await tickets.latest(conn, incident_id, statuses)
         if row is None:
             return None
-        what = (
-            f"Jira {row['jira_key']}: {row['url']}"
-            if row["status"] == "created"
-            else "a ticket draft (Jira is not configured)"
-        )
+        what = {
+            "created": f"Jira {row['jira_key']}: {row['url']}",
+            "queued": "a Jira issue being created (a confirmation follows)",
+        }.get(row["status"], "a ticket draft (Jira is not configured)")
         return TicketResult(
             status="exists",
             incident_id=incident_id,
@@ -252,54 +269,66 @@ class JiraClient:
             f'"#{incident_id} ticket assign to {names[0]}".',
         )
 
-    async def _post_issue(
-        self, incident_id: int, fields: dict[str, Any], assignee: str | None, account: JiraUser | None
+    async def _enqueue(
+        self,
+        incident_id: int,
+        fields: dict[str, Any],
+        assignee: str | None,
+        account: JiraUser | None,
+        *,
+        force_new: bool,
+        notify: list[str] | None,
     ) -> TicketResult:
-        """POST the issue; retried only when the connection could not be made."""
-        assert self.config is not None
-        url = f"{self.config.base_url}/rest/api/3/issue"
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(ATTEMPTS),
-                wait=wait_exponential(multiplier=self.backoff_s, max=8),
-                retry=retry_if_exception(_not_sent),
-                reraise=True,
-            ):
-                with attempt:
-                    response = await self.http.post(
-                        url,
-                        json={"fields": fields},
-                        auth=self._auth(),
-                        timeout=JIRA_TIMEOUT,
-                        headers={"Accept": "application/json"},
-                    )
-            if response.status_code != 201:
-                raise JiraError(response.status_code, jira_error_text(response))
-            key = str(response.json()["key"])
-        except (JiraError, httpx.HTTPError, KeyError, ValueError) as exc:
-            error = self._describe(exc)
-            log.error("Jira issue for incident %s failed: %s", incident_id, error)
-            return await self._store(
-                incident_id,
-                "failed",
-                fields,
-                assignee,
-                account,
-                error=error,
-                message=f"❌ Jira did not create the ticket for #{incident_id}: {error}",
+        """Write a ``queued`` ticket and the outbox row that creates the issue, in one transaction under the
+        incident's lock (two replies racing on two replicas make one issue)."""
+        label = idempotency_label()
+        fields = {**fields, "labels": [*fields["labels"], label]}
+        now = time.time()
+        async with self.store.write() as conn:
+            await incidents.lock(conn, incident_id)
+            existing = None if force_new else await self._existing_ticket(conn, incident_id)
+            if existing is not None:
+                return existing
+            ticket_id = await tickets.add(conn, self._ticket_values(incident_id, "queued", fields, assignee, account))
+            await outbox.add(
+                conn,
+                event_key=f"ticket:{ticket_id}:create",
+                channel="jira",
+                operation="create_issue",
+                incident_id=incident_id,
+                payload={
+                    "ticket_id": ticket_id,
+                    "fields": fields,
+                    "label": label,
+                    "assignee": account.displayName if account else None,
+                    "notify": notify,
+                },
+                now=now,
             )
-        browse = f"{self.config.base_url}/browse/{key}"
-        who = f" and assigned to {account.displayName}" if account else " (unassigned)"
-        return await self._store(
-            incident_id,
-            "created",
-            fields,
-            assignee,
-            account,
-            key=key,
-            url=browse,
-            message=f"✅ Jira {key} created for #{incident_id}{who}: {browse}",
+            await timeline.add(conn, incident_id, "ticket", {"status": "queued", "assignee": assignee})
+        self.wake()
+        who = f" assigned to {account.displayName}" if account else " (unassigned)"
+        return TicketResult(
+            status="queued",
+            incident_id=incident_id,
+            ticket_id=ticket_id,
+            assignee=account.displayName if account else None,
+            message=f"⏳ Creating the Jira issue for #{incident_id}{who}; I will confirm here once Jira has it.",
         )
+
+    @staticmethod
+    def _ticket_values(
+        incident_id: int, status: TicketStatus, fields: dict[str, Any], assignee: str | None, account: JiraUser | None
+    ) -> dict[str, Any]:
+        return {
+            "incident_id": incident_id,
+            "status": status,
+            "summary": fields["summary"],
+            "assignee_query": assignee,
+            "assignee_account_id": account.accountId if account else None,
+            "payload": {"fields": fields},
+            "created_at": time.time(),
+        }
 
     @staticmethod
     def _describe(exc: BaseException) -> str:
@@ -319,41 +348,20 @@ class JiraClient:
         account: JiraUser | None,
         *,
         message: str,
-        key: str | None = None,
-        url: str | None = None,
         error: str | None = None,
     ) -> TicketResult:
-        """Write the ``tickets`` row, the timeline event and the metric; return the result."""
+        """Write a ``tickets`` row that needs no Jira call (a draft, a failed lookup), its timeline event and
+        the metric; return the result."""
         async with self.store.write() as conn:
-            ticket_id = await tickets.add(
-                conn,
-                {
-                    "incident_id": incident_id,
-                    "status": status,
-                    "jira_key": key,
-                    "url": url,
-                    "summary": fields["summary"],
-                    "assignee_query": assignee,
-                    "assignee_account_id": account.accountId if account else None,
-                    "payload": {"fields": fields},
-                    "error": error,
-                    "created_at": time.time(),
-                },
-            )
-            await timeline.add(
-                conn,
-                incident_id,
-                "ticket",
-                {"status": status, "key": key, "url": url, "assignee": assignee, "error": error},
-            )
+            values = self._ticket_values(incident_id, status, fields, assignee, account)
+            ticket_id = await tickets.add(conn, {**values, "error": error})
+            await timeline.add(conn, incident_id, "ticket", {"status": status, "assignee": assignee, "error": error})
         JIRA_TICKETS.labels(outcome=status).inc()
         return TicketResult(
             status=status,
             incident_id=incident_id,
             message=message,
             ticket_id=ticket_id,
-            key=key,
-            url=url,
             assignee=account.displayName if account else None,
             error=error,
         )

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from oncall.settings import Settings
 
 TicketStatus = Literal[
-    "created", "draft", "failed", "exists", "assignee_not_found", "assignee_ambiguous", "no_incident"
+    "queued", "created", "draft", "failed", "exists", "assignee_not_found", "assignee_ambiguous", "no_incident"
 ]
 
 
@@ -32,7 +32,8 @@ class JiraUser(BaseModel):
 class TicketResult(BaseModel):
     """Outcome of ``create_ticket``.
 
-    ``status``: ``created``/``draft``/``failed`` (a ``tickets`` row was written, ``ticket_id``),
+    ``status``: ``queued`` (the issue creation is in the outbox; a confirmation follows on WhatsApp once
+    Jira has it), ``created``/``draft``/``failed`` (a ``tickets`` row was written, ``ticket_id``),
     ``exists`` (the incident already has a ticket), ``assignee_not_found``/``assignee_ambiguous``
     (nothing created; ``candidates`` lists display names), ``no_incident``.
     ``message`` is the line to send the engineer on WhatsApp.

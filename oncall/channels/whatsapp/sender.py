@@ -1,8 +1,20 @@
-"""Outbound WhatsApp messages: Twilio Programmable Messaging, or a console channel without an account.
+"""Outgoing WhatsApp messages: written to the outbox, delivered through Twilio Programmable Messaging or a
+console channel (no account) by the outbox worker (``oncall.channels.outbox``).
 
-Every message part is a ``messages`` row (direction ``out``) written as ``queued`` before it is sent,
-so a restart can re-send it (``resend_queued``); its final status is ``sent`` or ``failed`` with the
-error text (Twilio's error code and message, never credentials).
+Two kinds of ``outbox`` rows on channel ``whatsapp``:
+- ``notice`` (written by ``oncall.incidents.lifecycle``: ``diagnosis``, ``resolved``,
+  ``investigation_failed``): rendered when delivered, from the incident as stored then, into one
+  ``message`` row per recipient and part (key ``<notice key>:<recipient>:<part>``), in the transaction
+  that marks the notice delivered, with a ``notified`` timeline event.
+- ``message``: one part (at most 1600 characters) to one recipient. Its ``messages`` row (the
+  conversation log shown on the incident page) is written with it as ``queued`` and mirrors the
+  delivery: attempts and last error while retried, then ``sent`` (with Twilio's MessageSid) or
+  ``failed`` (Twilio's error code and message, never credentials; or "expired").
+
+One Twilio attempt per outbox attempt (the worker retries with backoff): 5xx, 429, connection errors
+and timeouts are transient; any other Twilio error (e.g. 21211 invalid number, 20003 authentication)
+is permanent. Twilio calls run in a thread with a 10 s timeout, so a hanging Twilio holds one
+delivery slot of the outbox worker and nothing else.
 """
 
 from __future__ import annotations
@@ -10,14 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import requests
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from sqlalchemy.ext.asyncio import AsyncConnection
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from oncall.channels.outbox import Attempt, Settled
 from oncall.channels.whatsapp.format import (
     format_diagnosis,
     format_investigation_failed,
@@ -26,16 +41,17 @@ from oncall.channels.whatsapp.format import (
 )
 from oncall.diagnosis import Diagnosis
 from oncall.metrics import WHATSAPP_MESSAGES
-from oncall.store import incidents, messages, timeline
+from oncall.settings import Settings
+from oncall.store import incidents, messages, outbox, timeline
 from oncall.store.database import Store
 from oncall.store.rows import Row
 
 log = logging.getLogger("oncall.notify")
 console_log = logging.getLogger("oncall.whatsapp.console")
 
+CHANNEL = "whatsapp"
 CONSOLE_RECIPIENT = "console"
 TWILIO_TIMEOUT_S = 10.0
-SEND_ATTEMPTS = 3
 
 
 def build_twilio_client(account_sid: str, auth_token: str, api_base_url: str | None) -> Client:
@@ -66,15 +82,15 @@ def whatsapp_address(number: str) -> str:
 
 
 class WhatsAppSender:
-    """Sends WhatsApp messages through Twilio when a client is given, otherwise to the console channel.
+    """Queues WhatsApp messages in the outbox and delivers them (the outbox worker's ``whatsapp`` channel).
 
     Args:
-        store: the agent database (``messages`` rows, timeline events).
+        store: the agent database (``outbox`` and ``messages`` rows, timeline events).
         twilio: a twilio SDK client (``build_twilio_client``), or None for the console channel.
         from_number: the WhatsApp sender (``TWILIO_WHATSAPP_FROM``); required with ``twilio``.
         recipients: the on-call numbers paged by default (``whatsapp:+E164``); empty -> the console recipient.
         public_base_url: the agent's public URL, for incident links.
-        backoff_s: first retry wait in seconds (doubles per attempt, at most 8 s); 3 attempts in all.
+        wake: called after ``send`` committed rows (the outbox worker's ``wake``).
     """
 
     def __init__(
@@ -85,7 +101,7 @@ class WhatsAppSender:
         from_number: str | None,
         recipients: list[str],
         public_base_url: str,
-        backoff_s: float = 1.0,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         if twilio is not None and not from_number:
             raise ValueError("a Twilio client needs the sender number (TWILIO_WHATSAPP_FROM)")
@@ -94,166 +110,177 @@ class WhatsAppSender:
         self.from_number = whatsapp_address(from_number) if from_number else None
         self.recipients = recipients
         self.public_base_url = public_base_url
-        self.backoff_s = backoff_s
-        self.started_at = time.time()  # rows queued before this are left over from a previous process
+        self.wake = wake
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store) -> WhatsAppSender:
+        """The sender the agent uses: Twilio when ``settings.twilio_enabled``, else the console channel."""
+        twilio = None
+        if settings.twilio_enabled and settings.twilio_auth_token is not None:
+            token = settings.twilio_auth_token.get_secret_value()
+            twilio = build_twilio_client(settings.twilio_account_sid or "", token, settings.twilio_api_base_url)
+        return cls(
+            store,
+            twilio=twilio,
+            from_number=settings.twilio_whatsapp_from,
+            recipients=settings.oncall_whatsapp_numbers,
+            public_base_url=settings.public_base_url,
+        )
 
     @property
     def channel(self) -> str:
-        """``twilio`` when a Twilio client is available, else ``console``."""
+        """``twilio`` when a Twilio client is available, else ``console`` (the ``messages.channel``)."""
         return "twilio" if self.twilio is not None else "console"
 
-    async def send(self, body: str, *, incident_id: int | None, to: list[str] | None = None) -> list[int]:
-        """Send ``body`` to ``to`` (default: the on-call numbers, or the console pseudo-recipient).
+    async def queue(
+        self,
+        conn: AsyncConnection,
+        body: str,
+        *,
+        incident_id: int | None,
+        event: str,
+        to: list[str] | None = None,
+        now: float | None = None,
+    ) -> list[int]:
+        """Write ``body`` for ``to`` (default: the on-call numbers, or the console recipient) in the caller's
+        transaction: one outbox row and one ``queued`` ``messages`` row per recipient and part (at most 1600
+        characters each). ``event`` makes it once only: a key written before adds nothing.
 
-        The body is split into parts of at most 1600 characters; one ``messages`` row per part and
-        recipient. Returns the row ids; failures are stored on the rows, never raised.
+        Returns the new ``messages`` row ids.
         """
-        recipients = to or self.recipients or [CONSOLE_RECIPIENT]
-        now = time.time()
+        now = time.time() if now is None else now
         ids: list[int] = []
-        async with self.store.write() as conn:
-            for recipient in recipients:
-                to_number = whatsapp_address(recipient) if recipient != CONSOLE_RECIPIENT else recipient
-                for part in split_message(body):
-                    ids.append(
-                        await messages.queue_outbound(
-                            conn,
-                            incident_id=incident_id,
-                            channel=self.channel,
-                            to_number=to_number,
-                            from_number=self.from_number,
-                            body=part,
-                            now=now,
-                        )
-                    )
-        for message_id in ids:
-            await self._deliver(message_id)
+        for recipient in to or self.recipients or [CONSOLE_RECIPIENT]:
+            to_number = whatsapp_address(recipient) if recipient != CONSOLE_RECIPIENT else recipient
+            for number, part in enumerate(split_message(body), start=1):
+                payload = {"to": to_number, "from": self.from_number, "body": part, "via": self.channel}
+                outbox_id = await outbox.add(
+                    conn,
+                    event_key=f"{event}:{to_number}:{number}",
+                    channel=CHANNEL,
+                    operation="message",
+                    incident_id=incident_id,
+                    payload=payload,
+                    now=now,
+                )
+                if outbox_id is None:
+                    continue
+                message_id = await messages.queue_outbound(
+                    conn,
+                    incident_id=incident_id,
+                    channel=self.channel,
+                    to_number=to_number,
+                    from_number=self.from_number,
+                    body=part,
+                    now=now,
+                )
+                await outbox.set_payload(conn, outbox_id, {**payload, "message_id": message_id})
+                ids.append(message_id)
         return ids
 
-    async def _incident(self, incident_id: int) -> Row:
-        async with self.store.read() as conn:
-            incident = await incidents.get(conn, incident_id)
-        if incident is None:
-            raise ValueError(f"incident {incident_id} not found")
-        return incident
-
-    async def _send_about(self, incident_id: int, what: str, body: str) -> list[int]:
-        ids = await self.send(body, incident_id=incident_id)
+    async def send(
+        self, body: str, *, incident_id: int | None, to: list[str] | None = None, event: str | None = None
+    ) -> list[int]:
+        """Queue ``body`` (see ``queue``) in its own transaction and wake the outbox worker; ``event`` defaults
+        to a fresh key (sent once). Returns the ``messages`` row ids; delivery outcomes land on those rows."""
         async with self.store.write() as conn:
-            await timeline.add(
-                conn, incident_id, "notified", {"what": what, "message_ids": ids, "channel": self.channel}
+            ids = await self.queue(
+                conn, body, incident_id=incident_id, event=event or f"message:{uuid.uuid4().hex}", to=to
             )
+        self.wake()
         return ids
 
-    async def send_diagnosis(self, incident_id: int) -> list[int]:
-        """Format the incident's stored diagnosis for WhatsApp and send it to the on-call numbers.
+    # ------------------------------------------------------------------ the outbox worker's channel
 
-        Raises:
-            ValueError: when the incident does not exist or has no diagnosis yet.
-        """
-        incident = await self._incident(incident_id)
-        if incident["diagnosis"] is None:
-            raise ValueError(f"incident {incident_id} has no diagnosis to send")
-        diagnosis = Diagnosis.model_validate(incident["diagnosis"])
-        return await self._send_about(
-            incident_id, "diagnosis", format_diagnosis(diagnosis, incident, self.public_base_url)
+    async def deliver(self, row: Row) -> Attempt:
+        """Deliver one ``whatsapp`` outbox row: a ``notice`` is rendered (``settled`` writes its parts), a
+        ``message`` goes to the console or through Twilio."""
+        if row["operation"] == "notice":
+            return await self._render_notice(row)
+        payload = row["payload"]
+        if payload["via"] == "console":
+            console_log.info("WhatsApp to %s (incident %s):\n%s", payload["to"], row["incident_id"], payload["body"])
+            return Attempt("delivered")
+        if self.twilio is None:
+            return Attempt("failed", error="Twilio is not configured any more")
+        try:
+            message = await asyncio.to_thread(self._create, payload["to"], payload["body"])
+        except Exception as exc:  # noqa: BLE001 - every failure is stored on the rows
+            error = describe_error(exc)
+            log.warning(
+                "WhatsApp outbox row %s to %s: attempt %d failed: %s", row["id"], payload["to"], row["attempts"], error
+            )
+            return Attempt("retry" if is_transient(exc) else "failed", error=error)
+        return Attempt("delivered", result={"sid": message.sid})
+
+    async def settled(self, conn: AsyncConnection, row: Row, attempt: Attempt, status: Settled) -> None:
+        """Expand a delivered notice into its messages; mirror a message's outcome on its ``messages`` row."""
+        if row["operation"] == "notice":
+            if status == "delivered":
+                await self._expand_notice(conn, row, attempt.result["body"])
+            return
+        message_id = row["payload"].get("message_id")
+        if message_id is None:
+            return
+        final = {"delivered": "sent", "failed": "failed", "expired": "failed"}.get(status, "queued")
+        error = None if status == "delivered" else attempt.error
+        await messages.finish_outbound(
+            conn,
+            message_id,
+            status=final,
+            attempts=int(row["attempts"]),
+            now=time.time(),
+            error=error,
+            message_sid=attempt.result.get("sid"),
+        )
+        if final != "queued":
+            WHATSAPP_MESSAGES.labels(channel=row["payload"]["via"], status=final).inc()
+
+    async def _render_notice(self, row: Row) -> Attempt:
+        """Render a notice from the incident as stored now (the text goes to ``settled`` in the result)."""
+        async with self.store.read() as conn:
+            incident = await incidents.get(conn, int(row["incident_id"]))
+        if incident is None:
+            return Attempt("failed", error=f"incident {row['incident_id']} not found")
+        try:
+            body = self.render(row["payload"]["what"], incident, row["payload"])
+        except ValueError as exc:
+            return Attempt("failed", error=str(exc))
+        return Attempt("delivered", result={"body": body})
+
+    async def _expand_notice(self, conn: AsyncConnection, row: Row, body: str) -> None:
+        """Queue the rendered notice's parts and record ``notified`` (the transaction marking it delivered)."""
+        incident_id = int(row["incident_id"])
+        ids = await self.queue(conn, body, incident_id=incident_id, event=row["event_key"])
+        await timeline.add(
+            conn,
+            incident_id,
+            "notified",
+            {
+                "what": row["payload"]["what"],
+                "episode": row["payload"].get("episode"),
+                "message_ids": ids,
+                "channel": self.channel,
+            },
         )
 
-    async def send_investigation_failed(self, incident_id: int, error: str) -> list[int]:
-        """Page the on-call numbers that the incident fires but could not be investigated (``error`` says why).
+    def render(self, what: str, incident: Row, payload: dict[str, Any]) -> str:
+        """The text of a notice: ``diagnosis``, ``resolved`` or ``investigation_failed``.
 
         Raises:
-            ValueError: when the incident does not exist.
+            ValueError: an unknown notice, or a diagnosis notice for an incident without a diagnosis.
         """
-        incident = await self._incident(incident_id)
-        body = format_investigation_failed(incident, error, self.public_base_url)
-        return await self._send_about(incident_id, "investigation_failed", body)
-
-    async def send_resolved(self, incident_id: int) -> list[int]:
-        """Send one short "resolved after <duration>" message for the incident.
-
-        Raises:
-            ValueError: when the incident does not exist.
-        """
-        incident = await self._incident(incident_id)
-        return await self._send_about(incident_id, "resolved", format_resolved(incident))
-
-    async def resend_queued(self) -> int:
-        """Deliver outbound messages a restart left ``queued``; returns how many were attempted.
-
-        Only rows queued before this sender was built are taken, so a send in flight is never doubled.
-        """
-        async with self.store.read() as conn:
-            ids = await messages.queued_before(conn, self.started_at)
-        for message_id in ids:
-            await self._deliver(message_id)
-        if ids:
-            log.info("re-sent %d queued WhatsApp message(s) left by a restart", len(ids))
-        return len(ids)
-
-    async def _deliver(self, message_id: int) -> None:
-        """Send one queued row on its channel and store the final status."""
-        async with self.store.read() as conn:
-            row = await messages.get(conn, message_id)
-        if row is None:
-            return
-        if row["channel"] == "console":
-            console_log.info("WhatsApp to %s (incident %s):\n%s", row["to_number"], row["incident_id"], row["body"])
-            await self._finish(message_id, "console", "sent", attempts=row["attempts"] + 1)
-            return
-        if self.twilio is None:
-            await self._finish(
-                message_id, "twilio", "failed", attempts=row["attempts"], error="Twilio is not configured any more"
-            )
-            return
-        await self._deliver_twilio(row)
-
-    async def _deliver_twilio(self, row: Row) -> None:
-        """Create the message through the twilio SDK (in a thread), retrying transient failures."""
-        attempts = row["attempts"]
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(SEND_ATTEMPTS),
-                wait=wait_exponential(multiplier=self.backoff_s, max=8),
-                retry=retry_if_exception(is_transient),
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    message = await asyncio.to_thread(self._create, row["to_number"], row["body"])
-        except Exception as exc:  # noqa: BLE001 - every failure is stored on the row
-            error = describe_error(exc)
-            log.error(
-                "WhatsApp message %s to %s failed after %d attempt(s): %s", row["id"], row["to_number"], attempts, error
-            )
-            await self._finish(row["id"], "twilio", "failed", attempts=attempts, error=error)
-            return
-        await self._finish(row["id"], "twilio", "sent", attempts=attempts, message_sid=message.sid)
+        if what == "diagnosis":
+            if incident["diagnosis"] is None:
+                raise ValueError(f"incident {incident['id']} has no diagnosis to send")
+            return format_diagnosis(Diagnosis.model_validate(incident["diagnosis"]), incident, self.public_base_url)
+        if what == "resolved":
+            return format_resolved(incident)
+        if what == "investigation_failed":
+            return format_investigation_failed(incident, str(payload.get("error", "")), self.public_base_url)
+        raise ValueError(f"unknown notice {what!r}")
 
     def _create(self, to_number: str, body: str) -> Any:
         """Blocking twilio SDK call: POST /2010-04-01/Accounts/{sid}/Messages.json."""
         assert self.twilio is not None and self.from_number is not None
         return self.twilio.messages.create(to=to_number, from_=self.from_number, body=body)
-
-    async def _finish(
-        self,
-        message_id: int,
-        channel: str,
-        status: str,
-        *,
-        attempts: int,
-        error: str | None = None,
-        message_sid: str | None = None,
-    ) -> None:
-        """Store the final status of a message row and count it in the metrics."""
-        async with self.store.write() as conn:
-            await messages.finish_outbound(
-                conn,
-                message_id,
-                status=status,
-                attempts=attempts,
-                now=time.time(),
-                error=error,
-                message_sid=message_sid,
-            )
-        WHATSAPP_MESSAGES.labels(channel=channel, status=status).inc()

@@ -1,0 +1,154 @@
+"""Work claims with leases on both dialects (the ``store`` fixture: SQLite, then PostgreSQL): two stores on one
+database play two agent replicas. Investigations, outbox rows and unapplied raw alerts are each claimed
+by one replica at a time, taken over after the lease, and a replica that lost its claim records nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from oncall.incidents.ingest import apply_notification, ingest_notification
+from oncall.incidents.payload import parse_notification
+from oncall.incidents.replay import RawAlertReplay
+from oncall.store import episodes, outbox, raw_alerts
+from oncall.store.database import Store
+from tests.support import sql, sql_exec
+from tests.test_ingest import capture, captured_bytes, webhook_bytes
+
+
+@pytest.fixture
+async def other(store: Store) -> AsyncIterator[Store]:
+    """A second store (its own connection pool) on the same database: another replica."""
+    replica = Store(store.url)
+    yield replica
+    await replica.close()
+
+
+def in_group(seq: int, n: int, starts_at: str | None = None) -> bytes:
+    """Captured request ``seq`` moved to alert group ``Claim<n>`` (its one alert gets fingerprint ``n``)."""
+    body = capture(seq)["body"]
+    body["groupKey"] = f'{{}}:{{alertname="Claim{n}"}}'
+    body["alerts"][0]["fingerprint"] = f"{n:016x}"
+    if starts_at is not None:
+        body["alerts"][0]["startsAt"] = starts_at
+    return webhook_bytes(body)
+
+
+async def queue_investigations(store: Store, count: int) -> list[int]:
+    """``count`` incidents (own alert groups) whose investigations are queued; returns the episode ids."""
+    for n in range(count):
+        assert (await ingest_notification(store, in_group(1, n))).start_investigation
+    return [row["id"] for row in await sql(store, "SELECT id FROM episodes ORDER BY id")]
+
+
+async def claim(store: Store, replica: str, limit: int, now: float | None = None, lease_s: float = 30) -> list[int]:
+    async with store.write() as conn:
+        rows = await episodes.claim(conn, replica, time.time() if now is None else now, lease_s, limit)
+    return [row["id"] for row in rows]
+
+
+async def test_two_replicas_claiming_at_once_get_disjoint_investigations(store: Store, other: Store) -> None:
+    ids = await queue_investigations(store, 6)
+    first, second = await asyncio.gather(claim(store, "agent-1", 4), claim(other, "agent-2", 4))
+    assert sorted(first + second) == ids and not set(first) & set(second)
+    assert len(first) + len(second) == 6
+    assert await claim(store, "agent-1", 4) == []  # every lease is live
+    holders = {row["id"]: row["claimed_by"] for row in await sql(store, "SELECT id, claimed_by FROM episodes")}
+    assert {holders[i] for i in first} <= {"agent-1"} and {holders[i] for i in second} <= {"agent-2"}
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(store: Store, other: Store) -> None:
+    [episode_id] = await queue_investigations(store, 1)
+    now = time.time()
+    assert await claim(store, "agent-1", 1, now=now, lease_s=5) == [episode_id]
+    assert await claim(other, "agent-2", 1, now=now + 4) == []  # still agent-1's
+    async with other.write() as conn:
+        [taken] = await episodes.claim(conn, "agent-2", now + 6, 30, 1)
+    assert (taken["investigation"], taken["claimed_by"], taken["attempts"]) == ("running", "agent-1", 2)
+    async with store.write() as conn:  # agent-1 was only slow: it comes back with its result
+        assert await episodes.renew(conn, [episode_id], "agent-1", now + 40) == set()
+        assert not await episodes.finish(conn, episode_id, "agent-1", "done", now + 7)
+    async with other.write() as conn:
+        assert await episodes.finish(conn, episode_id, "agent-2", "done", now + 8)
+    assert await sql(store, "SELECT investigation, claimed_by FROM episodes") == [
+        {"investigation": "done", "claimed_by": "agent-2"}
+    ]
+
+
+async def test_one_live_claim_per_incident(store: Store) -> None:
+    """A new episode's investigation waits while the previous episode's is still running."""
+    [first] = await queue_investigations(store, 1)
+    assert await claim(store, "agent-1", 5) == [first]
+    await ingest_notification(store, in_group(10, 0))  # resolved, then fires again an hour later
+    assert (await ingest_notification(store, in_group(1, 0, starts_at="2026-11-22T09:00:00Z"))).start_investigation
+    queued = await sql(store, "SELECT number, investigation FROM episodes ORDER BY number")
+    assert queued == [{"number": 1, "investigation": "running"}, {"number": 2, "investigation": "queued"}]
+    assert await claim(store, "agent-2", 5) == []
+
+
+async def message_rows(store: Store, incident_id: int | None, count: int) -> None:
+    async with store.write() as conn:
+        for n in range(count):
+            await outbox.add(
+                conn,
+                event_key=f"test:{incident_id}:{n}",
+                channel="whatsapp",
+                operation="message",
+                incident_id=incident_id,
+                payload={"n": n},
+                now=time.time() - 1,
+            )
+
+
+async def claim_outbox(store: Store, replica: str, limit: int) -> list[int]:
+    async with store.write() as conn:
+        return [row["payload"]["n"] for row in await outbox.claim_due(conn, replica, time.time(), 30, limit)]
+
+
+async def test_outbox_rows_are_claimed_once_and_in_order_per_incident(store: Store, other: Store) -> None:
+    await message_rows(store, None, 6)  # no incident: no order between them
+    first, second = await asyncio.gather(claim_outbox(store, "agent-1", 4), claim_outbox(other, "agent-2", 4))
+    assert sorted(first + second) == list(range(6)) and not set(first) & set(second)
+
+    await sql_exec(store, "DELETE FROM outbox")
+    await sql_exec(
+        store,
+        "INSERT INTO incidents (id, group_key, title, group_labels, common_labels, common_annotations, created_at,"
+        " updated_at) VALUES (7, 'g', 't', '{}', '{}', '{}', 0, 0)",
+    )
+    await message_rows(store, 7, 3)
+    assert await claim_outbox(store, "agent-1", 5) == [0]  # only the oldest of the incident
+    assert await claim_outbox(other, "agent-2", 5) == []  # the next waits until it is delivered
+    async with store.write() as conn:
+        [head] = await sql(store, "SELECT id FROM outbox WHERE payload IS NOT NULL ORDER BY id LIMIT 1")
+        assert not await outbox.mark_delivered(conn, head["id"], "agent-2", time.time())  # not agent-2's claim
+        assert await outbox.mark_delivered(conn, head["id"], "agent-1", time.time())
+    assert await claim_outbox(other, "agent-2", 5) == [1]
+
+
+async def test_an_unapplied_raw_alert_is_replayed_once_by_one_replica(store: Store, other: Store) -> None:
+    """The process died after storing the body and before applying it: a replica replays it, exactly once."""
+    body = captured_bytes(1)
+    async with store.write() as conn:
+        raw_id = await raw_alerts.add(conn, body.decode(), hashlib.sha256(body).hexdigest(), time.time() - 60)
+    woken: list[str] = []
+    replays = [
+        RawAlertReplay(s, 30, on_investigation=lambda name=name: woken.append(name))
+        for s, name in ((store, "agent-1"), (other, "agent-2"))
+    ]
+    results = await asyncio.gather(*(replay.replay_one(time.time() - 30) for replay in replays))
+    assert sorted(results) == [False, True] and len(woken) == 1
+    assert await sql(store, "SELECT valid, incident_id FROM raw_alerts") == [{"valid": 1, "incident_id": 1}]
+    assert await sql(store, "SELECT investigation FROM episodes") == [{"investigation": "queued"}]
+    # The request that stored it comes back to apply it after all: it is reported a duplicate, nothing changes.
+    async with store.write() as conn:
+        late = await apply_notification(conn, raw_id, hashlib.sha256(body).hexdigest(), parse_notification(body))
+    assert late.outcome == "duplicate" and await sql(store, "SELECT count(*) AS n FROM timeline") == [{"n": 2}]
+    young = RawAlertReplay(store, 30)
+    async with store.write() as conn:
+        await raw_alerts.add(conn, body.decode(), "f" * 64, time.time())
+    assert not await young.replay_one(time.time() - 30)  # still within its grace period: maybe in flight
