@@ -77,10 +77,11 @@ class Bench:
 
     def unhealthy(self) -> list[str]:
         """What keeps the stack from a clean start: pending/firing alerts in Prometheus, incidents the agent has
-        not resolved, replicas not running (empty when healthy)."""
+        not resolved, replicas neither running nor stopped on purpose (empty when healthy)."""
         alerts = self.get("prometheus", "/api/v1/alerts")["data"]["alerts"]
         incidents = [i for i in self.get("agent", "/incidents")["incidents"] if i["status"] != "resolved"]
-        stopped = [i for i in self.get("pm", "/instances")["instances"] if i["state"] != "running"]
+        # a replica a scale-down stopped stays listed as "stopped": only crashed or restarting ones count
+        stopped = [i for i in self.get("pm", "/instances")["instances"] if i["state"] not in ("running", "stopped")]
         return (
             [f"alert {a['labels'].get('alertname')} {a['state']}" for a in alerts]
             + [f"incident #{i['id']} {i['title'][:60]} {i['status']}" for i in incidents]
