@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -55,6 +54,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from oncall.store.database import sync_url  # noqa: E402
 from stackctl.postgres import PostgresServer  # noqa: E402
+from stackctl.processes import agent_command  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES  # noqa: E402
 
 TARGET_ACK_P99_MS = 50.0
@@ -84,8 +84,7 @@ def start_agents(procs: ProcessGroup, run_dir: Path, database_url: str, count: i
     agents = []
     for n in range(1, count + 1):
         port = free_port()
-        args = [sys.executable, "-m", "uvicorn", "on_call_agent:app", "--host", "127.0.0.1", "--port", str(port)]
-        args += ["--log-level", "warning"]
+        args = agent_command(port, "warning")
         env = agent_env(run_dir, port, database_url, f"agent-{n}")
         proc = procs.start(f"agent-{n}", args, env=env, cwd=REPO_ROOT)
         agents.append((port, proc.pid))

@@ -23,7 +23,6 @@ import copy
 import hashlib
 import json
 import secrets
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -51,6 +50,7 @@ from common import (
 )
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
+from stackctl.processes import agent_command  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES  # noqa: E402
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "alertmanager"
@@ -221,18 +221,7 @@ def start_agent(procs: ProcessGroup, run_dir: Path, port: int, code_dir: Path = 
         CODE_ROOT=str(REPO_ROOT),
         ONCALL_API_TOKEN=API_TOKEN,
     )
-    args = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "on_call_agent:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+    args = agent_command(port, "warning")
     proc = procs.start("agent", args, env=env, cwd=code_dir)
     wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=30)
     return proc

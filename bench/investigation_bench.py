@@ -46,6 +46,7 @@ from common import (
 from slow_stack import SlowStack
 
 from stackctl.config import load_timing  # noqa: E402
+from stackctl.processes import agent_command  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES, Stack, free_stack_ports  # noqa: E402
 from tests.fake_openai import FakeOpenAI, tool_calls_response  # noqa: E402
 
@@ -226,18 +227,7 @@ def scripted_model(rounds: int, run_dir: Path) -> list[dict[str, Any]]:
         try:
             procs.start(
                 "agent",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "on_call_agent:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
+                agent_command(port, "warning"),
                 env=env,
             )
             wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=30)

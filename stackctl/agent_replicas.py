@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from stackctl.processes import ProcessGroup, free_port, wait_http_ok
+from stackctl.processes import ProcessGroup, agent_command, free_port, wait_http_ok
 
 REPLICA_ID_VARIABLE = "AGENT_REPLICA_ID"
 
@@ -129,18 +128,7 @@ class AgentReplicas:
     def _spawn(self, replica: AgentReplica) -> subprocess.Popen:
         if self.pid(replica.replica_id) is not None:
             raise AgentReplicaError(f"agent replica {replica.replica_id} is already running")
-        args = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "on_call_agent:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(replica.port),
-            "--log-level",
-            "info",
-        ]
+        args = agent_command(replica.port, "info")
         proc = self.procs.start(replica.replica_id, args, env=self.environment(replica.replica_id))
         self._procs[replica.replica_id] = proc
         return proc

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,15 @@ from typing import Any
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def agent_command(port: int, log_level: str = "info") -> list[str]:
+    """The command line of one agent process: ``python -m uvicorn on_call_agent:app`` on 127.0.0.1:``port``
+    with uvicorn's ``log_level`` (``info``, ``warning``, ...); run it with the repository as working directory."""
+    return [sys.executable, "-m", "uvicorn", "on_call_agent:app", "--host", "127.0.0.1", "--port", str(port)] + [
+        "--log-level",
+        log_level,
+    ]
 
 
 class ProcessGroup:

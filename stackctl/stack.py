@@ -28,6 +28,7 @@ from stackctl.config import (
 from stackctl.processes import (
     REPO_ROOT,
     ProcessGroup,
+    agent_command,
     find_binary,
     free_port,
     free_port_block,
@@ -292,18 +293,7 @@ class Stack:
         return env
 
     def _start_agent(self, step: Callable[[str], None]) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "on_call_agent:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.ports.agent),
-            "--log-level",
-            "info",
-        ]
+        args = agent_command(self.ports.agent, "info")
         self.procs.start("agent", args, env=self.agent_environment())
         self._wait("agent", f"{self.url('agent')}/healthz")
         step(f"on-call agent up on :{self.ports.agent}")
