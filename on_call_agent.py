@@ -37,9 +37,11 @@ from oncall.incidents.followup import followup_deliverers
 from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
+from oncall.investigate.aftercare import Aftercare
 from oncall.investigate.engines.base import Engine
 from oncall.investigate.engines.model import ModelEngine, build_client
 from oncall.investigate.engines.offline.engine import OfflineEngine
+from oncall.investigate.history import IncidentHistory
 from oncall.investigate.investigator import Investigator
 from oncall.investigate.setup import build_tool_factory, load_service_catalog
 from oncall.investigate.tools import ToolFactory
@@ -62,12 +64,6 @@ DRAIN_TIMEOUT_S = 10.0
 ServicesFactory = Callable[[Settings, Store, httpx.AsyncClient, BackgroundTasks], Services]
 
 
-def investigation_tools(settings: Settings, http: httpx.AsyncClient) -> ToolFactory:
-    """The investigation tools of the catalog's services (``SERVICES_FILE``) over the configured sources:
-    code reads limited by ``CODE_READ_GLOBS``, every tool's output redacted with the configured secrets."""
-    return build_tool_factory(settings, http)
-
-
 def build_engines(settings: Settings, tools: ToolFactory, client: openai.AsyncOpenAI | None = None) -> list[Engine]:
     """The model engine first when a model is configured (or ``client`` is given), then the offline engine."""
     engines: list[Engine] = []
@@ -88,13 +84,16 @@ def build_engines(settings: Settings, tools: ToolFactory, client: openai.AsyncOp
 def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, tasks: BackgroundTasks) -> Services:
     """Every service of the agent, each given what it uses."""
     s, redact, catalog = settings, Redactor(settings.secret_values()), load_service_catalog(settings)
+    history = IncidentHistory(store)
+    tools = build_tool_factory(s, http, catalog, history)
     investigator = Investigator(
         store,
-        build_engines(s, build_tool_factory(s, http, catalog)),
+        build_engines(s, tools),
         timeout_s=s.investigation_timeout_s,
         tool_output_max_chars=s.tool_output_max_chars,
         redact=redact,
         replica_id=s.agent_replica_id,
+        aftercare=Aftercare(tools, history),
     )
     sender, config = WhatsAppSender.from_settings(s, store), JiraConfig.from_settings(s)
     deliverers: dict[str, Deliverer] = {"whatsapp": sender, "jira": JiraIssueDelivery(http, config, sender)}

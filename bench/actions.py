@@ -39,7 +39,9 @@ def expected_action(scenario: Any) -> tuple[str, str | None] | None:
     truth = scenario.truth
     if set(truth.fault_type) <= {"none", "unknown"} or not scenario.faults:
         return None
-    fault = scenario.faults[0]
+    fault = next((f for f in scenario.faults if f.mode != "surge"), scenario.faults[0])
+    if fault.mode == "surge":
+        return ("scale", None)  # overload: scale out within bounds
     if fault.mode == "deploy":
         return ("rollback", "all")
     if fault.via == "payments":

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class FaultType(StrEnum):
-    """Closed set of root-cause categories. ``none``: nothing wrong found; ``unknown``: inconclusive."""
+    """Closed set of root-cause categories. ``none``: nothing wrong found; ``unknown``: inconclusive;
+    ``overload``: more traffic than the replicas can serve (a surge beyond capacity, no fault on them)."""
 
     code_bug = "code_bug"
     injected_errors = "injected_errors"
@@ -25,6 +26,7 @@ class FaultType(StrEnum):
     memory_pressure = "memory_pressure"
     instance_crash = "instance_crash"
     deploy_regression = "deploy_regression"
+    overload = "overload"
     none = "none"
     unknown = "unknown"
 
@@ -46,9 +48,33 @@ class Evidence(BaseModel):
     finding: str = Field(min_length=1)
 
 
+class Load(BaseModel):
+    """The traffic behind a hypothesis (requests/s; ratios 0-1; counts of replicas), for capacity decisions.
+
+    ``baseline_rps``: the service's usual rate before the onset (median of the 1-minute rate over the
+    10 minutes before it); ``current_rps`` the rate now; ``surge_factor`` = current / baseline;
+    ``capacity_rps`` the estimated rate the ``replicas`` serve within the latency objective;
+    ``headroom`` = 1 - current / capacity (negative: over capacity); ``suggested_replicas`` the replica
+    count that serves the current rate with headroom, within ``max_replicas``.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    baseline_rps: float | None = Field(default=None, ge=0)
+    current_rps: float | None = Field(default=None, ge=0)
+    surge_factor: float | None = Field(default=None, ge=0)
+    per_replica_rps: dict[str, float] = Field(default_factory=dict)
+    replicas: int | None = Field(default=None, ge=0)
+    capacity_rps: float | None = Field(default=None, ge=0)
+    headroom: float | None = None
+    suggested_replicas: int | None = Field(default=None, ge=1)
+    max_replicas: int | None = Field(default=None, ge=1)
+
+
 class Hypothesis(BaseModel):
     """One candidate explanation, ranked by ``confidence`` (0-1, calibrated: how much independent, fresh
-    evidence agrees). ``explains_alert`` says whether it accounts for the signal of the alert that paged."""
+    evidence agrees). ``explains_alert`` says whether it accounts for the signal of the alert that paged;
+    ``load`` carries the traffic figures of an ``overload`` hypothesis (and the context of a fault under load)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -59,6 +85,7 @@ class Hypothesis(BaseModel):
     explains_alert: bool = True
     evidence_for: list[Evidence] = Field(default_factory=list)
     evidence_against: list[Evidence] = Field(default_factory=list)
+    load: Load | None = None
 
 
 ActionKind = Literal["clear_fault", "restart_replica", "scale", "rollback"]

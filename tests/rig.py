@@ -11,15 +11,19 @@ from typing import Any
 import httpx
 import openai
 
-from on_call_agent import build_engines, investigation_tools
+from on_call_agent import build_engines
 from oncall.channels.jira.delivery import JiraIssueDelivery
 from oncall.channels.jira.models import JiraConfig
 from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.diagnosis import Diagnosis
 from oncall.incidents.scheduler import InvestigationScheduler
+from oncall.investigate.aftercare import Aftercare
+from oncall.investigate.history import IncidentHistory
 from oncall.investigate.investigator import Investigator
+from oncall.investigate.setup import build_tool_factory
 from oncall.investigate.toolloop import ToolSpec
+from oncall.investigate.tools import ToolFactory
 from oncall.redaction import Redactor
 from oncall.settings import Settings
 from oncall.store.database import Store
@@ -31,6 +35,11 @@ PM = "http://127.0.0.1:17070"
 GITHUB = "http://127.0.0.1:18443"
 API_TOKEN = "api-test-token-5b7d0f1e"
 """ONCALL_API_TOKEN of the test settings (send ``Authorization: Bearer`` with it to reach /incidents)."""
+
+
+def investigation_tools(settings: Settings, http: httpx.AsyncClient, store: Store) -> ToolFactory:
+    """The agent's investigation tools (``build_tool_factory``) with the store's resolved incidents as history."""
+    return build_tool_factory(settings, http, history=IncidentHistory(store))
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -61,12 +70,13 @@ class Rig:
 
     def tools(self, engine: str = "offline", service: str = "inventory") -> dict[str, ToolSpec]:
         """The investigation tool specs of the catalog's ``service``, stamping diagnoses with ``engine``."""
-        return investigation_tools(self.settings, self.http).for_service(service).specs(engine)
+        return investigation_tools(self.settings, self.http, self.store).for_service(service).specs(engine)
 
     def investigator(self, llm_client: openai.AsyncOpenAI | None = None) -> Investigator:
         """The investigator the agent would build (the model engine with ``llm_client`` when given)."""
         s = self.settings
-        engines = build_engines(s, investigation_tools(s, self.http), llm_client)
+        tools = investigation_tools(s, self.http, self.store)
+        engines = build_engines(s, tools, llm_client)
         redact = Redactor([s.openai_api_key, s.github_token])
         return Investigator(
             self.store,
@@ -74,6 +84,7 @@ class Rig:
             timeout_s=s.investigation_timeout_s,
             tool_output_max_chars=s.tool_output_max_chars,
             redact=redact,
+            aftercare=Aftercare(tools, IncidentHistory(self.store)),
         )
 
     def sender(self) -> WhatsAppSender:

@@ -144,7 +144,13 @@ async def test_alert_outside_the_catalog_is_investigated_through_its_rule(make_r
     tools = {
         c["tool"] for c in await sql(rig.store, "SELECT tool FROM tool_calls WHERE incident_id = :i", i=incident_id)
     }
-    assert tools == {"evaluate_alert_rule", "query_prometheus", "send_diagnosis"}
+    assert tools == {
+        "evaluate_alert_rule",
+        "query_prometheus",
+        "find_similar_incidents",
+        "send_diagnosis",
+        "measure_impact",  # the agent's own measurement after the engine's diagnosis
+    }
 
 
 async def test_the_model_sees_the_service_from_the_catalog(make_rig) -> None:  # noqa: F811

@@ -129,3 +129,34 @@ def test_offline_engine_names_fault_and_replica(case_id, tmp_path):
         traffic.terminate()
         traffic.wait(timeout=10)
         stack.stop()
+
+
+def test_two_faults_each_alert_gets_its_own_headline(tmp_path):
+    """Injected errors on inventory-1 and added latency on inventory-2 at once (issue 13's two-fault run):
+    the error alert's incident names injected errors on inventory-1 and the latency alert's incident names
+    latency on inventory-2, each listing the other fault only as a secondary hypothesis."""
+    stack = start_stack(tmp_path)
+    traffic = start_traffic(stack, ["--profile", "constant", "--rps", "30", "--duration", "60"], tmp_path / "t.log")
+    try:
+        time.sleep(3)
+        inject(stack, {"mode": "errors", "p_error": 0.8, "replica": "inventory-1"})
+        inject(stack, {"mode": "latency", "latency_ms": 1200, "replica": "inventory-2"})
+        time.sleep(OBSERVE_S)
+        expected = {"InventoryHighErrorRate": ("injected_errors", "inventory-1", "latency")}
+        expected["InventoryHighLatencyP99"] = ("latency", "inventory-2", "injected_errors")
+        ids = {}
+        for alertname in expected:
+            answer = httpx.post(f"{stack.url('agent')}/alerts", json=notification(alertname, alertname), timeout=5)
+            assert answer.status_code == 200, answer.text
+            ids[alertname] = answer.json()["incident_id"]
+        assert len(set(ids.values())) == 2
+        for alertname, (fault_type, replica, other) in expected.items():
+            diagnosis = wait_for_diagnosis(stack, ids[alertname])["diagnosis"]
+            assert (diagnosis["fault_type"], diagnosis["affected_replicas"]) == (fault_type, [replica]), diagnosis
+            head, *rest = diagnosis["hypotheses"]
+            assert head["fault_type"] == fault_type and head["explains_alert"]
+            assert any(h["fault_type"] == other and not h["explains_alert"] for h in rest), diagnosis["hypotheses"]
+    finally:
+        traffic.terminate()
+        traffic.wait(timeout=10)
+        stack.stop()

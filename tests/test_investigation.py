@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import openai
@@ -19,10 +20,11 @@ from prometheus_client import REGISTRY
 from oncall.store import incidents
 from oncall.store.database import Store
 from tests.catalog_support import QUERIES, error_rate_queries
+from tests.diagnosis_support import client_view_answers, impact_answer, load_answer, rules_body
 from tests.fake_openai import FakeOpenAI, Scripted, text_response, tool_calls_response
 from tests.rig import LB, PM, PROM
 from tests.support import free_port, load_json_fixture, sql
-from tests.test_tools import prom_router
+from tests.test_tools import prom_router, prom_vector
 
 REPLICAS = ["inventory-1", "inventory-2", "inventory-3"]
 MiB = 2**20
@@ -106,6 +108,10 @@ class Stack:
     growth: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.5 * MiB))
     up: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 1.0))
     restarts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REPLICAS, 0.0))
+    scrape_ok: dict[str, float] | None = None
+    rps: float = 20.0
+    baseline_rps: float | None = 20.0
+    in_flight: dict[str, float] = field(default_factory=dict)
     logs: list[dict] = field(default_factory=lambda: flaky_timeouts(3))
     changes: list[dict] = field(default_factory=list)
     instances: list[dict] = field(
@@ -147,13 +153,27 @@ class Stack:
             QUERIES["rss_growth"]: per(self.growth),
             QUERIES["up"]: per(self.up),
             QUERIES["restarts"]: per(self.restarts),
+            QUERIES["scrape_ok"]: per(self.scrape_ok if self.scrape_ok is not None else self.up),
             'inventory_build_info{job="inventory"}': [
                 ({"replica": r, "job": "inventory", "service": "inventory", "version": "1.4.0"}, 1) for r in self.up
             ],
+            **client_view_answers(dict.fromkeys(self.up, self.rps / len(self.up)), self.err, self.p99, self.in_flight),
         }
 
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        """Prometheus' answer to one query: the known ones, the load queries by shape, else its 400 error."""
+        query = parse_qs(urlparse(str(request.url)).query)["query"][0]
+        per_replica = dict.fromkeys(self.up, self.rps / len(self.up))
+        series = load_answer(query, self.rps, self.baseline_rps, per_replica)
+        if series is None:
+            series = impact_answer(query, self.rps, sum(self.err.values()) / len(self.err))
+        if series is not None:
+            return httpx.Response(200, json=prom_vector(series))
+        return prom_router(self.prom_answers())(request)
+
     def mock(self, router: respx.Router) -> None:
-        router.get(f"{PROM}/api/v1/query").mock(side_effect=prom_router(self.prom_answers()))
+        router.get(f"{PROM}/api/v1/query").mock(side_effect=self.answer)
+        router.get(f"{PROM}/api/v1/rules").mock(return_value=httpx.Response(200, json=rules_body()))
         router.get(f"{LB}/logs/tail").mock(
             side_effect=lambda request: httpx.Response(
                 200,
@@ -527,13 +547,19 @@ async def test_offline_engine_classifies_fault_modes(make_rig, scenario, fault_t
     round1 = [c["tool"] for c in calls if c["round"] == 1]
     assert sorted(set(round1)) == [
         "compute_error_rate",
+        "evaluate_alert_rule",
         "fetch_logs",
+        "find_similar_incidents",
+        "get_client_view",
         "get_deployed_versions",
+        "get_load",
         "get_recent_changes",
         "query_prometheus",
     ]
-    assert round1.count("query_prometheus") == len(QUERIES) and all(c["ok"] for c in calls)
-    assert calls[-1]["tool"] == "send_diagnosis"
+    # the incident's alert (TargetDown) has no rule in this Prometheus: only that call fails, and it costs nothing
+    assert round1.count("query_prometheus") == len(QUERIES)
+    assert all(c["ok"] for c in calls if c["tool"] != "evaluate_alert_rule")
+    assert [c["tool"] for c in calls][-2:] == ["send_diagnosis", "measure_impact"]  # the agent measures the impact
     if fault_type == "none":
         assert diagnosis.priority == "P4" and diagnosis.affected_file is None
     else:
@@ -559,17 +585,23 @@ async def test_offline_null_dereference_names_file_and_line(make_rig) -> None:
     assert json.loads(code_calls[0]["arguments"])["line"] == BUG_LINE
 
 
-async def test_offline_mentions_the_weaker_second_fault(make_rig) -> None:
+async def test_offline_lists_a_second_fault_as_a_secondary_hypothesis(make_rig) -> None:
     rig = make_rig()
     incident_id = await insert_incident(rig.store)
     with respx.mock(assert_all_called=False) as router:
         scenario_latency_and_injected().mock(router)
         diagnosis = await rig.investigate(incident_id)
-    # two independent faults: the stronger names the type, both sick replicas are affected
-    assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == [
-        "inventory-2",
-        "inventory-3",
-    ]
+    # two independent faults: the headline names one fault and its replicas only; the other is a secondary
+    # hypothesis with its own replicas and evidence (its own alert starts its own incident)
+    assert diagnosis.fault_type.value == "injected_errors" and diagnosis.affected_replicas == ["inventory-2"]
+    head, *others = diagnosis.hypotheses
+    assert (head.fault_type.value, head.affected_replicas, head.confidence) == (
+        "injected_errors",
+        ["inventory-2"],
+        diagnosis.confidence,
+    )
+    [latency] = [h for h in others if h.fault_type.value == "latency"]
+    assert latency.affected_replicas == ["inventory-3"] and latency.evidence_for
     assert "latency" in diagnosis.root_cause and "inventory-3" in diagnosis.root_cause
     assert any("inventory-3" in step for step in diagnosis.next_steps)
 
@@ -602,7 +634,17 @@ async def test_offline_is_unknown_when_tools_fail(make_rig) -> None:
     assert diagnosis.confidence <= 0.3
     assert diagnosis.affected_replicas == []
     failed = await sql(rig.store, "SELECT tool, error FROM tool_calls WHERE ok = 0")
-    assert len(failed) == 4 + len(QUERIES)  # logs, error rate, changes, versions and every query
+    tools = {
+        "fetch_logs",
+        "compute_error_rate",
+        "get_recent_changes",
+        "get_deployed_versions",
+        "get_client_view",
+        "get_load",
+        "evaluate_alert_rule",
+        "measure_impact",
+    }
+    assert len(failed) == len(tools) + len(QUERIES) and {f["tool"] for f in failed} == tools | {"query_prometheus"}
     assert any("HTTP 503" in f["error"] for f in failed)
 
 
@@ -699,6 +741,7 @@ async def test_llm_investigation_runs_tools_and_stores_diagnosis(make_rig, fake:
         ("compute_error_rate", 1),
         ("query_prometheus", 1),
         ("send_diagnosis", 2),
+        ("measure_impact", 3),
     ]
     assert all(c["ok"] and c["investigation_id"] == inv["id"] and c["duration_s"] >= 0 for c in calls)
     stored = await stored_incident(rig.store, incident_id)

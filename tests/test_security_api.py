@@ -117,7 +117,9 @@ async def test_secrets_never_leave_the_machine(tmp_path: Path, caplog: pytest.Lo
     for where, text in (("page", page), ("model requests", sent), ("database", stored), ("log", caplog.text)):
         for name, value in [*SECRETS.items(), ("planted key", PLANTED_KEY)]:
             assert value not in text, f"{name} leaked to the {where}"
-    calls = {json.loads(c["arguments"])["path"]: c for c in detail["tool_calls"] if c["tool"] != "send_diagnosis"}
+    calls = {
+        json.loads(c["arguments"])["path"]: c for c in detail["tool_calls"] if c["tool"] == "fetch_code_from_github"
+    }
     assert all(not calls[path]["ok"] and "refused" in calls[path]["error"] for path in reads[:4])
     assert calls["app.py"]["ok"] and 'AWS_KEY = "***"' in calls["app.py"]["result"]["code"]
     assert detail["diagnosis"]["engine"].startswith("openai:")

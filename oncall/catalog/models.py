@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from oncall.catalog.matchers import Matcher, parse_matcher
-from oncall.catalog.promql import PRESETS, ServiceQueries, selector_matchers, series
+from oncall.catalog.promql import PRESETS, ClientQueries, ServiceQueries, selector_matchers, series
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -276,10 +276,46 @@ VersionSpec = Annotated[PromQLVersion | HttpVersion, Field(discriminator="type")
 
 
 class ProcessManagerControl(_Strict):
-    """The service's control plane for remediation (deploy/rollback, restart, scale, faults)."""
+    """The control plane for remediation (deploy, restart, scale, faults); ``max_replicas``: scale-out's most."""
 
     type: Literal["process_manager"]
     url: str
+    max_replicas: int = Field(default=10, ge=1, le=1000)
+
+
+class LoadBalancerSpec(_Strict):
+    """What clients saw: the load balancer in front of the service, in Prometheus. ``selector``: its scrape
+    target; ``backend_label`` names the backend, a URL whose ``host:port`` is the replica's ``instance``; series
+    (defaults: the demo's ``loadbalancer.py``): ``requests`` answered by status ``code_label`` (its own 502/503/504
+    too), ``duration_buckets`` (seconds), ``upstream_errors`` by ``kind_label``, ``in_flight`` (a gauge)."""
+
+    selector: str
+    backend_label: str = Field(default="backend", pattern=LABEL)
+    requests: str = "lb_requests_total"
+    code_label: str = Field(default="code", pattern=LABEL)
+    duration_buckets: str = "lb_request_duration_seconds_bucket"
+    upstream_errors: str = "lb_upstream_errors_total"
+    kind_label: str = Field(default="kind", pattern=LABEL)
+    in_flight: str = "lb_upstream_in_flight"
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        selector_matchers(value)
+        return value
+
+    def queries(self) -> ClientQueries:
+        """The load balancer's PromQL (``oncall.catalog.promql.ClientQueries``)."""
+        return ClientQueries(
+            selector=selector_matchers(self.selector),
+            requests=self.requests,
+            buckets=self.duration_buckets,
+            upstream_errors=self.upstream_errors,
+            in_flight=self.in_flight,
+            backend=self.backend_label,
+            code=self.code_label,
+            kind=self.kind_label,
+        )
 
 
 class LatencySLO(_Strict):
@@ -311,6 +347,7 @@ class ServiceEntry(_Strict):
     code: CodeSpec | None = None
     version: VersionSpec | None = None
     control_plane: ProcessManagerControl | None = None
+    load_balancer: LoadBalancerSpec | None = None
 
     def matches(self, labels: dict[str, str]) -> bool:
         """True when one of the entry's alert routes matches an alert's ``labels``."""

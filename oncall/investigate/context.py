@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oncall.catalog.models import AlertRoute, Catalog, PrometheusSpec, ServiceEntry
-from oncall.catalog.promql import ServiceQueries
+from oncall.catalog.promql import ClientQueries, ServiceQueries
 from oncall.sources.build import ServiceSources
 from oncall.sources.logformat import parse_time
 
 UNKNOWN_REPLICA_LABEL = "instance"
+DEFAULT_LATENCY_OBJECTIVE_S = 0.5
+"""Seconds of p99 latency taken as the objective of a service whose catalog entry has no latency SLO."""
 
 
 @dataclass
@@ -47,6 +49,17 @@ class ServiceContext:
     def queries(self) -> ServiceQueries | None:
         """The service's PromQL, or None without a ``prometheus`` section."""
         return self.entry.prometheus.queries() if self.entry.prometheus else None
+
+    @property
+    def clients(self) -> ClientQueries | None:
+        """The PromQL of the service's load balancer (what clients saw), or None without one."""
+        return self.entry.load_balancer.queries() if self.entry.load_balancer else None
+
+    @property
+    def latency_objective_s(self) -> float:
+        """The latency the service promises (its SLO's ``threshold_s``), else ``DEFAULT_LATENCY_OBJECTIVE_S``."""
+        slo = self.entry.slo
+        return slo.latency.threshold_s if slo is not None and slo.latency is not None else DEFAULT_LATENCY_OBJECTIVE_S
 
     @property
     def replica_label(self) -> str:

@@ -46,6 +46,16 @@ def for_context(context: ServiceContext) -> dict[str, str]:
         "evaluate_alert_rule": "Find the Prometheus alerting rule of an alert (by alertname and labels) and "
         "evaluate its expression now: the rule's query, `for`, annotations, the series breaching now and the "
         "active alerts per instance with their values.",
+        "get_client_view": f"What clients of the {name} service saw through its load balancer, per replica: "
+        "requests/s, the share answered 5xx (the balancer's own 502 connection failures, 503 no backend and 504 "
+        "upstream timeouts included), timeouts/s, failed upstream attempts by kind, client p99 and requests in "
+        "flight. Stays current when replicas stop answering scrapes (their own series go stale).",
+        "get_load": f"The {name} service's request rate (requests/s) now, at the alert's onset and its baseline (the "
+        "median rate over the 10 minutes before the onset), per replica and in total, with the surge factor and "
+        "the highest rate recently served within the latency objective (a capacity lower bound).",
+        "find_similar_incidents": "Resolved incidents most like this one (score 0-1 over fault type, service, "
+        "file:line, error signature, alert name and replicas), each with how it was resolved, how long it took, "
+        "the action taken and its ticket.",
         "send_diagnosis": "Submit the final root-cause diagnosis. Ends the investigation. Use fault_type "
         "'none' when nothing is wrong and 'unknown' when the evidence is inconclusive.",
     }

@@ -1,5 +1,6 @@
 """The investigator: runs the model engine (when configured) then, if it fails, the offline engine,
-and records every engine run and tool call.
+completes the diagnosis with the agent's own measurements and history (``aftercare``: impact, similar
+incidents, fleet-safe advice), and records every engine run and tool call.
 
 Storage: one ``investigations`` row per engine run (status ``running`` -> ``done`` | ``failed`` |
 ``interrupted``, rounds, tokens, error), one ``tool_calls`` row per tool call (arguments, capped
@@ -15,7 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from oncall.diagnosis import Diagnosis
-from oncall.investigate.engines.base import Engine
+from oncall.investigate.aftercare import Aftercare
+from oncall.investigate.engines.base import Engine, RecordSink
 from oncall.investigate.engines.model import InvalidModelOutput
 from oncall.investigate.toolloop import ToolCallRecord, audit_values
 from oncall.metrics import INVESTIGATION_SECONDS, INVESTIGATIONS
@@ -46,6 +48,7 @@ class Investigator:
         tool_output_max_chars: characters of a tool result kept in the audit trail.
         redact: removes secrets from error texts before they are stored or logged.
         replica_id: the agent replica running the engines (stamped on each ``investigations`` row).
+        aftercare: completes each engine's diagnosis (impact, similar incidents, fleet-safe advice); None: as is.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Investigator:
         tool_output_max_chars: int,
         redact: Callable[[str], str],
         replica_id: str | None = None,
+        aftercare: Aftercare | None = None,
     ) -> None:
         if not engines:
             raise ValueError("the investigator needs at least one engine")
@@ -66,6 +70,7 @@ class Investigator:
         self.tool_output_max_chars = tool_output_max_chars
         self.redact = redact
         self.replica_id = replica_id
+        self.aftercare = aftercare
 
     @property
     def first_engine(self) -> str:
@@ -137,12 +142,27 @@ class Investigator:
                     {"from": engine.name, "to": self.engines[-1].name, "reason": reason},
                 )
             return None
+        diagnosis = await self._complete(incident, alerts, result.diagnosis, on_record, result.rounds + 1)
         await self._finish(
             investigation_id, "done", usage=(result.rounds, result.prompt_tokens, result.completion_tokens)
         )
-        INVESTIGATIONS.labels(engine=label, outcome=result.diagnosis.fault_type.value).inc()
+        INVESTIGATIONS.labels(engine=label, outcome=diagnosis.fault_type.value).inc()
         INVESTIGATION_SECONDS.labels(engine=label).observe(time.perf_counter() - t0)
-        return result.diagnosis
+        return diagnosis
+
+    async def _complete(
+        self, incident: Row, alerts: list[Row], diagnosis: Diagnosis, on_record: RecordSink, round_no: int
+    ) -> Diagnosis:
+        """The engine's diagnosis completed by the aftercare; as it is when there is none or it fails."""
+        if self.aftercare is None:
+            return diagnosis
+        try:
+            return await self.aftercare.complete(incident, alerts, diagnosis, on_record, round_no)
+        except Exception as exc:  # noqa: BLE001 - the diagnosis goes out without the agent's additions
+            log.warning(
+                "incident %s: aftercare failed: %s", incident["id"], self.redact(f"{type(exc).__name__}: {exc}")
+            )
+            return diagnosis
 
     def _reason(self, exc: Exception, limit: float | None) -> str:
         """A one-line, secret-free reason for an engine failure."""

@@ -15,7 +15,7 @@ import httpx
 from oncall.catalog.loader import load_catalog
 from oncall.catalog.models import Catalog, GitHubCodeSpec, ServiceEntry
 from oncall.investigate.context import Toolbox
-from oncall.investigate.tools import ToolFactory
+from oncall.investigate.tools import SimilarLookup, ToolFactory
 from oncall.redaction import Redactor
 from oncall.settings import Settings
 from oncall.sources.build import SourceEnvironment, build_sources
@@ -71,10 +71,15 @@ def catalog_secrets(catalog: Catalog, settings: Settings) -> list[str]:
     return [value for value in (_secret(settings, name) for name in sorted(names)) if value]
 
 
-def build_tool_factory(settings: Settings, http: httpx.AsyncClient, catalog: Catalog | None = None) -> ToolFactory:
+def build_tool_factory(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    catalog: Catalog | None = None,
+    history: SimilarLookup | None = None,
+) -> ToolFactory:
     """The investigation tools of every catalog service (and of alerts outside it) over the shared client:
     code reads limited by ``CODE_READ_GLOBS``, every tool's output redacted with the configured secrets and
-    the catalog's tokens.
+    the catalog's tokens; ``history`` gives ``find_similar_incidents`` (None: not offered).
 
     Raises:
         CatalogError: ``catalog`` is None and ``SERVICES_FILE`` is missing or invalid.
@@ -93,4 +98,4 @@ def build_tool_factory(settings: Settings, http: httpx.AsyncClient, catalog: Cat
         catalog, lambda entry: build_sources(_with_github_code(entry, settings), env), str(settings.services_file)
     )
     redact = Redactor([*settings.secret_values(), *catalog_secrets(catalog, settings)])
-    return ToolFactory(toolbox, settings.tool_timeout_s, redact)
+    return ToolFactory(toolbox, settings.tool_timeout_s, redact, history)

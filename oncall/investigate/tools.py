@@ -1,8 +1,10 @@
 """The investigation tools: what the model (and the offline engine) may call, with argument schemas.
 
 Tools: ``fetch_logs``, ``compute_error_rate``, ``query_prometheus``, ``get_recent_changes``,
-``get_deployed_versions``, ``fetch_code_from_github``, ``evaluate_alert_rule`` and the terminal
-``send_diagnosis``. They are built per investigation for the incident's service (``ServiceContext``):
+``get_deployed_versions``, ``fetch_code_from_github``, ``evaluate_alert_rule``, ``get_client_view``
+(the load balancer's view), ``get_load`` (request rate against its baseline), ``find_similar_incidents``
+(resolved incidents like this one) and the terminal ``send_diagnosis``. They are built per
+investigation for the incident's service (``ServiceContext``):
 the descriptions the model sees name that service's sources and metrics from the catalog, and a
 tool whose source the catalog entry lacks is left out. Each handler returns a compact
 JSON-serialisable dict sized to fit the tool output cap, or raises ``SourceError`` with a message
@@ -15,13 +17,15 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from oncall.diagnosis import AGENT_FIELDS, Diagnosis
 from oncall.investigate import descriptions
+from oncall.investigate.clientview import client_view, load_view
 from oncall.investigate.context import ServiceContext, Toolbox
+from oncall.investigate.impact import measure_impact
 from oncall.investigate.rules import evaluate_rule
 from oncall.investigate.timeline import change_timeline
 from oncall.investigate.toolloop import ToolSpec, with_redactor
@@ -111,6 +115,12 @@ SendDiagnosisArgs: type[BaseModel] = create_model(
 )
 
 
+class SimilarLookup(Protocol):
+    """Resolved incidents like one incident (``oncall.investigate.history.IncidentHistory``)."""
+
+    async def similar_summaries(self, incident_id: int) -> list[dict[str, Any]]: ...
+
+
 def _rounded(values: dict[str, float | str], digits: int = 4) -> dict[str, float | str]:
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in sorted(values.items())}
 
@@ -122,11 +132,22 @@ class InvestigationTools:
         context: the incident's service, its catalog entry and sources.
         timeout_s: the sources' timeout per request, seconds (a tool's deadline is twice it).
         redact: cleans every tool's result and error text (None: the tool loop's default, secret shapes only).
+        history: finds resolved incidents like ``incident_id`` (None: no ``find_similar_incidents``).
+        incident_id: the incident investigated (None: tools of a service, no incident).
     """
 
-    def __init__(self, context: ServiceContext, timeout_s: float, redact: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        context: ServiceContext,
+        timeout_s: float,
+        redact: Redactor | None = None,
+        history: SimilarLookup | None = None,
+        incident_id: int | None = None,
+    ) -> None:
         self.context = context
         self.redact = redact
+        self.history = history
+        self.incident_id = incident_id
         self.sources = context.sources
         self.prometheus = context.sources.prometheus
         self.timeout_s = timeout_s
@@ -237,6 +258,44 @@ class InvestigationTools:
         """The alerting rule behind ``alertname`` and its expression evaluated now, per series."""
         return await evaluate_rule(self.prometheus, args.alertname, args.labels)
 
+    async def get_client_view(self, args: NoArgs) -> dict[str, Any]:
+        """The load balancer's view of the service's replicas (``oncall.investigate.clientview.client_view``)."""
+        assert self.context.clients is not None and self.context.queries is not None
+        return await client_view(self.prometheus, self.context.clients, self.context.queries)
+
+    async def get_load(self, args: NoArgs) -> dict[str, Any]:
+        """Request rates now, at the onset and the baseline before it (``oncall.investigate.clientview.load_view``)."""
+        assert self.context.queries is not None
+        onset = self.context.onset
+        age = max(0.0, time.time() - onset) if onset else None
+        return await load_view(
+            self.prometheus, self.context.queries, self.context.clients, age, self.context.latency_objective_s
+        )
+
+    async def find_similar_incidents(self, args: NoArgs) -> dict[str, Any]:
+        """The resolved incidents most like this one, each with how it ended."""
+        assert self.history is not None and self.incident_id is not None
+        return {"similar_incidents": await self.history.similar_summaries(self.incident_id)}
+
+    async def measure_impact(self, args: NoArgs) -> dict[str, Any]:
+        """What clients experienced since the onset (``oncall.investigate.impact.measure_impact``)."""
+        return await measure_impact(
+            self.prometheus, self.context.queries, self.context.clients, self.context.onset, time.time()
+        )
+
+    def agent_specs(self) -> dict[str, ToolSpec]:
+        """The tools only the agent calls after an engine's diagnosis (``measure_impact``): the impact is the
+        agent's measurement (``AGENT_FIELDS``), never a model's."""
+        spec = ToolSpec(
+            "measure_impact",
+            "Requests, failed requests and client timeouts since the onset, the failed routes and the fleet.",
+            NoArgs,
+            self.measure_impact,
+            self.timeout_s * TOOL_DEADLINE_FACTOR,
+        )
+        specs = {spec.name: spec}
+        return with_redactor(specs, self.redact) if self.redact is not None else specs
+
     def specs(self, engine: str) -> dict[str, ToolSpec]:
         """The ToolSpecs available for this service, by name; ``send_diagnosis`` stamps diagnoses with ``engine``."""
         deadline = self.timeout_s * TOOL_DEADLINE_FACTOR
@@ -257,6 +316,17 @@ class InvestigationTools:
             "get_deployed_versions": (NoArgs, self.get_deployed_versions, self.sources.version is not None),
             "fetch_code_from_github": (FetchCodeArgs, self.fetch_code, self.sources.code is not None),
             "evaluate_alert_rule": (AlertRuleArgs, self.evaluate_alert_rule, True),
+            "get_client_view": (
+                NoArgs,
+                self.get_client_view,
+                self.context.clients is not None and self.context.queries is not None,
+            ),
+            "get_load": (NoArgs, self.get_load, bool(self.context.queries and self.context.queries.requests)),
+            "find_similar_incidents": (
+                NoArgs,
+                self.find_similar_incidents,
+                self.history is not None and self.incident_id is not None,
+            ),
         }
         specs = [
             ToolSpec(name, text[name], model, handler, deadline)
@@ -277,16 +347,21 @@ class ToolFactory:
         toolbox: finds the incident's service and its sources.
         timeout_s: the sources' timeout per request, seconds.
         redact: cleans every tool's result and error text (the configured and the catalog's secrets).
+        history: finds resolved incidents like the one investigated (None: no ``find_similar_incidents``).
     """
 
-    def __init__(self, toolbox: Toolbox, timeout_s: float, redact: Redactor | None = None) -> None:
+    def __init__(
+        self, toolbox: Toolbox, timeout_s: float, redact: Redactor | None = None, history: SimilarLookup | None = None
+    ) -> None:
         self.toolbox = toolbox
         self.timeout_s = timeout_s
         self.redact = redact
+        self.history = history
 
     def for_incident(self, incident: dict[str, Any], alerts: list[dict[str, Any]]) -> InvestigationTools:
         """The tools of ``incident``'s service (an incidents row with its alert rows)."""
-        return InvestigationTools(self.toolbox.context(incident, alerts), self.timeout_s, self.redact)
+        context = self.toolbox.context(incident, alerts)
+        return InvestigationTools(context, self.timeout_s, self.redact, self.history, incident.get("id"))
 
     def for_service(self, name: str) -> InvestigationTools:
         """The tools of the catalog's service ``name``. Raises KeyError when unknown."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from oncall.diagnosis import Diagnosis
+from oncall.diagnosis import Diagnosis, Impact
 from oncall.remediation.catalogue import describe
 
 WHATSAPP_BODY_LIMIT = 1600
@@ -83,6 +83,7 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
         sections.append(f"*Suggested fix*\n{diagnosis.suggested_fix}")
     if diagnosis.next_steps:
         sections.append("*Next steps*\n" + "\n".join(f"{n}. {step}" for n, step in enumerate(diagnosis.next_steps, 1)))
+    sections += diagnosis_context_sections(diagnosis)  # after the actionable part: the first message keeps it
     sections.append(
         f"Details: {incident_url(public_base_url, incident_id)}\nEngine: {diagnosis.engine}\n{reply_hint(incident_id)}"
     )
@@ -115,6 +116,41 @@ def _service_sections(diagnosis: Diagnosis, incident_id: int) -> list[str]:
     if diagnosis.catalog_gaps:
         gaps = "\n".join(f"• {_truncate(gap, 200)}" for gap in diagnosis.catalog_gaps)
         sections.append("*Missing from the service catalog*\n" + gaps)
+    return sections
+
+
+def _impact_line(impact: Impact) -> str | None:
+    """``*Clients:* 1,234 of 5,678 requests failed (21.7%) in 3m 10s, 56 timed out; routes ...; 0.4% of the
+    error budget`` from the diagnosis' impact, or None when it has no numbers."""
+    parts = []
+    if impact.requests is not None and impact.failed_requests is not None:
+        share = f" ({impact.failed_ratio:.1%})" if impact.failed_ratio is not None else ""
+        took = f" in {format_duration(impact.duration_s)}" if impact.duration_s else ""
+        parts.append(f"{impact.failed_requests:,.0f} of {impact.requests:,.0f} requests failed{share}{took}")
+    if impact.client_timeouts:
+        parts.append(f"{impact.client_timeouts:,.0f} timed out")
+    if impact.affected_routes:
+        parts.append("routes " + ", ".join(impact.affected_routes[:4]))
+    if impact.error_budget_burned is not None:
+        parts.append(f"{impact.error_budget_burned:.1%} of the SLO error budget")
+    return f"*Clients:* {'; '.join(parts)}" if parts else None
+
+
+def diagnosis_context_sections(diagnosis: Diagnosis) -> list[str]:
+    """What clients saw (the impact) and the other hypotheses, ranked, with their confidence."""
+    sections = []
+    line = _impact_line(diagnosis.impact) if diagnosis.impact is not None else None
+    if line:
+        sections.append(line)
+    others = diagnosis.hypotheses[1:]
+    if others:
+        lines = [
+            f"• {h.fault_type.value} on {', '.join(h.affected_replicas) or 'the service'} "
+            f"({round(h.confidence * 100)}%{'' if h.explains_alert else ', not this alert'}): "
+            f"{_truncate(h.summary, 160)}"
+            for h in others
+        ]
+        sections.append("*Other hypotheses*\n" + "\n".join(lines))
     return sections
 
 

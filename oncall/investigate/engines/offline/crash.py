@@ -116,6 +116,14 @@ def detect_crash(obs: Observations) -> list[Candidate]:
         names, evidence, recent, down_now=bool(down or crashed_now), recorded=bool(recent or crashed_now)
     )
     candidate.next_steps[1] = f"Confirm it serves again: {obs.query('up')} == 1 and /healthz ok"
+    if recent or crashed_now:
+        candidate.back("process", 0.6)
+    if down or restarted:
+        candidate.back("metrics", 0.45)
+    if any(obs.client(r).get("upstream_errors", {}).get(k) for r in names for k in ("connect", "disconnect", "reset")):
+        candidate.back("clients", 0.3)
+    if obs.fault_recorded("crash", names):
+        candidate.back("changes", 0.3)
     return [candidate]
 
 
@@ -150,7 +158,7 @@ def _crashed(
 def _unresponsive(names: list[str], evidence: list[Evidence]) -> Candidate:
     """Replicas down for Prometheus whose process still runs, with no crash or restart recorded."""
     joined = ", ".join(names)
-    return Candidate(
+    candidate = Candidate(
         fault_type=FaultType.instance_crash,
         score=UNRESPONSIVE_SCORE,
         replicas=names,
@@ -161,7 +169,9 @@ def _unresponsive(names: list[str], evidence: list[Evidence]) -> Candidate:
         next_steps=[
             f"Check /healthz and the stderr of {joined}",
             "Profile the replica (py-spy dump) to see where it is stuck",
-            "Restart it if it stays unresponsive",
+            "Restart it if it stays unresponsive"
+            if len(names) == 1
+            else "Restart them one at a time if they stay unresponsive",
         ],
         evidence=[
             *evidence,
@@ -172,3 +182,5 @@ def _unresponsive(names: list[str], evidence: list[Evidence]) -> Candidate:
             ),
         ],
     )
+    candidate.back("metrics", 0.3)
+    return candidate

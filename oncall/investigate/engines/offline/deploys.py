@@ -82,6 +82,14 @@ def _when(change: dict[str, Any]) -> str:
     return f"{-offset:.0f} s before the onset" if offset <= 0 else f"{offset:.0f} s after the onset"
 
 
+def _explained_finding(finding: Candidate | None, where: str) -> tuple[str, str, list[str], str]:
+    """(symptom, `` at file:line``, next steps, root cause) of the finding a deploy explains."""
+    if finding is None:
+        return f"errors or latency on {where}", "", ["Compare the deployed change set with the previous version"], ""
+    at = f" at {finding.affected_file}:{finding.affected_line}" if finding.affected_file else ""
+    return finding.summary, at, finding.next_steps, finding.root_cause
+
+
 def _candidate(
     deploys: list[dict[str, Any]], sick: list[str], finding: Candidate | None, obs: Observations
 ) -> Candidate:
@@ -89,20 +97,18 @@ def _candidate(
     detail = newest.get("detail") or {}
     to_version, from_version = detail.get("to_version"), detail.get("from_version")
     when, where = _when(min(deploys, key=lambda c: c["ts"])), ", ".join(sick)
-    symptom = finding.summary if finding else f"errors or latency on {where}"
     rollback = f"Roll back to {from_version}" if from_version else "Roll back"
-    at = f" at {finding.affected_file}:{finding.affected_line}" if finding and finding.affected_file else ""
-    steps = finding.next_steps if finding else ["Compare the deployed change set with the previous version"]
+    symptom, at, steps, explained = _explained_finding(finding, where)
     evidence = [
         Evidence(tool="get_recent_changes", query="deploys in the window", finding=c["summary"]) for c in deploys
     ]
-    return Candidate(
+    candidate = Candidate(
         fault_type=FaultType.deploy_regression,
         score=round(min(0.95, (finding.score if finding else 0.7) + DEPLOY_SCORE_BONUS), 3),
         replicas=sick,
         summary=f"Deploy of {obs.service} {to_version} (from {from_version}) {when} is the likely cause: {symptom}",
         root_cause=f"{obs.service} {to_version} was deployed to {where} {when} (from {from_version}); the failing "
-        f"replicas all run it. {finding.root_cause if finding else ''}".strip(),
+        f"replicas all run it. {explained}".strip(),
         suggested_fix=f"{rollback} ({obs.service} {to_version} -> {from_version}) through the control plane, then "
         f"fix the regression{at} before deploying {to_version} again.",
         next_steps=[
@@ -125,6 +131,28 @@ def _candidate(
         if from_version
         else [],
     )
+    if finding is not None:
+        candidate.support = dict(finding.support)
+        candidate.against, candidate.against_weight = list(finding.against), finding.against_weight
+        candidate.signals = (
+            frozenset({"latency", "client"})
+            if finding.fault_type is FaultType.latency
+            else frozenset({"errors", "client"})
+        )
+    return _backed(candidate, finding, obs, str(to_version))
+
+
+def _backed(candidate: Candidate, finding: Candidate | None, obs: Observations, to_version: str) -> Candidate:
+    """The deploy candidate backed by the change log and by what backs the finding it explains."""
+    if finding is not None:
+        candidate.support = dict(finding.support)
+        candidate.against, candidate.against_weight = list(finding.against), finding.against_weight
+        latency = finding.fault_type is FaultType.latency
+        candidate.signals = frozenset({"latency" if latency else "errors", "client"})
+    candidate.back("changes", 0.5)
+    if to_version in _log_versions(obs, finding):
+        candidate.back("logs", min(1.0, candidate.support.get("logs", 0.0) + 0.1))
+    return candidate
 
 
 def _explained(obs: Observations, deploys: list[dict[str, Any]], finding: Candidate | None, sick: list[str]) -> bool:

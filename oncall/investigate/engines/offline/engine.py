@@ -3,15 +3,17 @@
 It drives the same tools through the same path as the model loop (``execute_tool_calls`` with
 planned calls, every call recorded), those of the incident's service (``ServiceContext``):
 
-1. in parallel, as far as the service's catalog entry has the sources: ``fetch_logs``,
-   ``compute_error_rate``, ``get_recent_changes``, ``get_deployed_versions``, ``evaluate_alert_rule``
-   (a service outside the catalog) and ``query_prometheus`` for the service's per-replica p99 latency,
-   CPU, RSS, RSS growth, ``up`` and restarts;
+1. in parallel, as far as the service's catalog entry has the sources: ``evaluate_alert_rule`` (the
+   paging alert's own expression and the series breaching it now), ``fetch_logs``, ``compute_error_rate``,
+   ``get_recent_changes``, ``get_deployed_versions``, ``get_client_view`` (the load balancer's view),
+   ``get_load`` (request rate against its baseline), ``find_similar_incidents`` and ``query_prometheus``
+   for the service's per-replica p99 latency, CPU, CPU per request, RSS, RSS growth, ``up``, scrape
+   success and restarts;
 2. ``fetch_code_from_github`` for the file:line the dominant stack trace points at (code exceptions only);
 3. ``send_diagnosis``.
 
-The detectors (``crash``, ``errors``, ``saturation``, ``memory``) are pure functions of the
-``Observations``; ``verdict`` turns the strongest candidate into the diagnosis.
+The detectors (``crash``, ``errors``, ``saturation``, ``memory``, ``load``) are pure functions of the
+``Observations``; ``verdict`` makes the finding that explains the paging alert the headline.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from oncall.investigate.engines.base import EngineResult, RecordSink
 from oncall.investigate.engines.offline.crash import detect_crash
 from oncall.investigate.engines.offline.deploys import correlate_deploys
 from oncall.investigate.engines.offline.errors import detect_errors
+from oncall.investigate.engines.offline.load import detect_overload
 from oncall.investigate.engines.offline.memory import detect_memory
 from oncall.investigate.engines.offline.observations import (
     CHANGES_WINDOW_S,
@@ -44,18 +47,25 @@ from oncall.investigate.toolloop import ToolCallRecord, ToolSpec, execute_tool_c
 from oncall.investigate.tools import ToolFactory
 
 ENGINE_NAME = "offline"
-DETECTORS = (detect_crash, detect_errors, detect_saturation, detect_memory)
+DETECTORS = (detect_crash, detect_errors, detect_saturation, detect_memory, detect_overload)
+CODE_SUPPORT = 0.15
+"""Weight 0-1 the failing source line adds to a code finding (the line read at the deployed version)."""
 CODE_FAULTS = (FaultType.code_bug, FaultType.deploy_regression)
 
 
 def new_observations(context: ServiceContext) -> Observations:
     """Empty observations of ``context``'s service: its name, round-1 queries, catalog standing and onset."""
+    control = context.entry.control_plane
     return Observations(
         service=context.name,
         queries=context.queries.evidence() if context.queries else {},
         in_catalog=context.in_catalog,
         gaps=list(context.gaps),
         onset=context.onset,
+        alerts=list(context.alerts),
+        replica_label=context.replica_label,
+        latency_objective_s=context.latency_objective_s,
+        max_replicas=control.max_replicas if control is not None else None,
     )
 
 
@@ -64,7 +74,8 @@ def observe(records: dict[str, ToolCallRecord], obs: Observations, replica_label
     keyed by their ``replica_label`` label."""
     for key, record in records.items():
         if not record.ok:
-            obs.failed.append(f"{record.tool}({record.arguments}): {record.error}")
+            if key != "rule":  # an alert without a rule here (another Prometheus's) only loses the focus
+                obs.failed.append(f"{record.tool}({record.arguments}): {record.error}")
             continue
         if key in obs.queries:
             obs.metrics[key] = finite(
@@ -93,12 +104,16 @@ def round_one(context: ServiceContext, tools: dict[str, ToolSpec]) -> list[tuple
         ("errors", "compute_error_rate", {"window": ERROR_RATE_WINDOW}),
         ("changes", "get_recent_changes", {"since_seconds": CHANGES_WINDOW_S}),
         ("versions", "get_deployed_versions", {}),
+        ("clients", "get_client_view", {}),
+        ("load", "get_load", {}),
+        ("similar", "find_similar_incidents", {}),
     ]
     calls = [call for call in planned if call[1] in tools]
-    alertname = next((a["labels"].get("alertname") for a in context.alerts if (a.get("labels") or {})), None)
-    if not context.in_catalog and alertname:
-        labels = next(a["labels"] for a in context.alerts if a.get("labels"))
-        calls.append(("rule", "evaluate_alert_rule", {"alertname": alertname, "labels": labels}))
+    firing = [a for a in context.alerts if a.get("status", "firing") == "firing"] or list(context.alerts)
+    labels = next((dict(a["labels"]) for a in firing if (a.get("labels") or {}).get("alertname")), None)
+    if labels:  # the paging alert's own expression: the focus of the investigation
+        labels = {k: str(v) for k, v in labels.items()}
+        calls.append(("rule", "evaluate_alert_rule", {"alertname": labels["alertname"], "labels": labels}))
     queries = context.queries.evidence() if context.queries else {}
     return calls + [(key, "query_prometheus", {"query": query}) for key, query in queries.items()]
 
@@ -127,6 +142,7 @@ def add_code_evidence(candidate: Candidate, record: ToolCallRecord, obs: Observa
         ),
     )
     candidate.root_cause += f" The failing line is `{focus}`."
+    candidate.back("code", CODE_SUPPORT)
 
 
 class OfflineEngine:

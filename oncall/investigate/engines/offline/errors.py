@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from oncall.diagnosis import Evidence, FaultType
-from oncall.investigate.engines.offline import units
+from oncall.investigate.engines.offline import clients, units
 from oncall.investigate.engines.offline.observations import (
+    CLIENT_ERRORS_ELEVATED,
     ERROR_RATIO_ELEVATED,
     INJECTED_EXCEPTION,
     LOG_WINDOW_S,
@@ -84,13 +85,20 @@ def fix_for(group: dict[str, Any]) -> str:
     )
 
 
+FRESH_LOG_S = 20.0
+"""Seconds; an exception group last logged longer ago is fading: its log support counts less."""
+
+
 class _ErrorContext:
     """What both error candidates share: the error ratios, the evidence they give and how strong they are."""
 
     def __init__(self, obs: Observations) -> None:
+        self.obs = obs
         self.overall, self.per_replica = obs.error_ratios()
         elevated = deviating(self.per_replica, ERROR_RATIO_ELEVATED)
+        self.elevated = elevated
         errors_high = bool(elevated) or (self.overall is not None and self.overall >= ERROR_RATIO_ELEVATED)
+        self.errors_high = errors_high
         self.total_logs = max(1, (obs.logs or {}).get("count", 0))
         self.evidence: list[Evidence] = []
         if obs.errors is not None:
@@ -110,6 +118,34 @@ class _ErrorContext:
             if errors_high or obs.errors is None
             else f" The error ratio is back at baseline now; the errors were logged in the last {LOG_WINDOW_S} s."
         )
+
+    def back(self, candidate: Candidate, group: dict[str, Any]) -> Candidate:
+        """Weigh the sources behind an error candidate: its log group, the error ratios, the clients' view."""
+        share = group["count"] / self.total_logs
+        age = group.get("last_seen_s_ago") or 0.0
+        candidate.back("logs", (0.55 + 0.3 * share) * (0.8 if age > FRESH_LOG_S else 1.0))
+        replicas = set(candidate.replicas)
+        if replicas & set(self.elevated):
+            candidate.back("metrics", 0.5)
+        elif self.errors_high:
+            candidate.back("metrics", 0.35)
+        elif self.obs.errors is not None:
+            candidate.oppose(
+                Evidence(
+                    tool="compute_error_rate",
+                    query=self.obs.errors["queries"]["overall"],
+                    finding=f"the error ratio is at baseline now ({units.ratio(self.overall or 0.0)} overall)",
+                ),
+                0.35,
+            )
+        failing = [
+            r for r in candidate.replicas if (self.obs.client(r).get("error_ratio") or 0) >= CLIENT_ERRORS_ELEVATED
+        ]
+        seen = clients.evidence(self.obs, candidate.replicas)
+        if failing and seen is not None:
+            candidate.back("clients", 0.4)
+            candidate.evidence.append(seen)
+        return candidate
 
 
 def _code_bug(code: dict[str, Any], ctx: _ErrorContext) -> Candidate:
@@ -182,7 +218,10 @@ def detect_errors(obs: Observations) -> list[Candidate]:
     code, injected = _code_group(obs), _injected_group(obs)
     found: list[Candidate] = []
     if code is not None:
-        found.append(_code_bug(code, ctx))
+        found.append(ctx.back(_code_bug(code, ctx), code))
     if injected is not None:
-        found.append(_injected(injected, ctx))
+        candidate = ctx.back(_injected(injected, ctx), injected)
+        if ctx.obs.fault_recorded("errors", candidate.replicas):
+            candidate.back("changes", 0.4)
+        found.append(candidate)
     return found

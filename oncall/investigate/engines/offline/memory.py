@@ -31,22 +31,26 @@ def detect_memory(obs: Observations) -> list[Candidate]:
             )
         )
     joined = ", ".join(replicas)
-    return [
-        Candidate(
-            fault_type=FaultType.memory_pressure,
-            score=0.85 if growing else 0.7,
-            replicas=replicas,
-            summary=f"Memory growth on {joined}: RSS {units.fmt(rss, units.mib, replicas)}"
-            + (f" (grew {units.fmt(growth, units.mib, growing)} in 5 min)" if growing else ""),
-            root_cause=f"Resident memory grew: {units.fmt(rss, units.mib, replicas)}"
-            f"{units.others(rss, replicas, units.mib)}: memory is retained per request (a leak or unbounded cache).",
-            suggested_fix="Find what keeps memory alive per request (heap snapshot, tracemalloc) and bound or release "
-            "it; restart the replica to recover meanwhile.",
-            next_steps=[
-                f"Restart {joined} if RSS keeps climbing",
-                "Take a tracemalloc/heap snapshot to find the retaining object",
-                "Add a memory limit and alert on growth rate",
-            ],
-            evidence=evidence,
-        )
-    ]
+    candidate = Candidate(
+        fault_type=FaultType.memory_pressure,
+        score=0.85 if growing else 0.7,
+        replicas=replicas,
+        summary=f"Memory growth on {joined}: RSS {units.fmt(rss, units.mib, replicas)}"
+        + (f" (grew {units.fmt(growth, units.mib, growing)} in 5 min)" if growing else ""),
+        root_cause=f"Resident memory grew: {units.fmt(rss, units.mib, replicas)}"
+        f"{units.others(rss, replicas, units.mib)}: memory is retained per request (a leak or unbounded cache).",
+        suggested_fix="Find what keeps memory alive per request (heap snapshot, tracemalloc) and bound or release "
+        "it; restart the replica to recover meanwhile.",
+        next_steps=[
+            f"Restart {joined}{' one at a time' if len(replicas) > 1 else ''} if RSS keeps climbing",
+            "Take a tracemalloc/heap snapshot to find the retaining object",
+            "Add a memory limit and alert on growth rate",
+        ],
+        evidence=evidence,
+    )
+    candidate.back("metrics", 0.6 if growing else 0.4)
+    if growing and set(deviating(rss, RSS_HIGH_BYTES)) & set(growing):
+        candidate.back("metrics", 0.7)
+    if obs.fault_recorded("oom_safe", replicas):
+        candidate.back("changes", 0.4)
+    return [candidate]

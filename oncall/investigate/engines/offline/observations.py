@@ -38,7 +38,13 @@ CRASH_RECENT_S = 180  # seconds; a recovered crash counts as the cause this long
 CRASH_EVENT_S = 60  # seconds; crashes this close to the newest one are the same event, older ones are context
 CPU_PER_REQUEST_HIGH_S = 0.02  # CPU seconds per request; a healthy request costs 1-3 ms, a CPU-bound one tens of ms
 RELATIVE_FACTOR = 2.0  # a replica deviates when its value is at least this times the others' median
-UNRESPONSIVE_SCORE = 0.6  # 0-1 strength of "up == 0 but the process runs": below CPU, latency and memory evidence
+UNRESPONSIVE_SCORE = 0.45  # 0-1 strength of "up == 0 but the process runs": below CPU, latency and memory evidence
+SCRAPE_OK_LOW = 0.9  # share 0-1 of successful scrapes in the last minute below which a target is failing scrapes
+SURGE_FACTOR = 2.0  # times the baseline request rate that makes the current rate a surge
+SURGE_MIN_RPS = 5.0  # requests/s a surge must add to the baseline (a few requests more is not load)
+CLIENT_ERRORS_ELEVATED = 0.05  # ratio 0-1 of client requests answered 5xx by the load balancer
+IN_FLIGHT_QUEUED = 20  # requests in flight to one backend that mean requests queue (healthy: a handful)
+CLIENT_TIMEOUT_P99_S = 5.0  # seconds of client p99 at which most clients wait into their timeouts
 
 PROGRAMMING_ERRORS = frozenset(
     {
@@ -65,8 +71,11 @@ class Observations:
     ``context``: lines for the diagnosis about evidence that is not the current cause;
     ``failed``: tool calls that failed, with their error.
     The service context: ``service`` (its name), ``queries`` (its round-1 PromQL by evidence key, from the
-    catalog), ``in_catalog``, ``gaps`` (what the catalog lacks), ``onset`` (epoch s), ``rule`` (the alert
-    rule's evaluation, for services outside the catalog) and ``versions`` (replica -> version).
+    catalog), ``in_catalog``, ``gaps`` (what the catalog lacks), ``onset`` (epoch s), ``alerts`` (the
+    incident's alert rows), ``replica_label``, ``latency_objective_s`` (its SLO's p99 threshold, seconds),
+    ``max_replicas`` (its control plane's scale bound), ``rule`` (the paging alert's rule evaluated now),
+    ``clients`` (the load balancer's view), ``load`` (request rates against the baseline), ``similar``
+    (resolved incidents like this one) and ``versions`` (replica -> version).
     """
 
     service: str = "unknown"
@@ -74,7 +83,14 @@ class Observations:
     in_catalog: bool = True
     gaps: list[str] = field(default_factory=list)
     onset: float | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    replica_label: str = "replica"
+    latency_objective_s: float = 0.5
+    max_replicas: int | None = None
     rule: dict[str, Any] | None = None
+    clients: dict[str, Any] | None = None
+    load: dict[str, Any] | None = None
+    similar: dict[str, Any] | None = None
     versions: dict[str, Any] | None = None
     logs: dict[str, Any] | None = None
     errors: dict[str, Any] | None = None
@@ -100,6 +116,32 @@ class Observations:
             )
         return sorted(names)
 
+    @property
+    def stale(self) -> list[str]:
+        """Replicas Prometheus cannot scrape now (``up == 0``): their rate figures come from samples taken
+        before they stopped answering, so they are never quoted as current values."""
+        return sorted(r for r, v in self.metrics.get("up", {}).items() if v == 0)
+
+    @property
+    def scrapes_failing(self) -> list[str]:
+        """Replicas with fewer than ``SCRAPE_OK_LOW`` of their scrapes in the last minute successful."""
+        return sorted(r for r, v in self.metrics.get("scrape_ok", {}).items() if v < SCRAPE_OK_LOW)
+
+    def client(self, replica: str) -> dict[str, Any]:
+        """The load balancer's view of one replica (empty without one)."""
+        return ((self.clients or {}).get("replicas") or {}).get(replica) or {}
+
+    def fault_recorded(self, mode: str, replicas: list[str]) -> bool:
+        """True when the change log records a ``mode`` fault injected on one of ``replicas`` (or on all) and not
+        cleared since."""
+        active: dict[str | None, str] = {}
+        for change in (self.changes or {}).get("changes", []):  # oldest first
+            if change.get("kind") == "fault":
+                active[change.get("replica")] = str((change.get("detail") or {}).get("mode"))
+                if change.get("replica") is None:
+                    active = {None: active[None]}
+        return any(m == mode and (r is None or r in replicas) for r, m in active.items())
+
     def error_ratios(self) -> tuple[float | None, dict[str, float]]:
         """The overall error ratio (0-1, None when unknown) and the per-replica ratios."""
         if self.errors is None:
@@ -111,7 +153,15 @@ class Observations:
 
 @dataclass
 class Candidate:
-    """A possible root cause with its strength ``score`` (0-1) and supporting evidence."""
+    """A possible root cause with its strength ``score`` (0-1, ranks candidates) and its evidence.
+
+    ``support``: how strongly each independent source backs it (source -> 0-1: ``logs``, ``metrics``,
+    ``clients``, ``alert``, ``changes``, ``process``, ``code``, ``load``, ``history``), from which its
+    calibrated confidence is computed (``confidence``); ``against``: evidence that speaks against it with
+    its total weight ``against_weight`` (0-1); ``signals``: the alert signals it can explain (``focus``);
+    ``load``: traffic figures (``oncall.diagnosis.Load`` fields) of an overload, or the context of a fault
+    under load.
+    """
 
     fault_type: FaultType
     score: float
@@ -124,6 +174,20 @@ class Candidate:
     affected_file: str | None = None
     affected_line: int | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
+    support: dict[str, float] = field(default_factory=dict)
+    against: list[Evidence] = field(default_factory=list)
+    against_weight: float = 0.0
+    signals: frozenset[str] | None = None
+    load: dict[str, Any] | None = None
+
+    def back(self, source: str, weight: float) -> None:
+        """Record that ``source`` supports this candidate with ``weight`` 0-1 (the strongest per source counts)."""
+        self.support[source] = round(max(self.support.get(source, 0.0), min(1.0, max(0.0, weight))), 3)
+
+    def oppose(self, evidence: Evidence, weight: float) -> None:
+        """Record ``evidence`` against this candidate; weights combine like independent chances (0-1)."""
+        self.against.append(evidence)
+        self.against_weight = round(1 - (1 - self.against_weight) * (1 - min(1.0, max(0.0, weight))), 3)
 
 
 def split_log_groups(logs: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[str]]:

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oncall.investigate.engines.offline.observations import Observations
 
 Unit = Callable[[float], str]
+STALE = " (stale: last scraped before it stopped answering)"
 
 
 def fmt(values: dict[str, float], unit: Unit, keys: list[str] | None = None) -> str:
     """``replica value`` pairs joined with commas (only ``keys`` when given, in that order)."""
     return ", ".join(f"{r} {unit(values[r])}" for r in (keys or sorted(values)) if r in values)
+
+
+def shown(obs: Observations, key: str, unit: Unit, keys: list[str] | None = None) -> str:
+    """Like ``fmt`` over the metric ``key`` of ``obs``, each value of a replica that stopped answering scrapes
+    marked stale (its figure comes from samples taken before, never a current value)."""
+    values = obs.metrics.get(key, {})
+    stale = set(obs.stale)
+    return ", ".join(
+        f"{r} {unit(values[r])}{STALE if r in stale else ''}" for r in (keys or sorted(values)) if r in values
+    )
 
 
 def others(values: dict[str, float], chosen: list[str], unit: Unit) -> str:
