@@ -201,12 +201,30 @@ class _RecordRedaction:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string is logging's own error to report
             return record
-        record.msg, record.args = self.redact(message), None
+        clean = self.redact(message)
+        if clean != message:
+            _redact_record_message(record, clean, self.redact)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return record
+
+
+def _redact_record_message(record: logging.LogRecord, clean: str, redact: Callable[[str], str]) -> None:
+    """Redact a record's template and each string argument, so formatters that read ``record.args`` (uvicorn's
+    access log takes the client, method, path ... from them) keep working; when that does not give the redacted
+    message (a secret split across arguments), the message is stored already formatted and redacted."""
+    if isinstance(record.args, tuple):
+        msg = redact(str(record.msg))
+        args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        try:
+            if (msg % args if args else msg) == clean:
+                record.msg, record.args = msg, args
+                return
+        except (TypeError, ValueError):
+            pass
+    record.msg, record.args = clean, ()
 
 
 def install_log_redaction(redact: Callable[[str], str]) -> None:

@@ -126,15 +126,23 @@ T = TypeVar("T")
 
 async def uncancellable(step: Awaitable[T]) -> T:
     """Run ``step`` (a statement, BEGIN, COMMIT, ROLLBACK) to its end even when the task is cancelled meanwhile;
-    the cancellation is raised once it finished. SQLAlchemy invalidates a connection whose operation is cut
-    by a cancellation, and with aiosqlite the dropped connection keeps its SQLite write lock until it is
-    garbage-collected, so no operation is ever cut."""
+    the cancellation (however many times it is repeated) is raised once it finished. SQLAlchemy invalidates a
+    connection whose operation is cut by a cancellation, and with aiosqlite the dropped connection keeps its
+    SQLite write lock until it is garbage-collected, so no operation is ever cut."""
     task = asyncio.ensure_future(step)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})  # never cancels ``task`` itself
+        except asyncio.CancelledError:
+            # anyio's cancel scopes (Starlette's streaming responses) cancel again at every await: keep waiting,
+            # or a late BEGIN would run on a connection already handed back to the pool.
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation wins
+        raise asyncio.CancelledError
+    return task.result()
 
 
 class ShieldedConnection(AsyncConnection):

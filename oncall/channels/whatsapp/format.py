@@ -72,13 +72,15 @@ def format_diagnosis(diagnosis: Diagnosis, incident: dict[str, Any], public_base
     if where:
         head.append(f"*Where:* {where}")
     sections = ["\n".join(head), f"*Summary*\n{diagnosis.summary}", f"*Root cause*\n{diagnosis.root_cause}"]
+    if diagnosis.proposed_actions:  # what the engineer can approve comes before the evidence: the first part keeps it
+        sections.append(format_options(diagnosis, incident_id))
     if diagnosis.evidence:
         lines = [
             f"• {item.tool}: {_truncate(item.finding, MAX_FINDING_CHARS)} ({_truncate(item.query, 120)})"
             for item in diagnosis.evidence[:MAX_EVIDENCE_ITEMS]
         ]
         sections.append("*Evidence*\n" + "\n".join(lines))
-    sections += _service_sections(diagnosis, incident_id)
+    sections += _service_sections(diagnosis)
     if diagnosis.suggested_fix:
         sections.append(f"*Suggested fix*\n{diagnosis.suggested_fix}")
     if diagnosis.next_steps:
@@ -102,8 +104,8 @@ def format_options(diagnosis: Diagnosis, incident_id: int) -> str:
     return head + "\n" + "\n".join(lines) + f"\n(or #{incident_id} reject N)"
 
 
-def _service_sections(diagnosis: Diagnosis, incident_id: int) -> list[str]:
-    """The change timeline around the onset, the proposed actions and what the catalog is missing."""
+def _service_sections(diagnosis: Diagnosis) -> list[str]:
+    """The change timeline around the onset and what the catalog is missing."""
     sections = []
     if diagnosis.changes:
         lines = [
@@ -111,8 +113,6 @@ def _service_sections(diagnosis: Diagnosis, incident_id: int) -> list[str]:
             for c in diagnosis.changes[-MAX_CHANGES:]
         ]
         sections.append("*Changes* (seconds from onset)\n" + "\n".join(lines))
-    if diagnosis.proposed_actions:
-        sections.append(format_options(diagnosis, incident_id))
     if diagnosis.catalog_gaps:
         gaps = "\n".join(f"• {_truncate(gap, 200)}" for gap in diagnosis.catalog_gaps)
         sections.append("*Missing from the service catalog*\n" + gaps)
