@@ -101,7 +101,7 @@ def test_bad_deploy_is_named_with_its_version_and_the_rollback(stack: Stack) -> 
     assert all("1.4.0 -> 1.4.1" in c["summary"] for c in deploys)
     assert diagnosis["catalog_gaps"] == []
     message = wait_for_outbound(stack, detail["id"])
-    assert "deploy_regression" in message and "1.4.1" in message and "rollback" in message.lower()
+    assert "deploy_regression" in message and "1.4.1" in message and "roll back to 1.4.0" in message
 
 
 def test_payments_bug_is_diagnosed_through_its_catalog_entry(stack: Stack) -> None:
