@@ -182,8 +182,16 @@ def test_injected_errors_fire_alert_reach_agent_and_resolve(tmp_path):
             what="incident resolved after the fault is cleared",
         )
         assert resolved["resolved_at"] is not None
-        outbound = [m for m in resolved["messages"] if m["direction"] == "out"]
-        assert len(outbound) >= 2 and "resolved" in outbound[-1]["body"].lower()
+        outbound = wait_until(  # the resolved notice is delivered from the outbox just after the resolution
+            lambda: (
+                (out := [m for m in incident_detail(stack, detail["id"])["messages"] if m["direction"] == "out"])
+                and "resolved" in out[-1]["body"].lower()
+                and out
+            ),
+            20,
+            what="the resolved notice",
+        )
+        assert len(outbound) >= 2
         assert f"Post-mortem: {stack.url('agent')}/incidents/{detail['id']}/postmortem" in outbound[-1]["body"]
         assert outbound[-1]["to_number"] == paged.person.whatsapp  # the resolved notice goes to who was paged
         assert_postmortem_of_the_injected_errors(postmortem_of(stack, detail["id"]), resolved)

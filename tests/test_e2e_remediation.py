@@ -23,7 +23,15 @@ import pytest
 from stackctl.processes import free_port
 from stackctl.reply import send_reply
 from stackctl.stack import Stack
-from tests.e2e_support import ONCALL_NUMBER, incident_detail, incident_list, inject, needs_prometheus, start_traffic
+from tests.e2e_support import (
+    ONCALL_NUMBER,
+    incident_detail,
+    incident_list,
+    inject,
+    needs_prometheus,
+    start_traffic,
+    wait_for_outbound,
+)
 from tests.support import load_json_fixture, wait_until
 
 pytestmark = [
@@ -155,7 +163,7 @@ def test_approved_remediation_clears_the_fault_and_restarts_a_crashed_replica(tm
         inject(stack, {"mode": "errors", "p_error": 0.7, "replica": "inventory-2"})
         detail = proposed_incident(stack, "clear_fault", "inventory-2")
         incident_id = detail["id"]
-        message = "\n".join(m["body"] for m in detail["messages"] if m["direction"] == "out")  # parts (i/n)
+        message = wait_for_outbound(stack, incident_id)  # the first part (i/n) carries the options
         assert f"Reply `#{incident_id} approve 1` to clear the injected fault on inventory-2." in message
 
         # a read-only agent refuses, a stranger is ignored, a stale approval is refused: the fault stays
@@ -186,12 +194,12 @@ def test_approved_remediation_clears_the_fault_and_restarts_a_crashed_replica(tm
         since = time.time()
         reply(agent, f"#{incident_id} approve 1")
         wait_answer(agent, headers, incident_id, since, "Approved option 1")
+        replayed = time.time()  # the same approval again while the action runs: it runs once
+        reply(agent, f"#{incident_id} approve 1")
+        assert "runs once" in wait_answer(agent, headers, incident_id, replayed, "already approved")
         recovered = wait_answer(agent, headers, incident_id, since, "recovered in", timeout=120)
         assert fault_of(stack, "inventory-2") == "none"
         assert "error ratio" in recovered and "->" in recovered, recovered
-        since = time.time()
-        reply(agent, f"#{incident_id} approve 1")
-        assert "runs once" in wait_answer(agent, headers, incident_id, since, "already approved")
         status = httpx.get(f"{agent}/status", headers=headers, timeout=5).json()
         mine = [a for a in status["recent_actions"] if a["incident_id"] == incident_id]
         assert [(a["action"], a["target"], a["status"]) for a in mine] == [("clear_fault", "inventory-2", "recovered")]
