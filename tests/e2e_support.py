@@ -25,16 +25,7 @@ def attribute_access_line(path: Path, function: str, name: str) -> int:
     Found with ``ast`` (no marker comment in the source). Raises AssertionError unless exactly one
     function has that name and exactly one line of it accesses an attribute of ``name``.
     """
-    tree = ast.parse(path.read_text(), filename=str(path))
-    functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == function]
-    assert len(functions) == 1, f"expected one function {function!r} in {path}, found {len(functions)}"
-    lines = {
-        node.lineno
-        for node in ast.walk(functions[0])
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == name
-    }
-    assert len(lines) == 1, f"expected one line accessing {name}.<attribute> in {function}(), found {sorted(lines)}"
-    return lines.pop()
+    return _one_line(path, function, ast.Attribute, name, f"accessing {name}.<attribute>")
 
 
 def subscript_line(path: Path, function: str, name: str) -> int:
@@ -42,15 +33,20 @@ def subscript_line(path: Path, function: str, name: str) -> int:
 
     Raises AssertionError unless exactly one function has that name and exactly one line of it subscripts ``name``.
     """
+    return _one_line(path, function, ast.Subscript, name, f"subscripting {name}[...]")
+
+
+def _one_line(path: Path, function: str, kind: type[ast.Attribute | ast.Subscript], name: str, what: str) -> int:
+    """The one line inside ``function`` of ``path`` holding a ``kind`` node on the plain name ``name``."""
     tree = ast.parse(path.read_text(), filename=str(path))
     functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == function]
     assert len(functions) == 1, f"expected one function {function!r} in {path}, found {len(functions)}"
     lines = {
         node.lineno
         for node in ast.walk(functions[0])
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == name
+        if isinstance(node, kind) and isinstance(node.value, ast.Name) and node.value.id == name
     }
-    assert len(lines) == 1, f"expected one line subscripting {name}[...] in {function}(), found {sorted(lines)}"
+    assert len(lines) == 1, f"expected one line {what} in {function}(), found {sorted(lines)}"
     return lines.pop()
 
 
