@@ -31,10 +31,11 @@ from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.console.routes import router as console_router
 from oncall.conversation.handler import ConversationHandler
 from oncall.conversation.model import ReplyModel
+from oncall.incidents.applier import RawAlertApplier
 from oncall.incidents.checks import RemediationDesk
 from oncall.incidents.escalation import EscalationPoller
 from oncall.incidents.followup import followup_deliverers
-from oncall.incidents.replay import RawAlertReplay
+from oncall.incidents.intake import RawAlertIntake
 from oncall.incidents.retention import RawAlertRetention
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.investigate.aftercare import Aftercare
@@ -109,7 +110,9 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
         s, store, proposer, tasks, on_outcome=outbox.wake, escalations=escalations
     )
     desk = RemediationDesk(store, catalog, scheduler, remedy)
-    replay = RawAlertReplay(store, s.lease_s, on_investigation=scheduler.wake, on_notice=outbox.wake)
+    applier = RawAlertApplier(
+        store, s.agent_replica_id, s.lease_s, on_investigation=scheduler.wake, on_notice=outbox.wake
+    )
     return Services(
         settings=s,
         store=store,
@@ -127,7 +130,8 @@ def build_services(settings: Settings, store: Store, http: httpx.AsyncClient, ta
             on_call=on_call_answer(s, catalog),
         ),
         outbox=outbox,
-        replay=replay,
+        intake=RawAlertIntake(store, s.agent_replica_id, applier),
+        applier=applier,
         remediation=desk,
         escalation=EscalationPoller.from_settings(s, store, escalations, sender, on_paged=outbox.wake),
     )

@@ -49,7 +49,9 @@ from common import (
     write_results,
 )
 from hdrh.histogram import HdrHistogram  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
+from oncall.store.database import sync_url  # noqa: E402
 from stackctl.processes import agent_command  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES  # noqa: E402
 
@@ -149,22 +151,52 @@ async def storm(url: str, plan: list[bytes], rate: float, connections: int = 256
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
 
-    def pct(h: HdrHistogram) -> dict[str, float]:
-        return {f"p{p}": h.get_value_at_percentile(p) / 1000 for p in (50, 90, 99, 99.9)} | {
-            "max": h.get_max_value() / 1000
-        }
-
     return {
         "posts": len(plan),
         "elapsed_s": elapsed,
         "posts_per_s": len(plan) / elapsed,
-        "ack_ms": pct(hist),
-        "schedule_lag_ms": pct(lag),
+        "ack_ms": percentiles(hist),
+        "schedule_lag_ms": percentiles(lag),
         "http": dict(outcomes),
         "answers": dict(statuses),
         "ack_p99_ms_by_second": [
             round(per_second[s].get_value_at_percentile(99) / 1000, 2) for s in sorted(per_second)
         ],
+    }
+
+
+def percentiles(h: HdrHistogram) -> dict[str, float]:
+    """p50, p90, p99, p99.9 and max of a histogram of microseconds, in milliseconds."""
+    return {f"p{p}": h.get_value_at_percentile(p) / 1000 for p in (50, 90, 99, 99.9)} | {
+        "max": h.get_max_value() / 1000
+    }
+
+
+def applied(database_url: str, storm_ended_at: float, timeout_s: float = 300) -> dict[str, Any]:
+    """Wait until the agents applied every stored webhook body, then its outcomes (accepted, duplicate,
+    failed), the apply lag from receipt to applied (ms) and how long after the last post (epoch
+    ``storm_ended_at``) the last body was applied (s): the acknowledgement comes first, this is when the
+    incidents reflect the storm."""
+    engine = create_engine(sync_url(database_url))
+
+    def done() -> list[Any] | None:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT outcome, received_at, applied_at FROM raw_alerts")).all()
+        return rows if rows and all(row.outcome for row in rows) else None
+
+    try:
+        rows = wait_until(done, timeout_s, 0.5, "every webhook body applied")
+    finally:
+        engine.dispose()
+    lag = HdrHistogram(1, 600_000_000, 3)
+    for row in rows:
+        if row.applied_at is not None:
+            lag.record_value(max(int((row.applied_at - row.received_at) * 1e6), 1))
+    last = max(row.applied_at or 0.0 for row in rows)
+    return {
+        "outcomes": dict(Counter(row.outcome for row in rows)),
+        "apply_lag_ms": percentiles(lag),
+        "drained_after_storm_s": round(max(0.0, last - storm_ended_at), 2),
     }
 
 
@@ -237,23 +269,37 @@ def report(result: dict[str, Any], started_load: list[float]) -> dict[str, Any]:
         and counts["incidents_with_exactly_one_investigation"] == groups
     )
     targets = {"ack_p99<20ms": ack_ok, "one_investigation_per_group": one_each}
+    applied_outcomes, apply_lag = storm_figures["applied"]["outcomes"], storm_figures["applied"]["apply_lag_ms"]
+    drained = storm_figures["applied"]["drained_after_storm_s"]
     rows = [
         [
-            "posts sent / answered 200",
-            f"{storm_figures['posts']:,} / {storm_figures['http'].get('200', 0):,}",
-            "all 200",
-            verdict(storm_figures["http"].get("200", 0) == storm_figures["posts"]),
+            "posts sent / acknowledged (202, body committed)",
+            f"{storm_figures['posts']:,} / {storm_figures['http'].get('202', 0):,}",
+            "all",
+            verdict(storm_figures["http"].get("202", 0) == storm_figures["posts"]),
         ],
         [
-            "answers accepted / duplicate",
-            f"{storm_figures['answers'].get('accepted', 0):,} / {storm_figures['answers'].get('duplicate', 0):,}",
-            "-",
-            "-",
+            "applied: accepted / duplicate / failed",
+            " / ".join(f"{applied_outcomes.get(k, 0):,}" for k in ("accepted", "duplicate", "failed")),
+            "- / - / 0",
+            verdict(applied_outcomes.get("failed", 0) == 0),
         ],
         ["posts/s achieved (target rate)", f"{storm_figures['posts_per_s']:.0f} ({result['rate']:g})", "-", "-"],
         ["ack latency p50 (ms)", f"{storm_figures['ack_ms']['p50']:.2f}", "-", "-"],
         ["ack latency p99 (ms)", f"{storm_figures['ack_ms']['p99']:.2f}", "< 20 ms", verdict(ack_ok)],
         ["ack latency max (ms)", f"{storm_figures['ack_ms']['max']:.1f}", "-", "-"],
+        [
+            "apply lag, receipt to applied: p50 / p99 (ms)",
+            f"{apply_lag['p50']:.0f} / {apply_lag['p99']:.0f}",
+            "-",
+            "-",
+        ],
+        [
+            "last body applied after the last post (s)",
+            f"{drained:.1f}",
+            "-",
+            "-",
+        ],
         ["agent CPU during the storm (cores)", f"{result['agent_cpu_share']:.2f}", "-", "-"],
         [
             "incidents (group keys)",
@@ -307,6 +353,8 @@ def main() -> None:
         storm_figures = uvloop.run(storm(f"http://127.0.0.1:{port}/alerts", plan, args.rate))
         agent_cpu_share = (proc_cpu_seconds(agent.pid) - cpu0) / (time.perf_counter() - wall0)
         print(f"  storm: {json.dumps({k: storm_figures[k] for k in ('posts_per_s', 'ack_ms', 'http', 'answers')})}")
+        storm_figures["applied"] = applied(f"sqlite:///{run_dir / 'oncall.db'}", time.time())
+        print(f"  applied: {storm_figures['applied']}")
         counts = count_investigations(f"http://127.0.0.1:{port}", args.groups)
         print(f"  counts: {counts}")
         if spy is not None:

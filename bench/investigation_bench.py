@@ -103,8 +103,13 @@ def investigate_once(
 ) -> dict[str, Any]:
     """POST one webhook, wait until its investigation is finished, return the incident detail
     (``headers``: the agent's API token header)."""
-    answer = httpx.post(f"{agent}/alerts", json=body, timeout=10).json()
-    incident_id = answer["incident_id"]
+    raw_id = httpx.post(f"{agent}/alerts", json=body, timeout=10).raise_for_status().json()["raw_id"]
+
+    def applied() -> int | None:
+        state = httpx.get(f"{agent}/alerts/{raw_id}", headers=headers, timeout=10).raise_for_status().json()
+        return state["incident_id"] if state["status"] != "queued" else None
+
+    incident_id = wait_until(applied, timeout_s, 0.05, f"webhook body {raw_id} applied")
 
     def finished() -> dict[str, Any] | None:
         detail = httpx.get(f"{agent}/incidents/{incident_id}", headers=headers, timeout=10).json()

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 ALERT_NOTIFICATIONS = Counter(
     "oncall_alert_notifications_total",
-    "Alertmanager webhook POSTs received, by outcome (accepted, duplicate, invalid, unauthorized).",
+    "Alertmanager webhook POSTs, by outcome: accepted, duplicate (applied), failed (applying raised), invalid,"
+    " too_large, unauthorized (refused).",
     ["outcome"],
 )
 ALERTS_RECEIVED = Counter(
@@ -66,6 +67,15 @@ OUTBOX_UNDELIVERABLE = Gauge(
 RAW_ALERTS_REPLAYED = Counter(
     "oncall_raw_alerts_replayed_total",
     "Stored webhook bodies that were not applied (the receiving process died) and were applied by a replay.",
+)
+RAW_ALERTS_WAITING = Gauge(
+    "oncall_raw_alerts_waiting",
+    "Webhook bodies this replica acknowledged and has not applied yet (the applier's backlog).",
+)
+RAW_ALERT_APPLY_SECONDS = Histogram(
+    "oncall_raw_alert_apply_seconds",
+    "Seconds from a webhook body's receipt to its application (the acknowledgement comes first).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 INCIDENT_PHASE_SECONDS = Histogram(
     "oncall_incident_phase_seconds",

@@ -109,8 +109,11 @@ class Poller:
                 delay = self.poll_s
             wait = self.poll_s if delay is None else max(0.0, min(delay, self.poll_s))
             if wait > 0:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+                # arrives as the event is set (CPython gh-86296), and stop() then waits forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._woken.wait()
 
 
 LOOP_LAG_INTERVAL_S = 0.01

@@ -301,17 +301,37 @@ class Stack:
 
 def free_stack_ports() -> StackPorts:
     """Ports for an isolated stack (tests, benchmarks): random free ones; inventory replicas and
-    payments instances each in their own free block (the two blocks never overlap)."""
+    payments instances each in their own free block (the two blocks never overlap), and no other port
+    inside either block (a replica scaled up later binds its port in the block)."""
     replica_base = free_port_block(10)
+    payments_base = _free_block_beside(replica_base, 10, MAX_PAYMENTS_INSTANCES)
+    taken = set(range(replica_base + 1, replica_base + 11))
+    taken |= set(range(payments_base + 1, payments_base + MAX_PAYMENTS_INSTANCES + 1))
+    fixed = [_free_port_outside(taken) for _ in range(5)]
+    pm, lb, prometheus, alertmanager, agent = fixed
     return StackPorts(
-        pm=free_port(),
-        lb=free_port(),
-        prometheus=free_port(),
-        alertmanager=free_port(),
-        agent=free_port(),
+        pm=pm,
+        lb=lb,
+        prometheus=prometheus,
+        alertmanager=alertmanager,
+        agent=agent,
         replica_base=replica_base,
-        payments_base=_free_block_beside(replica_base, 10, MAX_PAYMENTS_INSTANCES),
+        payments_base=payments_base,
     )
+
+
+def _free_port_outside(taken: set[int], attempts: int = 100) -> int:
+    """A free port not in ``taken``, which it joins.
+
+    Raises:
+        RuntimeError: when none is found in ``attempts`` tries.
+    """
+    for _ in range(attempts):
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise RuntimeError(f"no free port found outside {len(taken)} reserved ones")
 
 
 def _free_block_beside(other_base: int, other_size: int, size: int, attempts: int = 50) -> int:

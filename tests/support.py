@@ -13,8 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import text
 
+from oncall.incidents.applier import RawAlertApplier
+from oncall.incidents.body import receive_notification
+from oncall.incidents.ingest import IngestResult, store_invalid
+from oncall.incidents.intake import RawAlertIntake
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
 from oncall.store.rows import all_rows
@@ -77,9 +82,81 @@ async def sql_exec(store: Store, statement: str, **params: Any) -> None:
         await conn.execute(text(statement), params)
 
 
+async def ingest_notification(store: Store, body: bytes, replica_id: str = "test-replica") -> IngestResult:
+    """Store and apply one webhook body as ``POST /alerts`` and the applier do (``RawAlertIntake`` then
+    ``RawAlertApplier.apply_one``), one after the other; returns what applying it did. Calls running at once
+    on one store need distinct ``replica_id``s (each applier takes its own replica's bodies)."""
+
+    async def one_chunk() -> Any:
+        yield body
+
+    received = await receive_notification(one_chunk())
+    if received.notification is None:
+        return await store_invalid(store, received)
+    applier = RawAlertApplier(store, replica_id, grace_s=30.0)
+    raw_id = await RawAlertIntake(store, replica_id, applier).store_body(received)
+    result = await applier.apply_one()
+    assert result is not None and result.raw_id == raw_id, (raw_id, result)
+    return result
+
+
+async def post_alert(
+    client: Any,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    api_headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """POST a webhook body to an agent (an ``httpx.AsyncClient``; ``api_headers`` carry ``ONCALL_API_TOKEN``
+    unless the client does) and wait until it was applied; returns ``GET /alerts/{raw_id}`` (``status``:
+    accepted/duplicate/failed, ``incident_id``). Raises AssertionError when the POST is not acknowledged
+    (202), TimeoutError when it stays queued."""
+    answer = await client.post("/alerts", content=body, headers={"Content-Type": "application/json", **(headers or {})})
+    assert answer.status_code == 202, answer.text
+    raw_id = answer.json()["raw_id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        state: dict[str, Any] = (await client.get(f"/alerts/{raw_id}", headers=api_headers)).raise_for_status().json()
+        if state["status"] != "queued":
+            return state
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"webhook body {raw_id} still queued after {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+def json_body(value: Any) -> bytes:
+    """``value`` as the JSON bytes a client posts."""
+    return json.dumps(value).encode()
+
+
+def post_alert_sync(
+    base_url: str,
+    body: bytes,
+    api_headers: dict[str, str],
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """``post_alert`` against a running agent at ``base_url`` (``api_headers`` carry ``ONCALL_API_TOKEN``)."""
+    answer = httpx.post(
+        f"{base_url}/alerts", content=body, headers={"Content-Type": "application/json", **(headers or {})}, timeout=10
+    )
+    assert answer.status_code == 202, answer.text
+    url = f"{base_url}/alerts/{answer.json()['raw_id']}"
+    applied: dict[str, Any] = wait_until(
+        lambda: (
+            (state := httpx.get(url, headers=api_headers, timeout=10).raise_for_status().json())["status"] != "queued"
+            and state
+        ),
+        timeout=timeout,
+        interval=0.05,
+        what=f"{url} applied",
+    )
+    return applied
+
+
 async def until_idle(store: Store, timeout: float = 20.0) -> None:
-    """Wait until the agent's work queues are empty: no investigation queued or running and no outbox row due
-    (rows in backoff are not waited for). Raises TimeoutError."""
+    """Wait until the agent's work queues are empty: no webhook body waiting to be applied, no investigation
+    queued or running and no outbox row due (rows in backoff are not waited for). Raises TimeoutError."""
     deadline = time.monotonic() + timeout
     while not await _idle(store):
         if time.monotonic() > deadline:
@@ -104,7 +181,8 @@ async def _idle(store: Store) -> bool:
     busy = await sql_one(
         store,
         "SELECT (SELECT count(*) FROM episodes WHERE investigation IN ('queued', 'running'))"
-        " + (SELECT count(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= :now) AS n",
+        " + (SELECT count(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= :now)"
+        " + (SELECT count(*) FROM raw_alerts WHERE valid = 0 AND error IS NULL) AS n",
         now=time.time(),
     )
     return busy is not None and busy["n"] == 0

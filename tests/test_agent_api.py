@@ -26,15 +26,27 @@ from prometheus_client import REGISTRY
 from on_call_agent import build_services, create_app
 from oncall.api.deps import Services
 from oncall.diagnosis import Diagnosis, FaultType
+from oncall.incidents.applier import RawAlertApplier
 from oncall.incidents.body import MAX_ALERT_BODY_BYTES
-from oncall.incidents.replay import RawAlertReplay
+from oncall.incidents.intake import RawAlertIntake
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store import investigations
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
 from tests.rig import API_TOKEN
-from tests.support import REPO_ROOT, free_port, migrated_store, sql, sql_exec, until_idle, wait_http_ok, wait_until
+from tests.support import (
+    REPO_ROOT,
+    free_port,
+    migrated_store,
+    post_alert,
+    post_alert_sync,
+    sql,
+    sql_exec,
+    until_idle,
+    wait_http_ok,
+    wait_until,
+)
 from tests.test_ingest import FP_19556, FP_19557, capture, captured_bytes
 
 JSON = {"Content-Type": "application/json"}
@@ -79,7 +91,7 @@ class FakeInvestigator:
 
 class Fakes:
     """Services factory for ``create_app``: the real services, with the fake investigator behind the scheduler
-    (paging through the agent's escalation chains, and the raw-alert replay waking that scheduler); keeps the
+    (paging through the agent's escalation chains, and the raw-alert applier waking that scheduler); keeps the
     fake for assertions."""
 
     def __init__(self, fail: bool = False) -> None:
@@ -93,8 +105,16 @@ class Fakes:
         scheduler = InvestigationScheduler.from_settings(
             settings, store, self.investigator, tasks, on_outcome=wake, escalations=services.scheduler.escalations
         )
-        replay = RawAlertReplay(store, settings.lease_s, on_investigation=scheduler.wake, on_notice=wake)
-        return replace(services, scheduler=scheduler, replay=replay)
+        return with_scheduler(services, scheduler)
+
+
+def with_scheduler(services: Services, scheduler: InvestigationScheduler) -> Services:
+    """The services with ``scheduler`` in place of theirs, and a raw-alert applier (and its intake) that wakes it."""
+    store, replica = services.store, services.settings.agent_replica_id
+    applier = RawAlertApplier(
+        store, replica, services.settings.lease_s, on_investigation=scheduler.wake, on_notice=services.outbox.wake
+    )
+    return replace(services, scheduler=scheduler, applier=applier, intake=RawAlertIntake(store, replica, applier))
 
 
 async def notices(store: Store) -> list[tuple[int, str]]:
@@ -142,9 +162,7 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
     async with agent(make_settings(tmp_path), fakes) as (client, app):
         answers = []
         for seq in range(1, 12):
-            response = await client.post("/alerts", content=captured_bytes(seq), headers=JSON)
-            assert response.status_code == 200, response.text
-            answers.append(response.json())
+            answers.append(await post_alert(client, captured_bytes(seq)))
         await until_idle(app.state.services.store)
 
         incident_id = answers[0]["incident_id"]
@@ -162,7 +180,6 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
             "duplicate",
         ]
         assert {a["incident_id"] for a in answers} == {incident_id}
-        assert [a["investigation_started"] for a in answers] == [True] + [False] * 10
         assert fakes.investigator.calls == [incident_id]
         assert await notices(app.state.services.store) == [(incident_id, "diagnosis"), (incident_id, "resolved")]
         assert metric("oncall_alert_notifications_total", outcome="duplicate") - duplicates_before == 5
@@ -255,7 +272,7 @@ async def test_bearer_token(tmp_path: Path) -> None:
         ok = await client.post(
             "/alerts", content=captured_bytes(1), headers={**JSON, "Authorization": "Bearer s3cret-token"}
         )
-        assert ok.status_code == 200 and ok.json()["status"] == "accepted"
+        assert ok.status_code == 202 and ok.json()["status"] == "queued"
         assert "s3cret" not in (await client.get("/healthz")).text
 
 
@@ -263,17 +280,13 @@ async def test_no_second_investigation_while_one_runs(tmp_path: Path) -> None:
     fakes = Fakes()
     async with agent(make_settings(tmp_path), fakes) as (client, app):
         fakes.investigator.gate = asyncio.Event()
-        first = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()
+        first = await post_alert(client, captured_bytes(1))
         await until(lambda: fakes.investigator.calls)  # claimed and blocked on the gate
-        assert first["investigation_started"]
-        retry = (await client.post("/alerts", content=captured_bytes(3), headers=JSON)).json()  # Alertmanager's retry
-        more = (await client.post("/alerts", content=captured_bytes(4), headers=JSON)).json()  # a second alert fires
-        assert (retry["status"], retry["investigation_started"]) == ("duplicate", False)
-        assert (more["status"], more["investigation_started"]) == ("accepted", False)
-        concurrent = await asyncio.gather(
-            *[client.post("/alerts", content=captured_bytes(5), headers=JSON) for _ in range(5)]
-        )
-        assert sorted(r.json()["status"] for r in concurrent) == ["accepted"] + ["duplicate"] * 4
+        retry = await post_alert(client, captured_bytes(3))  # Alertmanager's retry
+        more = await post_alert(client, captured_bytes(4))  # a second alert fires
+        assert (retry["status"], more["status"]) == ("duplicate", "accepted")
+        concurrent = await asyncio.gather(*[post_alert(client, captured_bytes(5)) for _ in range(5)])
+        assert sorted(r["status"] for r in concurrent) == ["accepted"] + ["duplicate"] * 4
         fakes.investigator.gate.set()
         await until_idle(app.state.services.store)
         assert fakes.investigator.calls == [first["incident_id"]]
@@ -298,8 +311,7 @@ async def test_investigations_beyond_the_limit_wait_their_turn(tmp_path: Path) -
     fakes = Fakes()
     async with agent(make_settings(tmp_path, MAX_CONCURRENT_INVESTIGATIONS="1"), fakes) as (client, app):
         fakes.investigator.gate = asyncio.Event()
-        answers = [(await client.post("/alerts", content=group_body(n), headers=JSON)).json() for n in range(3)]
-        assert all(a["investigation_started"] for a in answers)
+        answers = [await post_alert(client, group_body(n)) for n in range(3)]
         await until(lambda: fakes.investigator.calls)
         await asyncio.sleep(0.1)
         assert fakes.investigator.calls == [answers[0]["incident_id"]]  # the other two wait for the one slot
@@ -313,7 +325,7 @@ async def test_investigations_beyond_the_limit_wait_their_turn(tmp_path: Path) -
 async def test_failed_investigation_is_recorded(tmp_path: Path) -> None:
     fakes = Fakes(fail=True)
     async with agent(make_settings(tmp_path), fakes) as (client, app):
-        incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
+        incident_id = (await post_alert(client, captured_bytes(1)))["incident_id"]
         await until_idle(app.state.services.store)
         detail = (await client.get(f"/incidents/{incident_id}")).json()
         assert detail["investigation_status"] == "failed"
@@ -447,7 +459,7 @@ async def test_raw_alerts_stored_but_never_applied_are_replayed_at_start(tmp_pat
         assert await notices(app.state.services.store) == [(raw["incident_id"], "diagnosis")]
         assert metric("oncall_raw_alerts_replayed_total") >= 1
         # The same body posted again (Alertmanager's retry) changes nothing.
-        assert (await client.post("/alerts", content=body, headers=JSON)).json()["status"] == "duplicate"
+        assert (await post_alert(client, body))["status"] == "duplicate"
 
 
 async def wait_until_async(predicate, timeout: float = 15.0) -> None:
@@ -457,7 +469,7 @@ async def wait_until_async(predicate, timeout: float = 15.0) -> None:
 async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
     fakes = Fakes()
     async with agent(make_settings(tmp_path), fakes) as (client, app):
-        incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
+        incident_id = (await post_alert(client, captured_bytes(1)))["incident_id"]
         await until_idle(app.state.services.store)
         acked = (await client.post(f"/incidents/{incident_id}/acknowledge", json={"by": "Ravi"})).json()
         assert (acked["acknowledged"], acked["already"]) == (True, False)
@@ -479,7 +491,7 @@ async def test_acknowledge_and_resolve_by_api(tmp_path: Path) -> None:
         assert timings["time_to_resolve_s"] >= timings["time_to_acknowledge_s"] >= 0
         assert (await client.get("/healthz")).json()["incidents_open"] == 0
         # Alertmanager later reports the alert resolved: the incident is already resolved, no second notice.
-        assert (await client.post("/alerts", content=captured_bytes(10), headers=JSON)).json()["status"] == "accepted"
+        assert (await post_alert(client, captured_bytes(10)))["status"] == "accepted"
         await until_idle(app.state.services.store)
         assert await notices(app.state.services.store) == [(incident_id, "diagnosis")]
 
@@ -523,8 +535,8 @@ def test_real_agent_process_end_to_end(tmp_path: Path, procs) -> None:
     procs.start("agent", uvicorn_args(port), env=agent_env(tmp_path))
     base = f"http://127.0.0.1:{port}"
     wait_http_ok(f"{base}/healthz", timeout=30)
-    answer = httpx.post(f"{base}/alerts", content=captured_bytes(1), headers=JSON, timeout=5).json()
-    assert answer["status"] == "accepted" and answer["investigation_started"]
+    answer = post_alert_sync(base, captured_bytes(1), API)
+    assert answer["status"] == "accepted" and answer["received_by"]
     detail = wait_until(
         lambda: (
             (d := httpx.get(f"{base}/incidents/{answer['incident_id']}", headers=API, timeout=5).json())["messages"]

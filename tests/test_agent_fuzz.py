@@ -12,14 +12,14 @@ import asyncio
 from pathlib import Path
 
 from on_call_agent import create_app
-from oncall.incidents.ingest import ingest_notification
 from tests.api_fuzz import fuzz_asgi_app
-from tests.support import migrated_store
+from tests.support import ingest_notification, migrated_store
 from tests.test_ingest import captured_bytes
 from tests.test_security_api import API_TOKEN, AUTH, settings_for
 
 OPERATIONS = {
     "POST /alerts",
+    "GET /alerts/{raw_id}",
     "GET /incidents",
     "GET /incidents/{incident_id}",
     "GET /incidents/{incident_id}/alerts",
@@ -50,7 +50,7 @@ def test_every_operation_survives_fuzzing(tmp_path: Path) -> None:
     report = fuzz_asgi_app(
         create_app(settings),
         headers=AUTH,
-        path_parameters={"incident_id": incident_id},
+        path_parameters={"incident_id": incident_id, "raw_id": 1},
         max_examples=20,
         time_budget_s=90,
     )
@@ -59,6 +59,7 @@ def test_every_operation_survives_fuzzing(tmp_path: Path) -> None:
     server_errors = {op: counts[500] for op, counts in report.statuses.items() if counts[500]}
     assert server_errors == {}, report.format()
     # the bodies were reached: schema-valid webhooks were accepted, schema-valid token holders got answers
-    assert report.statuses["POST /alerts"][200] > 0, report.format()
+    assert report.statuses["POST /alerts"][202] > 0, report.format()
     assert report.statuses["GET /incidents/{incident_id}"][200] > 0, report.format()
+    assert report.statuses["GET /alerts/{raw_id}"][200] > 0, report.format()
     assert API_TOKEN not in report.format()

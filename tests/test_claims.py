@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from oncall.incidents.ingest import apply_notification, ingest_notification
+from oncall.incidents.applier import RawAlertApplier
+from oncall.incidents.ingest import apply_notification
 from oncall.incidents.payload import parse_notification
-from oncall.incidents.replay import RawAlertReplay
 from oncall.store import episodes, outbox, raw_alerts
 from oncall.store.database import Store
-from tests.support import sql, sql_exec
+from tests.support import ingest_notification, sql, sql_exec
 from tests.test_ingest import capture, captured_bytes, webhook_bytes
 
 
@@ -130,25 +130,40 @@ async def test_outbox_rows_are_claimed_once_and_in_order_per_incident(store: Sto
     assert await claim_outbox(other, "agent-2", 5) == [1]
 
 
-async def test_an_unapplied_raw_alert_is_replayed_once_by_one_replica(store: Store, other: Store) -> None:
-    """The process died after storing the body and before applying it: a replica replays it, exactly once."""
+def stored_body(body: bytes, received_at: float, received_by: str) -> raw_alerts.StoredBody:
+    """A valid body as the intake stores it."""
+    return raw_alerts.StoredBody(body.decode(), hashlib.sha256(body).hexdigest(), len(body), received_at, received_by)
+
+
+async def test_an_unapplied_raw_alert_is_taken_over_once_by_one_replica(store: Store, other: Store) -> None:
+    """The replica that stored the body died before applying it: once the grace period is over, one
+    replica applies it from its stored text, exactly once."""
     body = captured_bytes(1)
     async with store.write() as conn:
-        raw_id = await raw_alerts.add(conn, body.decode(), hashlib.sha256(body).hexdigest(), time.time() - 60)
+        [raw_id] = await raw_alerts.add_received(conn, [stored_body(body, time.time() - 60, "agent-0")])
     woken: list[str] = []
-    replays = [
-        RawAlertReplay(s, 30, on_investigation=lambda name=name: woken.append(name))
+    appliers = [
+        RawAlertApplier(s, name, 30, on_investigation=lambda name=name: woken.append(name))
         for s, name in ((store, "agent-1"), (other, "agent-2"))
     ]
-    results = await asyncio.gather(*(replay.replay_one(time.time() - 30) for replay in replays))
-    assert sorted(results) == [False, True] and len(woken) == 1
-    assert await sql(store, "SELECT valid, incident_id FROM raw_alerts") == [{"valid": 1, "incident_id": 1}]
+    results = await asyncio.gather(*(applier.apply_one() for applier in appliers))
+    assert sorted(r is None for r in results) == [False, True] and len(woken) == 1
+    assert await sql(store, "SELECT valid, incident_id, outcome FROM raw_alerts") == [
+        {"valid": 1, "incident_id": 1, "outcome": "accepted"}
+    ]
     assert await sql(store, "SELECT investigation FROM episodes") == [{"investigation": "queued"}]
-    # The request that stored it comes back to apply it after all: it is reported a duplicate, nothing changes.
+    # Applying the same row again (a claim lost meanwhile) reports a duplicate and changes nothing.
     async with store.write() as conn:
         late = await apply_notification(conn, raw_id, hashlib.sha256(body).hexdigest(), parse_notification(body))
     assert late.outcome == "duplicate" and await sql(store, "SELECT count(*) AS n FROM timeline") == [{"n": 2}]
-    young = RawAlertReplay(store, 30)
+
+
+async def test_a_young_body_waits_for_its_receiver_but_not_for_its_own_replica(store: Store) -> None:
+    """Another replica's body younger than the grace period may still be applied by its receiver: left
+    alone; this replica's own body is applied at once, from the text it stored after a restart."""
+    body = captured_bytes(1)
     async with store.write() as conn:
-        await raw_alerts.add(conn, body.decode(), "f" * 64, time.time())
-    assert not await young.replay_one(time.time() - 30)  # still within its grace period: maybe in flight
+        await raw_alerts.add_received(conn, [stored_body(body, time.time(), "agent-2")])
+    assert await RawAlertApplier(store, "agent-1", 30).apply_one() is None
+    restarted = await RawAlertApplier(store, "agent-2", 30).apply_one()
+    assert restarted is not None and restarted.outcome == "accepted" and restarted.start_investigation

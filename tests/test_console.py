@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,13 @@ from on_call_agent import build_services, create_app
 from oncall.api.deps import Services
 from oncall.console.auth import LOGIN_COOKIE, MAX_FAILURES, SESSION_COOKIE, ConsoleAuth, Session
 from oncall.diagnosis import Diagnosis, Evidence, FaultType
-from oncall.incidents.replay import RawAlertReplay
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store import investigations
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
-from tests.support import sql, until_idle
-from tests.test_agent_api import make_settings
+from tests.support import post_alert, sql, until_idle
+from tests.test_agent_api import API, make_settings, with_scheduler
 from tests.test_ingest import capture, webhook_bytes
 
 CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -101,8 +100,7 @@ def with_evidence(settings: Settings, store: Store, http: httpx.AsyncClient, tas
     scheduler = InvestigationScheduler.from_settings(
         settings, store, EvidenceInvestigator(store), tasks, on_outcome=wake
     )
-    replay = RawAlertReplay(store, settings.lease_s, on_investigation=scheduler.wake, on_notice=wake)
-    return replace(services, scheduler=scheduler, replay=replay)
+    return with_scheduler(services, scheduler)
 
 
 def console_settings(tmp_path: Path, **env: str) -> Settings:
@@ -134,8 +132,8 @@ class Console:
         body["groupLabels"] = {**body["groupLabels"], "service": service}
         for alert in body["alerts"]:
             alert["labels"] = {**alert["labels"], "service": service}
-        async with self.client() as client:
-            answer = (await client.post("/alerts", content=webhook_bytes(body), headers=JSON)).json()
+        async with httpx.AsyncClient(transport=self.transport, base_url="http://agent", headers=API) as client:
+            answer = await post_alert(client, webhook_bytes(body))
         await until_idle(self.app.state.services.store)
         return int(answer["incident_id"])
 

@@ -32,7 +32,7 @@ from tests.e2e_support import (
     wait_for_outbound,
 )
 from tests.payments_support import bug_line as payments_bug_line
-from tests.support import REPO_ROOT, wait_until
+from tests.support import REPO_ROOT, json_body, post_alert_sync, wait_until
 from tests.test_e2e_faults import notification
 
 pytestmark = [
@@ -125,9 +125,8 @@ def test_alert_outside_the_catalog_says_what_is_missing(stack: Stack) -> None:
     for labels in (body["alerts"][0]["labels"], body["commonLabels"], body["groupLabels"]):
         labels.update(service="checkout", job="prometheus")
     body["groupKey"] = '{}:{alertname="CheckoutQueueBacklog", service="checkout"}'
-    answer = httpx.post(f"{stack.url('agent')}/alerts", json=body, timeout=5)
-    assert answer.status_code == 200, answer.text
-    diagnosis = wait_for_diagnosis(stack, answer.json()["incident_id"])["diagnosis"]
+    answer = post_alert_sync(stack.url("agent"), json_body(body), stack.api_headers())
+    diagnosis = wait_for_diagnosis(stack, answer["incident_id"])["diagnosis"]
     assert diagnosis["affected_service"] == "checkout"
     assert diagnosis["summary"].startswith("checkout is not in the service catalog")
     assert diagnosis["catalog_gaps"][0].startswith("no service in the catalog")

@@ -12,11 +12,10 @@ from __future__ import annotations
 import copy
 import time
 
-import httpx
 import pytest
 
 from tests.e2e_support import bug_line, inject, needs_prometheus, start_stack, start_traffic, wait_for_diagnosis
-from tests.support import load_json_fixture
+from tests.support import json_body, load_json_fixture, post_alert_sync
 
 pytestmark = [
     pytest.mark.e2e,
@@ -114,9 +113,8 @@ def test_offline_engine_names_fault_and_replica(case_id, tmp_path):
         if fault:
             inject(stack, fault)
         time.sleep(OBSERVE_S)
-        answer = httpx.post(f"{stack.url('agent')}/alerts", json=notification(alertname, case_id), timeout=5)
-        assert answer.status_code == 200, answer.text
-        detail = wait_for_diagnosis(stack, answer.json()["incident_id"])
+        answer = post_alert_sync(stack.url("agent"), json_body(notification(alertname, case_id)), stack.api_headers())
+        detail = wait_for_diagnosis(stack, answer["incident_id"])
         diagnosis = detail["diagnosis"]
         assert diagnosis["engine"] == "offline"
         assert diagnosis["fault_type"] == expected_type, diagnosis
@@ -146,9 +144,8 @@ def test_two_faults_each_alert_gets_its_own_headline(tmp_path):
         expected["InventoryHighLatencyP99"] = ("latency", "inventory-2", "injected_errors")
         ids = {}
         for alertname in expected:
-            answer = httpx.post(f"{stack.url('agent')}/alerts", json=notification(alertname, alertname), timeout=5)
-            assert answer.status_code == 200, answer.text
-            ids[alertname] = answer.json()["incident_id"]
+            body = json_body(notification(alertname, alertname))
+            ids[alertname] = post_alert_sync(stack.url("agent"), body, stack.api_headers())["incident_id"]
         assert len(set(ids.values())) == 2
         for alertname, (fault_type, replica, other) in expected.items():
             diagnosis = wait_for_diagnosis(stack, ids[alertname])["diagnosis"]

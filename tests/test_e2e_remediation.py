@@ -32,7 +32,7 @@ from tests.e2e_support import (
     start_traffic,
     wait_for_outbound,
 )
-from tests.support import load_json_fixture, wait_until
+from tests.support import json_body, load_json_fixture, post_alert_sync, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -143,9 +143,9 @@ def test_approved_remediation_clears_the_fault_and_restarts_a_crashed_replica(tm
         # a crashed replica: restart_replica proposed, approved and verified
         inject(stack, {"mode": "crash", "replica": "inventory-2"})
         time.sleep(10)
-        crash = httpx.post(
-            f"{agent}/alerts", json=notification("InventoryReplicaDown", "inventory-2"), timeout=5
-        ).json()["incident_id"]
+        crash = post_alert_sync(agent, json_body(notification("InventoryReplicaDown", "inventory-2")), headers)[
+            "incident_id"
+        ]
         crash_detail = wait_until(
             lambda: (d := incident_detail(stack, crash)).get("diagnosis") and d,
             60,
@@ -167,9 +167,8 @@ def test_approved_remediation_clears_the_fault_and_restarts_a_crashed_replica(tm
         assert f"Reply `#{incident_id} approve 1` to clear the injected fault on inventory-2." in message
 
         # a read-only agent refuses, a stranger is ignored, a stale approval is refused: the fault stays
-        ro_incident = httpx.post(
-            f"{read_only}/alerts", json=notification("InventoryReplicaHighErrorRate", "inventory-2"), timeout=5
-        ).json()["incident_id"]
+        ro_body = json_body(notification("InventoryReplicaHighErrorRate", "inventory-2"))
+        ro_incident = post_alert_sync(read_only, ro_body, headers)["incident_id"]
         wait_until(
             lambda: incident_detail_at(read_only, headers, ro_incident).get("diagnosis"),
             60,

@@ -18,11 +18,15 @@ import pytest
 from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.diagnosis import Diagnosis, FaultType
-from oncall.incidents.ingest import IngestResult, ingest_notification
+from oncall.incidents.applier import RawAlertApplier
+from oncall.incidents.body import receive_notification
+from oncall.incidents.ingest import IngestResult
+from oncall.incidents.intake import RawAlertIntake
 from oncall.incidents.scheduler import InvestigationScheduler
+from oncall.store import raw_alerts
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
-from tests.support import load_json_fixture, sql
+from tests.support import ingest_notification, load_json_fixture, sql
 
 FP_19557 = "1f29588ab39692c3"  # never up: fires from req_001 until req_010
 FP_19556 = "e3d60c4adbad6964"  # killed then restarted: fires in req_004, resolved in req_006/007
@@ -238,7 +242,7 @@ async def test_concurrent_identical_posts_from_two_connections(store: Store) -> 
     duplicate, one incident, one investigation."""
     second = Store(store.url)
     results: list[IngestResult] = await asyncio.gather(
-        *(ingest_notification(each, captured_bytes(1)) for each in (store, second))
+        *(ingest_notification(each, captured_bytes(1), name) for each, name in ((store, "a"), (second, "b")))
     )
     await second.close()
     assert sorted(r.outcome for r in results) == ["accepted", "duplicate"]
@@ -246,11 +250,41 @@ async def test_concurrent_identical_posts_from_two_connections(store: Store) -> 
     assert len(await sql(store, "SELECT * FROM incidents")) == 1
 
 
+async def chunks(body: bytes):
+    yield body
+
+
+async def test_copies_stored_before_their_original_is_applied_leave_it_to_apply(store: Store) -> None:
+    """Alertmanager's identical retries arrive while the first copy waits for the applier (one after the other,
+    and several in one group commit): the copies are stored as duplicates at once, and the first copy is
+    still applied (accepted, the investigation queued); each copy reports the incident of the first."""
+    applier = RawAlertApplier(store, "agent-1", 30)
+    intake = RawAlertIntake(store, "agent-1", applier)
+    received = await receive_notification(chunks(captured_bytes(1)))
+    first = await intake.store_body(received)
+    copies = [
+        await intake.store_body(received),
+        *await asyncio.gather(*(intake.store_body(received) for _ in range(3))),
+    ]
+    other = await intake.store_body(await receive_notification(chunks(captured_bytes(4))))
+    applied = [await applier.apply_one(), await applier.apply_one()]
+    assert [(r.raw_id, r.outcome) for r in applied if r is not None] == [(first, "accepted"), (other, "accepted")]
+    assert applied[0] is not None and applied[0].start_investigation
+    assert await applier.apply_one() is None
+    rows = await sql(store, "SELECT id, outcome, valid FROM raw_alerts WHERE id <> :o ORDER BY id", o=other)
+    assert rows == [{"id": first, "outcome": "accepted", "valid": 1}] + [
+        {"id": c, "outcome": "duplicate", "valid": 1} for c in copies
+    ]
+    async with store.read() as conn:
+        shown = [await raw_alerts.get(conn, c) for c in copies]
+    assert {row["incident_id"] for row in shown if row is not None} == {applied[0].incident_id}
+
+
 async def test_a_new_group_key_posted_to_two_replicas_at_once_makes_one_incident(store: Store) -> None:
     """Different bodies of one new group (two webhook configs) at once: one incident, both applied."""
     second = Store(store.url)
     results = await asyncio.gather(
-        ingest_notification(store, captured_bytes(4)), ingest_notification(second, captured_bytes(5))
+        ingest_notification(store, captured_bytes(4), "a"), ingest_notification(second, captured_bytes(5), "b")
     )
     await second.close()
     assert [r.outcome for r in results] == ["accepted", "accepted"]

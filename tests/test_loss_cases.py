@@ -26,7 +26,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, Scripted, tool_calls_response
 from tests.fake_twilio import FakeTwilio
-from tests.support import free_port, wait_http_ok, wait_until
+from tests.support import free_port, post_alert_sync, wait_http_ok, wait_until
 from tests.test_agent_api import API, agent_env, uvicorn_args
 from tests.test_ingest import capture, webhook_bytes
 from tests.test_investigation import diagnosis_args
@@ -75,7 +75,8 @@ class Agent:
         self.proc.wait(timeout=10)
 
     def post(self, body: bytes) -> dict:
-        return httpx.post(f"{self.url}/alerts", content=body, headers=JSON, timeout=5).json()
+        """POST a notification and wait until the agent applied it (``GET /alerts/{raw_id}``)."""
+        return post_alert_sync(self.url, body, API)
 
     def incident(self, incident_id: int) -> dict:
         return httpx.get(f"{self.url}/incidents/{incident_id}", headers=API, timeout=5).json()

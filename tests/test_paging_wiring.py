@@ -24,7 +24,7 @@ import respx
 from oncall.settings import Settings
 from oncall.store.database import Store
 from tests.fake_jira import FakeJira
-from tests.support import sql
+from tests.support import post_alert, sql
 from tests.test_agent_api import JSON, Fakes, agent, make_settings, metric
 from tests.test_ingest import captured_bytes
 
@@ -106,7 +106,7 @@ async def test_escalation_through_two_levels_with_a_restart_in_between(tmp_path:
     settings = settings_for(tmp_path)
     async with agent(settings, Fakes()) as (client, app):
         store = app.state.services.store
-        incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
+        incident_id = (await post_alert(client, captured_bytes(1), api_headers=API))["incident_id"]
         [diagnosis] = await eventually(lambda: messages_to(store, ANA), what="the diagnosis paged to level 1")
         levels = await sql(store, "SELECT level, status, due_at FROM pages ORDER BY level")
     assert "*Diagnosis*" in diagnosis or f"#{incident_id}" in diagnosis
@@ -158,7 +158,7 @@ async def test_resolution_post_mortem_and_jira_resolve_then_reopen_through_the_o
         async with agent(settings, Fakes()) as (client, app):
             services = app.state.services
             store = services.store
-            incident_id = (await client.post("/alerts", content=captured_bytes(1), headers=JSON)).json()["incident_id"]
+            incident_id = (await post_alert(client, captured_bytes(1), api_headers=API))["incident_id"]
             await eventually(lambda: messages_to(store, ANA), what="the diagnosis")
             await services.conversation.handle_inbound(ANA, "create a jira task", "SM" + "1" * 32)
             await eventually(

@@ -28,13 +28,12 @@ from oncall.history.impact import Slo, episode_impact
 from oncall.history.phases import PHASES, phase_timings
 from oncall.history.postmortem import build_postmortem, postmortem_markdown, write_postmortem
 from oncall.incidents import actions
-from oncall.incidents.ingest import ingest_notification
 from oncall.paging.escalation import Escalations
 from oncall.roster.config import parse_roster
 from oncall.store import pages, views
 from tests.api_fuzz import fuzz_asgi_app
 from tests.catalog_support import catalog_with_alias
-from tests.support import migrated_store, sql
+from tests.support import ingest_notification, migrated_store, sql
 from tests.test_agent_api import API, agent, make_settings
 from tests.test_ingest import capture, webhook_bytes
 from tests.test_investigation import BUG_LINE, make_rig, scenario_code_bug  # noqa: F401  (make_rig: a fixture)

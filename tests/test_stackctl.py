@@ -8,10 +8,17 @@ import sys
 import pytest
 import yaml
 
-from stackctl.config import StackPorts, load_timing, render_alertmanager, render_prometheus, render_rules
+from stackctl.config import (
+    MAX_PAYMENTS_INSTANCES,
+    StackPorts,
+    load_timing,
+    render_alertmanager,
+    render_prometheus,
+    render_rules,
+)
 from stackctl.processes import REPO_ROOT, find_binary
 from stackctl.reply import send_reply
-from stackctl.stack import INTEGRATION_VARIABLES
+from stackctl.stack import INTEGRATION_VARIABLES, free_stack_ports
 from tests.support import free_port, wait_http_ok
 
 PORTS = StackPorts(pm=17070, lb=19000, prometheus=19090, alertmanager=19093, agent=18088, replica_base=18000)
@@ -94,3 +101,14 @@ def test_make_reply_is_accepted_by_the_agent_webhook(procs, tmp_path):
     wait_http_ok(f"{agent_url}/healthz")
     assert send_reply(agent_url, "reply-token", "whatsapp:+15550100001", "help").status_code == 200
     assert send_reply(agent_url, "wrong-token", "whatsapp:+15550100001", "help").status_code == 403
+
+
+def test_isolated_stack_ports_leave_the_replica_and_payments_blocks_free() -> None:
+    """A replica scaled up later binds replica_base + N: no other component of the stack may hold it (an
+    Alertmanager on replica_base + 3 made the process manager's scale to 3 answer 503)."""
+    for _ in range(20):
+        ports = free_stack_ports()
+        blocks = set(range(ports.replica_base + 1, ports.replica_base + 11))
+        blocks |= {ports.payments_port(n) for n in range(1, MAX_PAYMENTS_INSTANCES + 1)}
+        fixed = [ports.pm, ports.lb, ports.prometheus, ports.alertmanager, ports.agent]
+        assert len(set(fixed)) == 5 and not blocks & set(fixed)

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -61,3 +62,22 @@ def test_a_first_version_database_is_stamped_and_upgraded(tmp_path: Path) -> Non
         assert tuple(episode) == (1, "queued")
     engine.dispose()
     assert version is not None and version >= FIRST_VERSION_REVISION
+
+
+def test_raw_alerts_stored_before_the_intake_get_their_outcome(tmp_path: Path) -> None:
+    """0006: bodies stored by an older version keep what became of them: applied ones ``accepted``, refused
+    ones ``invalid``, ones whose application raised ``failed``; one never applied stays waiting (claimable)."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0005_remediations")
+        connection.exec_driver_sql(
+            "INSERT INTO raw_alerts (received_at, body_sha256, body, valid, error) VALUES"
+            " (1, 'a', '{}', 1, NULL), (2, 'b', 'x', 0, 'not valid JSON'),"
+            " (3, 'c', '{}', 0, 'processing failed: KeyError: x'), (4, 'd', '{}', 0, NULL)"
+        )
+    migrate(url)
+    with engine.connect() as connection:
+        outcomes = connection.exec_driver_sql("SELECT body_sha256, outcome FROM raw_alerts ORDER BY id").all()
+    engine.dispose()
+    assert outcomes == [("a", "accepted"), ("b", "invalid"), ("c", "failed"), ("d", None)]

@@ -18,9 +18,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from oncall.channels.outbox import OutboxWorker
 from oncall.conversation.handler import ConversationHandler
+from oncall.incidents.applier import RawAlertApplier
 from oncall.incidents.checks import RemediationDesk
 from oncall.incidents.escalation import EscalationPoller
-from oncall.incidents.replay import RawAlertReplay
+from oncall.incidents.intake import RawAlertIntake
 from oncall.incidents.scheduler import InvestigationScheduler
 from oncall.settings import Settings
 from oncall.store.database import Store
@@ -30,7 +31,7 @@ from oncall.tasks import BackgroundTasks
 @dataclass(frozen=True)
 class Services:
     """The long-lived objects the routers use, built in the lifespan of ``on_call_agent.create_app``;
-    ``start``/``stop`` run the work queues (investigations, outbox, raw-alert replay, escalation)."""
+    ``start``/``stop`` run the work queues (investigations, outbox, raw-alert applier, escalation)."""
 
     settings: Settings
     store: Store
@@ -39,16 +40,17 @@ class Services:
     scheduler: InvestigationScheduler
     conversation: ConversationHandler
     outbox: OutboxWorker
-    replay: RawAlertReplay
+    intake: RawAlertIntake
+    applier: RawAlertApplier
     escalation: EscalationPoller
     remediation: RemediationDesk | None = None
 
     async def start(self) -> None:
-        """Start the outbox worker, the investigation scheduler, the raw-alert replay (claims of a previous
+        """Start the outbox worker, the investigation scheduler, the raw-alert applier (claims of a previous
         process with this replica id are released first) and the remediation executor's takeover."""
         await self.outbox.start()
         await self.scheduler.start()
-        self.replay.start()
+        self.applier.start()
         self.escalation.start()
         if self.remediation is not None:
             await self.remediation.resume(self.tasks)
@@ -56,7 +58,7 @@ class Services:
     async def stop(self) -> None:
         """Stop the work queues: running investigations and leases are handed back for other replicas."""
         await self.escalation.stop()
-        await self.replay.stop()
+        await self.applier.stop()
         await self.scheduler.stop()
         await self.outbox.stop()
 

@@ -37,6 +37,9 @@ from oncall.store.database import Store
 from oncall.store.rows import Row
 from oncall.tasks import BackgroundTasks, Poller
 
+GAUGE_REFRESH_S = 1.0
+"""Shortest interval between two refreshes of the outbox gauges (a storm runs many delivery rounds a second)."""
+
 log = logging.getLogger("oncall.outbox")
 
 Settled = Literal["delivered", "retry", "failed", "expired"]
@@ -106,6 +109,7 @@ class OutboxWorker:
         self.warn_attempts = warn_attempts
         self.concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
+        self._gauges_refreshed_at = 0.0
         self._ended = 0  # deliveries that ended (``drain`` looks again when one ended while it looked)
         self.poller = Poller("outbox", self.run_due, poll_s)
 
@@ -154,7 +158,7 @@ class OutboxWorker:
 
     async def run_due(self) -> float | None:
         """Claim due rows for the free delivery slots and deliver them; returns seconds until the next is due
-        (None: nothing pending, or no free slot)."""
+        (None: nothing pending, or no free slot). The gauges are refreshed at most every ``GAUGE_REFRESH_S``."""
         free = self.concurrency - len(self._inflight)
         if free <= 0:
             return None  # every slot busy: each delivery wakes the poller when it ends
@@ -167,10 +171,16 @@ class OutboxWorker:
             task.add_done_callback(self._inflight.discard)
         if len(rows) == free:
             return 0.0  # there may be more due; the next round waits for a free slot
+        refresh_in = GAUGE_REFRESH_S - (now - self._gauges_refreshed_at)
         async with self.store.read() as conn:
             next_due = await outbox.next_due_at(conn)
-            await self._refresh_gauges(conn, now)
-        return None if next_due is None else max(0.0, next_due - time.time())
+            if refresh_in <= 0:
+                self._gauges_refreshed_at = now
+                await self._refresh_gauges(conn, now)
+        delay = None if next_due is None else max(0.0, next_due - time.time())
+        if refresh_in > 0:  # gauges skipped this round: come back for them
+            delay = refresh_in if delay is None else min(delay, refresh_in)
+        return delay
 
     async def drain(self, timeout: float = 30.0, *, retries: bool = False) -> None:
         """Deliver until no row is due now and nothing is in flight; with ``retries``, also wait for the rows

@@ -1,11 +1,14 @@
-"""Ingest of Alertmanager webhook notifications: parse (``oncall.incidents.body``) -> store raw -> incident
-by group key -> alerts by fingerprint -> decide whether to investigate and whether the incident is now resolved.
+"""Ingest of Alertmanager webhook notifications: parse (``oncall.incidents.body``) -> store raw
+(``oncall.incidents.intake``) -> apply (``oncall.incidents.applier``, here): incident by group key ->
+alerts by fingerprint -> decide whether to investigate and whether the incident is now resolved.
 
 Rules (Alertmanager webhook payload v4, see ``oncall.incidents.payload``):
-- The raw body is committed to ``raw_alerts`` before it is applied: a valid body whole, an invalid one
-  as its SHA-256, size, reason and first KiB (so junk posts cannot fill the database).
+- The raw body is committed to ``raw_alerts`` before it is acknowledged and applied: a valid body whole,
+  an invalid one as its SHA-256, size, reason and first KiB (so junk posts cannot fill the database).
 - A body byte-identical (same SHA-256) to one already accepted changes nothing: Alertmanager re-sends
   the identical body after a 5xx, and repeat notifications of an unchanged group are identical too.
+  The intake marks a copy of a body its process stored before as ``duplicate`` at once; the applier
+  checks the rest here (a copy another replica received).
 - One incident per ``groupKey``: created with ``INSERT ... ON CONFLICT DO NOTHING`` and then locked
   for the transaction (PostgreSQL ``FOR UPDATE``; SQLite writers are serialised by ``BEGIN IMMEDIATE``),
   so replicas receiving the same notification at once apply it one after the other, and only once.
@@ -26,31 +29,31 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.incidents import lifecycle, merge
-from oncall.incidents.body import ReceivedBody, receive_notification, storable_text
+from oncall.incidents.body import ReceivedBody
 from oncall.incidents.payload import WebhookAlert, WebhookNotification
-from oncall.metrics import ALERT_NOTIFICATIONS, ALERTS_RECEIVED, INCIDENTS_OPEN
+from oncall.metrics import ALERT_NOTIFICATIONS
 from oncall.store import incidents, raw_alerts, timeline
 from oncall.store.database import Store
 from oncall.store.rows import Row
 
 log = logging.getLogger("oncall.ingest")
 
-Outcome = Literal["accepted", "duplicate", "invalid"]
+Outcome = Literal["accepted", "duplicate", "invalid", "failed"]
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What one webhook POST did.
+    """What applying one webhook body did (or why the body was refused).
 
     ``outcome``: ``accepted`` (applied), ``duplicate`` (identical body already accepted; nothing
-    changed) or ``invalid`` (``error`` holds the reason, ``errors`` the per-field details).
+    changed), ``invalid`` (``error`` holds the reason, ``errors`` the per-field details) or ``failed``
+    (valid, but applying it raised or its stored text is not whole: ``error``).
     ``start_investigation``: this notification queued the episode's investigation (wake the scheduler).
     ``resolved_now``: this notification resolved a firing incident (the resolved notice, if due, is in
     the outbox already: wake the outbox worker).
@@ -69,57 +72,13 @@ class IngestResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def ingest_notification(store: Store, raw_body: bytes) -> IngestResult:
-    """Parse, store and apply one Alertmanager webhook body given as bytes (see ``ingest_received``)."""
-
-    async def one_chunk() -> AsyncIterator[bytes]:
-        yield raw_body
-
-    return await ingest_received(store, await receive_notification(one_chunk(), limit=len(raw_body)))
-
-
-async def ingest_received(store: Store, received: ReceivedBody) -> IngestResult:
-    """Store and apply one Alertmanager webhook body, already read and parsed (``oncall.incidents.body``).
-
-    Args:
-        store: the agent database.
-        received: the body's hash, size and parsed notification, or why it is invalid.
-    Returns:
-        The ``IngestResult``; invalid bodies are reported in it (outcome ``invalid``), not raised. An
-        invalid body is stored as its hash, size, reason and first KiB only.
-    Raises:
-        sqlalchemy.exc.SQLAlchemyError (or any bug) while applying a valid body; the raw row then
-        keeps the error text.
-    """
-    sha256, notification = received.sha256, received.notification
-    if notification is None:
-        return await _store_invalid(store, received)
-    text = await storable_text(received.raw, store.redact)
-    async with store.write() as conn:
-        raw_id = await raw_alerts.add(conn, text, sha256, time.time(), received.size)
-    try:
-        async with store.write() as conn:
-            result = await apply_notification(conn, raw_id, sha256, notification)
-            open_count = await incidents.count_firing(conn)
-    except Exception as exc:
-        async with store.write() as conn:
-            await raw_alerts.set_error(conn, raw_id, f"processing failed: {type(exc).__name__}: {exc}")
-        raise
-    ALERT_NOTIFICATIONS.labels(outcome=result.outcome).inc()
-    if result.outcome == "accepted":
-        for alert in notification.alerts:
-            ALERTS_RECEIVED.labels(status=alert.status).inc()
-    INCIDENTS_OPEN.set(open_count)
-    return result
-
-
-async def _store_invalid(store: Store, received: ReceivedBody) -> IngestResult:
-    """Keep an invalid body's hash, size, reason and first KiB; report it."""
+async def store_invalid(store: Store, received: ReceivedBody) -> IngestResult:
+    """Keep an invalid body's hash, size, reason and first KiB; report it (outcome ``invalid``)."""
     error = received.error
     assert error is not None
     head = received.head.decode("utf-8", errors="backslashreplace")
     async with store.write() as conn:
-        raw_id = await raw_alerts.add(conn, head, received.sha256, time.time(), received.size, error.reason)
+        raw_id = await raw_alerts.add_invalid(conn, head, received.sha256, time.time(), received.size, error.reason)
     ALERT_NOTIFICATIONS.labels(outcome="invalid").inc()
     log.warning("rejected webhook body raw_alerts#%d (%d bytes): %s", raw_id, received.size, error.reason)
     return IngestResult(outcome="invalid", raw_id=raw_id, error=error.reason, errors=error.errors)
@@ -144,7 +103,7 @@ async def apply_notification(conn: AsyncConnection, raw_id: int, sha256: str, n:
         duplicate = await _duplicate(conn, raw_id, sha256, n)
         if duplicate is not None:
             return duplicate
-    if not await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id):
+    if not await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id, "accepted", now):
         return IngestResult(outcome="duplicate", raw_id=raw_id, incident_id=incident_id, group_key=n.group_key)
     changes = await _merge_alerts(conn, incident_id, n.alerts, now)
     start, resolved_now = await _status_change(conn, incident, created, n, changes, now)
@@ -167,7 +126,7 @@ async def _duplicate(conn: AsyncConnection, raw_id: int, sha256: str, n: Webhook
     duplicate, incident_id = await raw_alerts.applied_copy_incident(conn, sha256, raw_id)
     if not duplicate:
         return None
-    await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id)
+    await raw_alerts.mark_applied(conn, raw_id, n.group_key, incident_id, "duplicate", time.time())
     return IngestResult(outcome="duplicate", raw_id=raw_id, incident_id=incident_id, group_key=n.group_key)
 
 

@@ -9,6 +9,9 @@ once per episode, at most ``MAX_CONCURRENT_INVESTIGATIONS`` at once on this repl
 - Fencing: the outcome is recorded only while this replica still holds the claim
   (``episodes.finish``); a replica that stalled past its lease and lost the claim discards its result,
   so one diagnosis is recorded and paged per episode.
+- Lock order: a transaction that changes an incident and its episode locks the incident row first, as
+  the applier does (``open_or_lock``), so recording a diagnosis while a notification resolves the
+  incident cannot deadlock on PostgreSQL (it did, once in an alert storm of the HA benchmark).
 - The diagnosis message is written to the outbox in the transaction that records the diagnosis;
   sending is the outbox worker's, so a slow or hanging WhatsApp provider never holds a slot.
 - Wake-ups: the replica that queued an investigation wakes its own poller at once (``wake``); the
@@ -203,7 +206,7 @@ class InvestigationScheduler:
         try:
             now = time.time()
             async with self.store.write() as conn:
-                incident = await incidents.get(conn, incident_id)
+                incident = await incidents.lock(conn, incident_id)  # the incident row first, then its episode
                 assert incident is not None  # episodes reference their incident
                 alerts = await incidents.alerts(conn, incident_id)
                 if claim["investigation"] == "running" and claim["claimed_by"] != self.replica_id:
@@ -225,6 +228,7 @@ class InvestigationScheduler:
             log.exception("investigation of incident %d failed", incident_id)
             error = f"{type(exc).__name__}: {exc}"
             async with self.store.write() as conn:
+                await incidents.lock(conn, incident_id)  # lock order: incident, then episode (as the applier)
                 if await episodes.finish(conn, episode_id, self.replica_id, "failed", time.time()):
                     await lifecycle.fail_investigation(
                         conn, incident_id, number, error, self.replica_id, time.time(), self.escalations
@@ -232,6 +236,7 @@ class InvestigationScheduler:
             self.on_outcome()
             return None
         async with self.store.write() as conn:
+            await incidents.lock(conn, incident_id)  # lock order: incident, then episode (as the applier)
             held = await episodes.finish(conn, episode_id, self.replica_id, "done", time.time())
             if held:
                 await lifecycle.record_diagnosis(

@@ -2,8 +2,8 @@
 
 - SQLite (``sqlite:///path``, driver aiosqlite): WAL mode, ``busy_timeout`` 5 s, foreign keys on.
   Write blocks start with ``BEGIN IMMEDIATE`` so two writers (coroutines or processes) never deadlock
-  on a lock upgrade, and a process's own writers take turns on an asyncio lock first; reads use a
-  deferred ``BEGIN`` and run beside writers (WAL). SQLAlchemy's
+  on a lock upgrade, and a process's own writers take turns first (``WriterTurns``: urgent writers, the
+  webhook intake, before background work); reads use a deferred ``BEGIN`` and run beside writers (WAL). SQLAlchemy's
   documented recipe: the driver's own BEGIN is disabled (``isolation_level = None``) and the
   ``begin`` event emits ours (SQLAlchemy docs, "Transactions with SQLite and the sqlite3 driver").
 - PostgreSQL (``postgresql://...``, driver psycopg 3): READ COMMITTED; rows that several replicas may
@@ -20,6 +20,7 @@ hook, whichever module wrote it. Text already redacted (``Redacted``) is not sca
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import re
@@ -179,6 +180,52 @@ async def _transaction(conn: AsyncConnection) -> AsyncIterator[None]:
     await uncancellable(transaction.commit())
 
 
+class WriterTurns:
+    """One writer at a time, in arrival order, except that an urgent writer goes before every waiting ordinary one.
+
+    SQLite has one writer: a POST waiting to commit its webhook body (the sender waits for the answer) goes
+    before queued background writers (applier, investigations, outbox); a transaction already running ends
+    first. A cancelled waiter leaves the queue; one cancelled just after being handed the turn passes it on.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: dict[bool, collections.deque[asyncio.Future[None]]] = {
+            True: collections.deque(),
+            False: collections.deque(),
+        }
+
+    @asynccontextmanager
+    async def turn(self, urgent: bool) -> AsyncIterator[None]:
+        """Hold the writer's turn for the block (``urgent``: ahead of every waiting ordinary writer)."""
+        if self._busy:
+            handed = asyncio.get_running_loop().create_future()
+            self._waiting[urgent].append(handed)
+            try:
+                await handed
+            except asyncio.CancelledError:
+                if handed.done() and not handed.cancelled():
+                    self._pass_on()
+                else:
+                    self._waiting[urgent].remove(handed)
+                raise
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Hand the turn to the next waiter (urgent ones first), or mark it free."""
+        for queue in (self._waiting[True], self._waiting[False]):
+            while queue:
+                handed = queue.popleft()
+                if not handed.done():
+                    handed.set_result(None)
+                    return
+        self._busy = False
+
+
 class Store:
     """The async engine and its transactions.
 
@@ -205,7 +252,7 @@ class Store:
         # connection) instead of in SQLite's busy handler, where a burst of them could each wait out
         # busy_timeout while the writer holding the lock waits for the event loop. Other processes on the
         # same file still meet the busy handler.
-        self._writers = asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        self._writers = WriterTurns() if self.dialect == "sqlite" else None
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._before_execute, retval=True)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -217,9 +264,11 @@ class Store:
         return statement, _redact_parameters(parameters, self.redact)
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A read-write transaction: committed when the block ends, rolled back when it raises."""
-        async with self._writers, self.engine.connect() as conn:
+    async def write(self, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A read-write transaction: committed when the block ends, rolled back when it raises. ``urgent``: on
+        SQLite, ahead of the writers of this process waiting for their turn (``WriterTurns``)."""
+        turn = self._writers.turn(urgent) if self._writers is not None else contextlib.nullcontext()
+        async with turn, self.engine.connect() as conn:
             conn = await conn.execution_options(**{WRITE_OPTION: True})
             async with _transaction(conn):
                 yield conn

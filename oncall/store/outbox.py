@@ -20,7 +20,7 @@ from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.store.database import storable
-from oncall.store.rows import Row, all_rows, first_row, insert_ignoring_conflicts
+from oncall.store.rows import Row, all_rows, insert_ignoring_conflicts
 from oncall.store.schema import outbox
 
 
@@ -147,18 +147,20 @@ async def release(conn: AsyncConnection, replica_id: str) -> int:
 
 
 async def backlog(conn: AsyncConnection) -> Row:
-    """``{"pending", "failed", "expired", "oldest_pending_at"}`` over the whole outbox."""
+    """``{"pending", "failed", "expired", "oldest_pending_at"}`` over the whole outbox; reads only the rows
+    not delivered (index ``outbox_due``), however many were delivered before."""
     result = await conn.execute(
-        select(
-            func.count().filter(outbox.c.status == "pending").label("pending"),
-            func.count().filter(outbox.c.status == "failed").label("failed"),
-            func.count().filter(outbox.c.status == "expired").label("expired"),
-            func.min(outbox.c.created_at).filter(outbox.c.status == "pending").label("oldest_pending_at"),
-        )
+        select(outbox.c.status, func.count().label("n"), func.min(outbox.c.created_at).label("oldest"))
+        .where(outbox.c.status.in_(("pending", "failed", "expired")))
+        .group_by(outbox.c.status)
     )
-    row = first_row(result)
-    assert row is not None
-    return row
+    counts = {row.status: (int(row.n), row.oldest) for row in result}
+    return {
+        "pending": counts.get("pending", (0, None))[0],
+        "failed": counts.get("failed", (0, None))[0],
+        "expired": counts.get("expired", (0, None))[0],
+        "oldest_pending_at": counts.get("pending", (0, None))[1],
+    }
 
 
 async def next_due_at(conn: AsyncConnection) -> float | None:

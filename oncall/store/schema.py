@@ -3,7 +3,8 @@
 Times are Unix epoch seconds (float); JSON columns hold dicts/lists (decoded by SQLAlchemy). The
 Alembic migrations in ``migrations/versions`` create exactly this schema (a test compares them).
 
-- ``raw_alerts``: every body POSTed to /alerts: a valid one whole, an invalid one as its SHA-256,
+- ``raw_alerts``: every body POSTed to /alerts: a valid one whole (applied after the acknowledgement: by
+  whom received, when applied, with what outcome), an invalid one as its SHA-256,
   size, reason and first KiB; deleted after ``RAW_ALERT_RETENTION_DAYS``.
 - ``incidents``: one per Alertmanager group key; status ``firing``/``resolved``; investigation state.
 - ``incident_alerts``: alerts of an incident by fingerprint, with their latest status.
@@ -25,13 +26,16 @@ Alembic migrations in ``migrations/versions`` create exactly this schema (a test
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 """JSON column type: TEXT holding JSON on SQLite, JSONB on PostgreSQL."""
+
+RAW_UNAPPLIED = text("valid = 0 AND error IS NULL")
+"""A body stored but not applied yet (``raw_alerts_unapplied``, the applier's claim)."""
 
 raw_alerts = Table(
     "raw_alerts",
@@ -45,8 +49,12 @@ raw_alerts = Table(
     Column("group_key", Text),
     Column("incident_id", Integer),
     Column("body_bytes", Integer),
+    Column("received_by", Text),
+    Column("applied_at", Float),
+    Column("outcome", Text),
     Index("raw_alerts_sha", "body_sha256"),
     Index("raw_alerts_received", "received_at"),
+    Index("raw_alerts_unapplied", "id", sqlite_where=RAW_UNAPPLIED, postgresql_where=RAW_UNAPPLIED),
 )
 
 incidents = Table(

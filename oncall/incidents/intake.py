@@ -1,0 +1,155 @@
+"""Intake of valid webhook bodies: ``POST /alerts`` acknowledges a notification once its body is committed.
+
+Requests arriving together share one transaction (group commit): each waits while the batch before it
+commits, then the bodies gathered meanwhile are inserted in one statement and one commit. A body
+byte-identical to one this process stored before (Alertmanager re-sends an unchanged group's state
+every ``repeat_interval``, and the identical body after a 5xx) is stored as applied, outcome
+``duplicate`` (its text is not kept twice: the digest names the first copy): the alert merge is
+idempotent, so applying it could change nothing. Once committed,
+the body is durable (a crash before it is applied loses nothing: the applier, here or on another replica,
+takes it up) and the parsed notification is handed over to this replica's applier
+(``oncall.incidents.applier``), which applies it after the acknowledgement. Alertmanager needs only a 2xx
+(its notifier retries on 5xx, webhook.go); the answer carries the body's ``raw_id``, whose fate
+``GET /alerts/{raw_id}`` reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+from oncall.incidents.applier import RawAlertApplier
+from oncall.incidents.body import ReceivedBody, storable_text
+from oncall.incidents.payload import WebhookNotification
+from oncall.metrics import ALERT_NOTIFICATIONS
+from oncall.store import raw_alerts
+from oncall.store.database import Store
+
+log = logging.getLogger("oncall.intake")
+
+MAX_BATCH = 500
+"""Most bodies inserted by one statement."""
+REMEMBERED_BODIES = 20_000
+"""SHA-256 digests of the bodies stored last that a new body is compared with (about 2 MB)."""
+
+
+class IntakeError(Exception):
+    """The database did not store a body (its batch's transaction failed; the cause is logged)."""
+
+
+Waiting = tuple[raw_alerts.StoredBody, WebhookNotification, asyncio.Future[int]]
+
+
+class RawAlertIntake:
+    """Commits valid webhook bodies to ``raw_alerts``, many requests per transaction (see module docstring).
+
+    Args:
+        store: the agent database.
+        replica_id: this replica's ``AGENT_REPLICA_ID`` (``received_by``).
+        applier: this replica's applier; it gets each committed body's notification and a wake-up.
+    """
+
+    def __init__(self, store: Store, replica_id: str, applier: RawAlertApplier) -> None:
+        self.store = store
+        self.replica_id = replica_id
+        self.applier = applier
+        self._waiting: list[Waiting] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._stored: dict[str, None] = {}  # digests of committed bodies, oldest first (insertion order)
+
+    async def store_body(self, received: ReceivedBody) -> int:
+        """Commit one valid body (its text redacted and cut as ``storable_text`` keeps it); returns its id.
+
+        Raises:
+            ValueError: ``received`` is not a valid notification (``ingest.store_invalid`` keeps those).
+            IntakeError: the batch's transaction failed (nothing of it was stored; the sender should retry).
+        """
+        notification = received.notification
+        if notification is None:
+            raise ValueError("only a valid notification is applied")
+        if received.sha256 in self._stored:  # a copy of a committed body: its digest names it, the text is not kept
+            body = raw_alerts.StoredBody(
+                "", received.sha256, received.size, time.time(), self.replica_id, notification.group_key
+            )
+        else:
+            text = await storable_text(received.raw, self.store.redact)
+            body = raw_alerts.StoredBody(text, received.sha256, received.size, time.time(), self.replica_id)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((body, notification, future))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_waiting(), name="raw-alert-intake")
+        return await asyncio.shield(future)  # a request cut meanwhile leaves its body in the batch
+
+    async def _commit_waiting(self) -> None:
+        """Commit batches until no body waits; a failed batch's requests get the error, the next batch goes on."""
+        batch: list[Waiting] = []
+        if self.store.dialect == "sqlite":
+            self.applier.pause()  # one writer: the acknowledgements go first
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                try:
+                    ids = await self._insert(batch)
+                except Exception:  # noqa: BLE001 - the requests of this batch answer 503
+                    log.exception("storing %d webhook bodies failed", len(batch))
+                    _fail(batch, IntakeError("the database did not store the notification"))
+                    continue
+                for raw_id, (_, _, future) in zip(ids, batch, strict=True):
+                    if not future.done():
+                        future.set_result(raw_id)
+                self.applier.wake()
+        except BaseException:  # cancelled (shutdown): no request waits forever
+            _fail(batch + self._waiting, IntakeError("the agent is shutting down"))
+            self._waiting = []
+            raise
+        finally:
+            self._committer = None
+            self.applier.resume()
+
+    async def _insert(self, batch: list[Waiting]) -> list[int]:
+        """Insert and commit one batch, handing its new notifications over to the applier; returns the ids."""
+        bodies = self._mark_duplicates(batch)
+        ids: list[int] = []
+        try:
+            async with self.store.write(urgent=True) as conn:
+                ids = await raw_alerts.add_received(conn, bodies)
+                for raw_id, body, (_, notification, _) in zip(ids, bodies, batch, strict=True):
+                    if body.duplicate_of_group is None:
+                        self.applier.hand_over(raw_id, notification)
+        except BaseException:
+            self.applier.forget(ids)
+            raise
+        self._remember(bodies)
+        return ids
+
+    def _mark_duplicates(self, batch: list[Waiting]) -> list[raw_alerts.StoredBody]:
+        """The batch's bodies, those identical to one earlier in the batch marked duplicate too (copies of a body
+        committed before were marked at receipt)."""
+        in_batch: set[str] = set()
+        bodies = []
+        for body, notification, _ in batch:
+            if body.duplicate_of_group is None and body.sha256 in in_batch:
+                body = dataclasses.replace(body, duplicate_of_group=notification.group_key)
+            in_batch.add(body.sha256)
+            bodies.append(body)
+        return bodies
+
+    def _remember(self, bodies: list[raw_alerts.StoredBody]) -> None:
+        """Remember the digests of committed bodies, forgetting the oldest past ``REMEMBERED_BODIES``; count the
+        duplicates."""
+        for body in bodies:
+            if body.duplicate_of_group is not None:
+                ALERT_NOTIFICATIONS.labels(outcome="duplicate").inc()
+            self._stored.pop(body.sha256, None)
+            self._stored[body.sha256] = None
+        while len(self._stored) > REMEMBERED_BODIES:
+            del self._stored[next(iter(self._stored))]
+
+
+def _fail(batch: list[Waiting], exc: Exception) -> None:
+    """Answer the requests of a batch that was not committed with ``exc``."""
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
