@@ -24,4 +24,3 @@ async def test_stop_ends_the_loop_when_woken_at_the_same_moment() -> None:
         poller.wake()
         await asyncio.wait_for(poller.stop(), 2)
     assert rounds >= 50  # each loop ran its first round before it was stopped
-
