@@ -32,7 +32,7 @@ log = logging.getLogger("oncall.intake")
 MAX_BATCH = 500
 """Most bodies inserted by one statement."""
 REMEMBERED_BODIES = 20_000
-"""SHA-256 digests of the bodies stored last that a new body is compared with (about 2 MB)."""
+"""SHA-256 digests of the bodies stored last that a new body is compared with (a few MB of memory)."""
 
 
 class IntakeError(Exception):
