@@ -108,13 +108,29 @@ class Bench:
         for url in self.stack.payments_urls():
             self.http.post(f"{url}/admin/faults", json={"mode": "none"}).raise_for_status()
 
+    def pm_operation(self, path: str, body: dict[str, Any], timeout_s: float) -> None:
+        """POST a process-manager operation, again while it answers 409 (another operation, e.g. the restart of a
+        crashed replica, is running) or fails, for up to ``SETTLE_TIMEOUT_S``.
+
+        Raises:
+            TimeoutError: still refused after the wait (the message carries the last error).
+        """
+
+        def attempt() -> bool:
+            answer = self.http.post(f"{self.stack.url('pm')}{path}", json=body, timeout=timeout_s)
+            if answer.status_code == 409:
+                return False
+            answer.raise_for_status()
+            return True
+
+        wait_until(attempt, SETTLE_TIMEOUT_S, interval=1.0, what=f"process manager free for {path}")
+
     def reset(self, scenario: Scenario) -> None:
         """Scale to the scenario's replica count, put the inventory back on the baseline release, clear every
         fault, and wait until the stack is healthy."""
-        pm = self.stack.url("pm")
-        self.http.post(f"{pm}/scale", json={"replicas": scenario.setup.replicas}, timeout=60).raise_for_status()
+        self.pm_operation("/scale", {"replicas": scenario.setup.replicas}, 60)
         if self.get("pm", "/deploys")["current_version"] != BASELINE_VERSION:
-            self.http.post(f"{pm}/deploy", json={"version": BASELINE_VERSION}, timeout=120).raise_for_status()
+            self.pm_operation("/deploy", {"version": BASELINE_VERSION}, 120)
         self.clear_faults()
         try:
             wait_until(self.healthy, SETTLE_TIMEOUT_S, interval=2.0, what="a healthy stack")
