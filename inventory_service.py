@@ -347,10 +347,7 @@ async def apply_fault() -> None:
     if mode == "latency":
         await asyncio.sleep(params["latency_ms"] / 1000)
     elif mode == "cpu":
-        # on a worker thread, as a CPU-bound handler in a thread pool: the replica's event loop still answers
-        # Prometheus' scrapes (burnt on the loop, every /metrics waited behind the burns and timed out, so
-        # the CPU alert never saw the CPU)
-        await asyncio.to_thread(burn_cpu, params["cpu_ms"] / 1000)
+        burn_cpu(params["cpu_ms"] / 1000)
     elif mode == "oom_safe":
         FAULTS.grow_memory()
     elif mode == "errors" and SIMULATION_RNG.random() < params["p_error"]:
