@@ -46,7 +46,7 @@ from common import (
 from slow_stack import SlowStack
 
 from stackctl.config import load_timing  # noqa: E402
-from stackctl.processes import agent_command  # noqa: E402
+from stackctl.processes import agent_command, wait_applied  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES, Stack, free_stack_ports  # noqa: E402
 from tests.fake_openai import FakeOpenAI, tool_calls_response  # noqa: E402
 
@@ -104,12 +104,7 @@ def investigate_once(
     """POST one webhook, wait until its investigation is finished, return the incident detail
     (``headers``: the agent's API token header)."""
     raw_id = httpx.post(f"{agent}/alerts", json=body, timeout=10).raise_for_status().json()["raw_id"]
-
-    def applied() -> int | None:
-        state = httpx.get(f"{agent}/alerts/{raw_id}", headers=headers, timeout=10).raise_for_status().json()
-        return state["incident_id"] if state["status"] != "queued" else None
-
-    incident_id = wait_until(applied, timeout_s, 0.05, f"webhook body {raw_id} applied")
+    incident_id = wait_applied(agent, raw_id, headers, timeout_s)["incident_id"]
 
     def finished() -> dict[str, Any] | None:
         detail = httpx.get(f"{agent}/incidents/{incident_id}", headers=headers, timeout=10).json()

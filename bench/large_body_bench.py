@@ -30,10 +30,11 @@ from common import (
     temp_run_dir,
     update_readme,
     verdict,
-    wait_until,
     write_results,
 )
 from ingest_bench import API_HEADERS, FIXTURES, start_agent
+
+from stackctl.processes import wait_applied  # noqa: E402
 
 BUCKET = re.compile(r'^oncall_event_loop_lag_seconds_bucket\{le="(?P<le>[^"]+)"\} (?P<count>\S+)$')
 CAPTURE = FIXTURES / "req_001.json"
@@ -79,16 +80,7 @@ def post_and_measure(base: str, body: bytes) -> dict[str, Any]:
         t0 = time.perf_counter()
         answer = client.post(f"{base}/alerts", content=body, headers={"Content-Type": "application/json"})
         answer_ms = (time.perf_counter() - t0) * 1000
-        state = wait_until(
-            lambda: (
-                (s := client.get(f"{base}/alerts/{answer.json()['raw_id']}", headers=API_HEADERS).json())["status"]
-                != "queued"
-                and s
-            ),
-            600,
-            0.05,
-            "the body applied",
-        )
+        state = wait_applied(base, answer.json()["raw_id"], API_HEADERS, 600)
         applied_ms = (time.perf_counter() - t0) * 1000
         after = lag_buckets(client, base)
         incident = state.get("incident_id")

@@ -127,6 +127,24 @@ def wait_http_ok(url: str, timeout: float = 20.0) -> httpx.Response:
     return wait_until(probe, timeout, what=f"GET {url} -> 2xx")
 
 
+def wait_applied(agent_url: str, raw_id: int, api_headers: dict[str, str], timeout: float = 30.0) -> dict[str, Any]:
+    """Wait until the agent at ``agent_url`` applied the webhook body ``raw_id`` (its ``POST /alerts`` answer):
+    ``GET /alerts/{raw_id}`` (``api_headers`` carry ``ONCALL_API_TOKEN``) no longer says ``queued``; return
+    that answer (``status`` accepted/duplicate/failed, ``incident_id``).
+
+    Raises:
+        TimeoutError: still queued (or unreadable) after ``timeout`` seconds.
+    """
+    url = f"{agent_url}/alerts/{raw_id}"
+
+    def applied() -> dict[str, Any] | None:
+        state: dict[str, Any] = httpx.get(url, headers=api_headers, timeout=10).raise_for_status().json()
+        return state if state["status"] != "queued" else None
+
+    result: dict[str, Any] = wait_until(applied, timeout, interval=0.05, what=f"{url} applied")
+    return result
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

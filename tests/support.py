@@ -17,13 +17,21 @@ import httpx
 from sqlalchemy import text
 
 from oncall.incidents.applier import RawAlertApplier
-from oncall.incidents.body import receive_notification
+from oncall.incidents.body import receive_stored
 from oncall.incidents.ingest import IngestResult, store_invalid
 from oncall.incidents.intake import RawAlertIntake
 from oncall.store.database import Store
 from oncall.store.migrate import migrate
 from oncall.store.rows import all_rows
-from stackctl.processes import ProcessGroup, free_port, free_port_block, port_is_free, wait_http_ok, wait_until  # noqa: F401  (re-exported for tests)
+from stackctl.processes import (  # noqa: F401  (re-exported for tests)
+    ProcessGroup,
+    free_port,
+    free_port_block,
+    port_is_free,
+    wait_applied,
+    wait_http_ok,
+    wait_until,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
@@ -86,11 +94,7 @@ async def ingest_notification(store: Store, body: bytes, replica_id: str = "test
     """Store and apply one webhook body as ``POST /alerts`` and the applier do (``RawAlertIntake`` then
     ``RawAlertApplier.apply_one``), one after the other; returns what applying it did. Calls running at once
     on one store need distinct ``replica_id``s (each applier takes its own replica's bodies)."""
-
-    async def one_chunk() -> Any:
-        yield body
-
-    received = await receive_notification(one_chunk())
+    received = await receive_stored(body)
     if received.notification is None:
         return await store_invalid(store, received)
     applier = RawAlertApplier(store, replica_id, grace_s=30.0)
@@ -141,17 +145,7 @@ def post_alert_sync(
         f"{base_url}/alerts", content=body, headers={"Content-Type": "application/json", **(headers or {})}, timeout=10
     )
     assert answer.status_code == 202, answer.text
-    url = f"{base_url}/alerts/{answer.json()['raw_id']}"
-    applied: dict[str, Any] = wait_until(
-        lambda: (
-            (state := httpx.get(url, headers=api_headers, timeout=10).raise_for_status().json())["status"] != "queued"
-            and state
-        ),
-        timeout=timeout,
-        interval=0.05,
-        what=f"{url} applied",
-    )
-    return applied
+    return wait_applied(base_url, answer.json()["raw_id"], api_headers, timeout)
 
 
 async def until_idle(store: Store, timeout: float = 20.0) -> None:

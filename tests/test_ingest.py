@@ -19,7 +19,7 @@ from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.diagnosis import Diagnosis, FaultType
 from oncall.incidents.applier import RawAlertApplier
-from oncall.incidents.body import receive_notification
+from oncall.incidents.body import receive_stored
 from oncall.incidents.ingest import IngestResult
 from oncall.incidents.intake import RawAlertIntake
 from oncall.incidents.scheduler import InvestigationScheduler
@@ -250,23 +250,19 @@ async def test_concurrent_identical_posts_from_two_connections(store: Store) -> 
     assert len(await sql(store, "SELECT * FROM incidents")) == 1
 
 
-async def chunks(body: bytes):
-    yield body
-
-
 async def test_copies_stored_before_their_original_is_applied_leave_it_to_apply(store: Store) -> None:
     """Alertmanager's identical retries arrive while the first copy waits for the applier (one after the other,
     and several in one group commit): the copies are stored as duplicates at once, and the first copy is
     still applied (accepted, the investigation queued); each copy reports the incident of the first."""
     applier = RawAlertApplier(store, "agent-1", 30)
     intake = RawAlertIntake(store, "agent-1", applier)
-    received = await receive_notification(chunks(captured_bytes(1)))
+    received = await receive_stored(captured_bytes(1))
     first = await intake.store_body(received)
     copies = [
         await intake.store_body(received),
         *await asyncio.gather(*(intake.store_body(received) for _ in range(3))),
     ]
-    other = await intake.store_body(await receive_notification(chunks(captured_bytes(4))))
+    other = await intake.store_body(await receive_stored(captured_bytes(4)))
     applied = [await applier.apply_one(), await applier.apply_one()]
     assert [(r.raw_id, r.outcome) for r in applied if r is not None] == [(first, "accepted"), (other, "accepted")]
     assert applied[0] is not None and applied[0].start_investigation

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-from oncall.incidents.body import receive_notification
+from oncall.incidents.body import receive_stored
 from oncall.incidents.ingest import IngestResult, apply_notification
 from oncall.incidents.payload import WebhookNotification
 from oncall.metrics import (
@@ -37,10 +37,6 @@ from oncall.tasks import Poller
 log = logging.getLogger("oncall.applier")
 
 BATCH = 50
-
-
-async def _chunks(body: bytes) -> AsyncIterator[bytes]:
-    yield body
 
 
 class RawAlertApplier:
@@ -164,7 +160,7 @@ class RawAlertApplier:
     async def _parse_stored(self, row: Row) -> WebhookNotification | None:
         """The notification of a body another process stored (it died before applying it), or None when the
         stored text does not parse (kept cut)."""
-        received = await receive_notification(_chunks(row["body"].encode()))
+        received = await receive_stored(row["body"].encode())
         RAW_ALERTS_REPLAYED.inc()
         log.warning(
             "raw_alerts#%d received by %s %.0f s ago was never applied: applying it now",
@@ -176,8 +172,9 @@ class RawAlertApplier:
 
     def _report(self, row: Row, n: WebhookNotification, result: IngestResult) -> None:
         """Metrics, the log line and the wake-ups of one applied body."""
+        waited_s = max(0.0, time.time() - row["received_at"])
         ALERT_NOTIFICATIONS.labels(outcome=result.outcome).inc()
-        RAW_ALERT_APPLY_SECONDS.observe(max(0.0, time.time() - row["received_at"]))
+        RAW_ALERT_APPLY_SECONDS.observe(waited_s)
         if result.outcome == "accepted":
             for alert in n.alerts:
                 ALERTS_RECEIVED.labels(status=alert.status).inc()
@@ -185,7 +182,7 @@ class RawAlertApplier:
             "notification raw#%d %s %.3f s after receipt: incident %s, new firing %s, newly resolved %s%s%s",
             result.raw_id,
             result.outcome,
-            time.time() - row["received_at"],
+            waited_s,
             result.incident_id,
             list(result.new_firing)[:20],
             list(result.newly_resolved)[:20],

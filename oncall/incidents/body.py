@@ -251,3 +251,12 @@ async def storable_text(raw: bytes, redact: Callable[[str], str], limit: int = K
     if len(kept) > limit:
         done.append(f"...[cut {len(kept) - limit} bytes]")
     return StorableText("".join(done))
+
+
+async def receive_stored(raw: bytes) -> ReceivedBody:
+    """``receive_notification`` of a body already in memory (a stored ``raw_alerts`` text, a test fixture)."""
+
+    async def one_chunk() -> AsyncIterator[bytes]:
+        yield raw
+
+    return await receive_notification(one_chunk())

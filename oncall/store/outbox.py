@@ -146,21 +146,22 @@ async def release(conn: AsyncConnection, replica_id: str) -> int:
     return int(result.rowcount)
 
 
+UNDELIVERED = ("pending", "failed", "expired")
+"""Outbox statuses of rows not delivered (``backlog`` counts each)."""
+
+
 async def backlog(conn: AsyncConnection) -> Row:
     """``{"pending", "failed", "expired", "oldest_pending_at"}`` over the whole outbox; reads only the rows
     not delivered (index ``outbox_due``), however many were delivered before."""
     result = await conn.execute(
         select(outbox.c.status, func.count().label("n"), func.min(outbox.c.created_at).label("oldest"))
-        .where(outbox.c.status.in_(("pending", "failed", "expired")))
+        .where(outbox.c.status.in_(UNDELIVERED))
         .group_by(outbox.c.status)
     )
-    counts = {row.status: (int(row.n), row.oldest) for row in result}
-    return {
-        "pending": counts.get("pending", (0, None))[0],
-        "failed": counts.get("failed", (0, None))[0],
-        "expired": counts.get("expired", (0, None))[0],
-        "oldest_pending_at": counts.get("pending", (0, None))[1],
-    }
+    by_status = {row.status: row for row in result}
+    state: Row = {status: int(by_status[status].n) if status in by_status else 0 for status in UNDELIVERED}
+    state["oldest_pending_at"] = by_status["pending"].oldest if "pending" in by_status else None
+    return state
 
 
 async def next_due_at(conn: AsyncConnection) -> float | None:
