@@ -2,7 +2,8 @@
 
 Pages are served with a strict Content-Security-Policy: scripts, styles, images and connections from
 the agent itself only, no inline script or style (htmx is configured by a ``<meta name="htmx-config">``
-so it inserts no inline style), forms may post to the agent only, and no page may be framed.
+so it inserts no inline style and never copies a ``style`` attribute when it settles a swap), forms may
+post to the agent only, and no page may be framed.
 """
 
 from __future__ import annotations
