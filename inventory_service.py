@@ -262,13 +262,14 @@ def count_items(db_path: Path) -> int:
 # Fault injection (per replica, in memory)
 # --------------------------------------------------------------------------------------------
 
-FaultMode = Literal["none", "latency", "errors", "cpu", "oom_safe", "crash"]
+FaultMode = Literal["none", "latency", "errors", "cpu", "stall", "oom_safe", "crash"]
 # Parameters each mode takes, with their defaults; parameters of other modes are rejected.
 MODE_PARAMS: dict[str, dict[str, int | float]] = {
     "none": {},
     "latency": {"latency_ms": 800},
     "errors": {"p_error": 0.5},
     "cpu": {"cpu_ms": 200},
+    "stall": {"stall_ms": 200},
     "oom_safe": {"step_mb": 16, "max_mb": 256},
     "crash": {},
 }
@@ -278,7 +279,7 @@ MIB = 1024 * 1024
 
 
 class FaultSpec(FaultSpecBase):
-    """POST /faults body (stack contract). Units: latency_ms and cpu_ms milliseconds, p_error a
+    """POST /faults body (stack contract). Units: latency_ms, cpu_ms and stall_ms milliseconds, p_error a
     probability 0-1, step_mb and max_mb MiB. Unknown fields, out-of-range values and parameters
     of another mode are rejected (ValidationError -> 422); the mode's missing parameters get defaults.
     """
@@ -289,6 +290,7 @@ class FaultSpec(FaultSpecBase):
     latency_ms: int | None = Field(default=None, ge=1, le=30000)
     p_error: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     cpu_ms: int | None = Field(default=None, ge=1, le=2000)
+    stall_ms: int | None = Field(default=None, ge=1, le=2000)
     step_mb: int | None = Field(default=None, ge=1, le=64)
     max_mb: int | None = Field(default=None, ge=1, le=1024)
 
@@ -347,7 +349,13 @@ async def apply_fault() -> None:
     if mode == "latency":
         await asyncio.sleep(params["latency_ms"] / 1000)
     elif mode == "cpu":
-        burn_cpu(params["cpu_ms"] / 1000)
+        # CPU-heavy work handed to a worker thread: requests queue for the CPU, yet the event loop still
+        # answers Prometheus' scrapes (between the interpreter's switch intervals), so the CPU is visible
+        await asyncio.to_thread(burn_cpu, params["cpu_ms"] / 1000)
+    elif mode == "stall":
+        # the same work done on the event loop (a blocking call in an async handler): while it runs the
+        # replica answers nothing, not even /metrics, so its series go stale and clients time out
+        burn_cpu(params["stall_ms"] / 1000)
     elif mode == "oom_safe":
         FAULTS.grow_memory()
     elif mode == "errors" and SIMULATION_RNG.random() < params["p_error"]:

@@ -45,7 +45,7 @@ class Fault(BaseModel):
     (a second traffic generator: no fault on any replica).
     """
 
-    mode: Literal["latency", "errors", "cpu", "oom_safe", "crash", "deploy", "surge"]
+    mode: Literal["latency", "errors", "cpu", "stall", "oom_safe", "crash", "deploy", "surge"]
     params: dict[str, float | int | str] = Field(default_factory=dict)
     target: str = "all"
     via: Literal["pm", "direct", "payments"] = "pm"

@@ -2,8 +2,8 @@
 
 Environment:
     DEMO_EXIT=1        exit after the diagnosis instead of keeping the stack up until Ctrl-C.
-    DEMO_FAULT=MODE    inject a fault through the process manager (errors, latency, cpu, oom_safe,
-                       crash) instead of the default agentic traffic that hits the null-dereference bug.
+    DEMO_FAULT=MODE    inject a fault through the process manager (errors, latency, cpu, stall,
+                       oom_safe, crash) instead of the default agentic traffic that hits the null-dereference bug.
     DEMO_SCENARIO=bad-deploy  normal traffic, then a rolling deploy of the release with a regression
                        (POST /deploy {"version": "1.4.1"}): the diagnosis names the deploy and the rollback.
     DEMO_TIMEOUT_S     seconds to wait for the diagnosis (default 170).
@@ -55,6 +55,7 @@ FAULTS = {
     "errors": {"mode": "errors", "p_error": 0.6},
     "latency": {"mode": "latency", "latency_ms": 1500},
     "cpu": {"mode": "cpu", "cpu_ms": 300},
+    "stall": {"mode": "stall", "stall_ms": 300},
     "oom_safe": {"mode": "oom_safe", "step_mb": 8, "max_mb": 400},
     "crash": {"mode": "crash", "replica": "inventory-2"},
 }

@@ -335,6 +335,36 @@ def test_cpu_fault_burns_process_cpu(procs, tmp_path):
     replica.set_fault(mode="none")
 
 
+def test_a_replica_burning_cpu_still_answers_its_scrape(procs, tmp_path):
+    """Prometheus scrapes every 2 s with a 2 s timeout (demo timing): while ten requests burn 300 ms of CPU
+    each on worker threads (3 s of work queued), /metrics still answers within the timeout, so the CPU alert
+    can see the CPU."""
+    (replica,) = start_replicas(procs, tmp_path, ["inventory-busy"])
+    replica.set_fault(mode="cpu", cpu_ms=300)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        burns = [pool.submit(replica.http.get, "/items/3") for _ in range(10)]
+        time.sleep(0.3)  # the burns have started
+        scrape = httpx.get(f"{replica.url}/metrics", timeout=2.0)
+        assert scrape.status_code == 200 and not all(burn.done() for burn in burns)
+        assert all(burn.result().status_code == 200 for burn in burns)
+    replica.set_fault(mode="none")
+
+
+def test_a_stalled_replica_answers_no_scrape_until_its_event_loop_is_free(procs, tmp_path):
+    """The stall fault burns on the event loop: with three 800 ms burns queued, a scrape waits behind them
+    (times out at 1 s), then the replica answers again."""
+    (replica,) = start_replicas(procs, tmp_path, ["inventory-stall"])
+    replica.set_fault(mode="stall", stall_ms=800)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        burns = [pool.submit(replica.http.get, "/items/3") for _ in range(3)]
+        time.sleep(0.3)  # the first burn holds the loop
+        with pytest.raises(httpx.TimeoutException):
+            httpx.get(f"{replica.url}/metrics", timeout=1.0)
+        assert all(burn.result().status_code == 200 for burn in burns)
+    assert httpx.get(f"{replica.url}/metrics", timeout=2.0).status_code == 200
+    replica.set_fault(mode="none")
+
+
 def test_oom_safe_fault_grows_resident_memory_up_to_the_cap(procs, tmp_path):
     (replica,) = start_replicas(procs, tmp_path, ["inventory-mem"])
     mib = 1024 * 1024
@@ -367,6 +397,8 @@ INVALID_FAULTS = [
     ({"mode": "latency", "latency_ms": 30001}, "latency_ms"),
     ({"mode": "errors", "p_error": 1.5}, "p_error"),
     ({"mode": "cpu", "cpu_ms": 2001}, "cpu_ms"),
+    ({"mode": "stall", "cpu_ms": 100}, "cpu_ms"),
+    ({"mode": "stall", "stall_ms": 0}, "stall_ms"),
     ({"mode": "oom_safe", "step_mb": 65}, "step_mb"),
     ({"mode": "oom_safe", "max_mb": 0}, "max_mb"),
     ({"mode": "explode"}, "mode"),

@@ -350,7 +350,7 @@ def test_busy_replica_shows_as_timeouts_at_the_lb_while_its_own_metrics_are_stal
     lb = start_lb(procs, tmp_path, LB_BACKENDS=replica, LB_UPSTREAM_TIMEOUT_S="0.5")
     for url in (replica, lb):
         wait_http_ok(f"{url}/healthz", timeout=30)
-    httpx.post(f"{replica}/faults", json={"mode": "cpu", "cpu_ms": 1500}, timeout=5).raise_for_status()
+    httpx.post(f"{replica}/faults", json={"mode": "stall", "stall_ms": 1500}, timeout=5).raise_for_status()
     with ThreadPoolExecutor(max_workers=3) as pool:
         answers = list(pool.map(lambda _: httpx.get(f"{lb}/items/1", timeout=10), range(3)))
         # The replica's event loop is busy for ~4.5 s: its own /metrics cannot answer a scrape...

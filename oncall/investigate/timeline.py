@@ -13,7 +13,7 @@ from typing import Any
 DETAIL_KEYS = {
     "deploy": ("from_version", "to_version", "ok"),
     "scale": ("from", "to"),
-    "fault": ("mode", "p_error", "latency_ms", "cpu_ms", "step_mb"),
+    "fault": ("mode", "p_error", "latency_ms", "cpu_ms", "stall_ms", "step_mb"),
     "restart": ("reason", "attempt", "version", "ok"),
     "crash": ("exit_code",),
     "start": ("version", "ok", "replicas"),

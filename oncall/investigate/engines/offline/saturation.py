@@ -61,7 +61,7 @@ def _back_cpu(candidate: Candidate, obs: Observations, saturated: list[str], cpu
     if waiting & set(candidate.replicas) and seen is not None:
         candidate.back("clients", 0.3)
         candidate.evidence.append(seen)
-    if obs.fault_recorded("cpu", candidate.replicas):
+    if obs.fault_recorded("cpu", candidate.replicas) or obs.fault_recorded("stall", candidate.replicas):
         candidate.back("changes", 0.4)
     if obs.stale:
         candidate.oppose(
