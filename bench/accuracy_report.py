@@ -200,7 +200,7 @@ def calibration_cells(entry: dict[str, Any]) -> list[str]:
 
 
 def headline(scenarios: list[Scenario], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's totals: scenarios, runs, runs passed, scenarios passing in at least 2 of 3 runs, false alarms
+    """The run's totals: scenarios, runs, runs passed, scenarios passing in at least 2/3 of their runs (2 of 3), false alarms
     on controls, Brier score and median seconds to diagnosis."""
     summary = scenario_summary(scenarios, rows)
     runs = by_run(rows)
