@@ -16,7 +16,7 @@ from oncall.incidents.ingest import apply_notification
 from oncall.incidents.payload import parse_notification
 from oncall.store import episodes, outbox, raw_alerts
 from oncall.store.database import Store
-from tests.support import ingest_notification, sql, sql_exec
+from tests.support import ingest_notification, json_body, sql, sql_exec
 from tests.test_ingest import capture, captured_bytes, webhook_bytes
 
 
@@ -133,6 +133,23 @@ async def test_outbox_rows_are_claimed_once_and_in_order_per_incident(store: Sto
 def stored_body(body: bytes, received_at: float, received_by: str) -> raw_alerts.StoredBody:
     """A valid body as the intake stores it."""
     return raw_alerts.StoredBody(body.decode(), hashlib.sha256(body).hexdigest(), len(body), received_at, received_by)
+
+
+async def test_a_batch_of_bodies_gets_its_ids_in_the_order_given(store: Store) -> None:
+    """One group commit of many bodies (SQLite: one executemany, not one INSERT per body) answers each body
+    its own row's id, in order, also after the newest rows were deleted (retention)."""
+    bodies = [json_body({"n": n}) for n in range(40)]
+    async with store.write() as conn:
+        old = await raw_alerts.add_received(conn, [stored_body(b, time.time(), "agent-1") for b in bodies[:5]])
+    await sql_exec(store, "DELETE FROM raw_alerts WHERE id >= :id", id=old[2])
+    async with store.write() as conn:
+        ids = await raw_alerts.add_received(conn, [stored_body(b, time.time(), "agent-1") for b in bodies[5:]])
+    rows = await sql(store, "SELECT id, body FROM raw_alerts WHERE id >= :id ORDER BY id", id=ids[0])
+    assert [(row["id"], row["body"]) for row in rows] == list(zip(ids, [b.decode() for b in bodies[5:]], strict=True))
+    if store.dialect == "sqlite":  # "one larger than the largest ROWID": the deleted ids come back
+        assert ids[0] == old[2]
+    else:  # PostgreSQL's sequence goes on
+        assert ids[0] > old[-1]
 
 
 async def test_an_unapplied_raw_alert_is_taken_over_once_by_one_replica(store: Store, other: Store) -> None:

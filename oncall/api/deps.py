@@ -63,8 +63,9 @@ class Services:
         await self.outbox.stop()
 
 
-def get_services(request: Request) -> Services:
-    """The services of the running app (``app.state.services``)."""
+async def get_services(request: Request) -> Services:
+    """The services of the running app (``app.state.services``). Dependencies here are ``async def``:
+    FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request for no I/O."""
     services: Services = request.app.state.services
     return services
 
@@ -96,7 +97,7 @@ def api_token_valid(services: Services, credentials: HTTPAuthorizationCredential
     return bearer_ok(token.get_secret_value(), f"Bearer {credentials.credentials}")
 
 
-def require_api_token(
+async def require_api_token(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(API_BEARER)]
 ) -> None:
     """Admit a request carrying ``ONCALL_API_TOKEN``.

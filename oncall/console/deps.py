@@ -13,18 +13,18 @@ from urllib.parse import quote, urlsplit
 from fastapi import Depends, Form, HTTPException, Request
 from fastapi.responses import Response
 
-from oncall.api.deps import get_services
+from oncall.api.deps import ServicesDep
 from oncall.console.auth import COOKIE_PATH, SESSION_COOKIE, ConsoleAuth, Session, csrf_ok
 
 DEFAULT_PAGE = "/ui/incidents"
 MAX_NEXT_CHARS = 500
 
 
-def console_auth(request: Request) -> ConsoleAuth:
+async def console_auth(request: Request, services: ServicesDep) -> ConsoleAuth:
     """The app's ``ConsoleAuth``, made from its settings on first use and kept in ``app.state``."""
     auth: ConsoleAuth | None = getattr(request.app.state, "console_auth", None)
     if auth is None:
-        auth = ConsoleAuth(get_services(request).settings)
+        auth = ConsoleAuth(services.settings)
         request.app.state.console_auth = auth
     return auth
 
@@ -51,7 +51,7 @@ def login_redirect(request: Request) -> HTTPException:
     return HTTPException(303, "login required", headers={"Location": f"/ui/login?next={quote(safe_next(here))}"})
 
 
-def page_session(request: Request, auth: AuthDep) -> Session:
+async def page_session(request: Request, auth: AuthDep) -> Session:
     """The logged-in session of a page request; raises a 303 to the login page without one."""
     session = auth.load(request.cookies.get(SESSION_COOKIE))
     if session is None:
@@ -59,7 +59,7 @@ def page_session(request: Request, auth: AuthDep) -> Session:
     return session
 
 
-def stream_session(request: Request, auth: AuthDep) -> Session:
+async def stream_session(request: Request, auth: AuthDep) -> Session:
     """The logged-in session of a live-update stream; 401 without one (an event stream cannot redirect)."""
     session = auth.load(request.cookies.get(SESSION_COOKIE))
     if session is None:
@@ -67,7 +67,9 @@ def stream_session(request: Request, auth: AuthDep) -> Session:
     return session
 
 
-def form_session(request: Request, auth: AuthDep, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Session:
+async def form_session(
+    request: Request, auth: AuthDep, csrf_token: Annotated[str, Form(max_length=200)] = ""
+) -> Session:
     """The session of a form post whose CSRF token is the session's.
 
     Raises:
@@ -84,7 +86,7 @@ def form_session(request: Request, auth: AuthDep, csrf_token: Annotated[str, For
     return session
 
 
-def responder_session(session: Annotated[Session, Depends(form_session)]) -> Session:
+async def responder_session(session: Annotated[Session, Depends(form_session)]) -> Session:
     """A form post's session when its user is a responder; 403 for a viewer."""
     if not session.is_responder:
         raise HTTPException(403, f"{session.user} is a viewer: only a responder can do this")

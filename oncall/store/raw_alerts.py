@@ -57,8 +57,20 @@ class StoredBody:
 
 
 async def add_received(conn: AsyncConnection, bodies: Sequence[StoredBody]) -> list[int]:
-    """Store valid bodies in one statement (``valid=0`` until applied; a duplicate applied at once); returns
-    their ids in order."""
+    """Store valid bodies (``valid=0`` until applied; a duplicate applied at once) inside a write transaction;
+    returns their ids in order.
+
+    PostgreSQL: one ``INSERT ... RETURNING`` whose rows SQLAlchemy puts back in parameter order. SQLite
+    has no INSERT form that ties new rowids to the parameter order, so SQLAlchemy would run one INSERT per
+    body there ("insertmanyvalues", ``sort_by_parameter_order``; SQLAlchemy 2.0 docs, "Correlating
+    RETURNING rows to parameter sets"): the rows go in as one ``executemany`` instead, and since this
+    transaction holds SQLite's write lock (``BEGIN IMMEDIATE``) the rows above the largest id read just
+    before are exactly these, each given "one larger than the largest ROWID" in insertion order (SQLite,
+    "ROWIDs and the INTEGER PRIMARY KEY").
+
+    Raises:
+        RuntimeError: SQLite stored another number of rows than bodies (a writer outside the lock).
+    """
     values = [
         {
             "received_at": b.received_at,
@@ -73,8 +85,15 @@ async def add_received(conn: AsyncConnection, bodies: Sequence[StoredBody]) -> l
         }
         for b in bodies
     ]
-    result = await conn.execute(insert(raw_alerts).returning(raw_alerts.c.id, sort_by_parameter_order=True), values)
-    return [int(row.id) for row in result]
+    if conn.dialect.name != "sqlite":
+        result = await conn.execute(insert(raw_alerts).returning(raw_alerts.c.id, sort_by_parameter_order=True), values)
+        return [int(row.id) for row in result]
+    before = (await conn.execute(select(func.coalesce(func.max(raw_alerts.c.id), 0)))).scalar_one()
+    await conn.execute(insert(raw_alerts), values)
+    ids = (await conn.execute(select(raw_alerts.c.id).where(raw_alerts.c.id > before).order_by(raw_alerts.c.id))).all()
+    if len(ids) != len(values):
+        raise RuntimeError(f"stored {len(ids)} webhook bodies for {len(values)}: another writer inserted meanwhile")
+    return [int(row.id) for row in ids]
 
 
 async def get(conn: AsyncConnection, raw_id: int) -> Row | None:
