@@ -359,8 +359,8 @@ def markdown(scenarios: list[Scenario], rows: list[dict[str, Any]], engine: str,
     line = (
         f"Engine `{engine}`, {when}: **{count} scenarios x {runs // max(1, count)} runs, "
         f"{totals['runs_passed']}/{runs} runs correct; {totals['scenarios_passing_2_of_3']}/{count} scenarios "
-        f"correct in at least 2/3 of their runs; {totals['control_false_alarms']} false alarms on controls; Brier score "
-        f"{totals['brier']}; median {totals['median_s']} s from injection to diagnosis** "
+        f"correct in at least 2/3 of their runs; {totals['control_false_alarms']} false alarms on controls; "
+        f"Brier score {totals['brier']}; median {totals['median_s']} s from injection to diagnosis** "
         f"(full run {took_s / 60:.0f} min)."
     )
     summary = markdown_table(

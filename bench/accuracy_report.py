@@ -200,8 +200,8 @@ def calibration_cells(entry: dict[str, Any]) -> list[str]:
 
 
 def headline(scenarios: list[Scenario], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's totals: scenarios, runs, runs passed, scenarios passing in at least 2/3 of their runs (2 of 3), false alarms
-    on controls, Brier score and median seconds to diagnosis."""
+    """The run's totals: scenarios, runs, runs passed, scenarios passing in at least 2/3 of their runs, false
+    alarms on controls, Brier score and median seconds to diagnosis."""
     summary = scenario_summary(scenarios, rows)
     runs = by_run(rows)
     times = [r["seconds_to_diagnosis"] for r in rows if r["seconds_to_diagnosis"] is not None]
