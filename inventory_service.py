@@ -68,6 +68,10 @@ class ServiceSettings(BaseSettings):
 
     ``service_version`` (SERVICE_VERSION) must be one of SHIPPED_VERSIONS (ValidationError at start
     otherwise); ``random_failure_ratio`` is the probability (0-1) that GET /random-endpoint fails.
+    ``backend_connections`` (BACKEND_CONNECTIONS) and ``backend_time_ms`` (BACKEND_TIME_MS, milliseconds)
+    model a backend every business request calls through a pool of that many connections, so a replica
+    has a fixed capacity of ``backend_connections / backend_time`` requests/s on any machine (0 ms: no
+    modelled backend, capacity set by the CPU).
     """
 
     service: str = "inventory"
@@ -77,6 +81,8 @@ class ServiceSettings(BaseSettings):
     inventory_db: Path = REPO_ROOT / "data" / "inventory.db"
     log_dir: Path = REPO_ROOT / "logs"
     random_failure_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    backend_connections: int = Field(default=4, ge=1, le=1000)
+    backend_time_ms: float = Field(default=0.0, ge=0.0, le=10000.0)
 
     @property
     def replica_name(self) -> str:
@@ -362,6 +368,38 @@ async def apply_fault() -> None:
         raise InjectedFault(f"injected fault: errors (p_error={params['p_error']})")
 
 
+class BackendPool:
+    """The modelled backend of ServiceSettings: a request holds one of ``connections`` for ``time_s`` seconds.
+
+    Requests beyond the pool wait in FIFO order (asyncio.Semaphore), the way a connection pool queues
+    callers, so offered load above ``connections / time_s`` requests/s queues and latency grows. The wait
+    is asleep, not CPU, so the capacity is the same on any machine. The semaphore is made on first use,
+    inside the event loop that serves the requests.
+    """
+
+    def __init__(self, connections: int, time_s: float) -> None:
+        self.connections = connections
+        self.time_s = time_s
+        self._slots: asyncio.Semaphore | None = None
+
+    async def call(self) -> None:
+        """Wait for a free connection, then hold it ``time_s`` seconds (no-op when ``time_s`` is 0)."""
+        if self.time_s <= 0:
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.connections)
+        async with self._slots:
+            await asyncio.sleep(self.time_s)
+
+
+BACKEND = BackendPool(SETTINGS.backend_connections, SETTINGS.backend_time_ms / 1000)
+
+
+async def call_backend() -> None:
+    """Dependency of every business route, after ``apply_fault``: one call to the modelled backend."""
+    await BACKEND.call()
+
+
 async def exit_after_crash_delay() -> None:
     """Background task of the crash fault: log, then terminate the process with exit code 3."""
     await asyncio.sleep(CRASH_DELAY_S)
@@ -626,7 +664,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(title="inventory", lifespan=lifespan)
 app.add_middleware(ObservabilityMiddleware)
-business = APIRouter(dependencies=[Depends(apply_fault)])
+business = APIRouter(dependencies=[Depends(apply_fault), Depends(call_backend)])
 
 
 @business.get("/items/{item_id}", response_model=Item)
@@ -719,13 +757,14 @@ def logs_tail(
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``--port`` (default PORT or 8001) and ``--host`` (default 127.0.0.1); runs uvicorn."""
-    global SETTINGS
+    global SETTINGS, BACKEND
     parser = argparse.ArgumentParser(description="Inventory demo service")
     parser.add_argument("--port", type=int, default=None, help="listen port (default: PORT env or 8001)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address")
     args = parser.parse_args(argv)
     if args.port is not None:
         SETTINGS = ServiceSettings(port=args.port)
+        BACKEND = BackendPool(SETTINGS.backend_connections, SETTINGS.backend_time_ms / 1000)
     uvicorn.run(app, host=args.host, port=SETTINGS.port, log_level="warning", access_log=False)
 
 

@@ -52,6 +52,9 @@ from stackctl.stack import Stack, free_stack_ports  # noqa: E402
 ONCALL_NUMBER = "whatsapp:+15550100001"
 SETTLE_TIMEOUT_S = 300.0
 BASELINE_VERSION = "1.4.0"  # the inventory release every scenario starts from
+# Every replica serves at most 200 req/s (4 backend connections held 20 ms each, inventory_service.BackendPool),
+# so a surge means the same on any machine: 3 replicas serve 120 req/s within capacity and queue at 1,000.
+REPLICA_CAPACITY_ENV = {"BACKEND_CONNECTIONS": "4", "BACKEND_TIME_MS": "20"}
 RECORDED_OUTPUT_CHARS = "200000"  # the offline agent keeps whole tool results in its audit trail (recordings)
 console = Console()
 
@@ -402,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         ports=free_stack_ports(),
         timing=load_timing(),
         isolated=True,
+        replica_env=REPLICA_CAPACITY_ENV,
         agent_env={"ONCALL_WHATSAPP_NUMBERS": ONCALL_NUMBER, **actions.AGENT_ENV, **model_environment()},
     )
     console.print(f"starting the stack in {stack.run_dir} ...")

@@ -69,6 +69,8 @@ class Stack:
         ports: the ports to bind (defaults are the documented ones).
         timing: alert-timing override (see ``stackctl/demo_timing.yaml``) or None for the shipped timing.
         agent_env: extra environment for the agent (a ``None`` value removes a variable).
+        replica_env: extra environment for the process manager, which passes it to every inventory replica
+            (e.g. ``BACKEND_TIME_MS`` for a fixed replica capacity, see ``inventory_service.ServiceSettings``).
         isolated: when True the agent ignores ``.env`` and every integration variable (offline engine,
             console channel), so tests and benchmarks never reach real accounts.
         payments_instances: payments_service.py instances to start, 0..9 (0: none, and no ``payments``
@@ -85,6 +87,7 @@ class Stack:
     ports: StackPorts = field(default_factory=StackPorts)
     timing: dict | None = None
     agent_env: dict[str, str | None] = field(default_factory=dict)
+    replica_env: dict[str, str] = field(default_factory=dict)
     isolated: bool = False
     payments_instances: int = PAYMENTS_INSTANCES
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -174,6 +177,7 @@ class Stack:
             "TARGETS_FILE": str(self.targets_file),
             "INVENTORY_DB": str(self.run_dir / "inventory.db"),
             "LOG_DIR": str(self.log_dir),
+            **self.replica_env,
         }
         self.procs.start(
             "process_manager", [sys.executable, "process_manager.py", "--port", str(self.ports.pm)], env=env

@@ -365,6 +365,39 @@ def test_a_stalled_replica_answers_no_scrape_until_its_event_loop_is_free(procs,
     replica.set_fault(mode="none")
 
 
+def test_the_modelled_backend_caps_a_replica_at_connections_per_backend_time(procs, tmp_path):
+    """2 backend connections held 200 ms each serve at most 10 requests/s: six concurrent requests need three
+    waves (>= 0.6 s), the queue shows in the duration histogram, and /metrics is not queued behind them."""
+    (replica,) = start_replicas(procs, tmp_path, ["inventory-pool"], BACKEND_CONNECTIONS="2", BACKEND_TIME_MS="200")
+    before = metric(replica.metrics(), "http_request_duration_seconds_count", route=ITEM_ROUTE)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        requests = [pool.submit(replica.http.get, "/items/4") for _ in range(6)]
+        time.sleep(0.1)  # all six are queued or holding a connection
+        scrape = httpx.get(f"{replica.url}/metrics", timeout=2.0)
+        assert scrape.status_code == 200 and not any(request.done() for request in requests)
+        assert all(request.result().status_code == 200 for request in requests)
+    assert time.perf_counter() - started >= 0.6
+    samples = replica.metrics()
+    assert metric(samples, "http_request_duration_seconds_count", route=ITEM_ROUTE) - before == 6
+    # asyncio.sleep never returns early: no request took under 200 ms, and at least two waited a wave or more
+    assert metric(samples, "http_request_duration_seconds_bucket", route=ITEM_ROUTE, le="0.1") == 0
+    slow = metric(samples, "http_request_duration_seconds_count", route=ITEM_ROUTE) - metric(
+        samples, "http_request_duration_seconds_bucket", route=ITEM_ROUTE, le="0.25"
+    )
+    assert slow >= 4
+
+
+@pytest.mark.parametrize("setting", [{"BACKEND_CONNECTIONS": "0"}, {"BACKEND_TIME_MS": "-1"}])
+def test_an_invalid_backend_model_refuses_to_start(tmp_path, setting):
+    env = {**os.environ, **setting, "LOG_DIR": str(tmp_path), "INVENTORY_DB": str(tmp_path / "db")}
+    result = subprocess.run(
+        [PYTHON, str(SERVICE_FILE), "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert next(iter(setting)).lower() in result.stderr
+
+
 def test_oom_safe_fault_grows_resident_memory_up_to_the_cap(procs, tmp_path):
     (replica,) = start_replicas(procs, tmp_path, ["inventory-mem"])
     mib = 1024 * 1024
