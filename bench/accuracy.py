@@ -298,9 +298,9 @@ class Bench:
         rows = [
             {
                 **report.score(scenario, round_no, detail, injected_at),
-                **actions.score_actions(self, scenario, detail, ONCALL_NUMBER),
+                **actions.score_actions(self, scenario, alertname, detail, ONCALL_NUMBER),
             }
-            for detail in details.values()
+            for alertname, detail in details.items()
         ]
         awaited = list(scenario.alert.each) or ([] if details else scenario.alert.graded()[:1])
         rows += [report.missing_row(scenario, round_no, name) for name in awaited if name not in details]

@@ -20,8 +20,15 @@ from stackctl.reply import send_reply
 ACTION_TIMEOUT_S = 200.0
 WEBHOOK_TOKEN = "accuracy-webhook-token"
 """TWILIO_AUTH_TOKEN of the benchmark's agent (``AGENT_ENV``): the bench signs its approvals with it."""
-AGENT_ENV = {"TWILIO_AUTH_TOKEN": WEBHOOK_TOKEN, "VERIFY_S": "120", "VERIFY_POLL_S": "2"}
-"""What the benchmark's agent needs for action scoring (merged into its environment by ``bench/accuracy.py``)."""
+AGENT_ENV = {
+    "TWILIO_AUTH_TOKEN": WEBHOOK_TOKEN,
+    "VERIFY_S": "120",
+    "VERIFY_POLL_S": "2",
+    "REMEDIATION_MAX_PER_HOUR": "100",
+}
+"""What the benchmark's agent needs for action scoring (merged into its environment by ``bench/accuracy.py``).
+A run approves about 25 actions an hour on one service, each for its own injected fault: the default budget of
+6 per hour (a guardrail ``tests/test_remediation.py`` covers) refused the seventh, which read as a timeout."""
 HEADERS = ("first action", "action ok", "recovered", "s to recovery")
 
 
@@ -33,13 +40,17 @@ class Runs(Protocol):
     def get(self, component: str, path: str, **params: object) -> dict: ...
 
 
-def expected_action(scenario: Any) -> tuple[str, str | None] | None:
+def expected_action(scenario: Any, alertname: str | None = None) -> tuple[str, str | None] | None:
     """``(action, target)`` the scenario's faults call for first (target None: any), or None for a control or a
-    fault no catalogued action fixes (a code bug)."""
+    fault no catalogued action fixes (a code bug). With several faults, ``alertname``'s incident calls for the
+    one on the replicas its truth names (``truth.per_alert``), else the first that is not a surge."""
     truth = scenario.truth
     if set(truth.fault_type) <= {"none", "unknown"} or not scenario.faults:
         return None
-    fault = next((f for f in scenario.faults if f.mode != "surge"), scenario.faults[0])
+    own = set(truth.for_alert(alertname).affected_replicas)
+    faults = [f for f in scenario.faults if f.mode != "surge"]
+    fault = next((f for f in faults if alertname in truth.per_alert and {f.target} == own), None)
+    fault = fault or next(iter(faults), scenario.faults[0])
     if fault.mode == "surge":
         return ("scale", None)  # overload: scale out within bounds
     if fault.mode == "deploy":
@@ -87,10 +98,10 @@ def execute(bench: Runs, incident_id: int, sender: str) -> dict[str, Any]:
     return {"status": done["status"], "after_s": (done.get("verification") or {}).get("after_s")}
 
 
-def score_actions(bench: Runs, scenario: Any, detail: dict | None, sender: str) -> dict[str, Any]:
-    """The action columns of one scenario's row: ``first_action``, ``action_ok``, ``recovered`` (None when
-    nothing was executed), ``seconds_to_recovery``."""
-    expected = expected_action(scenario)
+def score_actions(bench: Runs, scenario: Any, alertname: str, detail: dict | None, sender: str) -> dict[str, Any]:
+    """The action columns of the row of ``alertname``'s incident: ``first_action``, ``action_ok``, ``recovered``
+    (None when nothing was executed), ``seconds_to_recovery``."""
+    expected = expected_action(scenario, alertname)
     first = first_action(detail)
     ok = action_ok(expected, first, scenario.truth.rollback_to)
     row: dict[str, Any] = {

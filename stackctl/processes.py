@@ -152,8 +152,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def free_port_block(size: int, start: int = 20000, end: int = 60000) -> int:
-    """Return a base port B such that B+1 .. B+size are all free on 127.0.0.1."""
+EPHEMERAL_PORTS_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_EPHEMERAL_LOW = 32768
+"""Linux's default first ephemeral port, when ``EPHEMERAL_PORTS_FILE`` cannot be read."""
+
+
+def ephemeral_port_low(path: Path = EPHEMERAL_PORTS_FILE) -> int:
+    """The first port the kernel hands out to outgoing connections (``ip_local_port_range``, "low high";
+    Linux ip-sysctl documentation), or DEFAULT_EPHEMERAL_LOW when the file is missing or unreadable."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_EPHEMERAL_LOW
+
+
+def free_port_block(size: int, start: int = 20000, end: int | None = None) -> int:
+    """Return a base port B such that B+1 .. B+size are all free on 127.0.0.1.
+
+    The block lies in ``start`` .. ``end`` (default: below the ephemeral range, ``ephemeral_port_low``): a
+    port bound later, when a replica is scaled up, is then never taken meanwhile by an outgoing connection
+    (under a traffic surge the clients hold thousands of ephemeral ports).
+
+    Raises:
+        RuntimeError: when no free block is found in 200 tries.
+    """
+    if end is None:
+        low = ephemeral_port_low()
+        end = low if low > start + size + 1 else 60000  # an ephemeral range starting below ``start``: no way round
     rng = random.Random(os.getpid() ^ time.monotonic_ns())  # noqa: S311 - spreads port probes, not a secret
     for _ in range(200):
         base = rng.randrange(start, end - size - 1)

@@ -14,6 +14,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import accuracy_report as report  # noqa: E402
 from accuracy_scenarios import load_scenarios  # noqa: E402
+from actions import expected_action  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,14 @@ def test_brier_score_and_reliability_table() -> None:
     assert table["0.85-1.00"] == {"bucket": "0.85-1.00", "n": 2, "mean_confidence": 0.9, "accuracy": 0.5}
     assert table["0.50-0.70"]["accuracy"] == 1.0 and table["0.00-0.50"]["accuracy"] == 0.0
     assert table["0.70-0.85"]["n"] == 0
+
+
+def test_each_alert_of_two_faults_expects_the_action_on_its_own_replica(scenarios) -> None:
+    """The two-faults incidents are scored on their own fault: clearing inventory-1 fixes the error alert's,
+    clearing inventory-2 the latency alert's; a fault on every replica expects clearing all."""
+    two = scenarios["two-faults"]
+    assert expected_action(two, "InventoryHighErrorRate") == ("clear_fault", "inventory-1")
+    assert expected_action(two, "InventoryHighLatencyP99") == ("clear_fault", "inventory-2")
+    assert expected_action(scenarios["latency-all"], "InventoryHighLatencyP99") == ("clear_fault", "all")
+    assert expected_action(scenarios["surge-overload"], "InventoryHighLatencyP99") == ("scale", None)
+    assert expected_action(scenarios["control-no-fault"], "InventoryHighErrorRate") is None

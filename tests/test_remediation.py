@@ -153,6 +153,17 @@ def test_a_fault_on_every_replica_is_cleared_everywhere_at_once() -> None:
     assert [(a.action, a.target) for a in proposed] == [("clear_fault", "all")]
 
 
+def test_the_stopped_slots_a_scale_in_leaves_are_not_replicas_of_the_service() -> None:
+    """Seen in ``make accuracy``: after a 3-replica scenario the process manager still lists inventory-3, stopped;
+    a fault on both replicas in service is still cleared everywhere, and an overload scales 2 -> 3, not to 4."""
+    faults = {n: {"mode": "latency"} for n in NAMES[:2]}
+    after_scale_in = fleet_of(3, fault=faults, state={"inventory-3": "stopped"})
+    proposed = propose(diagnosis(FaultType.latency, NAMES[:2]), after_scale_in)
+    assert [(a.action, a.target) for a in proposed] == [("clear_fault", "all")]
+    surge = propose(diagnosis(FaultType.overload, NAMES[:2]), fleet_of(3, state={"inventory-3": "stopped"}), (1, 6))
+    assert [(a.action, a.params) for a in surge] == [("scale", {"replicas": 3})]
+
+
 def test_a_crash_loop_proposes_restarting_the_crashed_replica_never_the_last_one() -> None:
     crashed = fleet_of(2, state={"inventory-2": "crashed"})
     proposed = propose(diagnosis(FaultType.instance_crash, ["inventory-2"]), crashed)

@@ -20,6 +20,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from oncall.sources.http import get_json
 
 RUNNING = "running"
+STOPPED = "stopped"
 
 
 class ControlPlaneError(Exception):
@@ -47,6 +48,12 @@ class Fleet:
     def names(self) -> list[str]:
         """Every replica's name."""
         return [str(i["name"]) for i in self.instances]
+
+    @property
+    def in_service(self) -> list[str]:
+        """The replicas the service has now: every slot but the ``stopped`` ones (a scale-in leaves its slots
+        listed by ``GET /instances``, stopped)."""
+        return [str(i["name"]) for i in self.instances if i.get("state") != STOPPED]
 
     @property
     def running(self) -> list[str]:

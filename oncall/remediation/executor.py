@@ -175,7 +175,9 @@ class Executor:
                 f"rollback goes to the previous deployed version {fleet.previous_version}, "
                 f"not {action.params.get('version')} (current {fleet.current_version})"
             )
-        return fleet_check(fleet.names, action, running=fleet.running, bounds=self.bounds)
+        return fleet_check(
+            fleet.names, action, running=fleet.running, in_service=len(fleet.in_service), bounds=self.bounds
+        )
 
     async def _wait_for_operation(self, pm: ProcessManager, row: Row) -> None:
         """Wait until the operation the request started (a rolling deploy, a scale) has ended."""

@@ -32,6 +32,7 @@ def fleet_check(
     action: ProposedAction,
     *,
     running: Collection[str] | None = None,
+    in_service: int | None = None,
     overload: bool = False,
     bounds: tuple[int, int] = (1, 10),
 ) -> str | None:
@@ -41,6 +42,8 @@ def fleet_check(
         fleet: every replica's name (``GET /instances``), running or not.
         action: a catalogued action (``catalogue.normalise``d).
         running: the replicas serving now (default: all of ``fleet``).
+        in_service: how many replicas the service has now, stopped slots excluded (default: ``len(fleet)``);
+            a scale is measured against it.
         overload: the service is overloaded (CPU saturation, capacity): restarts are refused.
         bounds: (min, max) replicas a scale may go to.
     """
@@ -51,7 +54,8 @@ def fleet_check(
     if action.action == "restart_replica":
         return _restart_check(target, serving, overload)
     if action.action == "scale":
-        return _scale_check(int(action.params.get("replicas", 0)), len(fleet), overload, bounds)
+        now = len(fleet) if in_service is None else in_service
+        return _scale_check(int(action.params.get("replicas", 0)), now, overload, bounds)
     if action.action == "rollback" and len(serving) < MIN_SERVING_FOR_ROLLOUT:
         return "a rolling rollback of the only serving replica takes the service out; scale out first"
     return None

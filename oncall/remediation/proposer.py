@@ -7,7 +7,7 @@ by the catalogue, which also sets their risk), then the actions its fault type c
 
 - an injected fault (shown by the process manager on affected replicas; or, for ``injected_errors``,
   ``latency``, ``cpu_saturation``, ``memory_pressure``, on any replica): ``clear_fault`` on those replicas
-  (``all`` when every one has it);
+  (``all`` when every replica in service has it: the stopped slots a scale-in leaves do not count);
 - ``instance_crash``: ``restart_replica`` of the crashed replicas; ``memory_pressure``: also a restart;
 - ``deploy_regression``: ``rollback`` to the process manager's ``previous_version``;
 - overload (``cpu_saturation``, ``latency``, ``capacity``, ``overload`` on every replica, no injected fault):
@@ -51,7 +51,7 @@ def _fault_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction]:
         affected = faulty or _local(diagnosis, fleet)
     if not affected:
         return []
-    targets = [ALL] if set(faulty) == set(fleet.names) and len(affected) > 1 else affected
+    targets = [ALL] if set(faulty) >= set(fleet.in_service) and len(affected) > 1 else affected
     return [
         ProposedAction(
             action="clear_fault",
@@ -67,7 +67,7 @@ def _local(diagnosis: Diagnosis, fleet: Fleet) -> list[str]:
     fault: one set on the replica directly is not in the control plane's view, and clearing it is harmless
     when there is none), else [] (every replica affected: rather overload)."""
     affected = [r for r in diagnosis.affected_replicas if r in fleet.names]
-    return affected if affected and set(affected) != set(fleet.names) else []
+    return affected if affected and not set(affected) >= set(fleet.in_service) else []
 
 
 def overloaded(diagnosis: Diagnosis, fleet: Fleet) -> bool:
@@ -121,12 +121,12 @@ def _rollback_actions(diagnosis: Diagnosis, fleet: Fleet) -> list[ProposedAction
 def _scale_actions(diagnosis: Diagnosis, fleet: Fleet, bounds: tuple[int, int]) -> list[ProposedAction]:
     if not overloaded(diagnosis, fleet):
         return []
-    replicas = min(bounds[1], len(fleet.names) + 1)
+    replicas = min(bounds[1], len(fleet.in_service) + 1)
     return [
         ProposedAction(
             action="scale",
             params={"replicas": replicas},
-            rationale=f"no fault is injected: {len(fleet.names)} replica(s) cannot carry the load",
+            rationale=f"no fault is injected: {len(fleet.in_service)} replica(s) cannot carry the load",
         )
     ]
 
@@ -147,16 +147,19 @@ def propose(diagnosis: Diagnosis, fleet: Fleet, bounds: tuple[int, int] = (1, 10
         *_scale_actions(diagnosis, fleet, bounds),
     ]
     overload = overloaded(diagnosis, fleet)
+    in_service = len(fleet.in_service)
     chosen: list[ProposedAction] = []
     seen: set[tuple[str, str | None, tuple[Any, ...]]] = set()
     for candidate in candidates:
         try:
-            action = normalise(candidate, replicas_now=len(fleet.names))
+            action = normalise(candidate, replicas_now=in_service)
         except InvalidAction as exc:
             log.info("proposal dropped: %s", exc)
             continue
         key = (action.action, action.target, tuple(sorted(action.params.items())))
-        refusal = fleet_check(fleet.names, action, running=fleet.running, overload=overload, bounds=bounds)
+        refusal = fleet_check(
+            fleet.names, action, running=fleet.running, in_service=in_service, overload=overload, bounds=bounds
+        )
         if key in seen or refusal is not None:
             continue
         seen.add(key)
