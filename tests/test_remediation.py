@@ -168,6 +168,10 @@ def test_a_crash_loop_proposes_restarting_the_crashed_replica_never_the_last_one
     crashed = fleet_of(2, state={"inventory-2": "crashed"})
     proposed = propose(diagnosis(FaultType.instance_crash, ["inventory-2"]), crashed)
     assert [(a.action, a.target) for a in proposed] == [("restart_replica", "inventory-2")]
+    # a crash the process manager still shows as the replica's fault (it is not back yet) is not cleared
+    shown = fleet_of(2, fault={"inventory-2": {"mode": "crash"}}, state={"inventory-2": "restarting"})
+    proposed = propose(diagnosis(FaultType.instance_crash, ["inventory-2"]), shown)
+    assert [(a.action, a.target) for a in proposed] == [("restart_replica", "inventory-2")]
     alone = fleet_of(2, state={"inventory-1": "crashed"})
     assert propose(diagnosis(FaultType.instance_crash, ["inventory-2"]), alone) == []
 

@@ -21,6 +21,8 @@ from oncall.sources.http import get_json
 
 RUNNING = "running"
 STOPPED = "stopped"
+UNCLEARABLE = frozenset({"none", "crash"})
+"""Fault modes ``clear_fault`` cannot end: no fault, and a crash (the process has exited already)."""
 
 
 class ControlPlaneError(Exception):
@@ -61,8 +63,9 @@ class Fleet:
         return [str(i["name"]) for i in self.instances if i.get("state") == RUNNING]
 
     def faulty(self) -> list[str]:
-        """Replicas with an injected fault (``fault.mode`` other than ``none``)."""
-        return [str(i["name"]) for i in self.instances if (i.get("fault") or {}).get("mode", "none") != "none"]
+        """Replicas with an injected fault that clearing ends (``fault.mode`` other than ``none`` and ``crash``:
+        the process manager shows ``crash`` until the crashed replica is back, and a restart is its remedy)."""
+        return [str(i["name"]) for i in self.instances if (i.get("fault") or {}).get("mode", "none") not in UNCLEARABLE]
 
     def instance(self, name: str) -> dict[str, Any] | None:
         """The instance called ``name``, or None."""
