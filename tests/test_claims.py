@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from oncall.incidents.applier import RawAlertApplier
+from oncall.incidents.body import receive_stored
 from oncall.incidents.ingest import apply_notification
+from oncall.incidents.intake import RawAlertIntake
 from oncall.incidents.payload import parse_notification
 from oncall.store import episodes, outbox, raw_alerts
 from oncall.store.database import Store
@@ -184,3 +186,37 @@ async def test_a_young_body_waits_for_its_receiver_but_not_for_its_own_replica(s
     assert await RawAlertApplier(store, "agent-1", 30).apply_one() is None
     restarted = await RawAlertApplier(store, "agent-2", 30).apply_one()
     assert restarted is not None and restarted.outcome == "accepted" and restarted.start_investigation
+
+
+async def test_the_applier_lets_the_intake_commit_first(store: Store) -> None:
+    """While the intake commits (paused), no waiting body is applied; once it is idle again, all of them."""
+    async with store.write() as conn:
+        await raw_alerts.add_received(conn, [stored_body(in_group(1, n), time.time(), "agent-1") for n in range(2)])
+    applier = RawAlertApplier(store, "agent-1", 30)
+    applier.pause()
+    due = asyncio.create_task(applier.apply_due())
+    await asyncio.sleep(1.0)
+    assert await sql(store, "SELECT count(*) AS n FROM raw_alerts WHERE valid = 1") == [{"n": 0}]
+    applier.resume()
+    assert await asyncio.wait_for(due, 10) is None  # both applied, then nothing waits
+    assert await sql(store, "SELECT count(*) AS n FROM raw_alerts WHERE valid = 1") == [{"n": 2}]
+
+
+async def test_the_intake_pauses_the_applier_while_it_commits_on_both_stores(store: Store) -> None:
+    """Acknowledgements go first on SQLite and PostgreSQL alike: the applier is paused for the commit and
+    resumed after it."""
+    calls: list[str] = []
+
+    class Recording(RawAlertApplier):
+        def pause(self) -> None:
+            calls.append("pause")
+            super().pause()
+
+        def resume(self) -> None:
+            calls.append("resume")
+            super().resume()
+
+    intake = RawAlertIntake(store, "agent-1", Recording(store, "agent-1", 30))
+    raw_id = await intake.store_body(await receive_stored(in_group(1, 7)))
+    assert calls == ["pause", "resume"]
+    assert await sql(store, "SELECT id, valid FROM raw_alerts") == [{"id": raw_id, "valid": 0}]

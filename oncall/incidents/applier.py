@@ -7,8 +7,9 @@ body (``FOR UPDATE SKIP LOCKED``; one replica per row), applies it in the claimi
 notification queued an investigation or resolved an incident. A replica claims the bodies it received
 at once and anyone's once they are ``grace_s`` old (their receiver died before applying them: the
 notification is parsed again from the stored text, which is redacted and cut past ``KEPT_VALID_BYTES``;
-a cut body is marked not replayable). It runs when woken, at start and every ``poll_s`` seconds, and
-on SQLite (one writer) it waits while the intake commits: acknowledgements go first.
+a cut body is marked not replayable). It runs when woken, at start and every ``poll_s`` seconds. It
+waits while the intake commits, so acknowledgements go first: they get SQLite's one writer, the event loop's
+CPU and, on PostgreSQL, the WAL flushes of the commits (a storm's bodies are applied once it eases).
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ class RawAlertApplier:
         RAW_ALERTS_WAITING.set(len(self.parsed))
 
     def pause(self) -> None:
-        """The intake is committing bodies: apply nothing until ``resume`` (on SQLite, the one writer goes to
-        the acknowledgements first; a body being applied finishes)."""
+        """The intake is committing bodies: apply nothing until ``resume`` (the acknowledgements go first; a body
+        being applied finishes)."""
         self._intake_idle.clear()
 
     def resume(self) -> None:

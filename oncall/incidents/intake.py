@@ -85,8 +85,7 @@ class RawAlertIntake:
     async def _commit_waiting(self) -> None:
         """Commit batches until no body waits; a failed batch's requests get the error, the next batch goes on."""
         batch: list[Waiting] = []
-        if self.store.dialect == "sqlite":
-            self.applier.pause()  # one writer: the acknowledgements go first
+        self.applier.pause()  # the acknowledgements go first (the writer, the CPU, the commits' WAL flushes)
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
