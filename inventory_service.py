@@ -757,14 +757,13 @@ def logs_tail(
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``--port`` (default PORT or 8001) and ``--host`` (default 127.0.0.1); runs uvicorn."""
-    global SETTINGS, BACKEND
+    global SETTINGS
     parser = argparse.ArgumentParser(description="Inventory demo service")
     parser.add_argument("--port", type=int, default=None, help="listen port (default: PORT env or 8001)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address")
     args = parser.parse_args(argv)
     if args.port is not None:
         SETTINGS = ServiceSettings(port=args.port)
-        BACKEND = BackendPool(SETTINGS.backend_connections, SETTINGS.backend_time_ms / 1000)
     uvicorn.run(app, host=args.host, port=SETTINGS.port, log_level="warning", access_log=False)
 
 

@@ -47,10 +47,11 @@ def expected_action(scenario: Any, alertname: str | None = None) -> tuple[str, s
     truth = scenario.truth
     if set(truth.fault_type) <= {"none", "unknown"} or not scenario.faults:
         return None
-    own = set(truth.for_alert(alertname).affected_replicas)
-    faults = [f for f in scenario.faults if f.mode != "surge"]
-    fault = next((f for f in faults if alertname in truth.per_alert and {f.target} == own), None)
-    fault = fault or next(iter(faults), scenario.faults[0])
+    faults = [f for f in scenario.faults if f.mode != "surge"] or scenario.faults
+    if alertname in truth.per_alert:
+        own = set(truth.per_alert[alertname].affected_replicas)
+        faults = [f for f in faults if {f.target} == own] or faults
+    fault = faults[0]
     if fault.mode == "surge":
         return ("scale", None)  # overload: scale out within bounds
     if fault.mode == "deploy":
