@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 from urllib.parse import quote
 
@@ -46,6 +46,11 @@ from pydantic import SecretStr
 MASK = "***"
 MIN_SECRET_CHARS = 8
 """Known values shorter than this are not masked (they would mask words and numbers); no real key is that short."""
+REMEMBERED_TEXT_CHARS = 256
+"""Texts up to this many characters are redacted once and remembered (ids, digests, group keys and label values
+come back in every statement and notification)."""
+REMEMBERED_TEXTS = 4096
+"""How many short texts a ``Redactor`` remembers (at most about 1 MB)."""
 
 _DETECTORS = (
     AWSKeyDetector,
@@ -168,11 +173,15 @@ class Redactor:
                 values.update({value, json.dumps(value)[1:-1], quote(value, safe="")})
         # longest first, so a secret that contains another is masked whole
         self.values = sorted(values, key=len, reverse=True)
+        self._short = lru_cache(maxsize=REMEMBERED_TEXTS)(self._redact)
 
     def __call__(self, text: str) -> Redacted:
         """``text`` with each known value and each secret-shaped string replaced by ``***``."""
         if isinstance(text, Redacted):
             return text
+        return self._short(text) if len(text) <= REMEMBERED_TEXT_CHARS else self._redact(text)
+
+    def _redact(self, text: str) -> Redacted:
         for value in self.values:
             text = text.replace(value, MASK)
         return Redacted(redact_shapes(text))

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.diagnosis import Diagnosis, FaultType
 from oncall.incidents.applier import RawAlertApplier
-from oncall.incidents.body import receive_stored
+from oncall.incidents.body import parse_body, read_body, receive_stored
 from oncall.incidents.ingest import IngestResult
 from oncall.incidents.intake import RawAlertIntake
 from oncall.incidents.scheduler import InvestigationScheduler
@@ -274,6 +275,38 @@ async def test_copies_stored_before_their_original_is_applied_leave_it_to_apply(
     async with store.read() as conn:
         shown = [await raw_alerts.get(conn, c) for c in copies]
     assert {row["incident_id"] for row in shown if row is not None} == {applied[0].incident_id}
+
+
+async def test_a_copy_of_a_committed_body_is_stored_by_its_digest_without_parsing(store: Store) -> None:
+    """``store_copy`` recognises a committed body's repeat by its digest alone: stored as a duplicate of that
+    group, its text not kept; a body never committed (or only its parsed twin in flight) is left to ``store_body``."""
+    applier = RawAlertApplier(store, "agent-1", 30)
+    intake = RawAlertIntake(store, "agent-1", applier)
+    raw = captured_bytes(1)
+    body = await read_body(pieces(raw))
+    assert await intake.store_copy(body) is None  # nothing committed yet
+    first = await intake.store_body(await parse_body(body))
+    copy_id = await intake.store_copy(await read_body(pieces(raw)))
+    assert copy_id is not None and copy_id > first
+    assert await intake.store_copy(await read_body(pieces(captured_bytes(4)))) is None
+    rows = await sql(store, "SELECT id, outcome, valid, group_key, body, body_sha256 FROM raw_alerts ORDER BY id")
+    group_key = capture(1)["body"]["groupKey"]
+    assert rows[1] == {
+        "id": copy_id,
+        "outcome": "duplicate",
+        "valid": 1,
+        "group_key": group_key,
+        "body": "",
+        "body_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    assert [r.raw_id for r in [await applier.apply_one()] if r is not None] == [first]
+    assert await applier.apply_one() is None
+
+
+async def pieces(raw: bytes, size: int = 700) -> AsyncIterator[bytes]:
+    """``raw`` as a request stream of ``size``-byte chunks."""
+    for start in range(0, len(raw), size):
+        yield raw[start : start + size]
 
 
 async def test_a_new_group_key_posted_to_two_replicas_at_once_makes_one_incident(store: Store) -> None:

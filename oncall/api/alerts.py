@@ -1,8 +1,9 @@
 """``POST /alerts``: the Alertmanager webhook receiver (payload v4); ``GET /alerts/{raw_id}``: what became of
 one body.
 
-The body is read, hashed and parsed while it streams in (``oncall.incidents.body``): groups up to
-``MAX_ALERT_BODY_BYTES`` (64 MiB) are ingested without holding the event loop. A valid body is
+The body is read and hashed as it streams in, then parsed without holding the event loop
+(``oncall.incidents.body``; groups up to ``MAX_ALERT_BODY_BYTES``, 64 MiB); a byte-identical copy of a body
+already committed (a repeat or a retry) is not parsed again. A valid body is
 acknowledged once committed (``oncall.incidents.intake``) and applied right after
 (``oncall.incidents.applier``).
 """
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from oncall.api.deps import ApiTokenDep, ServicesDep, bearer_ok
 from oncall.api.schemas import json_body
-from oncall.incidents.body import MAX_ALERT_BODY_BYTES, BodyTooLarge, receive_notification
+from oncall.incidents.body import MAX_ALERT_BODY_BYTES, BodyTooLarge, parse_body, read_body
 from oncall.incidents.ingest import store_invalid
 from oncall.incidents.intake import IntakeError
 from oncall.incidents.payload import WebhookNotification
@@ -48,16 +49,20 @@ async def receive_alerts(request: Request, services: ServicesDep) -> JSONRespons
             {"detail": "missing or invalid bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
     try:
-        received = await receive_notification(request.stream(), MAX_ALERT_BODY_BYTES)
+        body = await read_body(request.stream(), MAX_ALERT_BODY_BYTES)
     except BodyTooLarge as exc:
         ALERT_NOTIFICATIONS.labels(outcome="too_large").inc()
         log.error("refused POST /alerts: %s; the notification is lost (Alertmanager does not retry 4xx)", exc)
         return JSONResponse({"detail": str(exc)}, status_code=413)
-    if received.notification is None:
-        result = await store_invalid(services.store, received)
-        return JSONResponse({"detail": result.error, "errors": result.errors, "raw_id": result.raw_id}, status_code=422)
     try:
-        raw_id = await services.intake.store_body(received)
+        raw_id = await services.intake.store_copy(body)  # a repeat or retry of a committed body: not parsed again
+        if raw_id is None:
+            received = await parse_body(body)
+            if received.notification is None:
+                result = await store_invalid(services.store, received)
+                detail = {"detail": result.error, "errors": result.errors, "raw_id": result.raw_id}
+                return JSONResponse(detail, status_code=422)
+            raw_id = await services.intake.store_body(received)
     except IntakeError as exc:
         return JSONResponse({"detail": f"{exc}; retry"}, status_code=503)
     return JSONResponse({"status": "queued", "raw_id": raw_id}, status_code=202)

@@ -153,18 +153,17 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
-async def _parse(parts: list[bytes]) -> Any:
-    """The JSON document of the body ``parts``, parsed slice by slice; raises ``PayloadError``."""
+async def _parse(raw: bytes) -> Any:
+    """The JSON document of the body ``raw``, parsed slice by slice; raises ``PayloadError``."""
     documents: Any = ijson.sendable_list()
     builder = ijson.items_coro(documents, "", use_float=True)
     guard = JsonGuard()
     try:
-        for part in parts:
-            for start in range(0, len(part), FEED_BYTES):
-                piece = part[start : start + FEED_BYTES]
-                guard.feed(piece)
-                builder.send(piece)
-                await asyncio.sleep(0)
+        for start in range(0, len(raw), FEED_BYTES):
+            piece = raw[start : start + FEED_BYTES]
+            guard.feed(piece)
+            builder.send(piece)
+            await asyncio.sleep(0)
         builder.close()
     except GuardError as exc:
         raise PayloadError(f"body is not valid JSON: {exc}") from exc
@@ -208,11 +207,20 @@ def _payload_error(exc: ValidationError, offset: int | None = None) -> PayloadEr
     return PayloadError(f"not an Alertmanager webhook v4 payload: {reason}", errors)
 
 
-async def receive_notification(chunks: AsyncIterator[bytes], limit: int = MAX_ALERT_BODY_BYTES) -> ReceivedBody:
-    """Read, hash, parse and validate a webhook body from its stream (see the module docstring).
+@dataclass(frozen=True)
+class BodyBytes:
+    """The exact bytes of one ``/alerts`` body as read: SHA-256 (hex) and size (bytes) of ``raw``."""
+
+    sha256: str
+    size: int
+    raw: bytes
+
+
+async def read_body(chunks: AsyncIterator[bytes], limit: int = MAX_ALERT_BODY_BYTES) -> BodyBytes:
+    """Read and hash a webhook body from its stream.
 
     Raises:
-        BodyTooLarge: more than ``limit`` bytes. An invalid body is reported in ``ReceivedBody.error``.
+        BodyTooLarge: more than ``limit`` bytes.
     """
     digest = hashlib.sha256()
     parts: list[bytes] = []
@@ -223,12 +231,26 @@ async def receive_notification(chunks: AsyncIterator[bytes], limit: int = MAX_AL
             raise BodyTooLarge(f"body larger than {limit} bytes")
         digest.update(chunk)
         parts.append(chunk)
-    raw = b"".join(parts)
+    return BodyBytes(digest.hexdigest(), size, b"".join(parts))
+
+
+async def parse_body(body: BodyBytes) -> ReceivedBody:
+    """Parse and validate a body read by ``read_body`` (see the module docstring); an invalid body is reported
+    in ``ReceivedBody.error``."""
     try:
-        notification = await _validate(await _parse(parts))
+        notification = await _validate(await _parse(body.raw))
     except PayloadError as exc:
-        return ReceivedBody(digest.hexdigest(), size, raw, error=exc)
-    return ReceivedBody(digest.hexdigest(), size, raw, notification=notification)
+        return ReceivedBody(body.sha256, body.size, body.raw, error=exc)
+    return ReceivedBody(body.sha256, body.size, body.raw, notification=notification)
+
+
+async def receive_notification(chunks: AsyncIterator[bytes], limit: int = MAX_ALERT_BODY_BYTES) -> ReceivedBody:
+    """Read, hash, parse and validate a webhook body from its stream (``read_body``, then ``parse_body``).
+
+    Raises:
+        BodyTooLarge: more than ``limit`` bytes. An invalid body is reported in ``ReceivedBody.error``.
+    """
+    return await parse_body(await read_body(chunks, limit))
 
 
 async def storable_text(raw: bytes, redact: Callable[[str], str], limit: int = KEPT_VALID_BYTES) -> StorableText:

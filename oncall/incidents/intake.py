@@ -4,8 +4,8 @@ Requests arriving together share one transaction (group commit): each waits whil
 commits, then the bodies gathered meanwhile are inserted in one statement and one commit. A body
 byte-identical to one this process stored before (Alertmanager re-sends an unchanged group's state
 every ``repeat_interval``, and the identical body after a 5xx) is stored as applied, outcome
-``duplicate`` (its text is not kept twice: the digest names the first copy): the alert merge is
-idempotent, so applying it could change nothing. Once committed,
+``duplicate``, without being parsed (``store_copy``; its text is not kept twice: the digest names the first
+copy): the alert merge is idempotent, so applying it could change nothing. Once committed,
 the body is durable (a crash before it is applied loses nothing: the applier, here or on another replica,
 takes it up) and the parsed notification is handed over to this replica's applier
 (``oncall.incidents.applier``), which applies it after the acknowledgement. Alertmanager needs only a 2xx
@@ -21,7 +21,7 @@ import logging
 import time
 
 from oncall.incidents.applier import RawAlertApplier
-from oncall.incidents.body import ReceivedBody, storable_text
+from oncall.incidents.body import BodyBytes, ReceivedBody, storable_text
 from oncall.incidents.payload import WebhookNotification
 from oncall.metrics import ALERT_NOTIFICATIONS
 from oncall.store import raw_alerts
@@ -39,7 +39,15 @@ class IntakeError(Exception):
     """The database did not store a body (its batch's transaction failed; the cause is logged)."""
 
 
-Waiting = tuple[raw_alerts.StoredBody, WebhookNotification, asyncio.Future[int]]
+@dataclasses.dataclass(frozen=True)
+class Waiting:
+    """A body waiting for its batch's commit: the row to insert, its group key, the parsed notification (None
+    for a copy of a committed body, which is stored applied) and the request's future (the id)."""
+
+    body: raw_alerts.StoredBody
+    group_key: str
+    notification: WebhookNotification | None
+    future: asyncio.Future[int]
 
 
 class RawAlertIntake:
@@ -57,7 +65,20 @@ class RawAlertIntake:
         self.applier = applier
         self._waiting: list[Waiting] = []
         self._committer: asyncio.Task[None] | None = None
-        self._stored: dict[str, None] = {}  # digests of committed bodies, oldest first (insertion order)
+        self._stored: dict[str, str] = {}  # digest -> group key of committed bodies, oldest first (insertion order)
+
+    async def store_copy(self, body: BodyBytes) -> int | None:
+        """Commit a byte-identical copy of a body committed before as an applied duplicate, without parsing it;
+        returns its id, or None when no body with this digest was committed here (parse it: ``store_body``).
+
+        Raises:
+            IntakeError: the batch's transaction failed (nothing of it was stored; the sender should retry).
+        """
+        group_key = self._stored.get(body.sha256)
+        if group_key is None:
+            return None
+        stored = raw_alerts.StoredBody("", body.sha256, body.size, time.time(), self.replica_id, group_key)
+        return await self._commit(stored, group_key, None)
 
     async def store_body(self, received: ReceivedBody) -> int:
         """Commit one valid body (its text redacted and cut as ``storable_text`` keeps it); returns its id.
@@ -76,8 +97,14 @@ class RawAlertIntake:
         else:
             text = await storable_text(received.raw, self.store.redact)
             body = raw_alerts.StoredBody(text, received.sha256, received.size, time.time(), self.replica_id)
+        return await self._commit(body, notification.group_key, notification)
+
+    async def _commit(
+        self, body: raw_alerts.StoredBody, group_key: str, notification: WebhookNotification | None
+    ) -> int:
+        """Add a body to the next batch and wait for its commit; returns its id."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((body, notification, future))
+        self._waiting.append(Waiting(body, group_key, notification, future))
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_waiting(), name="raw-alert-intake")
         return await asyncio.shield(future)  # a request cut meanwhile leaves its body in the batch
@@ -95,9 +122,9 @@ class RawAlertIntake:
                     log.exception("storing %d webhook bodies failed", len(batch))
                     _fail(batch, IntakeError("the database did not store the notification"))
                     continue
-                for raw_id, (_, _, future) in zip(ids, batch, strict=True):
-                    if not future.done():
-                        future.set_result(raw_id)
+                for raw_id, waiting in zip(ids, batch, strict=True):
+                    if not waiting.future.done():
+                        waiting.future.set_result(raw_id)
                 self.applier.wake()
         except BaseException:  # cancelled (shutdown): no request waits forever
             _fail(batch + self._waiting, IntakeError("the agent is shutting down"))
@@ -114,13 +141,13 @@ class RawAlertIntake:
         try:
             async with self.store.write(urgent=True) as conn:
                 ids = await raw_alerts.add_received(conn, bodies)
-                for raw_id, body, (_, notification, _) in zip(ids, bodies, batch, strict=True):
-                    if body.duplicate_of_group is None:
-                        self.applier.hand_over(raw_id, notification)
+                for raw_id, body, waiting in zip(ids, bodies, batch, strict=True):
+                    if body.duplicate_of_group is None and waiting.notification is not None:
+                        self.applier.hand_over(raw_id, waiting.notification)
         except BaseException:
             self.applier.forget(ids)
             raise
-        self._remember(bodies)
+        self._remember(bodies, batch)
         return ids
 
     def _mark_duplicates(self, batch: list[Waiting]) -> list[raw_alerts.StoredBody]:
@@ -128,27 +155,28 @@ class RawAlertIntake:
         committed before were marked at receipt)."""
         in_batch: set[str] = set()
         bodies = []
-        for body, notification, _ in batch:
+        for waiting in batch:
+            body = waiting.body
             if body.duplicate_of_group is None and body.sha256 in in_batch:
-                body = dataclasses.replace(body, duplicate_of_group=notification.group_key)
+                body = dataclasses.replace(body, duplicate_of_group=waiting.group_key)
             in_batch.add(body.sha256)
             bodies.append(body)
         return bodies
 
-    def _remember(self, bodies: list[raw_alerts.StoredBody]) -> None:
-        """Remember the digests of committed bodies, forgetting the oldest past ``REMEMBERED_BODIES``; count the
-        duplicates."""
-        for body in bodies:
+    def _remember(self, bodies: list[raw_alerts.StoredBody], batch: list[Waiting]) -> None:
+        """Remember the digests and group keys of committed bodies, forgetting the oldest past
+        ``REMEMBERED_BODIES``; count the duplicates."""
+        for body, waiting in zip(bodies, batch, strict=True):
             if body.duplicate_of_group is not None:
                 ALERT_NOTIFICATIONS.labels(outcome="duplicate").inc()
             self._stored.pop(body.sha256, None)
-            self._stored[body.sha256] = None
+            self._stored[body.sha256] = waiting.group_key
         while len(self._stored) > REMEMBERED_BODIES:
             del self._stored[next(iter(self._stored))]
 
 
 def _fail(batch: list[Waiting], exc: Exception) -> None:
     """Answer the requests of a batch that was not committed with ``exc``."""
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(exc)
+    for waiting in batch:
+        if not waiting.future.done():
+            waiting.future.set_exception(exc)
