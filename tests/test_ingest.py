@@ -284,11 +284,13 @@ async def test_a_copy_of_a_committed_body_is_stored_by_its_digest_without_parsin
     intake = RawAlertIntake(store, "agent-1", applier)
     raw = captured_bytes(1)
     body = await read_body(pieces(raw))
-    assert await intake.store_copy(body) is None  # nothing committed yet
+    assert await intake.store_copy(body.sha256, body.size) is None  # nothing committed yet
     first = await intake.store_body(await parse_body(body))
-    copy_id = await intake.store_copy(await read_body(pieces(raw)))
+    again = await read_body(pieces(raw))
+    copy_id = await intake.store_copy(again.sha256, again.size)
     assert copy_id is not None and copy_id > first
-    assert await intake.store_copy(await read_body(pieces(captured_bytes(4)))) is None
+    other = await read_body(pieces(captured_bytes(4)))
+    assert await intake.store_copy(other.sha256, other.size) is None
     rows = await sql(store, "SELECT id, outcome, valid, group_key, body, body_sha256 FROM raw_alerts ORDER BY id")
     group_key = capture(1)["body"]["groupKey"]
     assert rows[1] == {

@@ -55,7 +55,8 @@ async def receive_alerts(request: Request, services: ServicesDep) -> JSONRespons
         log.error("refused POST /alerts: %s; the notification is lost (Alertmanager does not retry 4xx)", exc)
         return JSONResponse({"detail": str(exc)}, status_code=413)
     try:
-        raw_id = await services.intake.store_copy(body)  # a repeat or retry of a committed body: not parsed again
+        # a repeat or retry of a committed body is not parsed again
+        raw_id = await services.intake.store_copy(body.sha256, body.size)
         if raw_id is None:
             received = await parse_body(body)
             if received.notification is None:

@@ -21,7 +21,7 @@ import logging
 import time
 
 from oncall.incidents.applier import RawAlertApplier
-from oncall.incidents.body import BodyBytes, ReceivedBody, storable_text
+from oncall.incidents.body import ReceivedBody, storable_text
 from oncall.incidents.payload import WebhookNotification
 from oncall.metrics import ALERT_NOTIFICATIONS
 from oncall.store import raw_alerts
@@ -67,17 +67,18 @@ class RawAlertIntake:
         self._committer: asyncio.Task[None] | None = None
         self._stored: dict[str, str] = {}  # digest -> group key of committed bodies, oldest first (insertion order)
 
-    async def store_copy(self, body: BodyBytes) -> int | None:
-        """Commit a byte-identical copy of a body committed before as an applied duplicate, without parsing it;
-        returns its id, or None when no body with this digest was committed here (parse it: ``store_body``).
+    async def store_copy(self, sha256: str, size: int) -> int | None:
+        """Commit a byte-identical copy (SHA-256 hex digest, size in bytes) of a body committed before as an applied
+        duplicate, without parsing it; returns its id, or None when no body with this digest was committed here
+        (parse it: ``store_body``).
 
         Raises:
             IntakeError: the batch's transaction failed (nothing of it was stored; the sender should retry).
         """
-        group_key = self._stored.get(body.sha256)
+        group_key = self._stored.get(sha256)  # the digest names the first copy: its text is not kept twice
         if group_key is None:
             return None
-        stored = raw_alerts.StoredBody("", body.sha256, body.size, time.time(), self.replica_id, group_key)
+        stored = raw_alerts.StoredBody("", sha256, size, time.time(), self.replica_id, group_key)
         return await self._commit(stored, group_key, None)
 
     async def store_body(self, received: ReceivedBody) -> int:
@@ -90,13 +91,11 @@ class RawAlertIntake:
         notification = received.notification
         if notification is None:
             raise ValueError("only a valid notification is applied")
-        if received.sha256 in self._stored:  # a copy of a committed body: its digest names it, the text is not kept
-            body = raw_alerts.StoredBody(
-                "", received.sha256, received.size, time.time(), self.replica_id, notification.group_key
-            )
-        else:
-            text = await storable_text(received.raw, self.store.redact)
-            body = raw_alerts.StoredBody(text, received.sha256, received.size, time.time(), self.replica_id)
+        copy_id = await self.store_copy(received.sha256, received.size)
+        if copy_id is not None:
+            return copy_id
+        text = await storable_text(received.raw, self.store.redact)
+        body = raw_alerts.StoredBody(text, received.sha256, received.size, time.time(), self.replica_id)
         return await self._commit(body, notification.group_key, notification)
 
     async def _commit(
