@@ -8,7 +8,8 @@ one resolved, all resolved). Ack latency is measured from each post's scheduled 
 (coordinated omission corrected, HdrHistogram). Setups:
 
 - ``sqlite-1``: one replica, ``DATABASE_PATH`` (the embedded default);
-- ``postgresql-2-lb``: two replicas on one throw-away PostgreSQL (``stackctl.postgres``), each
+- ``postgresql-1``: one replica on a throw-away PostgreSQL (``stackctl.postgres``): the store's own cost;
+- ``postgresql-2-lb``: two replicas on one throw-away PostgreSQL, each
   notification posted to one of them in turn (a load balancer in front): 500 posts/s;
 - ``postgresql-2-fanout``: the same two replicas, each notification posted to BOTH (Alertmanager with
   one ``webhook_configs`` entry per replica): 1,000 posts/s, the database decides.
@@ -58,7 +59,8 @@ from stackctl.processes import agent_command  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES  # noqa: E402
 
 TARGET_ACK_P99_MS = 50.0
-SETUPS = ("sqlite-1", "postgresql-2-lb", "postgresql-2-fanout")
+SETUPS = {"sqlite-1": 1, "postgresql-1": 1, "postgresql-2-lb": 2, "postgresql-2-fanout": 2}
+"""The setups, in run order, and their number of agent replicas."""
 
 
 def agent_env(run_dir: Path, port: int, database_url: str, replica_id: str) -> dict[str, str | None]:
@@ -181,7 +183,7 @@ def run_setup(name: str, run_dir: Path, plan: list[bytes], rate: float, pg_url: 
     database_url = f"sqlite:///{run_dir / 'oncall.db'}" if pg_url is None else pg_url
     procs = ProcessGroup(run_dir / "logs")
     try:
-        agents = start_agents(procs, run_dir, database_url, 1 if name == "sqlite-1" else 2)
+        agents = start_agents(procs, run_dir, database_url, SETUPS[name])
         urls = [f"http://127.0.0.1:{port}/alerts" for port, _ in agents]
         cpu0, wall0 = sum(proc_cpu_seconds(pid) for _, pid in agents), time.perf_counter()
         figures = uvloop.run(storm(urls, plan, rate, fanout=name.endswith("fanout")))
@@ -267,7 +269,7 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=5000, help="notifications (default 5000)")
     parser.add_argument("--groups", type=int, default=200)
     parser.add_argument("--rate", type=float, default=500.0, help="notifications per second (default 500)")
-    parser.add_argument("--only", default=",".join(SETUPS), help=f"setups to run, comma separated: {SETUPS}")
+    parser.add_argument("--only", default=",".join(SETUPS), help=f"setups to run, comma separated: {list(SETUPS)}")
     args = parser.parse_args()
     started_load = loadavg()
     run_dir = temp_run_dir("ha")
