@@ -30,7 +30,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp  # noqa: E402
 import uvloop  # noqa: E402
@@ -59,8 +59,24 @@ from stackctl.processes import agent_command  # noqa: E402
 from stackctl.stack import INTEGRATION_VARIABLES  # noqa: E402
 
 TARGET_ACK_P99_MS = 50.0
-SETUPS = {"sqlite-1": 1, "postgresql-1": 1, "postgresql-2-lb": 2, "postgresql-2-fanout": 2}
-"""The setups, in run order, and their number of agent replicas."""
+
+
+class Setup(NamedTuple):
+    """One setup: the store (``sqlite`` or a throw-away ``postgresql``), its number of agent replicas, and
+    whether each notification is posted to every replica (``fanout``) or to one in turn."""
+
+    store: str
+    replicas: int
+    fanout: bool = False
+
+
+SETUPS = {
+    "sqlite-1": Setup("sqlite", 1),
+    "postgresql-1": Setup("postgresql", 1),
+    "postgresql-2-lb": Setup("postgresql", 2),
+    "postgresql-2-fanout": Setup("postgresql", 2, fanout=True),
+}
+"""The setups, in run order."""
 
 
 def agent_env(run_dir: Path, port: int, database_url: str, replica_id: str) -> dict[str, str | None]:
@@ -183,10 +199,10 @@ def run_setup(name: str, run_dir: Path, plan: list[bytes], rate: float, pg_url: 
     database_url = f"sqlite:///{run_dir / 'oncall.db'}" if pg_url is None else pg_url
     procs = ProcessGroup(run_dir / "logs")
     try:
-        agents = start_agents(procs, run_dir, database_url, SETUPS[name])
+        agents = start_agents(procs, run_dir, database_url, SETUPS[name].replicas)
         urls = [f"http://127.0.0.1:{port}/alerts" for port, _ in agents]
         cpu0, wall0 = sum(proc_cpu_seconds(pid) for _, pid in agents), time.perf_counter()
-        figures = uvloop.run(storm(urls, plan, rate, fanout=name.endswith("fanout")))
+        figures = uvloop.run(storm(urls, plan, rate, fanout=SETUPS[name].fanout))
         cpu = (sum(proc_cpu_seconds(pid) for _, pid in agents) - cpu0) / (time.perf_counter() - wall0)
         figures["applied"] = applied(database_url, time.time())
         counts = count(database_url)
@@ -279,7 +295,7 @@ def main() -> None:
     for name in [n for n in SETUPS if n in args.only.split(",")]:
         setup_dir = run_dir / name
         setup_dir.mkdir()
-        if name == "sqlite-1":
+        if SETUPS[name].store == "sqlite":
             results[name] = run_setup(name, setup_dir, plan, args.rate, None)
             continue
         with PostgresServer(setup_dir) as postgres:
