@@ -188,9 +188,7 @@ def create_app(settings: Settings | None = None, build: ServicesFactory = build_
         install_log_redaction(redact)
         await asyncio.to_thread(migrate, active.store_url)
         store = Store(active.store_url, redact)
-        log.info(
-            "database %s, replica %s", store.engine.url.render_as_string(hide_password=True), active.agent_replica_id
-        )
+        log.info("database %s, replica %s", store.shown_url, active.agent_replica_id)
         tasks = BackgroundTasks()
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
             services = build(active, store, http, tasks)

@@ -20,7 +20,8 @@ from sqlalchemy import text
 from uvicorn.logging import AccessFormatter
 
 from oncall.redaction import Redactor, install_log_redaction
-from oncall.store.database import Store, uncancellable
+from oncall.store.cancellation import uncancellable
+from oncall.store.database import Store
 from oncall.store.migrate import migrate
 
 

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.channels.outbox import OutboxWorker
 from oncall.channels.whatsapp.format import format_diagnosis, format_duration, format_resolved, split_message
@@ -22,7 +21,7 @@ from oncall.channels.whatsapp.sender import WhatsAppSender, build_twilio_client
 from oncall.diagnosis import Diagnosis, Evidence, FaultType
 from oncall.metrics import OUTBOX_DELIVERIES, WHATSAPP_MESSAGES
 from oncall.store import incidents, outbox
-from oncall.store.database import Store
+from oncall.store.database import Connection, Store
 from oncall.tasks import BackgroundTasks
 from tests.fake_twilio import FakeTwilio
 from tests.support import free_port, sql, sql_exec, sql_one
@@ -468,11 +467,11 @@ class AnswersLate:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+    def write(self) -> AbstractAsyncContextManager[Connection]:
         return self.store.write()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Connection]:
         async with self.store.read() as conn:
             yield conn
         await asyncio.sleep(0.05)

@@ -28,12 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.metrics import OUTBOX_DELIVERIES, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING, OUTBOX_UNDELIVERABLE
 from oncall.settings import Settings
 from oncall.store import outbox, timeline
-from oncall.store.database import Store
+from oncall.store.database import Connection, Store
 from oncall.store.rows import Row
 from oncall.tasks import BackgroundTasks, Poller
 
@@ -62,7 +60,7 @@ class Deliverer(Protocol):
         """Make the outside call for ``row`` (an ``outbox`` row, payload decoded); never raise for its errors."""
         ...
 
-    async def settled(self, conn: AsyncConnection, row: Row, attempt: Attempt, status: Settled) -> None:
+    async def settled(self, conn: Connection, row: Row, attempt: Attempt, status: Settled) -> None:
         """Write what the outcome causes, in the transaction that records it (``status`` as recorded)."""
         ...
 
@@ -247,7 +245,7 @@ class OutboxWorker:
         OUTBOX_DELIVERIES.labels(channel=row["channel"], operation=row["operation"], outcome=status).inc()
         self.poller.wake()  # a slot is free, and a delivered notice or Jira issue may have queued messages
 
-    async def _record_visibly(self, conn: AsyncConnection, row: Row, status: Settled, error: str) -> None:
+    async def _record_visibly(self, conn: Connection, row: Row, status: Settled, error: str) -> None:
         """Timeline events and logs for rows that keep failing."""
         detail = {
             "event_key": row["event_key"],
@@ -279,7 +277,7 @@ class OutboxWorker:
             if row["incident_id"] is not None:
                 await timeline.add(conn, row["incident_id"], "delivery_delayed", detail)
 
-    async def _refresh_gauges(self, conn: AsyncConnection, now: float) -> None:
+    async def _refresh_gauges(self, conn: Connection, now: float) -> None:
         state = await outbox.backlog(conn)
         OUTBOX_PENDING.set(state["pending"])
         oldest = state["oldest_pending_at"]

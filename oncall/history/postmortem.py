@@ -12,14 +12,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.history.document import Document, Runs, Section, code, link, text, to_markdown
 from oncall.history.impact import EpisodeImpact, Slo, episode_impact
 from oncall.history.narrative import Facts, action_items, clock, duration, event_line, went_badly, went_well
 from oncall.history.phases import PhaseTimings, episode_events, phase_timings
 from oncall.history.similar import SimilarMatch, find_similar
 from oncall.store import pages, postmortems, views
+from oncall.store.database import Connection
 from oncall.store.rows import Row
 
 CHANGE_KINDS = ("deploy", "fault", "scale", "crash", "restart", "start", "stop")
@@ -245,7 +244,7 @@ def build_postmortem(
 
 
 async def draft_postmortem(
-    conn: AsyncConnection,
+    conn: Connection,
     incident_id: int,
     *,
     slo: Slo | None = None,
@@ -266,7 +265,7 @@ async def draft_postmortem(
 
 
 async def write_postmortem(
-    conn: AsyncConnection,
+    conn: Connection,
     incident_id: int,
     episode: int,
     *,
@@ -286,9 +285,7 @@ async def write_postmortem(
     return markdown
 
 
-async def postmortem_markdown(
-    conn: AsyncConnection, incident_id: int, *, incident_url: str | None = None
-) -> str | None:
+async def postmortem_markdown(conn: Connection, incident_id: int, *, incident_url: str | None = None) -> str | None:
     """The stored draft of the incident's latest episode, else one drafted now (not stored); None when
     the incident does not exist (``GET /incidents/{id}/postmortem``)."""
     stored = await postmortems.latest(conn, incident_id)

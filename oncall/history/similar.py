@@ -27,10 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.diagnosis import Evidence, FaultType, SimilarIncident
 from oncall.store import history
+from oncall.store.database import Connection
 from oncall.store.rows import Row
 
 WEIGHTS = {
@@ -259,7 +258,7 @@ def rank(
 
 
 async def find_similar(
-    conn: AsyncConnection, incident_id: int, *, diagnosis: dict[str, Any] | None = None, top: int = TOP
+    conn: Connection, incident_id: int, *, diagnosis: dict[str, Any] | None = None, top: int = TOP
 ) -> list[SimilarMatch]:
     """The ``top`` resolved incidents most similar to ``incident_id``.
 

@@ -20,7 +20,6 @@ import time
 from collections.abc import Mapping
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.catalog.models import Catalog
 from oncall.channels.jira.comments import document_adf, refire_document
@@ -38,6 +37,7 @@ from oncall.history.similar import find_similar
 from oncall.paging.answer import names_by_number
 from oncall.settings import Settings
 from oncall.store import history, incidents, outbox, pages, postmortems, tickets, timeline, views
+from oncall.store.database import Connection
 from oncall.store.rows import Row
 
 CHANNEL = "incident"
@@ -48,7 +48,7 @@ def followup_key(incident_id: int, episode: int, what: str) -> str:
     return f"incident:{incident_id}:episode:{episode}:followup:{what}"
 
 
-async def queue_followup(conn: AsyncConnection, incident_id: int, episode: int, what: str, now: float) -> bool:
+async def queue_followup(conn: Connection, incident_id: int, episode: int, what: str, now: float) -> bool:
     """Write the ``resolved`` or ``refired`` follow-up of an episode (once); True when this call wrote it."""
     added = await outbox.add(
         conn,
@@ -92,7 +92,7 @@ class IncidentFollowUp:
         """Nothing to call outside: the work is done in ``settled``."""
         return Attempt("delivered")
 
-    async def settled(self, conn: AsyncConnection, row: Row, attempt: Attempt, status: Settled) -> None:
+    async def settled(self, conn: Connection, row: Row, attempt: Attempt, status: Settled) -> None:
         """Do the follow-up in the transaction that marks it delivered."""
         if status != "delivered" or row["incident_id"] is None:
             return
@@ -108,7 +108,7 @@ class IncidentFollowUp:
         target = entry.slo.availability if entry is not None and entry.slo is not None else None
         return Slo(target) if target is not None else None
 
-    async def resolved(self, conn: AsyncConnection, incident_id: int, episode: int) -> None:
+    async def resolved(self, conn: Connection, incident_id: int, episode: int) -> None:
         """Store the post-mortem, observe the phase timings, queue the Jira resolution."""
         detail = await views.incident_detail(conn, incident_id)
         if detail is None:
@@ -133,7 +133,7 @@ class IncidentFollowUp:
             payload = {"key": ticket["jira_key"], "event": event, "body": document_adf(document, url)}
             await self._jira(conn, incident_id, event, "resolve", payload, now)
 
-    async def refired(self, conn: AsyncConnection, incident_id: int, episode: int) -> None:
+    async def refired(self, conn: Connection, incident_id: int, episode: int) -> None:
         """Reopen or comment on the group's last issue when it resolved within the window."""
         incident = await incidents.get(conn, incident_id)
         if incident is None or not self.jira_enabled:
@@ -157,7 +157,7 @@ class IncidentFollowUp:
             )
 
     async def _jira(
-        self, conn: AsyncConnection, incident_id: int, event: str, operation: str, payload: dict, now: float
+        self, conn: Connection, incident_id: int, event: str, operation: str, payload: dict, now: float
     ) -> None:
         await outbox.add(
             conn,

@@ -32,14 +32,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.incidents import lifecycle, merge
 from oncall.incidents.body import ReceivedBody
 from oncall.incidents.payload import WebhookAlert, WebhookNotification
 from oncall.metrics import ALERT_NOTIFICATIONS
 from oncall.store import incidents, raw_alerts, timeline
-from oncall.store.database import Store
+from oncall.store.database import Connection, Store
 from oncall.store.rows import Row
 
 log = logging.getLogger("oncall.ingest")
@@ -84,7 +82,7 @@ async def store_invalid(store: Store, received: ReceivedBody) -> IngestResult:
     return IngestResult(outcome="invalid", raw_id=raw_id, error=error.reason, errors=error.errors)
 
 
-async def apply_notification(conn: AsyncConnection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult:
+async def apply_notification(conn: Connection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult:
     """Apply a valid notification inside the caller's transaction (see the module docstring).
 
     A byte-identical body already applied makes this one a ``duplicate`` (checked first: most repeat
@@ -120,7 +118,7 @@ async def apply_notification(conn: AsyncConnection, raw_id: int, sha256: str, n:
     )
 
 
-async def _duplicate(conn: AsyncConnection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult | None:
+async def _duplicate(conn: Connection, raw_id: int, sha256: str, n: WebhookNotification) -> IngestResult | None:
     """The ``duplicate`` result when a byte-identical body was applied already (this raw row is marked
     applied to the same incident), else None."""
     duplicate, incident_id = await raw_alerts.applied_copy_incident(conn, sha256, raw_id)
@@ -144,7 +142,7 @@ class AlertChanges:
 
 
 async def _status_change(
-    conn: AsyncConnection, incident: Row, created: bool, n: WebhookNotification, changes: AlertChanges, now: float
+    conn: Connection, incident: Row, created: bool, n: WebhookNotification, changes: AlertChanges, now: float
 ) -> tuple[bool, bool]:
     """Start an episode, go on with it, queue its investigation or resolve it, as the merged alert states
     demand; returns (investigation queued, firing incident resolved now)."""
@@ -198,9 +196,7 @@ def incident_title(n: WebhookNotification) -> str:
     return f"{title}: {summary}" if summary else title
 
 
-async def _merge_alerts(
-    conn: AsyncConnection, incident_id: int, alerts: list[WebhookAlert], now: float
-) -> AlertChanges:
+async def _merge_alerts(conn: Connection, incident_id: int, alerts: list[WebhookAlert], now: float) -> AlertChanges:
     """Merge each alert with its fingerprint's stored state (``oncall.incidents.merge``) and store the winners."""
     changes = AlertChanges(states=await incidents.alert_states(conn, incident_id))
     for alert in alerts:
@@ -253,7 +249,7 @@ def _alert_update(alert: WebhookAlert, previous: Row, now: float) -> dict[str, A
     return values
 
 
-async def _timeline_alert(conn: AsyncConnection, incident_id: int, kind: str, alert: WebhookAlert) -> None:
+async def _timeline_alert(conn: Connection, incident_id: int, kind: str, alert: WebhookAlert) -> None:
     """Record an alert state change (``alert_firing`` / ``alert_resolved``) on the timeline."""
     await timeline.add(
         conn,
@@ -270,7 +266,7 @@ async def _timeline_alert(conn: AsyncConnection, incident_id: int, kind: str, al
     )
 
 
-async def _refresh_incident(conn: AsyncConnection, incident_id: int, n: WebhookNotification, now: float) -> None:
+async def _refresh_incident(conn: Connection, incident_id: int, n: WebhookNotification, now: float) -> None:
     """Update ``updated_at``; a complete (not truncated) notification also refreshes the common labels."""
     if n.truncated:
         await incidents.update_fields(conn, incident_id, updated_at=now)

@@ -31,12 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.diagnosis import Diagnosis
 from oncall.incidents.followup import queue_followup
 from oncall.paging.escalation import Escalations, stop_chain
 from oncall.store import episodes, incidents, outbox, pages, timeline
+from oncall.store.database import Connection
 from oncall.store.rows import Row
 
 NOTICE_CHANNEL = "whatsapp"
@@ -64,7 +63,7 @@ def notice_key(incident_id: int, episode: int, what: str) -> str:
     return f"incident:{incident_id}:episode:{episode}:{what}"
 
 
-async def _notice(conn: AsyncConnection, incident_id: int, episode: int, what: str, now: float, **extra: Any) -> bool:
+async def _notice(conn: Connection, incident_id: int, episode: int, what: str, now: float, **extra: Any) -> bool:
     """Write a notice for the WhatsApp channel (rendered and sent by its outbox worker); False when written before."""
     added = await outbox.add(
         conn,
@@ -78,7 +77,7 @@ async def _notice(conn: AsyncConnection, incident_id: int, episode: int, what: s
     return added is not None
 
 
-async def _resolved_notice_if_due(conn: AsyncConnection, incident_id: int, episode: int, now: float) -> None:
+async def _resolved_notice_if_due(conn: Connection, incident_id: int, episode: int, now: float) -> None:
     """Once the episode is resolved (by its alerts or by hand) and its investigation has ended: its
     ``resolved`` follow-up (post-mortem, Jira), and when its alerts resolved it, the ``resolved`` notice to
     everyone paged for it (the default recipients when nobody was)."""
@@ -92,7 +91,7 @@ async def _resolved_notice_if_due(conn: AsyncConnection, incident_id: int, episo
 
 
 async def _page(
-    conn: AsyncConnection, escalations: Escalations | None, incident_id: int, episode: int, now: float
+    conn: Connection, escalations: Escalations | None, incident_id: int, episode: int, now: float
 ) -> dict[str, Any]:
     """Start the episode's escalation chain; the notice payload addressing level 1 (``to``, ``paged``: why),
     or {} without escalations or when the chain was started before."""
@@ -111,7 +110,7 @@ async def _page(
     return {"to": page.numbers, "paged": page.reason} if page is not None else {}
 
 
-async def open_or_lock(conn: AsyncConnection, values: dict[str, Any], receiver: str, now: float) -> tuple[Row, bool]:
+async def open_or_lock(conn: Connection, values: dict[str, Any], receiver: str, now: float) -> tuple[Row, bool]:
     """The incident of ``values["group_key"]``, created ``firing`` in episode 1 when absent, locked for the
     transaction; returns ``(incident row, created)``."""
     incident = await incidents.by_group_key(conn, values["group_key"])
@@ -128,7 +127,7 @@ async def open_or_lock(conn: AsyncConnection, values: dict[str, Any], receiver: 
     return incident, incident_id is not None
 
 
-async def new_episode(conn: AsyncConnection, incident: Row, fingerprints: list[str], now: float) -> int:
+async def new_episode(conn: Connection, incident: Row, fingerprints: list[str], now: float) -> int:
     """A resolved incident fires again after its episode ended: the next episode; returns its number."""
     number = int(incident["episode"]) + 1
     await incidents.update_fields(
@@ -147,7 +146,7 @@ async def new_episode(conn: AsyncConnection, incident: Row, fingerprints: list[s
     return number
 
 
-async def unresolve(conn: AsyncConnection, incident: Row, fingerprints: list[str]) -> None:
+async def unresolve(conn: Connection, incident: Row, fingerprints: list[str]) -> None:
     """An alert that started before the episode's end fires: the episode was not over (no new page)."""
     await incidents.update_fields(conn, incident["id"], status="firing", resolved_at=None, episode_ends_at=None)
     await episodes.set_resolution(conn, incident["id"], incident["episode"], None, None)
@@ -156,7 +155,7 @@ async def unresolve(conn: AsyncConnection, incident: Row, fingerprints: list[str
     )
 
 
-async def resolve_from_alerts(conn: AsyncConnection, incident: Row, ends_at: float | None, now: float) -> None:
+async def resolve_from_alerts(conn: Connection, incident: Row, ends_at: float | None, now: float) -> None:
     """Every alert of the incident resolved; ``ends_at``: the latest alert ``endsAt`` (epoch s), the episode's end."""
     episode = int(incident["episode"])
     await incidents.update_fields(
@@ -168,13 +167,13 @@ async def resolve_from_alerts(conn: AsyncConnection, incident: Row, ends_at: flo
     await _resolved_notice_if_due(conn, incident["id"], episode, now)
 
 
-async def queue_investigation(conn: AsyncConnection, incident_id: int, episode: int, now: float) -> bool:
+async def queue_investigation(conn: Connection, incident_id: int, episode: int, now: float) -> bool:
     """An alert of the episode was seen firing: its one investigation is queued; True when this call queued it."""
     return await episodes.queue_investigation(conn, incident_id, episode, now)
 
 
 async def acknowledge(
-    conn: AsyncConnection, incident_id: int, by: str, now: float, note: str | None = None
+    conn: Connection, incident_id: int, by: str, now: float, note: str | None = None
 ) -> Acknowledgement:
     """Acknowledge the incident for ``by``; the first acknowledgement wins.
 
@@ -190,7 +189,7 @@ async def acknowledge(
 
 
 async def resolve_by_hand(
-    conn: AsyncConnection, incident_id: int, by: str, now: float, note: str | None = None
+    conn: Connection, incident_id: int, by: str, now: float, note: str | None = None
 ) -> Resolution:
     """Resolve the incident by hand for ``by`` (its alerts may still fire); the episode ends now.
 
@@ -209,7 +208,7 @@ async def resolve_by_hand(
 
 
 async def begin_investigation(
-    conn: AsyncConnection, claim: Row, engine: str, alert_count: int, replica_id: str, now: float
+    conn: Connection, claim: Row, engine: str, alert_count: int, replica_id: str, now: float
 ) -> None:
     """The investigation of ``claim`` (an ``episodes`` row just claimed) starts on ``replica_id`` with ``engine``.
 
@@ -239,7 +238,7 @@ async def begin_investigation(
 
 
 async def record_diagnosis(
-    conn: AsyncConnection,
+    conn: Connection,
     incident_id: int,
     episode: int,
     diagnosis: Diagnosis,
@@ -275,7 +274,7 @@ async def record_diagnosis(
 
 
 async def fail_investigation(
-    conn: AsyncConnection,
+    conn: Connection,
     incident_id: int,
     episode: int,
     error: str,
@@ -293,7 +292,7 @@ async def fail_investigation(
     await _resolved_notice_if_due(conn, incident_id, episode, now)
 
 
-async def _existing(conn: AsyncConnection, incident_id: int) -> Row:
+async def _existing(conn: Connection, incident_id: int) -> Row:
     incident = await incidents.get(conn, incident_id)
     if incident is None:
         raise LookupError(f"incident {incident_id} not found")

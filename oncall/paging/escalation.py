@@ -14,12 +14,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.paging.planner import IncidentState, Timer, decide, page_reason, stop_reason
 from oncall.roster.chain import EscalationChain, OwnerTeams, Recipient, escalation_chain
 from oncall.roster.models import Roster
 from oncall.store import incidents, pages, timeline
+from oncall.store.database import Connection
 from oncall.store.rows import Row
 
 CLAIM_BATCH = 50
@@ -94,7 +93,7 @@ class Escalations:
 
     async def start(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         *,
         incident_id: int,
         episode: int,
@@ -147,7 +146,7 @@ class Escalations:
         await self._paged(conn, page, chain, episode_started_at, now)
         return page
 
-    async def claim_due(self, conn: AsyncConnection, now: float) -> list[Page]:
+    async def claim_due(self, conn: Connection, now: float) -> list[Page]:
         """Claim every level due at ``now`` (epoch s, at most ``batch``): page it and arm the next, or
         stop the chain when the incident was acknowledged or resolved. Returns the pages to send."""
         sent = []
@@ -173,13 +172,13 @@ class Escalations:
         return sent
 
     async def stop(
-        self, conn: AsyncConnection, incident_id: int, reason: str, now: float, episode: int | None = None
+        self, conn: Connection, incident_id: int, reason: str, now: float, episode: int | None = None
     ) -> int:
         """Stop the incident's chain (see ``stop_chain``); returns how many armed levels were cancelled."""
         return await stop_chain(conn, incident_id, reason, now, episode)
 
     async def _paged(
-        self, conn: AsyncConnection, page: Page, chain: EscalationChain, episode_started_at: float, now: float
+        self, conn: Connection, page: Page, chain: EscalationChain, episode_started_at: float, now: float
     ) -> bool:
         """Mark the row paged, put the page on the timeline and arm the next level; False when another
         claimer paged the row first."""
@@ -211,20 +210,18 @@ class Escalations:
         return True
 
     @staticmethod
-    async def _stopped(conn: AsyncConnection, row: Row, reason: str, cancelled: int) -> None:
+    async def _stopped(conn: Connection, row: Row, reason: str, cancelled: int) -> None:
         await _stopped(conn, row, reason, cancelled)
 
 
-async def _stopped(conn: AsyncConnection, row: Row, reason: str, cancelled: int) -> None:
+async def _stopped(conn: Connection, row: Row, reason: str, cancelled: int) -> None:
     detail = {"reason": reason, "episode": row.get("episode"), "cancelled_levels": cancelled}
     if "level" in row:
         detail["level"] = row["level"]
     await timeline.add(conn, int(row["incident_id"]), "escalation_stopped", detail)
 
 
-async def stop_chain(
-    conn: AsyncConnection, incident_id: int, reason: str, now: float, episode: int | None = None
-) -> int:
+async def stop_chain(conn: Connection, incident_id: int, reason: str, now: float, episode: int | None = None) -> int:
     """Stop the incident's chain (one ``episode`` only when given) for ``reason`` (``acknowledged``,
     ``resolved``) in the caller's transaction: cancels its armed levels, records ``escalation_stopped``
     when there were any; returns how many were cancelled. Needs no roster (the acknowledging and resolving

@@ -23,14 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.catalog.models import Catalog
 from oncall.diagnosis import ProposedAction
 from oncall.remediation.catalogue import describe, normalise
 from oncall.remediation.guardrails import HOUR_S, budget_check
 from oncall.store import incidents, remediations, timeline
-from oncall.store.database import Store
+from oncall.store.database import Connection, Store
 from oncall.store.remediations import proposal_key
 from oncall.store.rows import Row
 
@@ -145,7 +143,7 @@ class Decisions:
 
     async def _refusal(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         incident: Row,
         action: ProposedAction,
         number: int,
@@ -175,7 +173,7 @@ class Decisions:
             return await self._already(conn, incident, number)
         return await self._budget_refusal(conn, incident, approve) if approve else None
 
-    async def _budget_refusal(self, conn: AsyncConnection, incident: Row, approve: bool) -> str | None:
+    async def _budget_refusal(self, conn: Connection, incident: Row, approve: bool) -> str | None:
         service = str((incident.get("diagnosis") or {}).get("affected_service") or incident.get("service"))
         entry = self.catalog.get(service)
         if entry is None or entry.control_plane is None:
@@ -191,7 +189,7 @@ class Decisions:
         )
         return None if reason is None else f"Not run: {reason}."
 
-    async def _already(self, conn: AsyncConnection, incident: Row, number: int) -> str:
+    async def _already(self, conn: Connection, incident: Row, number: int) -> str:
         row = await remediations.decision(conn, int(incident["id"]), proposal_key(incident), number)
         if row is None:
             return f"Option {number} of #{incident['id']} is being decided right now; nothing more to do."

@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.catalog.models import Catalog, ServiceEntry
 from oncall.diagnosis import ProposedAction
 from oncall.remediation.catalogue import describe
@@ -30,7 +28,7 @@ from oncall.remediation.controlplane import ControlPlaneError, Fleet, ProcessMan
 from oncall.remediation.guardrails import fleet_check
 from oncall.remediation.verifier import Figures, Verifier, figures_text
 from oncall.store import incidents, remediations, timeline
-from oncall.store.database import Store
+from oncall.store.database import Connection, Store
 from oncall.store.rows import Row
 from oncall.tasks import BackgroundTasks
 
@@ -47,7 +45,7 @@ class SendsMessages(Protocol):
 
     async def queue(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         body: str,
         *,
         incident_id: int | None,

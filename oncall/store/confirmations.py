@@ -12,15 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.database import storable
+from oncall.store.database import Connection, storable
 from oncall.store.rows import Row, first_row
 from oncall.store.schema import confirmations
 
 
 async def propose(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     sender: str,
     incident_id: int,
@@ -64,7 +63,7 @@ async def propose(
     return int(result.scalar_one())
 
 
-async def latest_pending(conn: AsyncConnection, sender: str, incident_id: int | None, now: float) -> Row | None:
+async def latest_pending(conn: Connection, sender: str, incident_id: int | None, now: float) -> Row | None:
     """The sender's newest pending, unexpired proposal (for ``incident_id`` when given), or None."""
     query = select(confirmations).where(
         confirmations.c.sender == sender, confirmations.c.status == "pending", confirmations.c.expires_at > now
@@ -74,7 +73,7 @@ async def latest_pending(conn: AsyncConnection, sender: str, incident_id: int | 
     return first_row(await conn.execute(query.order_by(confirmations.c.id.desc()).limit(1)))
 
 
-async def latest_expired(conn: AsyncConnection, sender: str, now: float) -> Row | None:
+async def latest_expired(conn: Connection, sender: str, now: float) -> Row | None:
     """The sender's newest proposal that expired unanswered, or None (to say why a YES did nothing)."""
     query = select(confirmations).where(
         confirmations.c.sender == sender, confirmations.c.status == "pending", confirmations.c.expires_at <= now
@@ -82,7 +81,7 @@ async def latest_expired(conn: AsyncConnection, sender: str, now: float) -> Row 
     return first_row(await conn.execute(query.order_by(confirmations.c.id.desc()).limit(1)))
 
 
-async def decide(conn: AsyncConnection, confirmation_id: int, status: str, now: float) -> bool:
+async def decide(conn: Connection, confirmation_id: int, status: str, now: float) -> bool:
     """Mark a pending, unexpired proposal ``confirmed`` or ``declined``; False when another answer won."""
     result = await conn.execute(
         update(confirmations)

@@ -1,11 +1,11 @@
 """The agent's database: one SQLAlchemy async engine for SQLite (default) or PostgreSQL.
 
-- SQLite (``sqlite:///path``, driver aiosqlite): WAL mode, ``busy_timeout`` 5 s, foreign keys on.
-  Write blocks start with ``BEGIN IMMEDIATE`` so two writers (coroutines or processes) never deadlock
-  on a lock upgrade, and a process's own writers take turns first (``WriterTurns``: urgent writers, the
-  webhook intake, before background work); reads use a deferred ``BEGIN`` and run beside writers (WAL). SQLAlchemy's
-  documented recipe: the driver's own BEGIN is disabled (``isolation_level = None``) and the
-  ``begin`` event emits ours (SQLAlchemy docs, "Transactions with SQLite and the sqlite3 driver").
+- SQLite (``sqlite:///path``): SQLAlchemy's synchronous pysqlite engine, run on the event loop's thread and
+  never waiting inside SQLite (``oncall.store.sqlite``: WAL mode, foreign keys on, checkpoints on a worker
+  thread). Write blocks start with ``BEGIN IMMEDIATE`` so two writers (coroutines or processes) never
+  deadlock on a lock upgrade, and a process's own writers take turns first (``WriterTurns``: urgent
+  writers, the webhook intake, before background work); reads use a deferred ``BEGIN`` and run beside
+  writers (WAL).
 - PostgreSQL (``postgresql://...``, driver psycopg 3): READ COMMITTED; rows that several replicas may
   write at once are locked with ``SELECT ... FOR UPDATE`` by the store modules.
 
@@ -21,23 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
-from sqlalchemy import event
+from sqlalchemy import CursorResult, Dialect, Executable, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from oncall.redaction import Redacted, Redactor
+from oncall.store.cancellation import uncancellable
+from oncall.store.sqlite import SQLiteDatabase
 
-WRITE_OPTION = "oncall_write"
-"""Execution option set on connections of ``Store.write()`` (SQLite: ``BEGIN IMMEDIATE``)."""
-SQLITE_BUSY_TIMEOUT_MS = 5000
 UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 
 
@@ -64,23 +62,21 @@ def json_dumps(value: Any) -> str:
     return storable(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
 
 
-def async_url(url: str) -> URL:
-    """The SQLAlchemy URL with its async driver: ``sqlite`` -> aiosqlite, ``postgresql`` -> psycopg.
+def backend(url: str) -> str:
+    """``sqlite`` or ``postgresql``, the database a URL names.
 
     Raises:
         ValueError: a scheme other than sqlite or postgresql.
     """
     parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite")
-    if backend == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg")
-    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://")
+    name = parsed.get_backend_name()
+    if name not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://")
+    return name
 
 
 def sync_url(url: str) -> URL:
-    """The URL with a synchronous driver (Alembic migrations): pysqlite or psycopg."""
+    """The URL with a synchronous driver (Alembic migrations; the SQLite store): pysqlite or psycopg."""
     parsed = make_url(url)
     return parsed.set(drivername="sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql+psycopg")
 
@@ -93,19 +89,6 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _sqlite_begin)
-    cursor = dbapi_connection.cursor()
-    for pragma in (
-        "journal_mode=WAL",
-        "synchronous=NORMAL",
-        "foreign_keys=ON",
-        f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-    ):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
-
-
 def _redact_parameters(parameters: Any, redact: Callable[[str], str]) -> Any:
     """DBAPI parameters (a tuple, a dict, or a list of them for executemany) with every string redacted."""
     if isinstance(parameters, str):
@@ -115,35 +98,6 @@ def _redact_parameters(parameters: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(parameters, (list, tuple)):
         return type(parameters)(_redact_parameters(value, redact) for value in parameters)
     return parameters
-
-
-def _sqlite_begin(connection: Any) -> None:
-    write = connection.get_execution_options().get(WRITE_OPTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-T = TypeVar("T")
-
-
-async def uncancellable(step: Awaitable[T]) -> T:
-    """Run ``step`` (a statement, BEGIN, COMMIT, ROLLBACK) to its end even when the task is cancelled meanwhile;
-    the cancellation (however many times it is repeated) is raised once it finished. SQLAlchemy invalidates a
-    connection whose operation is cut by a cancellation, and with aiosqlite the dropped connection keeps its
-    SQLite write lock until it is garbage-collected, so no operation is ever cut."""
-    task = asyncio.ensure_future(step)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait({task})  # never cancels ``task`` itself
-        except asyncio.CancelledError:
-            # anyio's cancel scopes (Starlette's streaming responses) cancel again at every await: keep waiting,
-            # or a late BEGIN would run on a connection already handed back to the pool.
-            cancelled = True
-    if cancelled:
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation wins
-        raise asyncio.CancelledError
-    return task.result()
 
 
 class ShieldedConnection(AsyncConnection):
@@ -163,8 +117,8 @@ class ShieldedEngine(AsyncEngine):
 @asynccontextmanager
 async def _transaction(conn: AsyncConnection) -> AsyncIterator[None]:
     """Begin, then commit or roll back, every step and statement run to its end even when the task is cancelled
-    (shutdown, a lost claim), so a cancelled task never leaves a SQLite write lock or a PostgreSQL
-    transaction open on a pooled connection."""
+    (shutdown, a lost claim), so a cancelled task never leaves a PostgreSQL transaction open on a pooled
+    connection."""
     transaction = conn.begin()
     try:
         await uncancellable(transaction.start())
@@ -206,7 +160,7 @@ class WriterTurns:
             except asyncio.CancelledError:
                 if handed.done() and not handed.cancelled():
                     self._pass_on()
-                else:
+                elif handed in self._waiting[urgent]:  # a holder's _pass_on may have dropped it already
                     self._waiting[urgent].remove(handed)
                 raise
         self._busy = True
@@ -226,37 +180,59 @@ class WriterTurns:
         self._busy = False
 
 
+class Connection(Protocol):
+    """What the store modules use of a transaction's connection: ``InlineConnection`` on SQLite,
+    ``AsyncConnection`` on PostgreSQL."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """The SQLAlchemy dialect (``dialect.name``: ``sqlite`` or ``postgresql``)."""
+        ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        """Run one Core statement (``parameters``: a dict, or a list of dicts for executemany); a buffered result."""
+        ...
+
+
 class Store:
-    """The async engine and its transactions.
+    """The database and its transactions.
 
     Args:
-        url: ``sqlite:///relative/or/absolute.db`` or ``postgresql://user:pw@host:port/db``
-            (the async driver is chosen here; see ``async_url``). A SQLite file's folder is created.
+        url: ``sqlite:///relative/or/absolute.db`` or ``postgresql://user:pw@host:port/db`` (the driver is
+            chosen here: pysqlite on the event loop's thread, or psycopg 3 async). A SQLite file's folder is
+            created.
         redact: applied to every string written (default: a ``Redactor`` of secret-shaped strings only;
             the agent passes one that also knows the configured secret values).
+
+    Raises:
+        ValueError: a URL scheme other than sqlite or postgresql.
     """
 
     def __init__(self, url: str, redact: Callable[[str], str] | None = None) -> None:
         self.url = url
         self.redact = redact or Redactor()
-        path = sqlite_path(url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # A local SQLite file needs no liveness ping on every checkout (each costs aiosqlite thread hops).
-        # The pool's rollback on checkin stays: it ends a transaction whose BEGIN a cancelled task left behind.
-        local = make_url(url).get_backend_name() == "sqlite"
-        engine = create_async_engine(async_url(url), json_serializer=json_dumps, pool_pre_ping=not local)
-        self.engine: AsyncEngine = ShieldedEngine(engine.sync_engine)
-        self.dialect = self.engine.dialect.name
-        # SQLite has one writer at a time: this process's writers queue here (fair, FIFO, holding no pooled
-        # connection) instead of in SQLite's busy handler, where a burst of them could each wait out
-        # busy_timeout while the writer holding the lock waits for the event loop. Other processes on the
-        # same file still meet the busy handler.
-        self._writers = WriterTurns() if self.dialect == "sqlite" else None
-        event.listen(self.engine.sync_engine, "before_cursor_execute", self._before_execute, retval=True)
+        self.dialect = backend(url)
+        self._sqlite: SQLiteDatabase | None = None
+        self._postgres: AsyncEngine | None = None
+        self._writers: WriterTurns | None = None
         if self.dialect == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+            path = sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._sqlite = SQLiteDatabase(sync_url(url), path, self._before_execute, json_dumps)
+            # SQLite has one writer at a time: this process's writers queue here (fair, FIFO, holding no pooled
+            # connection) instead of retrying a busy BEGIN IMMEDIATE. Other processes on the same file are
+            # waited for by the retries (``oncall.store.sqlite``).
+            self._writers = WriterTurns()
+        else:
+            engine = create_async_engine(sync_url(url), json_serializer=json_dumps, pool_pre_ping=True)
+            self._postgres = ShieldedEngine(engine.sync_engine)
+            event.listen(self._postgres.sync_engine, "before_cursor_execute", self._before_execute, retval=True)
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with its password masked (for logs)."""
+        return make_url(self.url).render_as_string(hide_password=True)
 
     def _before_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
@@ -264,21 +240,31 @@ class Store:
         return statement, _redact_parameters(parameters, self.redact)
 
     @asynccontextmanager
-    async def write(self, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def write(self, urgent: bool = False) -> AsyncIterator[Connection]:
         """A read-write transaction: committed when the block ends, rolled back when it raises. ``urgent``: on
         SQLite, ahead of the writers of this process waiting for their turn (``WriterTurns``)."""
-        turn = self._writers.turn(urgent) if self._writers is not None else contextlib.nullcontext()
-        async with turn, self.engine.connect() as conn:
-            conn = await conn.execution_options(**{WRITE_OPTION: True})
-            async with _transaction(conn):
-                yield conn
+        if self._sqlite is not None and self._writers is not None:
+            async with self._writers.turn(urgent), self._sqlite.transaction(write=True) as inline:
+                yield inline
+            return
+        assert self._postgres is not None
+        async with self._postgres.connect() as conn, _transaction(conn):
+            yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Connection]:
         """A read-only transaction (a consistent snapshot on both dialects)."""
-        async with self.engine.connect() as conn, _transaction(conn):
+        if self._sqlite is not None:
+            async with self._sqlite.transaction(write=False) as inline:
+                yield inline
+            return
+        assert self._postgres is not None
+        async with self._postgres.connect() as conn, _transaction(conn):
             yield conn
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self.engine.dispose()
+        """Close every pooled connection (SQLite: after a running checkpoint)."""
+        if self._sqlite is not None:
+            await self._sqlite.close()
+        if self._postgres is not None:
+            await self._postgres.dispose()

@@ -15,22 +15,22 @@ holder's, so replicas need synchronised clocks (NTP; skew well under ``LEASE_S``
 from __future__ import annotations
 
 from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oncall.store.database import Connection
 from oncall.store.rows import Row, all_rows, first_row, insert_ignoring_conflicts
 from oncall.store.schema import episodes
 
 CLAIMABLE = or_(episodes.c.investigation == "queued", episodes.c.investigation == "running")
 
 
-async def open_episode(conn: AsyncConnection, incident_id: int, number: int, now: float) -> None:
+async def open_episode(conn: Connection, incident_id: int, number: int, now: float) -> None:
     """Insert episode ``number`` of the incident (nothing when it exists)."""
     await conn.execute(
         insert_ignoring_conflicts(conn, episodes).values(incident_id=incident_id, number=number, opened_at=now)
     )
 
 
-async def get(conn: AsyncConnection, incident_id: int, number: int) -> Row | None:
+async def get(conn: Connection, incident_id: int, number: int) -> Row | None:
     """Episode ``number`` of the incident, or None."""
     result = await conn.execute(
         select(episodes).where(episodes.c.incident_id == incident_id, episodes.c.number == number)
@@ -38,7 +38,7 @@ async def get(conn: AsyncConnection, incident_id: int, number: int) -> Row | Non
     return first_row(result)
 
 
-async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+async def for_incident(conn: Connection, incident_id: int) -> list[Row]:
     """The incident's episodes, oldest first."""
     result = await conn.execute(
         select(episodes).where(episodes.c.incident_id == incident_id).order_by(episodes.c.number)
@@ -46,7 +46,7 @@ async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
     return all_rows(result)
 
 
-async def queue_investigation(conn: AsyncConnection, incident_id: int, number: int, now: float) -> bool:
+async def queue_investigation(conn: Connection, incident_id: int, number: int, now: float) -> bool:
     """Ask for the episode's investigation; True when this call did (it was ``none``), False otherwise."""
     result = await conn.execute(
         update(episodes)
@@ -57,7 +57,7 @@ async def queue_investigation(conn: AsyncConnection, incident_id: int, number: i
 
 
 async def set_resolution(
-    conn: AsyncConnection, incident_id: int, number: int, resolved_at: float | None, resolution: str | None
+    conn: Connection, incident_id: int, number: int, resolved_at: float | None, resolution: str | None
 ) -> None:
     """Record how the episode ended (``alerts`` or ``manual``, at ``resolved_at``), or clear it (None, None)."""
     await conn.execute(
@@ -67,7 +67,7 @@ async def set_resolution(
     )
 
 
-async def claim(conn: AsyncConnection, replica_id: str, now: float, lease_s: float, limit: int) -> list[Row]:
+async def claim(conn: Connection, replica_id: str, now: float, lease_s: float, limit: int) -> list[Row]:
     """Claim up to ``limit`` investigations for ``replica_id``: queued ones, oldest first, and running ones
     whose lease passed (taken over). An incident with a live claim is not claimed twice.
 
@@ -108,7 +108,7 @@ async def claim(conn: AsyncConnection, replica_id: str, now: float, lease_s: flo
     return rows
 
 
-async def claim_one(conn: AsyncConnection, episode_id: int, replica_id: str, now: float, lease_s: float) -> bool:
+async def claim_one(conn: Connection, episode_id: int, replica_id: str, now: float, lease_s: float) -> bool:
     """Claim this episode's investigation whatever its state (an explicit request); True when claimed."""
     result = await conn.execute(
         update(episodes)
@@ -124,7 +124,7 @@ async def claim_one(conn: AsyncConnection, episode_id: int, replica_id: str, now
     return bool(result.rowcount)
 
 
-async def renew(conn: AsyncConnection, episode_ids: list[int], replica_id: str, lease_until: float) -> set[int]:
+async def renew(conn: Connection, episode_ids: list[int], replica_id: str, lease_until: float) -> set[int]:
     """Extend the leases ``replica_id`` still holds among ``episode_ids``; returns the ids still held."""
     if not episode_ids:
         return set()
@@ -133,7 +133,7 @@ async def renew(conn: AsyncConnection, episode_ids: list[int], replica_id: str, 
     return {int(row.id) for row in await conn.execute(select(episodes.c.id).where(*held))}
 
 
-async def finish(conn: AsyncConnection, episode_id: int, replica_id: str, outcome: str, now: float) -> bool:
+async def finish(conn: Connection, episode_id: int, replica_id: str, outcome: str, now: float) -> bool:
     """Close the investigation ``replica_id`` holds as ``done`` or ``failed``; False when the claim was lost
     (another replica took it over): the caller then discards its result (fencing)."""
     result = await conn.execute(
@@ -144,7 +144,7 @@ async def finish(conn: AsyncConnection, episode_id: int, replica_id: str, outcom
     return bool(result.rowcount)
 
 
-async def release(conn: AsyncConnection, replica_id: str, episode_ids: list[int] | None = None) -> int:
+async def release(conn: Connection, replica_id: str, episode_ids: list[int] | None = None) -> int:
     """Hand running investigations of ``replica_id`` back to the queue (all, or ``episode_ids``): at shutdown,
     and at start for claims a previous process with the same replica id left. Returns how many."""
     query = update(episodes).where(episodes.c.claimed_by == replica_id, episodes.c.investigation == "running")
@@ -154,7 +154,7 @@ async def release(conn: AsyncConnection, replica_id: str, episode_ids: list[int]
     return int(result.rowcount)
 
 
-async def backlog(conn: AsyncConnection, now: float) -> Row:
+async def backlog(conn: Connection, now: float) -> Row:
     """``{"queued", "running", "expired_leases", "oldest_queued_at"}`` over all incidents."""
     result = await conn.execute(
         select(

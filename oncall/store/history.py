@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oncall.store.database import Connection
 from oncall.store.rows import Row, all_rows, first_row
 from oncall.store.schema import incident_alerts, incidents, tickets, timeline, tool_calls
 
@@ -33,7 +33,7 @@ HISTORY_COLUMNS = (
 )
 
 
-async def resolved_candidates(conn: AsyncConnection, *, exclude_id: int, limit: int) -> list[Row]:
+async def resolved_candidates(conn: Connection, *, exclude_id: int, limit: int) -> list[Row]:
     """Resolved incidents other than ``exclude_id``, most recently resolved first, at most ``limit``,
     each with its history (see ``with_history``)."""
     query = (
@@ -45,14 +45,14 @@ async def resolved_candidates(conn: AsyncConnection, *, exclude_id: int, limit: 
     return await with_history(conn, all_rows(await conn.execute(query)))
 
 
-async def one(conn: AsyncConnection, incident_id: int) -> Row | None:
+async def one(conn: Connection, incident_id: int) -> Row | None:
     """One incident (any status) with its history, or None."""
     query = select(*(incidents.c[name] for name in HISTORY_COLUMNS)).where(incidents.c.id == incident_id)
     found = await with_history(conn, all_rows(await conn.execute(query)))
     return found[0] if found else None
 
 
-async def with_history(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
+async def with_history(conn: Connection, rows: list[Row]) -> list[Row]:
     """Add to each incident row: ``alerts`` (``[{"alertname", "labels"}]``), ``ticket`` (the newest
     ``created`` ticket, else the newest one, or None), ``resolution`` (the last ``resolved`` event
     ``{"at", "detail"}`` or None), ``actions`` (``[{"at", "kind", "detail"}]`` oldest first),
@@ -91,7 +91,7 @@ async def with_history(conn: AsyncConnection, rows: list[Row]) -> list[Row]:
     return rows
 
 
-async def _grouped(conn: AsyncConnection, query: Any) -> dict[int, list[Row]]:
+async def _grouped(conn: Connection, query: Any) -> dict[int, list[Row]]:
     """Rows of ``query`` grouped by their ``incident_id``, in query order."""
     grouped: dict[int, list[Row]] = {}
     for row in all_rows(await conn.execute(query)):
@@ -117,7 +117,7 @@ def _episode_facts(row: Row, events: list[Row]) -> Row:
     }
 
 
-async def last_ticket_of_group(conn: AsyncConnection, group_key: str) -> Row | None:
+async def last_ticket_of_group(conn: Connection, group_key: str) -> Row | None:
     """The newest ``created`` Jira ticket of the incident with ``group_key`` (the same alert group),
     with ``incident_status`` and ``last_resolved_at`` (epoch s of its last ``resolved`` event, None
     when it never resolved); None without such a ticket."""

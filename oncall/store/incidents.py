@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from sqlalchemy import exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oncall.store.database import Connection
 from oncall.store.rows import Row, all_rows, first_row, insert_ignoring_conflicts
 from oncall.store.schema import incident_alerts, incidents, messages
 
@@ -17,29 +17,29 @@ IncidentStatus = Literal["firing", "resolved"]
 InvestigationStatus = Literal["pending", "running", "done", "failed", "interrupted"]
 
 
-async def get(conn: AsyncConnection, incident_id: int) -> Row | None:
+async def get(conn: Connection, incident_id: int) -> Row | None:
     """The incident row (JSON columns decoded; ``diagnosis`` a dict or None), or None."""
     return first_row(await conn.execute(select(incidents).where(incidents.c.id == incident_id)))
 
 
-async def exists_id(conn: AsyncConnection, incident_id: int) -> bool:
+async def exists_id(conn: Connection, incident_id: int) -> bool:
     """True when the incident exists."""
     result = await conn.execute(select(incidents.c.id).where(incidents.c.id == incident_id))
     return result.first() is not None
 
 
-async def by_group_key(conn: AsyncConnection, group_key: str) -> Row | None:
+async def by_group_key(conn: Connection, group_key: str) -> Row | None:
     """The incident of ``group_key``, locked for the transaction on PostgreSQL (``FOR UPDATE``)."""
     result = await conn.execute(select(incidents).where(incidents.c.group_key == group_key).with_for_update())
     return first_row(result)
 
 
-async def lock(conn: AsyncConnection, incident_id: int) -> Row | None:
+async def lock(conn: Connection, incident_id: int) -> Row | None:
     """The incident row locked for the transaction (PostgreSQL ``FOR UPDATE``; SQLite writers are serialised)."""
     return first_row(await conn.execute(select(incidents).where(incidents.c.id == incident_id).with_for_update()))
 
 
-async def add_if_absent(conn: AsyncConnection, values: dict[str, Any]) -> int | None:
+async def add_if_absent(conn: Connection, values: dict[str, Any]) -> int | None:
     """Insert an incident (``values``: its columns) unless its group key has one (``INSERT ... ON CONFLICT DO
     NOTHING``: concurrent replicas never create two); returns the new id, or None when it existed."""
     result = await conn.execute(insert_ignoring_conflicts(conn, incidents).values(**values).returning(incidents.c.id))
@@ -47,7 +47,7 @@ async def add_if_absent(conn: AsyncConnection, values: dict[str, Any]) -> int | 
     return int(row.id) if row is not None else None
 
 
-async def update_fields(conn: AsyncConnection, incident_id: int, **values: Any) -> int:
+async def update_fields(conn: Connection, incident_id: int, **values: Any) -> int:
     """Set columns of one incident; returns the number of rows changed (0 or 1).
 
     Status columns (``status``, ``investigation_status``, ``acknowledged_*``) are changed only by
@@ -57,7 +57,7 @@ async def update_fields(conn: AsyncConnection, incident_id: int, **values: Any) 
     return int(result.rowcount)
 
 
-async def acknowledge_once(conn: AsyncConnection, incident_id: int, by: str, now: float) -> bool:
+async def acknowledge_once(conn: Connection, incident_id: int, by: str, now: float) -> bool:
     """Set ``acknowledged_at/by`` unless the incident was acknowledged before; True when this call set them."""
     result = await conn.execute(
         update(incidents)
@@ -67,7 +67,7 @@ async def acknowledge_once(conn: AsyncConnection, incident_id: int, by: str, now
     return bool(result.rowcount)
 
 
-async def resolve_if_open(conn: AsyncConnection, incident_id: int, now: float) -> bool:
+async def resolve_if_open(conn: Connection, incident_id: int, now: float) -> bool:
     """Set ``status='resolved'`` unless it already is; True when this call resolved it."""
     result = await conn.execute(
         update(incidents)
@@ -78,7 +78,7 @@ async def resolve_if_open(conn: AsyncConnection, incident_id: int, now: float) -
 
 
 async def set_investigation_status(
-    conn: AsyncConnection, incident_id: int, status: InvestigationStatus, now: float, episode: int | None = None
+    conn: Connection, incident_id: int, status: InvestigationStatus, now: float, episode: int | None = None
 ) -> int:
     """Set ``investigation_status`` (only while the incident is in ``episode`` when given); returns rows changed."""
     query = update(incidents).where(incidents.c.id == incident_id)
@@ -88,13 +88,13 @@ async def set_investigation_status(
     return int(result.rowcount)
 
 
-async def count_firing(conn: AsyncConnection) -> int:
+async def count_firing(conn: Connection) -> int:
     """Number of incidents with status ``firing``."""
     result = await conn.execute(select(func.count()).select_from(incidents).where(incidents.c.status == "firing"))
     return int(result.scalar_one())
 
 
-async def summaries(conn: AsyncConnection, status: IncidentStatus | None, limit: int) -> list[Row]:
+async def summaries(conn: Connection, status: IncidentStatus | None, limit: int) -> list[Row]:
     """Incident summaries newest first, with ``alerts_total``/``alerts_firing`` and the raw ``diagnosis``."""
     total = (
         select(func.count())
@@ -137,7 +137,7 @@ async def summaries(conn: AsyncConnection, status: IncidentStatus | None, limit:
     )
 
 
-async def latest_id(conn: AsyncConnection, *, firing_only: bool, paged_number: str | None = None) -> int | None:
+async def latest_id(conn: Connection, *, firing_only: bool, paged_number: str | None = None) -> int | None:
     """The newest incident id: only firing ones with ``firing_only``; with ``paged_number``, only those
     that number (or the console channel) was messaged about."""
     query = select(incidents.c.id)
@@ -159,7 +159,7 @@ async def latest_id(conn: AsyncConnection, *, firing_only: bool, paged_number: s
 # ---------------------------------------------------------------- incident_alerts
 
 
-async def alerts(conn: AsyncConnection, incident_id: int) -> list[Row]:
+async def alerts(conn: Connection, incident_id: int) -> list[Row]:
     """The incident's alerts (labels and annotations decoded), oldest first."""
     result = await conn.execute(
         select(incident_alerts)
@@ -169,7 +169,7 @@ async def alerts(conn: AsyncConnection, incident_id: int) -> list[Row]:
     return all_rows(result)
 
 
-async def alert_states(conn: AsyncConnection, incident_id: int) -> dict[str, Row]:
+async def alert_states(conn: Connection, incident_id: int) -> dict[str, Row]:
     """``{fingerprint: {"status", "starts_at", "ends_at"}}`` of the incident's alerts (times as stored, RFC 3339)."""
     result = await conn.execute(
         select(
@@ -184,12 +184,12 @@ async def alert_states(conn: AsyncConnection, incident_id: int) -> dict[str, Row
     }
 
 
-async def add_alert(conn: AsyncConnection, values: dict[str, Any]) -> None:
+async def add_alert(conn: Connection, values: dict[str, Any]) -> None:
     """Insert an alert seen for the first time in its incident (``values``: its columns)."""
     await conn.execute(insert(incident_alerts).values(**values))
 
 
-async def update_alert(conn: AsyncConnection, incident_id: int, fingerprint: str, values: dict[str, Any]) -> None:
+async def update_alert(conn: Connection, incident_id: int, fingerprint: str, values: dict[str, Any]) -> None:
     """Set columns of one alert of an incident."""
     await conn.execute(
         update(incident_alerts)
@@ -199,7 +199,7 @@ async def update_alert(conn: AsyncConnection, incident_id: int, fingerprint: str
 
 
 async def alerts_page(
-    conn: AsyncConnection, incident_id: int, *, status: str | None, offset: int, limit: int
+    conn: Connection, incident_id: int, *, status: str | None, offset: int, limit: int
 ) -> tuple[int, list[Row]]:
     """``(total, rows)``: the number of the incident's alerts (with ``status`` when given) and ``limit``
     of them from ``offset``, oldest first."""

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.database import storable
+from oncall.store.database import Connection, storable
 from oncall.store.rows import Row, all_rows
 from oncall.store.schema import investigations, tool_calls
 
 
 async def start(
-    conn: AsyncConnection,
+    conn: Connection,
     incident_id: int,
     engine: str,
     started_at: float,
@@ -38,7 +37,7 @@ async def start(
 
 
 async def finish(
-    conn: AsyncConnection,
+    conn: Connection,
     investigation_id: int,
     status: str,
     finished_at: float,
@@ -64,7 +63,7 @@ async def finish(
 
 
 async def interrupt_running(
-    conn: AsyncConnection,
+    conn: Connection,
     finished_at: float,
     reason: str,
     *,
@@ -82,7 +81,7 @@ async def interrupt_running(
     return int(result.rowcount)
 
 
-async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+async def for_incident(conn: Connection, incident_id: int) -> list[Row]:
     """The incident's engine runs, oldest first."""
     result = await conn.execute(
         select(investigations).where(investigations.c.incident_id == incident_id).order_by(investigations.c.id)
@@ -90,13 +89,13 @@ async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
     return all_rows(result)
 
 
-async def add_tool_call(conn: AsyncConnection, values: dict[str, Any]) -> None:
+async def add_tool_call(conn: Connection, values: dict[str, Any]) -> None:
     """Append one tool call to the audit trail (``values``: the ``tool_calls`` columns but ``id``)."""
     clean = {key: storable(value) if isinstance(value, str) else value for key, value in values.items()}
     await conn.execute(insert(tool_calls).values(**clean))
 
 
-async def tool_calls_for(conn: AsyncConnection, incident_id: int, tool: str | None = None) -> list[Row]:
+async def tool_calls_for(conn: Connection, incident_id: int, tool: str | None = None) -> list[Row]:
     """The incident's tool calls oldest first (only successful calls of ``tool`` when given)."""
     query = select(tool_calls).where(tool_calls.c.incident_id == incident_id)
     if tool is not None:

@@ -6,15 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.database import storable
+from oncall.store.database import Connection, storable
 from oncall.store.rows import Row, all_rows, insert_ignoring_conflicts
 from oncall.store.schema import messages
 
 
 async def queue_outbound(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     incident_id: int | None,
     channel: str,
@@ -43,7 +42,7 @@ async def queue_outbound(
 
 
 async def finish_outbound(
-    conn: AsyncConnection,
+    conn: Connection,
     message_id: int,
     *,
     status: str,
@@ -60,7 +59,7 @@ async def finish_outbound(
 
 
 async def add_inbound(
-    conn: AsyncConnection, *, from_number: str, to_number: str | None, body: str, message_sid: str, now: float
+    conn: Connection, *, from_number: str, to_number: str | None, body: str, message_sid: str, now: float
 ) -> bool:
     """Store an inbound message; False when its ``message_sid`` was already stored (a Twilio retry)."""
     result = await conn.execute(
@@ -80,12 +79,12 @@ async def add_inbound(
     return bool(result.rowcount)
 
 
-async def link_inbound(conn: AsyncConnection, message_sid: str, incident_id: int) -> None:
+async def link_inbound(conn: Connection, message_sid: str, incident_id: int) -> None:
     """Attach an inbound message to the incident it was about."""
     await conn.execute(update(messages).where(messages.c.message_sid == message_sid).values(incident_id=incident_id))
 
 
-async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+async def for_incident(conn: Connection, incident_id: int) -> list[Row]:
     """The incident's messages, both directions, oldest first."""
     result = await conn.execute(select(messages).where(messages.c.incident_id == incident_id).order_by(messages.c.id))
     return all_rows(result)

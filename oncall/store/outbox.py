@@ -17,15 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.database import storable
+from oncall.store.database import Connection, storable
 from oncall.store.rows import Row, all_rows, insert_ignoring_conflicts
 from oncall.store.schema import outbox
 
 
 async def add(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     event_key: str,
     channel: str,
@@ -54,7 +53,7 @@ async def add(
     return int(row.id) if row is not None else None
 
 
-async def set_payload(conn: AsyncConnection, outbox_id: int, payload: dict[str, Any]) -> None:
+async def set_payload(conn: Connection, outbox_id: int, payload: dict[str, Any]) -> None:
     """Replace a row's payload (e.g. to link the ``messages`` row written after it)."""
     await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(payload=payload))
 
@@ -71,7 +70,7 @@ def _heads() -> Any:
     return and_(outbox.c.status == "pending", ~waits_for_earlier)
 
 
-async def claim_due(conn: AsyncConnection, replica_id: str, now: float, lease_s: float, limit: int) -> list[Row]:
+async def claim_due(conn: Connection, replica_id: str, now: float, lease_s: float, limit: int) -> list[Row]:
     """Claim up to ``limit`` due rows for ``replica_id`` (lease ``lease_s`` seconds), oldest first; only the
     oldest pending row of each (incident, channel) is due. Returns the rows with ``attempts`` counting this try."""
     query = (
@@ -100,7 +99,7 @@ def _held(outbox_id: int, replica_id: str) -> Any:
     return and_(outbox.c.id == outbox_id, outbox.c.claimed_by == replica_id, outbox.c.status == "pending")
 
 
-async def mark_delivered(conn: AsyncConnection, outbox_id: int, replica_id: str, now: float) -> bool:
+async def mark_delivered(conn: Connection, outbox_id: int, replica_id: str, now: float) -> bool:
     """The row ``replica_id`` holds was delivered; False when its claim was lost (fencing: write nothing else)."""
     result = await conn.execute(
         update(outbox)
@@ -110,9 +109,7 @@ async def mark_delivered(conn: AsyncConnection, outbox_id: int, replica_id: str,
     return bool(result.rowcount)
 
 
-async def retry_later(
-    conn: AsyncConnection, outbox_id: int, replica_id: str, error: str, next_attempt_at: float
-) -> bool:
+async def retry_later(conn: Connection, outbox_id: int, replica_id: str, error: str, next_attempt_at: float) -> bool:
     """A transient failure: try again at ``next_attempt_at`` (epoch s); False when the claim was lost."""
     result = await conn.execute(
         update(outbox)
@@ -122,7 +119,7 @@ async def retry_later(
     return bool(result.rowcount)
 
 
-async def give_up(conn: AsyncConnection, outbox_id: int, replica_id: str, status: str, error: str) -> bool:
+async def give_up(conn: Connection, outbox_id: int, replica_id: str, status: str, error: str) -> bool:
     """Stop delivering: ``status`` ``failed`` (permanent error) or ``expired``; False when the claim was lost."""
     result = await conn.execute(
         update(outbox).where(_held(outbox_id, replica_id)).values(status=status, lease_until=None, last_error=error)
@@ -130,13 +127,13 @@ async def give_up(conn: AsyncConnection, outbox_id: int, replica_id: str, status
     return bool(result.rowcount)
 
 
-async def mark_warned(conn: AsyncConnection, outbox_id: int) -> bool:
+async def mark_warned(conn: Connection, outbox_id: int) -> bool:
     """Flag that the "still undelivered" warning was recorded; True the first time only."""
     result = await conn.execute(update(outbox).where(outbox.c.id == outbox_id, outbox.c.warned == 0).values(warned=1))
     return bool(result.rowcount)
 
 
-async def release(conn: AsyncConnection, replica_id: str) -> int:
+async def release(conn: Connection, replica_id: str) -> int:
     """Drop the leases ``replica_id`` holds (shutdown, or start after a crash): the rows are due again."""
     result = await conn.execute(
         update(outbox)
@@ -150,7 +147,7 @@ UNDELIVERED = ("pending", "failed", "expired")
 """Outbox statuses of rows not delivered (``backlog`` counts each)."""
 
 
-async def backlog(conn: AsyncConnection) -> Row:
+async def backlog(conn: Connection) -> Row:
     """``{"pending", "failed", "expired", "oldest_pending_at"}`` over the whole outbox; reads only the rows
     not delivered (index ``outbox_due``), however many were delivered before."""
     result = await conn.execute(
@@ -164,7 +161,7 @@ async def backlog(conn: AsyncConnection) -> Row:
     return state
 
 
-async def next_due_at(conn: AsyncConnection) -> float | None:
+async def next_due_at(conn: Connection) -> float | None:
     """When the next row can be claimed (epoch s: its next attempt, or the end of the lease someone holds),
     or None when nothing is pending."""
     ready = case(
@@ -174,7 +171,7 @@ async def next_due_at(conn: AsyncConnection) -> float | None:
     return float(value) if value is not None else None
 
 
-async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+async def for_incident(conn: Connection, incident_id: int) -> list[Row]:
     """The incident's outbox rows oldest first, without payloads (the messages and tickets show those)."""
     columns = [column for column in outbox.c if column.name != "payload"]
     result = await conn.execute(select(*columns).where(outbox.c.incident_id == incident_id).order_by(outbox.c.id))

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oncall.store.database import Connection
 from oncall.store.rows import Row, all_rows, insert_ignoring_conflicts
 from oncall.store.schema import incidents, pages
 
@@ -24,7 +24,7 @@ PageStatus = Literal["scheduled", "paged", "cancelled"]
 
 
 async def schedule(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     incident_id: int,
     episode: int,
@@ -58,7 +58,7 @@ async def schedule(
     return int(row.id) if row is not None else None
 
 
-async def claim_due(conn: AsyncConnection, now: float, limit: int) -> list[Row]:
+async def claim_due(conn: Connection, now: float, limit: int) -> list[Row]:
     """Up to ``limit`` ``scheduled`` rows due at ``now`` (epoch s), oldest due first, locked for this
     transaction (PostgreSQL: rows other transactions hold are skipped), each with its incident's
     ``incident_status`` and ``acknowledged_at``."""
@@ -74,7 +74,7 @@ async def claim_due(conn: AsyncConnection, now: float, limit: int) -> list[Row]:
 
 
 async def mark_paged(
-    conn: AsyncConnection, page_id: int, *, recipients: list[dict[str, Any]], reason: str, now: float
+    conn: Connection, page_id: int, *, recipients: list[dict[str, Any]], reason: str, now: float
 ) -> bool:
     """A ``scheduled`` row becomes ``paged`` at ``now`` with its recipients; False when it was not scheduled."""
     result = await conn.execute(
@@ -85,7 +85,7 @@ async def mark_paged(
     return bool(result.rowcount)
 
 
-async def cancel(conn: AsyncConnection, page_id: int, reason: str, now: float) -> bool:
+async def cancel(conn: Connection, page_id: int, reason: str, now: float) -> bool:
     """A ``scheduled`` row becomes ``cancelled`` with ``reason``; False when it was not scheduled."""
     result = await conn.execute(
         update(pages)
@@ -95,7 +95,7 @@ async def cancel(conn: AsyncConnection, page_id: int, reason: str, now: float) -
     return bool(result.rowcount)
 
 
-async def cancel_open(conn: AsyncConnection, incident_id: int, reason: str, now: float, episode: int | None) -> int:
+async def cancel_open(conn: Connection, incident_id: int, reason: str, now: float, episode: int | None) -> int:
     """Cancel the incident's ``scheduled`` rows (of ``episode`` only when given); returns how many."""
     query = update(pages).where(pages.c.incident_id == incident_id, pages.c.status == "scheduled")
     if episode is not None:
@@ -104,7 +104,7 @@ async def cancel_open(conn: AsyncConnection, incident_id: int, reason: str, now:
     return int(result.rowcount)
 
 
-async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+async def for_incident(conn: Connection, incident_id: int) -> list[Row]:
     """The incident's rows by episode then level (``recipients`` decoded)."""
     result = await conn.execute(
         select(pages).where(pages.c.incident_id == incident_id).order_by(pages.c.episode, pages.c.level)
@@ -112,14 +112,14 @@ async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
     return all_rows(result)
 
 
-async def next_due_at(conn: AsyncConnection) -> float | None:
+async def next_due_at(conn: Connection) -> float | None:
     """When the earliest ``scheduled`` level is due (epoch s), or None when no level is armed."""
     result = await conn.execute(select(func.min(pages.c.due_at)).where(pages.c.status == "scheduled"))
     value = result.scalar()
     return float(value) if value is not None else None
 
 
-async def paged_numbers(conn: AsyncConnection, incident_id: int, episode: int) -> list[str]:
+async def paged_numbers(conn: Connection, incident_id: int, episode: int) -> list[str]:
     """The WhatsApp numbers paged for the episode (every ``paged`` level), in paging order, each once."""
     result = await conn.execute(
         select(pages.c.recipients)

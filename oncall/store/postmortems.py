@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.database import storable
+from oncall.store.database import Connection, storable
 from oncall.store.rows import Row, first_row
 from oncall.store.schema import postmortems
 
 
-async def save(conn: AsyncConnection, incident_id: int, episode: int, markdown: str, now: float) -> None:
+async def save(conn: Connection, incident_id: int, episode: int, markdown: str, now: float) -> None:
     """Store the draft of ``(incident_id, episode)``, replacing an earlier one (``created_at`` kept)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(postmortems).values(
@@ -25,7 +24,7 @@ async def save(conn: AsyncConnection, incident_id: int, episode: int, markdown: 
     await conn.execute(statement)
 
 
-async def latest(conn: AsyncConnection, incident_id: int) -> Row | None:
+async def latest(conn: Connection, incident_id: int) -> Row | None:
     """The incident's newest draft (highest episode): ``id, incident_id, episode, markdown, created_at,
     updated_at``, or None."""
     result = await conn.execute(

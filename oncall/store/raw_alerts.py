@@ -13,15 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.database import storable
+from oncall.store.database import Connection, storable
 from oncall.store.rows import Row, first_row
 from oncall.store.schema import raw_alerts
 
 
 async def add_invalid(
-    conn: AsyncConnection, head: str, sha256: str, received_at: float, body_bytes: int, reason: str
+    conn: Connection, head: str, sha256: str, received_at: float, body_bytes: int, reason: str
 ) -> int:
     """Store a refused body as its first KiB (``head``), the SHA-256 hex digest and number of the bytes
     received and why it was refused (outcome ``invalid``; never applied); returns its id."""
@@ -56,7 +55,7 @@ class StoredBody:
     duplicate_of_group: str | None = None
 
 
-async def add_received(conn: AsyncConnection, bodies: Sequence[StoredBody]) -> list[int]:
+async def add_received(conn: Connection, bodies: Sequence[StoredBody]) -> list[int]:
     """Store valid bodies (``valid=0`` until applied; a duplicate applied at once) inside a write transaction;
     returns their ids in order.
 
@@ -96,7 +95,7 @@ async def add_received(conn: AsyncConnection, bodies: Sequence[StoredBody]) -> l
     return [int(row.id) for row in ids]
 
 
-async def get(conn: AsyncConnection, raw_id: int) -> Row | None:
+async def get(conn: Connection, raw_id: int) -> Row | None:
     """What became of one stored body: when and by whom received, whether applied (``valid``, ``outcome``,
     ``applied_at``, ``incident_id``: for a duplicate stored at receipt, the incident its first copy was
     applied to) or why not (``error``); None when there is no such row."""
@@ -124,13 +123,13 @@ async def get(conn: AsyncConnection, raw_id: int) -> Row | None:
     return first_row(result)
 
 
-async def delete_received_before(conn: AsyncConnection, before: float) -> int:
+async def delete_received_before(conn: Connection, before: float) -> int:
     """Delete the bodies received before ``before`` (epoch seconds); returns how many."""
     result = await conn.execute(delete(raw_alerts).where(raw_alerts.c.received_at < before))
     return int(result.rowcount)
 
 
-async def set_error(conn: AsyncConnection, raw_id: int, error: str) -> None:
+async def set_error(conn: Connection, raw_id: int, error: str) -> None:
     """Record why a valid body failed to apply (outcome ``failed``; it is not tried again)."""
     await conn.execute(
         update(raw_alerts).where(raw_alerts.c.id == raw_id).values(error=storable(error), outcome="failed")
@@ -138,7 +137,7 @@ async def set_error(conn: AsyncConnection, raw_id: int, error: str) -> None:
 
 
 async def mark_applied(
-    conn: AsyncConnection, raw_id: int, group_key: str, incident_id: int | None, outcome: str, applied_at: float
+    conn: Connection, raw_id: int, group_key: str, incident_id: int | None, outcome: str, applied_at: float
 ) -> bool:
     """Mark a body valid and applied to ``incident_id`` (its group key's incident) with ``outcome``
     (``accepted``/``duplicate``) at ``applied_at`` (epoch s), unless it was applied already (by another
@@ -151,7 +150,7 @@ async def mark_applied(
     return bool(result.rowcount)
 
 
-async def applied_copy_incident(conn: AsyncConnection, sha256: str, other_than: int) -> tuple[bool, int | None]:
+async def applied_copy_incident(conn: Connection, sha256: str, other_than: int) -> tuple[bool, int | None]:
     """Whether a byte-identical body (same ``sha256``) other than ``other_than`` was already applied
     (outcome ``accepted``: a copy the intake stored as ``duplicate`` may be younger than its original's
     application), and the incident it was applied to."""
@@ -165,7 +164,7 @@ async def applied_copy_incident(conn: AsyncConnection, sha256: str, other_than: 
     return (row is not None, row.incident_id if row is not None else None)
 
 
-async def claim_unapplied(conn: AsyncConnection, replica_id: str, received_before: float) -> Row | None:
+async def claim_unapplied(conn: Connection, replica_id: str, received_before: float) -> Row | None:
     """The oldest stored-but-unapplied body that ``replica_id`` received, or that anyone received before
     ``received_before`` (epoch s), locked for the transaction (``FOR UPDATE SKIP LOCKED``: two replicas
     never apply the same row), or None. Reads the partial index ``raw_alerts_unapplied``."""

@@ -17,9 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oncall.store.database import storable
+from oncall.store.database import Connection, storable
 from oncall.store.rows import Row, all_rows, first_row, insert_ignoring_conflicts
 from oncall.store.schema import remediations
 
@@ -34,7 +33,7 @@ def proposal_key(incident: Row) -> str:
     return repr(float(incident.get("diagnosed_at") or 0.0))
 
 
-async def with_decisions(conn: AsyncConnection, incident: Row) -> list[Row]:
+async def with_decisions(conn: Connection, incident: Row) -> list[Row]:
     """The current diagnosis' proposed actions, each with its ``number`` and its decision: ``status``
     (``proposed`` while undecided), ``decided_by``, ``decided_at``, ``result``, ``verification``."""
     proposed = (incident.get("diagnosis") or {}).get("proposed_actions") or []
@@ -52,7 +51,7 @@ async def with_decisions(conn: AsyncConnection, incident: Row) -> list[Row]:
 
 
 async def decide(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     incident_id: int,
     proposal_key: str,
@@ -91,12 +90,12 @@ async def decide(
     return int(row.id) if row is not None else None
 
 
-async def get(conn: AsyncConnection, remediation_id: int) -> Row | None:
+async def get(conn: Connection, remediation_id: int) -> Row | None:
     """One row, or None."""
     return first_row(await conn.execute(select(remediations).where(remediations.c.id == remediation_id)))
 
 
-async def decision(conn: AsyncConnection, incident_id: int, proposal_key: str, number: int) -> Row | None:
+async def decision(conn: Connection, incident_id: int, proposal_key: str, number: int) -> Row | None:
     """The decision on proposal ``number`` of the diagnosis ``proposal_key``, or None when undecided."""
     query = select(remediations).where(
         remediations.c.incident_id == incident_id,
@@ -112,7 +111,7 @@ def _claimable(now: float) -> Any:
     return and_(remediations.c.status.in_(("approved", *IN_FLIGHT)), free)
 
 
-async def claim(conn: AsyncConnection, remediation_id: int, replica_id: str, now: float, lease_s: float) -> bool:
+async def claim(conn: Connection, remediation_id: int, replica_id: str, now: float, lease_s: float) -> bool:
     """Claim the execution of an approved row (or one whose lease expired) for ``replica_id`` for
     ``lease_s`` seconds; False when another replica holds it or it finished."""
     result = await conn.execute(
@@ -123,7 +122,7 @@ async def claim(conn: AsyncConnection, remediation_id: int, replica_id: str, now
     return bool(result.rowcount)
 
 
-async def claimable_ids(conn: AsyncConnection, now: float, limit: int = 10) -> list[int]:
+async def claimable_ids(conn: Connection, now: float, limit: int = 10) -> list[int]:
     """Rows waiting for an executor: approved and unclaimed, or in flight with an expired lease."""
     query = select(remediations.c.id).where(_claimable(now)).order_by(remediations.c.id).limit(limit)
     return [int(row.id) for row in await conn.execute(query)]
@@ -138,7 +137,7 @@ def _held(remediation_id: int, replica_id: str) -> Any:
 
 
 async def advance(
-    conn: AsyncConnection, remediation_id: int, replica_id: str, now: float, lease_s: float, **values: Any
+    conn: Connection, remediation_id: int, replica_id: str, now: float, lease_s: float, **values: Any
 ) -> bool:
     """Update the row ``replica_id`` holds (``status``, ``request``, ``sent_at``, ``result``, ...) and renew
     its lease; False when the claim was lost (fencing: the caller must stop)."""
@@ -149,7 +148,7 @@ async def advance(
 
 
 async def finish(
-    conn: AsyncConnection, remediation_id: int, replica_id: str, status: str, now: float, **values: Any
+    conn: Connection, remediation_id: int, replica_id: str, status: str, now: float, **values: Any
 ) -> bool:
     """End the execution ``replica_id`` holds with ``status`` (``recovered``, ``not_recovered``, ``failed``)."""
     result = await conn.execute(
@@ -160,7 +159,7 @@ async def finish(
     return bool(result.rowcount)
 
 
-async def release(conn: AsyncConnection, replica_id: str) -> int:
+async def release(conn: Connection, replica_id: str) -> int:
     """Drop the leases ``replica_id`` holds (its shutdown): another replica may take the rows over at once."""
     result = await conn.execute(
         update(remediations)
@@ -170,19 +169,19 @@ async def release(conn: AsyncConnection, replica_id: str) -> int:
     return int(result.rowcount)
 
 
-async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+async def for_incident(conn: Connection, incident_id: int) -> list[Row]:
     """The incident's decisions and executions, oldest first."""
     query = select(remediations).where(remediations.c.incident_id == incident_id).order_by(remediations.c.id)
     return all_rows(await conn.execute(query))
 
 
-async def recent(conn: AsyncConnection, limit: int = 20) -> list[Row]:
+async def recent(conn: Connection, limit: int = 20) -> list[Row]:
     """The newest decisions and executions of every incident, newest first."""
     return all_rows(await conn.execute(select(remediations).order_by(remediations.c.id.desc()).limit(limit)))
 
 
 async def executed_count(
-    conn: AsyncConnection, *, since: float, service: str | None = None, incident_id: int | None = None
+    conn: Connection, *, since: float, service: str | None = None, incident_id: int | None = None
 ) -> int:
     """Approved actions (executed or about to be) decided since ``since``, for a service or an incident."""
     query = (
@@ -197,7 +196,7 @@ async def executed_count(
     return int((await conn.execute(query)).scalar_one())
 
 
-async def last_outcomes(conn: AsyncConnection, service: str, since: float, limit: int) -> list[str]:
+async def last_outcomes(conn: Connection, service: str, since: float, limit: int) -> list[str]:
     """The statuses of the service's ``limit`` newest executions finished since ``since``, newest first."""
     query = (
         select(remediations.c.status)

@@ -7,8 +7,9 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Result
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
+
+from oncall.store.database import Connection
 
 Row = dict[str, Any]
 MAX_ID = 2**63 - 1
@@ -26,7 +27,7 @@ def first_row(result: Result[Any]) -> Row | None:
     return dict(row._mapping) if row is not None else None
 
 
-def insert_ignoring_conflicts(conn: AsyncConnection, table: Table) -> Insert:
+def insert_ignoring_conflicts(conn: Connection, table: Table) -> Insert:
     """``INSERT ... ON CONFLICT DO NOTHING`` for the connection's dialect (SQLite or PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()

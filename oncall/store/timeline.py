@@ -12,18 +12,18 @@ import time
 from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oncall.store.database import Connection
 from oncall.store.rows import Row, all_rows
 from oncall.store.schema import timeline
 
 
-async def add(conn: AsyncConnection, incident_id: int, kind: str, detail: dict[str, Any] | None = None) -> None:
+async def add(conn: Connection, incident_id: int, kind: str, detail: dict[str, Any] | None = None) -> None:
     """Append an event (``detail``: a JSON-serialisable dict) to the incident's timeline, stamped now."""
     await conn.execute(insert(timeline).values(incident_id=incident_id, at=time.time(), kind=kind, detail=detail or {}))
 
 
-async def for_incident(conn: AsyncConnection, incident_id: int) -> list[Row]:
+async def for_incident(conn: Connection, incident_id: int) -> list[Row]:
     """The incident's events oldest first: ``{"id", "at", "kind", "detail"}``."""
     result = await conn.execute(
         select(timeline.c.id, timeline.c.at, timeline.c.kind, timeline.c.detail)

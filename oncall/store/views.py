@@ -14,8 +14,6 @@ import json
 from collections import Counter
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from oncall.store import (
     episodes,
     incidents,
@@ -29,6 +27,7 @@ from oncall.store import (
     timeline,
 )
 from oncall.store.alert_summary import summarise_alerts
+from oncall.store.database import Connection
 from oncall.store.incidents import IncidentStatus
 from oncall.store.rows import Row
 
@@ -39,7 +38,7 @@ PAGE_ALERT_EVENTS = 100
 ALERT_EVENTS = ("alert_firing", "alert_resolved")
 
 
-async def incident_list(conn: AsyncConnection, status: IncidentStatus | None = None, limit: int = 50) -> list[Row]:
+async def incident_list(conn: Connection, status: IncidentStatus | None = None, limit: int = 50) -> list[Row]:
     """Incident summaries, newest first.
 
     Args:
@@ -56,7 +55,7 @@ async def incident_list(conn: AsyncConnection, status: IncidentStatus | None = N
     return rows
 
 
-async def incident_detail(conn: AsyncConnection, incident_id: int) -> Row | None:
+async def incident_detail(conn: Connection, incident_id: int) -> Row | None:
     """Everything known about one incident, or None when it does not exist.
 
     Keys: the ``incidents`` row's columns (JSON decoded), alerts (at most ``PAGE_ALERTS``, the most

@@ -20,13 +20,13 @@ import logging
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.channels.jira.models import JiraConfig, JiraError, jira_error_text
 from oncall.channels.outbox import Attempt, Settled
 from oncall.channels.whatsapp.sender import WhatsAppSender
 from oncall.metrics import JIRA_TICKETS
 from oncall.store import tickets, timeline
+from oncall.store.database import Connection
 from oncall.store.rows import Row
 
 log = logging.getLogger("oncall.jira")
@@ -121,7 +121,7 @@ class JiraIssueDelivery:
             raise JiraError(response.status_code, jira_error_text(response))
         return str(response.json()["key"])
 
-    async def settled(self, conn: AsyncConnection, row: Row, attempt: Attempt, status: Settled) -> None:
+    async def settled(self, conn: Connection, row: Row, attempt: Attempt, status: Settled) -> None:
         """Record the ticket's outcome and queue the confirmation (created, failed or expired)."""
         payload = row["payload"]
         ticket_id, incident_id = int(payload["ticket_id"]), int(row["incident_id"])

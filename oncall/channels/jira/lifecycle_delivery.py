@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oncall.channels.jira.delivery import describe, transient
 from oncall.channels.jira.lifecycle import JiraLifecycle, Moved
 from oncall.channels.jira.models import JiraError
 from oncall.channels.outbox import Attempt, Settled
 from oncall.store import timeline
+from oncall.store.database import Connection
 from oncall.store.rows import Row
 
 log = logging.getLogger("oncall.jira")
@@ -55,7 +55,7 @@ class JiraLifecycleDelivery:
             return Attempt("retry" if transient(exc) else "failed", error=error)
         return Attempt("delivered", result={"status": moved.status, "moved": moved.moved, "already": moved.already})
 
-    async def settled(self, conn: AsyncConnection, row: Row, attempt: Attempt, status: Settled) -> None:
+    async def settled(self, conn: Connection, row: Row, attempt: Attempt, status: Settled) -> None:
         """Put the outcome on the incident's timeline (``ticket_lifecycle``)."""
         if status == "retry" or row["incident_id"] is None:
             return

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from sqlalchemy.ext.asyncio import AsyncConnection
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -46,7 +45,7 @@ from oncall.diagnosis import Diagnosis
 from oncall.metrics import WHATSAPP_MESSAGES
 from oncall.settings import Settings
 from oncall.store import incidents, messages, outbox, timeline
-from oncall.store.database import Store
+from oncall.store.database import Connection, Store
 from oncall.store.rows import Row
 
 log = logging.getLogger("oncall.notify")
@@ -137,7 +136,7 @@ class WhatsAppSender:
 
     async def queue(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         body: str,
         *,
         incident_id: int | None,
@@ -216,7 +215,7 @@ class WhatsAppSender:
             return Attempt("retry" if is_transient(exc) else "failed", error=error)
         return Attempt("delivered", result={"sid": message.sid})
 
-    async def settled(self, conn: AsyncConnection, row: Row, attempt: Attempt, status: Settled) -> None:
+    async def settled(self, conn: Connection, row: Row, attempt: Attempt, status: Settled) -> None:
         """Expand a delivered notice into its messages; mirror a message's outcome on its ``messages`` row."""
         if row["operation"] == "notice":
             if status == "delivered":
@@ -251,7 +250,7 @@ class WhatsAppSender:
             return Attempt("failed", error=str(exc))
         return Attempt("delivered", result={"body": body})
 
-    async def _expand_notice(self, conn: AsyncConnection, row: Row, body: str) -> None:
+    async def _expand_notice(self, conn: Connection, row: Row, body: str) -> None:
         """Queue the rendered notice's parts and record ``notified`` (the transaction marking it delivered)."""
         incident_id = int(row["incident_id"])
         to = row["payload"].get("to") or None
