@@ -17,7 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from oncall.store import sqlite as inline_sqlite
-from oncall.store.database import Store, WriterTurns
+from oncall.store.database import Store
+from oncall.store.sqlite import WriterTurns
 from tests.support import migrated_store
 
 

@@ -3,7 +3,7 @@
 - SQLite (``sqlite:///path``): SQLAlchemy's synchronous pysqlite engine, run on the event loop's thread and
   never waiting inside SQLite (``oncall.store.sqlite``: WAL mode, foreign keys on, checkpoints on a worker
   thread). Write blocks start with ``BEGIN IMMEDIATE`` so two writers (coroutines or processes) never
-  deadlock on a lock upgrade, and a process's own writers take turns first (``WriterTurns``: urgent
+  deadlock on a lock upgrade, and a process's own writers take turns first (``sqlite.WriterTurns``: urgent
   writers, the webhook intake, before background work); reads use a deferred ``BEGIN`` and run beside
   writers (WAL).
 - PostgreSQL (``postgresql://...``, driver psycopg 3): READ COMMITTED; rows that several replicas may
@@ -20,7 +20,6 @@ hook, whichever module wrote it. Text already redacted (``Redacted``) is not sca
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -134,52 +133,6 @@ async def _transaction(conn: AsyncConnection) -> AsyncIterator[None]:
     await uncancellable(transaction.commit())
 
 
-class WriterTurns:
-    """One writer at a time, in arrival order, except that an urgent writer goes before every waiting ordinary one.
-
-    SQLite has one writer: a POST waiting to commit its webhook body (the sender waits for the answer) goes
-    before queued background writers (applier, investigations, outbox); a transaction already running ends
-    first. A cancelled waiter leaves the queue; one cancelled just after being handed the turn passes it on.
-    """
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._waiting: dict[bool, collections.deque[asyncio.Future[None]]] = {
-            True: collections.deque(),
-            False: collections.deque(),
-        }
-
-    @asynccontextmanager
-    async def turn(self, urgent: bool) -> AsyncIterator[None]:
-        """Hold the writer's turn for the block (``urgent``: ahead of every waiting ordinary writer)."""
-        if self._busy:
-            handed = asyncio.get_running_loop().create_future()
-            self._waiting[urgent].append(handed)
-            try:
-                await handed
-            except asyncio.CancelledError:
-                if handed.done() and not handed.cancelled():
-                    self._pass_on()
-                elif handed in self._waiting[urgent]:  # a holder's _pass_on may have dropped it already
-                    self._waiting[urgent].remove(handed)
-                raise
-        self._busy = True
-        try:
-            yield
-        finally:
-            self._pass_on()
-
-    def _pass_on(self) -> None:
-        """Hand the turn to the next waiter (urgent ones first), or mark it free."""
-        for queue in (self._waiting[True], self._waiting[False]):
-            while queue:
-                handed = queue.popleft()
-                if not handed.done():
-                    handed.set_result(None)
-                    return
-        self._busy = False
-
-
 class Connection(Protocol):
     """What the store modules use of a transaction's connection: ``InlineConnection`` on SQLite,
     ``AsyncConnection`` on PostgreSQL."""
@@ -214,16 +167,11 @@ class Store:
         self.dialect = backend(url)
         self._sqlite: SQLiteDatabase | None = None
         self._postgres: AsyncEngine | None = None
-        self._writers: WriterTurns | None = None
         if self.dialect == "sqlite":
             path = sqlite_path(url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._sqlite = SQLiteDatabase(sync_url(url), path, self._before_execute, json_dumps)
-            # SQLite has one writer at a time: this process's writers queue here (fair, FIFO, holding no pooled
-            # connection) instead of retrying a busy BEGIN IMMEDIATE. Other processes on the same file are
-            # waited for by the retries (``oncall.store.sqlite``).
-            self._writers = WriterTurns()
         else:
             engine = create_async_engine(sync_url(url), json_serializer=json_dumps, pool_pre_ping=True)
             self._postgres = ShieldedEngine(engine.sync_engine)
@@ -242,9 +190,9 @@ class Store:
     @asynccontextmanager
     async def write(self, urgent: bool = False) -> AsyncIterator[Connection]:
         """A read-write transaction: committed when the block ends, rolled back when it raises. ``urgent``: on
-        SQLite, ahead of the writers of this process waiting for their turn (``WriterTurns``)."""
-        if self._sqlite is not None and self._writers is not None:
-            async with self._writers.turn(urgent), self._sqlite.transaction(write=True) as inline:
+        SQLite, ahead of the writers of this process waiting for their turn (``sqlite.WriterTurns``)."""
+        if self._sqlite is not None:
+            async with self._sqlite.transaction(write=True, urgent=urgent) as inline:
                 yield inline
             return
         assert self._postgres is not None

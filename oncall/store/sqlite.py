@@ -24,6 +24,7 @@ it did between two hand-offs. Nothing may block the loop inside SQLite:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import sqlite3
@@ -128,6 +129,52 @@ class InlineConnection:
         return self._conn.execute(statement, parameters)
 
 
+class WriterTurns:
+    """One writer at a time, in arrival order, except that an urgent writer goes before every waiting ordinary one.
+
+    SQLite has one writer: a POST waiting to commit its webhook body (the sender waits for the answer) goes
+    before queued background writers (applier, investigations, outbox); a transaction already running ends
+    first. A cancelled waiter leaves the queue; one cancelled just after being handed the turn passes it on.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: dict[bool, collections.deque[asyncio.Future[None]]] = {
+            True: collections.deque(),
+            False: collections.deque(),
+        }
+
+    @asynccontextmanager
+    async def turn(self, urgent: bool) -> AsyncIterator[None]:
+        """Hold the writer's turn for the block (``urgent``: ahead of every waiting ordinary writer)."""
+        if self._busy:
+            handed = asyncio.get_running_loop().create_future()
+            self._waiting[urgent].append(handed)
+            try:
+                await handed
+            except asyncio.CancelledError:
+                if handed.done() and not handed.cancelled():
+                    self._pass_on()
+                elif handed in self._waiting[urgent]:  # a holder's _pass_on may have dropped it already
+                    self._waiting[urgent].remove(handed)
+                raise
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Hand the turn to the next waiter (urgent ones first), or mark it free."""
+        for queue in (self._waiting[True], self._waiting[False]):
+            while queue:
+                handed = queue.popleft()
+                if not handed.done():
+                    handed.set_result(None)
+                    return
+        self._busy = False
+
+
 class SQLiteDatabase:
     """A SQLite file (or in-memory database) used from the event loop's thread (see module docstring).
 
@@ -149,17 +196,30 @@ class SQLiteDatabase:
         event.listen(self.engine, "connect", _pragmas)
         event.listen(self.engine, "begin", _begin)
         self._writer = self.engine.execution_options(**{WRITE_OPTION: True})
+        # SQLite has one writer at a time: this process's writers queue here (fair, FIFO, holding no pooled
+        # connection) instead of retrying a busy BEGIN IMMEDIATE; other processes' locks are retried (``_begin``).
+        self._turns = WriterTurns()
         self._checkpoint: asyncio.Task[None] | None = None
         self._checkpointed_at = time.monotonic()
 
     @asynccontextmanager
-    async def transaction(self, write: bool) -> AsyncIterator[InlineConnection]:
-        """One transaction: committed when the block ends, rolled back when it raises (or is cancelled).
+    async def transaction(self, write: bool, urgent: bool = False) -> AsyncIterator[InlineConnection]:
+        """One transaction: committed when the block ends, rolled back when it raises (or is cancelled). A write
+        first waits for this process's writer turn (``urgent``: ahead of the waiting ordinary writers).
 
         Raises:
             sqlalchemy.exc.OperationalError: a write's lock stayed taken by another process for
                 ``BUSY_TIMEOUT_S``, or the database failed.
         """
+        turn = self._turns.turn(urgent) if write else contextlib.nullcontext()
+        async with turn, self._transaction(write) as inline:
+            yield inline
+        if write:
+            self.checkpoint_soon()
+
+    @asynccontextmanager
+    async def _transaction(self, write: bool) -> AsyncIterator[InlineConnection]:
+        """Begin, then commit when the block ends or roll back when it raises."""
         conn, transaction = await self._begin(write)
         try:
             yield InlineConnection(conn, threads=self.path is not None)
@@ -170,8 +230,6 @@ class SQLiteDatabase:
             transaction.commit()
         finally:
             conn.close()
-        if write:
-            self.checkpoint_soon()
 
     async def _begin(self, write: bool) -> tuple[Connection, RootTransaction]:
         """A connection and its begun transaction; a busy ``BEGIN IMMEDIATE`` is tried again after asynchronous
