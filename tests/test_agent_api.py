@@ -199,6 +199,10 @@ async def test_capture_sequence_over_http(tmp_path: Path) -> None:
         assert detail["status"] == "resolved" and detail["resolved_at"] is not None
         assert detail["group_labels"] == {"alertname": "TargetDown", "service": "checkout"}
         assert {a["fingerprint"]: a["status"] for a in detail["alerts"]} == {FP_19557: "resolved", FP_19556: "resolved"}
+        assert [a["annotations"]["summary"] for a in detail["alerts"]] == [
+            "Target 127.0.0.1:19557 is down",
+            "Target 127.0.0.1:19556 is down",
+        ]
         assert detail["diagnosis"]["fault_type"] == "unknown"
         assert [i["status"] for i in detail["investigations"]] == ["done"]
         every = [event["kind"] for event in detail["timeline"]]

@@ -40,6 +40,26 @@ def test_shipped_catalog_describes_the_demo_services() -> None:
     assert inventory.slo.latency is not None and inventory.slo.latency.threshold_s == 0.5
 
 
+def test_matching_reads_only_the_labels_the_matchers_name() -> None:
+    """1,000 alerts differing by ``pod``: a ``!=`` matcher excludes them by ``team``; one without ``team`` (a missing
+    label matches as "") matches; the first matching service wins whatever the order of the label sets."""
+    text = """services:
+  - name: api
+    alerts:
+      - matchers: ['alertname=~"Api.*"', 'team!="db"']
+  - name: anything-down
+    alerts:
+      - matchers: ['alertname=~".*Down"']
+"""
+    catalog = parse_catalog(text, "c.yaml", {})
+    api, anything = catalog.services
+    owned_by_db = [{"alertname": "ApiSlow", "pod": f"web-{n}", "team": "db"} for n in range(1000)]
+    assert catalog.match(owned_by_db) is None
+    assert catalog.match([*owned_by_db, {"alertname": "ApiSlow", "pod": "web-x"}]) is api
+    assert catalog.match([{"alertname": "ApiDown", "team": "db"}, *owned_by_db]) is anything
+    assert catalog.match([{"alertname": "DbDown"}, {"alertname": "ApiDown"}]) is api
+
+
 def test_presets_give_each_library_its_own_promql() -> None:
     inventory, payments = service_queries("inventory"), service_queries("payments")
     assert inventory.evidence()["p99"] == (

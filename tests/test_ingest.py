@@ -24,7 +24,8 @@ from oncall.incidents.body import parse_body, read_body, receive_stored
 from oncall.incidents.ingest import IngestResult
 from oncall.incidents.intake import RawAlertIntake
 from oncall.incidents.scheduler import InvestigationScheduler
-from oncall.store import raw_alerts
+from oncall.investigate.prompts import PROMPT_ALERTS, alerts_text, shown_alerts
+from oncall.store import incidents, raw_alerts
 from oncall.store.database import Store
 from oncall.tasks import BackgroundTasks
 from tests.support import ingest_notification, load_json_fixture, sql
@@ -404,6 +405,55 @@ async def run_investigations(scheduler: InvestigationScheduler) -> None:
     """Claim every queued investigation and wait until each has its outcome."""
     await scheduler.run_due()
     await asyncio.gather(*scheduler._running.values())
+
+
+class RecordingInvestigator(InstantInvestigator):
+    """Diagnoses at once and keeps the alert rows each investigation was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alerts: list[list[dict]] = []
+
+    async def investigate(self, incident: dict, alerts: list[dict], *, episode: int | None = None) -> Diagnosis:
+        self.alerts.append(alerts)
+        return await super().investigate(incident, alerts, episode=episode)
+
+
+def group_of(pods: range) -> bytes:
+    """Capture 1's group with one firing alert per pod in ``pods`` (fingerprint: the pod number)."""
+    body = capture(1)["body"]
+    template = body["alerts"][0]
+    body["alerts"] = [
+        {
+            **template,
+            "labels": {**template["labels"], "pod": f"web-{n:02d}"},
+            "annotations": {"description": f"pod web-{n:02d} is down"},
+            "fingerprint": f"{n:016x}",
+        }
+        for n in pods
+    ]
+    return webhook_bytes(body)
+
+
+async def test_a_large_groups_investigation_reads_only_the_annotations_its_prompt_shows(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 alerts (10 first, 20 joining later), read in pages of 7: every alert reaches the investigation oldest
+    first, and only the ``PROMPT_ALERTS`` the prompt shows carry their annotations, which it prints."""
+    monkeypatch.setattr(incidents, "HEADS_PER_QUERY", 7)
+    await ingest_notification(store, group_of(range(20, 30)))
+    await ingest_notification(store, group_of(range(30)))
+    investigator = RecordingInvestigator()
+    await run_investigations(InvestigationScheduler(store, investigator, BackgroundTasks(), 2, replica_id="t"))
+    [alerts] = investigator.alerts
+    annotated = {alert["fingerprint"] for alert in alerts if "annotations" in alert}
+    async with store.read() as conn:
+        prompt = alerts_text(await incidents.get(conn, alerts[0]["incident_id"]) or {}, alerts)
+
+    assert [int(alert["fingerprint"], 16) for alert in alerts] == [*range(20, 30), *range(20)]
+    assert annotated == {alert["fingerprint"] for alert in shown_alerts(alerts)} and len(annotated) == PROMPT_ALERTS
+    assert all(f"pod {alert['labels']['pod']} is down" in prompt for alert in shown_alerts(alerts))
+    assert '"omitted": 10' in prompt and prompt.count('is down"}') == PROMPT_ALERTS
 
 
 async def test_an_episode_only_ever_seen_resolved_pages_nobody(store: Store) -> None:

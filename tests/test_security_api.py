@@ -252,6 +252,7 @@ async def test_large_groups_are_ingested_and_summarised(tmp_path: Path) -> None:
         big = await post_alert(client, big_body, api_headers=AUTH, timeout=120)
     assert len(page.content) < 300_000
     assert detail["alert_summary"]["total"] == 10_000 and len(detail["alerts"]) == 50
+    assert all(alert["annotations"]["description"].startswith("instance ") for alert in detail["alerts"])
     assert detail["alert_summary"]["varying_labels"]["pod"]["distinct"] == 10_000
     assert sum(e["kind"] == "alert_firing" for e in detail["timeline"]) == 100
     assert any(e["kind"] == "alert_events_omitted" and e["detail"]["count"] == 9_900 for e in detail["timeline"])

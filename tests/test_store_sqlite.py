@@ -1,19 +1,20 @@
 """SQLite on the event loop's thread (``oncall.store.sqlite``): the loop never waits inside SQLite. A write lock
 held by another process is waited for with asynchronous retries (the loop keeps running, and the wait has an
 end), the WAL is checkpointed on a worker thread instead of inside a commit, and a statement with a large parameter
-runs on a worker thread too."""
+runs on a worker thread too, and so does its transaction's commit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from oncall.store import sqlite as inline_sqlite
@@ -138,6 +139,20 @@ async def test_a_large_statement_runs_on_a_worker_thread_while_the_loop_runs(tmp
         await store.close()
     assert stored == len(large)
     assert ticks >= 3
+
+
+async def test_a_transaction_with_a_large_statement_commits_on_a_worker_thread(tmp_path: Path) -> None:
+    """The commit writes the large statement's pages to the WAL: off the loop too; other commits stay inline."""
+    store = migrated_store(tmp_path / "oncall.db")
+    committed_on: list[int] = []
+    assert store._sqlite is not None
+    event.listen(store._sqlite.engine, "commit", lambda _conn: committed_on.append(threading.get_ident()))
+    try:
+        await insert_incident(store, "g1", "x" * (2 << 20))
+        await insert_incident(store, "g2")
+    finally:
+        await store.close()
+    assert committed_on[0] != threading.get_ident() and committed_on[1:] == [threading.get_ident()]
 
 
 async def test_a_large_statement_cancelled_on_its_thread_finishes_then_rolls_back(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ Syntax: Alertmanager docs, "Configuration - <matcher>": the value may be quoted 
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^"\s]*))\s*$')
@@ -28,8 +30,9 @@ class Matcher:
         return (re.fullmatch(self.value, actual) is not None) == (self.op == "=~")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_matcher(text: str) -> Matcher:
-    """Parse ``text`` into a Matcher.
+    """Parse ``text`` into a Matcher (cached: a catalog's few matchers are matched against every alert).
 
     Raises:
         ValueError: not a matcher, or an invalid regular expression.
@@ -45,3 +48,11 @@ def parse_matcher(text: str) -> Matcher:
         except re.error as exc:
             raise ValueError(f"invalid regular expression in {text!r}: {exc}") from None
     return Matcher(name, op, value)
+
+
+def distinct_cuts(label_sets: Iterable[dict[str, str]], names: Iterable[str]) -> list[dict[str, str]]:
+    """The distinct label sets among ``label_sets`` each cut to the labels in ``names``: matchers naming only
+    those labels match a cut exactly when they match the whole set (a missing label stays missing)."""
+    kept = sorted(set(names))
+    cuts = {tuple((name, labels[name]) for name in kept if name in labels) for labels in label_sets}
+    return [dict(cut) for cut in cuts]

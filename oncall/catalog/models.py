@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from oncall.catalog.matchers import Matcher, parse_matcher
+from oncall.catalog.matchers import Matcher, distinct_cuts, parse_matcher
 from oncall.catalog.promql import PRESETS, ClientQueries, ServiceQueries, selector_matchers, series
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -239,8 +239,7 @@ class LocalCodeSpec(_Strict):
 
 
 class GitHubCodeSpec(_Strict):
-    """The GitHub contents API at ``ref`` (a template such as ``v{version}``; the default branch
-    ``default_ref`` when the version is unknown)."""
+    """The GitHub contents API at ``ref`` (a template such as ``v{version}``; ``default_ref``: version unknown)."""
 
     type: Literal["github"]
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
@@ -383,8 +382,9 @@ class Catalog(_Strict):
         return services
 
     def match(self, alert_labels: list[dict[str, str]]) -> ServiceEntry | None:
-        """The first service one of whose alert routes matches any of ``alert_labels``, or None."""
-        return next((s for s in self.services if any(s.matches(labels) for labels in alert_labels)), None)
+        """The first service one of whose alert routes matches any of ``alert_labels`` (``distinct_cuts``), or None."""
+        cuts = distinct_cuts(alert_labels, {m.name for s in self.services for r in s.alerts for m in r.parsed()})
+        return next((s for s in self.services if any(s.matches(labels) for labels in cuts)), None)
 
     def get(self, name: str) -> ServiceEntry | None:
         """The service called ``name``, or None."""

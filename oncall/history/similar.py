@@ -142,15 +142,14 @@ def features(row: Row, diagnosis: dict[str, Any] | None = None) -> Features:
     """The features of a history row (``oncall.store.history``); ``diagnosis`` replaces the stored one."""
     found = diagnosis if diagnosis is not None else (row.get("diagnosis") or {})
     fault = found.get("fault_type")
-    labels = [alert.get("labels") or {} for alert in row.get("alerts", [])]
-    replicas = {str(lab["replica"]) for lab in labels if lab.get("replica")} | set(found.get("affected_replicas") or [])
+    replicas = set(row.get("replicas", [])) | set(found.get("affected_replicas") or [])
     return Features(
         service=row.get("service") or found.get("affected_service"),
         fault_type=None if fault in UNINFORMATIVE_FAULTS else fault,
         file=found.get("affected_file"),
         line=found.get("affected_line"),
         error_signature=error_signature(row.get("log_summary")),
-        alertnames=frozenset(str(alert["alertname"]) for alert in row.get("alerts", [])),
+        alertnames=frozenset(row.get("alertnames", [])),
         replicas=frozenset(replicas),
     )
 

@@ -141,7 +141,7 @@ class RawAlertApplier:
                 notification = self.parsed.pop(claimed, None)
                 RAW_ALERTS_WAITING.set(len(self.parsed))
                 if notification is None:
-                    notification = await self._parse_stored(row)
+                    notification = await self._parse_stored(row, await raw_alerts.stored_text(conn, claimed) or "")
                 if notification is None:
                     error = "not replayable: the stored body is not whole"
                     await raw_alerts.set_error(conn, claimed, error)
@@ -158,10 +158,10 @@ class RawAlertApplier:
         self._report(row, notification, result)
         return result
 
-    async def _parse_stored(self, row: Row) -> WebhookNotification | None:
-        """The notification of a body another process stored (it died before applying it), or None when the
-        stored text does not parse (kept cut)."""
-        received = await receive_stored(row["body"].encode())
+    async def _parse_stored(self, row: Row, text: str) -> WebhookNotification | None:
+        """The notification of a body another process stored (it died before applying it) from its stored
+        ``text``, or None when that does not parse (kept cut)."""
+        received = await receive_stored(text.encode())
         RAW_ALERTS_REPLAYED.inc()
         log.warning(
             "raw_alerts#%d received by %s %.0f s ago was never applied: applying it now",

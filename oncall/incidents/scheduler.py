@@ -30,6 +30,7 @@ from typing import Protocol
 
 from oncall.diagnosis import Diagnosis
 from oncall.incidents import lifecycle
+from oncall.investigate.prompts import shown_alerts
 from oncall.metrics import INVESTIGATION_CLAIMS
 from oncall.paging.escalation import Escalations
 from oncall.settings import Settings
@@ -204,11 +205,11 @@ class InvestigationScheduler:
         """Run one claimed investigation and record its outcome while the claim is still ours."""
         episode_id, incident_id, number = int(claim["id"]), int(claim["incident_id"]), int(claim["number"])
         try:
+            alerts = await self._alerts(incident_id)
             now = time.time()
             async with self.store.write() as conn:
                 incident = await incidents.lock(conn, incident_id)  # the incident row first, then its episode
                 assert incident is not None  # episodes reference their incident
-                alerts = await incidents.alerts(conn, incident_id)
                 if claim["investigation"] == "running" and claim["claimed_by"] != self.replica_id:
                     reason = f"lease of replica {claim['claimed_by']} expired; taken over by {self.replica_id}"
                     await investigations.interrupt_running(conn, now, reason, incident_id=incident_id)
@@ -219,6 +220,14 @@ class InvestigationScheduler:
         finally:
             self._running.pop(episode_id, None)
             self.poller.wake()  # a slot is free
+
+    async def _alerts(self, incident_id: int) -> list[Row]:
+        """The incident's alerts for its investigation, read before the write transaction (which then holds no
+        lock while thousands are read); only the alerts the prompt shows carry their annotations."""
+        async with self.store.read() as conn:
+            alerts = await incidents.alert_heads(conn, incident_id)
+            await incidents.annotate(conn, incident_id, shown_alerts(alerts))
+        return alerts
 
     async def _outcome(self, episode_id: int, incident: Row, alerts: list[Row], number: int) -> Diagnosis | None:
         incident_id = int(incident["id"])

@@ -28,7 +28,8 @@ DEFAULT_LATENCY_OBJECTIVE_S = 0.5
 class ServiceContext:
     """One investigation's service: its catalog entry (or stand-in), sources, alerts and onset.
 
-    ``alerts``: the incident's alert rows (``labels``, ``annotations``, ``starts_at``, ``status``);
+    ``alerts``: the incident's alert rows (``labels``, ``starts_at``, ``status``; ``annotations`` on those the
+    prompt shows, ``prompts.shown_alerts``);
     ``onset``: epoch seconds when the first firing alert started (None when unknown);
     ``gaps``: what the catalog does not say about the service, one sentence each.
     """
@@ -69,30 +70,30 @@ class ServiceContext:
 
 def alert_labels(incident: dict[str, Any], alerts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     """Every label set the incident carries: each alert's labels, then the common and group labels."""
-    sets = [dict(a.get("labels") or {}) for a in alerts]
-    sets += [dict(incident.get(key) or {}) for key in ("common_labels", "group_labels")]
+    sets = [a.get("labels") or {} for a in alerts]
+    sets += [incident.get(key) or {} for key in ("common_labels", "group_labels")]
     return [s for s in sets if s]
 
 
 def onset_of(alerts: Sequence[dict[str, Any]]) -> float | None:
     """Epoch seconds of the earliest ``starts_at`` among firing alerts (any alert when none fires)."""
     firing = [a for a in alerts if a.get("status", "firing") == "firing"] or list(alerts)
-    starts = [t for t in (parse_time(a.get("starts_at") or a.get("startsAt")) for a in firing) if t and t > 0]
+    texts = {a.get("starts_at") or a.get("startsAt") for a in firing}  # a group's alerts often share a start
+    starts = [t for t in (parse_time(text) for text in texts) if t and t > 0]
     return min(starts) if starts else None
 
 
 def stand_in_entry(labels: list[dict[str, str]]) -> ServiceEntry:
-    """A catalog entry for a service the catalog does not know, from the alert's labels."""
-    merged: dict[str, str] = {}
-    for label_set in reversed(labels):
-        merged.update(label_set)
-    name = merged.get("service") or merged.get("job") or "unknown"
+    """A catalog entry for a service the catalog does not know, from the alert's labels (for each of ``service``,
+    ``job`` and ``alertname``, the first label set that has it)."""
+    merged = {key: next((s[key] for s in labels if key in s), "") for key in ("service", "job", "alertname")}
+    name = merged["service"] or merged["job"] or "unknown"
     safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.lower()).strip("-.") or "unknown"
     prometheus = None
-    if merged.get("job"):
+    if merged["job"]:
         job = json.dumps(merged["job"])
         prometheus = PrometheusSpec(selector=f"{{job={job}}}", replica_label=UNKNOWN_REPLICA_LABEL)
-    route = AlertRoute(matchers=[f"alertname={json.dumps(merged.get('alertname', ''))}"])
+    route = AlertRoute(matchers=[f"alertname={json.dumps(merged['alertname'])}"])
     return ServiceEntry(name=safe[:63], alerts=[route], prometheus=prometheus)
 
 

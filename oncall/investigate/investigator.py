@@ -78,8 +78,9 @@ class Investigator:
         return self.engines[0].name
 
     async def investigate(self, incident: Row, alerts: list[Row], *, episode: int | None = None) -> Diagnosis:
-        """Investigate ``incident`` (an ``incidents`` row) with its ``alerts`` and return the diagnosis;
-        ``episode`` (the incident's episode number) is recorded on each engine run.
+        """Investigate ``incident`` (an ``incidents`` row) with its ``alerts`` (``incident_alerts`` rows; those
+        ``prompts.shown_alerts`` picks carry ``annotations``) and return the diagnosis; ``episode`` (the incident's
+        episode number) is recorded on each engine run.
 
         Raises:
             InvestigationFailed: the last engine failed too.

@@ -8,7 +8,7 @@ from typing import Any
 
 from oncall.investigate.context import ServiceContext
 from oncall.investigate.fencing import FENCE_RULES, fence
-from oncall.store.alert_summary import summarise_alerts
+from oncall.store.alert_summary import summarise_alerts, telling_alerts
 
 PROMPT_ALERTS = 20
 """Alerts listed one by one in the first message; a larger group is summarised (counts + the most telling)."""
@@ -131,6 +131,12 @@ def _alert_line(alert: dict[str, Any]) -> str:
         f"- {alert['alertname']} [{alert['status']}] startsAt {_when(alert.get('starts_at'))}; "
         f"labels {_short(alert['labels'])}; annotations {_short(alert['annotations'])}"
     )
+
+
+def shown_alerts(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alerts whose lines (with annotations) ``alerts_text`` shows: all of them when there are at most
+    ``PROMPT_ALERTS``, else the most telling; the others' annotations are not read (``incidents.annotate``)."""
+    return alerts if len(alerts) <= PROMPT_ALERTS else telling_alerts(alerts, PROMPT_ALERTS)
 
 
 def alerts_text(incident: dict[str, Any], alerts: list[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ alert name) group, firing ones and the newest first.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -27,8 +28,8 @@ def telling_alerts(alerts: list[Row], keep: int) -> list[Row]:
     for alert in alerts:
         groups[(str(alert.get("status")), str(alert.get("alertname")))].append(alert)
     ordered = sorted(groups.items(), key=lambda item: (item[0][0] != "firing", -len(item[1]), item[0][1]))
-    queues = [
-        sorted(rows, key=lambda a: (str(a.get("starts_at") or ""), str(a.get("fingerprint"))), reverse=True)
+    queues = [  # a group's newest first; no more than ``keep`` of one group can be chosen
+        heapq.nlargest(keep, rows, key=lambda a: (str(a.get("starts_at") or ""), str(a.get("fingerprint"))))
         for _, rows in ordered
     ]
     chosen: list[Row] = []

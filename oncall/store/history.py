@@ -1,6 +1,6 @@
 """Past incidents as the similar-incident ranking and the Jira reopen rule read them.
 
-``with_history`` attaches to incident rows what a comparison needs: alert names and labels, the
+``with_history`` attaches to incident rows what a comparison needs: alert names and replicas, the
 latest ticket, the resolution, the actions taken (timeline kinds in ``ACTION_KINDS``), when the
 last episode started, and the newest successful ``fetch_logs`` result (text; the error signature is
 read from it). Five statements for any number of incidents (``IN`` lists), never one per incident.
@@ -53,7 +53,8 @@ async def one(conn: Connection, incident_id: int) -> Row | None:
 
 
 async def with_history(conn: Connection, rows: list[Row]) -> list[Row]:
-    """Add to each incident row: ``alerts`` (``[{"alertname", "labels"}]``), ``ticket`` (the newest
+    """Add to each incident row: ``alertnames`` and ``replicas`` (the distinct alert names and ``replica``
+    label values of its alerts, sorted; read as distinct pairs, never alert by alert), ``ticket`` (the newest
     ``created`` ticket, else the newest one, or None), ``resolution`` (the last ``resolved`` event
     ``{"at", "detail"}`` or None), ``actions`` (``[{"at", "kind", "detail"}]`` oldest first),
     ``episode_started_at`` (the last ``reopened`` event, else ``created_at``) and ``log_summary`` (the
@@ -61,11 +62,12 @@ async def with_history(conn: Connection, rows: list[Row]) -> list[Row]:
     ids = [int(row["id"]) for row in rows]
     if not ids:
         return rows
+    replica = incident_alerts.c.labels["replica"].as_string().label("replica")  # NULL when the label is absent
     alerts = await _grouped(
         conn,
-        select(incident_alerts.c.incident_id, incident_alerts.c.alertname, incident_alerts.c.labels)
+        select(incident_alerts.c.incident_id, incident_alerts.c.alertname, replica)
         .where(incident_alerts.c.incident_id.in_(ids))
-        .order_by(incident_alerts.c.first_seen_at),
+        .distinct(),
     )
     ticket_rows = await _grouped(conn, select(tickets).where(tickets.c.incident_id.in_(ids)).order_by(tickets.c.id))
     events = await _grouped(
@@ -84,7 +86,9 @@ async def with_history(conn: Connection, rows: list[Row]) -> list[Row]:
     )
     for row in rows:
         incident_id = int(row["id"])
-        row["alerts"] = [{"alertname": a["alertname"], "labels": a["labels"]} for a in alerts.get(incident_id, [])]
+        found = alerts.get(incident_id, [])
+        row["alertnames"] = sorted({alert["alertname"] for alert in found})
+        row["replicas"] = sorted({alert["replica"] for alert in found if alert["replica"]})
         row["ticket"] = _preferred_ticket(ticket_rows.get(incident_id, []))
         row.update(_episode_facts(row, events.get(incident_id, [])))
         row["log_summary"] = next((entry["result"] for entry in logs.get(incident_id, [])), None)

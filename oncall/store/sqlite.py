@@ -106,7 +106,8 @@ def text_size(value: Any) -> int:
 class InlineConnection:
     """The connection of one SQLite transaction for the store modules (the part of ``Connection`` they use):
     each statement runs on the event loop's thread after letting the loop run once, or on a worker thread when
-    its parameters hold ``LARGE_PARAMETERS`` or more (a 16 MiB body takes about 45 ms to insert).
+    its parameters hold ``LARGE_PARAMETERS`` or more (a 16 MiB body takes about 45 ms to insert; ``offloaded``
+    then tells the transaction to commit there too: the commit writes those pages to the WAL).
 
     Args:
         conn: the transaction's connection.
@@ -118,12 +119,14 @@ class InlineConnection:
         self._conn = conn
         self._threads = threads
         self.dialect: Dialect = conn.dialect
+        self.offloaded = False
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         """Run one statement (SQLAlchemy Core; ``parameters`` a dict, or a list of dicts for executemany) and
         return its buffered result. A statement on a worker thread runs to its end when the task is cancelled
         (the cancellation is raised after it)."""
         if self._threads and text_size(parameters) >= LARGE_PARAMETERS:
+            self.offloaded = True
             return await uncancellable(asyncio.to_thread(self._conn.execute, statement, parameters))
         await asyncio.sleep(0)  # the loop runs between two statements, as it did between two driver hand-offs
         return self._conn.execute(statement, parameters)
@@ -222,12 +225,16 @@ class SQLiteDatabase:
         """Begin, then commit when the block ends or roll back when it raises."""
         conn, transaction = await self._begin(write)
         try:
-            yield InlineConnection(conn, threads=self.path is not None)
+            inline = InlineConnection(conn, threads=self.path is not None)
+            yield inline
         except BaseException:
             transaction.rollback()
             raise
         else:
-            transaction.commit()
+            if inline.offloaded:  # a large statement's pages: written to the WAL off the loop
+                await uncancellable(asyncio.to_thread(transaction.commit))
+            else:
+                transaction.commit()
         finally:
             conn.close()
 
