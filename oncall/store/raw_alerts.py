@@ -167,12 +167,12 @@ async def applied_copy_incident(conn: Connection, sha256: str, other_than: int) 
 async def claim_unapplied(conn: Connection, replica_id: str, received_before: float) -> Row | None:
     """The oldest stored-but-unapplied body that ``replica_id`` received, or that anyone received before
     ``received_before`` (epoch s), locked for the transaction (``FOR UPDATE SKIP LOCKED``: two replicas
-    never apply the same row), or None: ``{"id", "body_sha256", "body_bytes", "received_at", "received_by"}``,
-    without the body (megabytes for a large group; ``stored_text`` reads it when the notification must be parsed
-    again). Reads the partial index ``raw_alerts_unapplied``."""
+    never apply the same row), or None: ``{"id", "body_sha256", "received_at", "received_by"}``, without the
+    body (megabytes for a large group; ``stored_text`` reads it when the notification must be parsed again).
+    Reads the partial index ``raw_alerts_unapplied``."""
     c = raw_alerts.c
     result = await conn.execute(
-        select(c.id, c.body_sha256, c.body_bytes, c.received_at, c.received_by)
+        select(c.id, c.body_sha256, c.received_at, c.received_by)
         .where(c.valid == 0, c.error.is_(None), or_(c.received_by == replica_id, c.received_at < received_before))
         .order_by(c.id)
         .limit(1)
